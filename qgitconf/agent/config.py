@@ -1,0 +1,145 @@
+"""The target qube's configuration: source qube, pinned keys, allowlist, limits.
+
+Pins come from (first found) QubesDB ``/vm-config/qgitconf-key`` (set from dom0),
+``/etc/qgitconf/target.toml`` (template-wide) or ``~/.config/qgitconf/target.toml``.
+Public keys live as ``keys/<FPR>.asc`` beside the toml.  Nothing an update carries can
+change any of this (DESIGN "Actors and trust").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qgitconf.envelope import QUBE_NAME
+from qgitconf.errors import ConfigError
+from qgitconf.fsutil import atomic_write
+from qgitconf.limits import Limits
+from qgitconf.paths import PathRules
+
+FPR = re.compile(r"[0-9A-F]{40}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Everything the agent trusts, loaded from this qube's own files."""
+
+    path: Path
+    source: str
+    pinned: Mapping[str, bytes]
+    rules: PathRules = field(default_factory=PathRules)
+    limits: Limits = field(default_factory=Limits)
+    auto_apply: bool = False
+
+
+def user_config_path(home: Path) -> Path:
+    return home / ".config" / "qgitconf" / "target.toml"
+
+
+def system_config_path(env: Mapping[str, str]) -> Path:
+    return Path(env.get("QGITCONF_SYSCONFDIR", "/etc/qgitconf")) / "target.toml"
+
+
+def _qubesdb_pin(env: Mapping[str, str]) -> str | None:
+    tool = shutil.which("qubesdb-read", path=env.get("PATH"))
+    if tool is None:
+        return None
+    proc = subprocess.run(
+        [tool, "/vm-config/qgitconf-key"], capture_output=True, check=False, env=dict(env)
+    )
+    value = proc.stdout.decode("ascii", "replace").strip().upper()
+    if proc.returncode != 0 or not value:
+        return None
+    if not FPR.fullmatch(value):
+        raise ConfigError("QubesDB /vm-config/qgitconf-key is not a 40-hex fingerprint")
+    return value
+
+
+def load_target_config(home: Path, env: Mapping[str, str]) -> TargetConfig:
+    """Load this qube's target configuration.
+
+    Raises:
+        ConfigError: not set up, unreadable, or invalid.
+    """
+    candidates = [system_config_path(env), user_config_path(home)]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ConfigError(
+            "this qube is not set up as a qgitconf target "
+            "(run: qgitconf target init --source QUBE --key-file KEY.asc)"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+    source = data.get("source")
+    if not isinstance(source, str) or not QUBE_NAME.fullmatch(source):
+        raise ConfigError(f"{path}: 'source' must be a qube name")
+    pin = _qubesdb_pin(env)
+    fprs = [pin] if pin else data.get("keys")
+    if (
+        not isinstance(fprs, list)
+        or not fprs
+        or not all(isinstance(f, str) and FPR.fullmatch(f) for f in fprs)
+    ):
+        raise ConfigError(f"{path}: 'keys' must list full 40-hex primary-key fingerprints")
+    pinned: dict[str, bytes] = {}
+    for fpr in fprs:
+        key_file = path.parent / "keys" / f"{fpr}.asc"
+        try:
+            pinned[fpr] = key_file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"public key for pinned {fpr} not found at {key_file}") from e
+    allow = data.get("allow", ["**"])
+    if not isinstance(allow, list) or not all(isinstance(a, str) and a for a in allow):
+        raise ConfigError(f"{path}: 'allow' must be a list of path globs")
+    try:
+        limits = Limits.from_mapping(dict(data.get("limits", {})))
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    auto_apply = data.get("auto_apply", False)
+    if not isinstance(auto_apply, bool):
+        raise ConfigError(f"{path}: 'auto_apply' must be true or false")
+    return TargetConfig(
+        path=path,
+        source=source,
+        pinned=pinned,
+        rules=PathRules(allow=tuple(allow)),
+        limits=limits,
+        auto_apply=auto_apply,
+    )
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_target_config(
+    home: Path, source: str, fingerprint: str, key_bytes: bytes, allow: list[str]
+) -> Path:
+    """Write ``~/.config/qgitconf/target.toml`` and the pinned public key beside it."""
+    path = user_config_path(home)
+    (path.parent / "keys").mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    atomic_write(path.parent / "keys" / f"{fingerprint}.asc", key_bytes, 0o644)
+    text = (
+        "# qgitconf target configuration, written by `qgitconf target init`.\n"
+        "# The qube allowed to send updates (checked against QREXEC_REMOTE_DOMAIN).\n"
+        f"source = {_toml_str(source)}\n"
+        "# Full primary-key fingerprints whose signatures count; keys/<FPR>.asc beside this.\n"
+        f"keys = [{_toml_str(fingerprint)}]\n"
+        "# Globs of $HOME-relative paths updates may write (** = any depth).\n"
+        f"allow = [{', '.join(_toml_str(a) for a in allow)}]\n"
+        "# Apply on receipt when a change has no high-risk finding and no drift.\n"
+        "auto_apply = false\n"
+        "\n[limits]\n"
+        "# max_bundle_bytes = 268435456\n"
+    )
+    atomic_write(path, text.encode("utf-8"), 0o644)
+    return path

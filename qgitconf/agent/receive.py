@@ -1,0 +1,127 @@
+"""Receive and pull orchestration: verify, then persist only what was accepted.
+
+Both ``qgitconf.Receive`` (push) and ``qgitconf pull`` hand their untrusted stream to
+``accept_update``, which calls the one verifier (``verify_update``) and stages the
+result.  A rejection writes nothing but one line of ``rejected.log`` (rule 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from qgitconf.agent.config import TargetConfig, load_target_config
+from qgitconf.agent.state import STAGED_REF, AgentState, state_dir
+from qgitconf.agent.verify import VerifiedUpdate, VerifyContext, verify_update
+from qgitconf.envelope import format_time
+from qgitconf.errors import QgitconfError, UntrustedInputError
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one update; ``reply()`` is the JSON line sent back."""
+
+    result: str  # "staged" | "up-to-date"
+    commit: str
+    sequence: int
+    applied: str | None
+
+    def reply(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "commit": self.commit,
+            "sequence": self.sequence,
+            "applied": self.applied,
+        }
+
+
+def own_name(env: Mapping[str, str]) -> str:
+    """This qube's name: ``QGITCONF_QUBE_NAME`` or ``qubesdb-read /name``."""
+    name = env.get("QGITCONF_QUBE_NAME")
+    if name:
+        return name
+    import subprocess
+
+    from qgitconf.errors import ConfigError
+
+    try:
+        proc = subprocess.run(["qubesdb-read", "/name"], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise ConfigError("cannot learn this qube's name (qubesdb-read /name failed)") from e
+    return proc.stdout.decode("ascii", "replace").strip()
+
+
+def make_context(cfg: TargetConfig, state: AgentState, name: str) -> VerifyContext:
+    data = state.load()
+    return VerifyContext(
+        own_name=name,
+        source=cfg.source,
+        pinned=cfg.pinned,
+        rules=cfg.rules,
+        limits=cfg.limits,
+        last_sequence=data.get("sequence"),
+        last_commit=data.get("commit"),
+        objects=state.objects,
+        tmp=state.tmp,
+        now=datetime.now(UTC),
+    )
+
+
+def _stage(update: VerifiedUpdate, state: AgentState) -> None:
+    """Persist an accepted update: objects first, then state, then the ref."""
+    st = update.statement
+    if update.quarantine is not None:
+        update.quarantine.promote()
+    data = state.load()
+    data.update(
+        sequence=st.sequence,
+        commit=st.commit,
+        staged={
+            "commit": st.commit,
+            "sequence": st.sequence,
+            "signer": update.signer,
+            "created": format_time(st.created),
+            "received": format_time(datetime.now(UTC)),
+        },
+    )
+    state.save(data)
+    repo = state.repo()
+    try:
+        repo.refs[STAGED_REF] = st.commit.encode("ascii")
+    finally:
+        repo.close()
+
+
+def accept_update(stream: BinaryIO, sender: str, home: Path, env: Mapping[str, str]) -> Outcome:
+    """Verify an update from ``sender`` and stage it.
+
+    Raises:
+        QgitconfError: ``UntrustedInputError`` subclasses for rejected updates (already
+            logged to ``rejected.log``), ``ConfigError`` when this qube is not set up.
+    """
+    cfg = load_target_config(home, env)
+    state = AgentState(state_dir(home))
+    state.ensure()
+    ctx = make_context(cfg, state, own_name(env))
+    try:
+        update = verify_update(stream, sender, ctx)
+    except UntrustedInputError as e:
+        state.log_rejection(e.code, e.detail, sender)
+        raise
+    try:
+        st = update.statement
+        if not update.up_to_date:
+            _stage(update, state)
+        result = "up-to-date" if update.up_to_date else "staged"
+        return Outcome(result, st.commit, st.sequence, state.applied_commit)
+    finally:
+        update.close()
+
+
+def rejection_reply(error: QgitconfError) -> dict[str, Any]:
+    from qgitconf.sanitize import sanitize
+
+    return {"result": "rejected", "reason": error.code, "detail": sanitize(error.detail)}

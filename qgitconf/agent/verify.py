@@ -1,0 +1,217 @@
+"""Verify one incoming update: the single function Receive and pull both call.
+
+``verify_update`` enforces DESIGN rules 1-7 in this order, stopping at the first
+failure with the error named after the attack:
+
+1. the sender is the configured source qube (rule 3) - before any byte is read;
+2. envelope header, statement and signature read under fixed caps (rule 1);
+3. the statement's signature verifies against the pinned keys only (rule 2) - before
+   the statement is parsed;
+4. the statement parses strictly, names this qube, has a fresh sequence and has not
+   expired (rule 4);
+5. the bundle is read only up to ``bundle-size``, must hash to ``bundle-sha256``, and
+   nothing may follow it (rules 1, 5);
+6. the bundle header is strict and advertises exactly ``refs/heads/<this qube>`` at the
+   statement's commit with the statement's prerequisite (rule 5);
+7. the pack is streamed into a quarantine store with caps; every new object is
+   ``check()``-ed (rule 5);
+8. the tip commit is signed by a pinned key and descends from the last accepted
+   commit (rule 6);
+9. every path of the tip tree passes the path rules (rule 7) and the tree digest
+   matches ``tree-sha256`` (rule 5).
+
+The result, ``VerifiedUpdate``, is only ever built here.  Its quarantine holds the new
+objects; the caller promotes them (rule 8) or closes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from qgitconf.bundle import Quarantine, read_bundle_header
+from qgitconf.envelope import Statement, parse_statement, read_envelope
+from qgitconf.errors import (
+    BundleError,
+    CommitSignatureError,
+    ExpiredError,
+    MalformedError,
+    ReplayError,
+    RollbackError,
+    TooLargeError,
+    WrongSourceError,
+    WrongTargetError,
+)
+from qgitconf.gitstore import check_descends, read_commit, tree_sha256, walk_tree
+from qgitconf.limits import Limits
+from qgitconf.paths import PathRules, check_tree
+from qgitconf.sanitize import sanitize
+from qgitconf.signing import Verifier
+
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class VerifyContext:
+    """What the agent knows and trusts when an update arrives."""
+
+    own_name: str
+    source: str
+    pinned: Mapping[str, bytes]
+    rules: PathRules
+    limits: Limits
+    last_sequence: int | None
+    last_commit: str | None
+    objects: Path
+    tmp: Path
+    now: datetime
+
+
+@dataclass
+class VerifiedUpdate:
+    """An update that passed every rule.  Built only by ``verify_update``."""
+
+    statement: Statement
+    signer: str
+    up_to_date: bool
+    quarantine: Quarantine | None
+    paths: list[str]
+
+    def close(self) -> None:
+        if self.quarantine is not None:
+            self.quarantine.close()
+
+
+def _check_statement(st: Statement, ctx: VerifyContext) -> bool:
+    """Rule 4.  Returns True when the update is the one already accepted."""
+    if st.target != ctx.own_name:
+        raise WrongTargetError(
+            f"update is for {sanitize(st.target)!r}, this qube is {sanitize(ctx.own_name)!r}"
+        )
+    if ctx.last_sequence is not None:
+        if st.sequence < ctx.last_sequence:
+            raise RollbackError(
+                f"sequence {st.sequence} is lower than the last accepted {ctx.last_sequence}"
+            )
+        if st.sequence == ctx.last_sequence:
+            if st.commit == ctx.last_commit:
+                return True
+            raise ReplayError(f"sequence {st.sequence} was already used for another commit")
+    if st.expires is not None and st.expires <= ctx.now:
+        raise ExpiredError(f"update expired at {st.expires.isoformat()}")
+    return False
+
+
+def _spool_bundle(stream: BinaryIO, st: Statement, limits: Limits, spool: BinaryIO) -> None:
+    """Copy exactly ``bundle-size`` bytes to ``spool`` while hashing (rules 1, 5)."""
+    if st.bundle_size > limits.max_bundle_bytes:
+        raise TooLargeError(
+            f"bundle-size {st.bundle_size} exceeds the limit {limits.max_bundle_bytes}"
+        )
+    h = hashlib.sha256()
+    left = st.bundle_size
+    while left:
+        chunk = stream.read(min(_CHUNK, left))
+        if not chunk:
+            raise BundleError(
+                f"bundle is {st.bundle_size - left} bytes, the statement says {st.bundle_size}",
+                code="bundle-size-mismatch",
+            )
+        h.update(chunk)
+        spool.write(chunk)
+        left -= len(chunk)
+    if stream.read(1):
+        raise MalformedError("data follows the bundle", code="bundle-size-mismatch")
+    if h.hexdigest() != st.bundle_sha256:
+        raise BundleError("bundle does not match bundle-sha256", code="bundle-hash-mismatch")
+    spool.seek(0)
+
+
+def _check_header(spool: BinaryIO, st: Statement, ctx: VerifyContext) -> None:
+    header = read_bundle_header(spool, ctx.limits)
+    (ref, sha) = header.refs[0]
+    if ref != f"refs/heads/{st.target}":
+        raise BundleError(f"bundle ref {ref!r} is not refs/heads/{st.target}")
+    if sha != st.commit:
+        raise BundleError(
+            "bundle ref does not point at the statement's commit", code="commit-mismatch"
+        )
+    expected = (st.prerequisite,) if st.prerequisite else ()
+    if header.prerequisites != expected:
+        raise BundleError("bundle prerequisites differ from the statement's")
+    if st.prerequisite and not _has_object(ctx.objects, st.prerequisite):
+        raise BundleError(
+            f"prerequisite {st.prerequisite} is not in this qube's repository",
+            code="missing-prerequisite",
+        )
+
+
+def _has_object(objects: Path, sha: str) -> bool:
+    from dulwich.object_store import DiskObjectStore
+
+    store: Any = DiskObjectStore(str(objects))
+    return sha.encode("ascii") in store
+
+
+def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> VerifiedUpdate:
+    """Read and verify one update from ``stream``; see the module docstring for the steps.
+
+    Args:
+        stream: the untrusted bytes (qrexec stdin for Receive, Fetch's stdout for pull).
+        sender: the qube the bytes came from, as qrexec reports it.
+        ctx: what this qube trusts and has accepted before.
+
+    Returns:
+        A ``VerifiedUpdate``; the caller must ``close()`` it.
+
+    Raises:
+        UntrustedInputError: a subclass named after the rule that failed.
+    """
+    if sender != ctx.source:  # step 1, rule 3
+        raise WrongSourceError(f"updates are accepted from {ctx.source!r} only")
+    raw = read_envelope(stream)  # step 2, rule 1
+    with Verifier(ctx.pinned) as verifier:
+        signer = verifier.verify(raw.statement, raw.signature)  # step 3, rule 2
+        st = parse_statement(raw.statement)  # step 4
+        if _check_statement(st, ctx):
+            return VerifiedUpdate(st, signer, True, None, [])
+        quarantine = Quarantine(ctx.tmp, ctx.objects)
+        try:
+            with tempfile.TemporaryFile(dir=quarantine.root) as spool:
+                _spool_bundle(stream, st, ctx.limits, spool)  # step 5
+                _check_header(spool, st, ctx)  # step 6
+                quarantine.ingest(spool, st.bundle_size, ctx.limits)  # step 7
+            store = quarantine.store
+            commit = read_commit(store, st.commit)  # step 8, rule 6
+            payload, signature, _kind = commit.extract_signature()
+            if not signature:
+                raise CommitSignatureError(f"commit {st.commit} is not signed")
+            verifier.verify(bytes(payload), bytes(signature), CommitSignatureError)
+            check_descends(store, st.commit, ctx.last_commit, ctx.limits.max_objects)
+            entries = walk_tree(store, commit.tree.decode("ascii"), ctx.limits)  # step 9
+            paths = check_tree(
+                (
+                    (e.path, e.mode, _link_target(store, e.sha) if e.is_link else None)
+                    for e in entries
+                ),
+                ctx.rules,
+            )
+            if tree_sha256(store, entries) != st.tree_sha256:
+                raise BundleError(
+                    "tree digest does not match tree-sha256", code="tree-digest-mismatch"
+                )
+        except BaseException:
+            quarantine.close()
+            raise
+    return VerifiedUpdate(st, signer, False, quarantine, paths)
+
+
+def _link_target(store: object, sha: str) -> bytes:
+    from qgitconf.gitstore import blob_bytes
+
+    return blob_bytes(store, sha)

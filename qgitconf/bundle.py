@@ -1,0 +1,187 @@
+"""Git bundles: written by publish, read strictly by the agent (DESIGN rule 5).
+
+Writing uses dulwich's bundle writer (a v2 bundle that real git accepts).  Reading
+never uses dulwich's ``read_bundle``, which trusts its input: the header is parsed
+here with caps and strict formats, and the pack is streamed into a quarantine object
+store with ``add_thin_pack(max_input_size=…)``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.limits import Limits
+
+_V2 = b"# v2 git bundle\n"
+_V3 = b"# v3 git bundle\n"
+_HEX40 = re.compile(rb"[0-9a-f]{40}")
+_REFNAME = re.compile(rb"refs/heads/[A-Za-z][A-Za-z0-9_.-]{0,30}")
+
+
+@dataclass(frozen=True)
+class BundleHeader:
+    """What a bundle header declares."""
+
+    prerequisites: tuple[str, ...]
+    refs: tuple[tuple[str, str], ...]  # (refname, sha)
+
+
+def write_bundle_bytes(repo: Any, ref: str, prerequisites: Sequence[str]) -> bytes:
+    """Return a v2 bundle of ``ref`` with the given prerequisite commits (publish side)."""
+    from dulwich.bundle import create_bundle_from_repo, write_bundle
+
+    bundle = create_bundle_from_repo(
+        repo,
+        refs=[cast(Any, ref.encode("ascii"))],
+        prerequisites=[cast(Any, p.encode("ascii")) for p in prerequisites],
+        version=2,
+    )
+    buf = io.BytesIO()
+    write_bundle(buf, bundle)
+    return buf.getvalue()
+
+
+def _line(stream: BinaryIO, remaining: list[int]) -> bytes:
+    buf = bytearray()
+    while True:
+        ch = stream.read(1)
+        if not ch:
+            raise BundleError("bundle header ends early")
+        remaining[0] -= 1
+        if remaining[0] < 0:
+            raise TooLargeError("bundle header too long")
+        if ch == b"\n":
+            return bytes(buf)
+        buf += ch
+
+
+def read_bundle_header(stream: BinaryIO, limits: Limits) -> BundleHeader:
+    """Parse a bundle header strictly, leaving ``stream`` at the pack's first byte.
+
+    Accepts a v2 bundle, or a v3 bundle whose only capability is
+    ``@object-format=sha1``.  Refuses non-hex ids, comments on ref lines, unknown
+    capabilities, duplicate refs and more than one prerequisite.
+
+    Raises:
+        BundleError: the header is not acceptable.
+        TooLargeError: the header is longer than ``limits.max_bundle_header_bytes``.
+    """
+    remaining = [limits.max_bundle_header_bytes]
+    first = _line(stream, remaining) + b"\n"
+    if first not in (_V2, _V3):
+        raise BundleError("not a v2/v3 git bundle")
+    prereqs: list[str] = []
+    refs: list[tuple[str, str]] = []
+    while True:
+        line = _line(stream, remaining)
+        if not line:
+            break
+        if line.startswith(b"@"):
+            if first != _V3 or refs or prereqs or line != b"@object-format=sha1":
+                raise BundleError(f"bundle capability not accepted: {line[:60]!r}")
+            continue
+        if line.startswith(b"-"):
+            sha = line[1:41]
+            rest = line[41:]
+            if not _HEX40.fullmatch(sha) or (rest and not rest.startswith(b" ")) or refs:
+                raise BundleError("bad prerequisite line in bundle")
+            prereqs.append(sha.decode("ascii"))
+            continue
+        sha, sep, name = line.partition(b" ")
+        if not sep or not _HEX40.fullmatch(sha) or not _REFNAME.fullmatch(name):
+            raise BundleError(f"bad ref line in bundle: {line[:80]!r}")
+        refs.append((name.decode("ascii"), sha.decode("ascii")))
+    if len(prereqs) > 1:
+        raise BundleError("bundle has more than one prerequisite")
+    if len(refs) != 1:
+        raise BundleError(f"bundle advertises {len(refs)} refs, exactly one is allowed")
+    return BundleHeader(tuple(prereqs), tuple(refs))
+
+
+class Quarantine:
+    """A temporary object store whose alternates point at the agent's real store.
+
+    New objects land here; the real store changes only when ``promote`` moves the
+    completed pack across.  Whatever happens, ``close`` removes the directory,
+    including dulwich's ``tmp_pack_*`` leftovers.
+    """
+
+    def __init__(self, tmp_root: Path, real_objects: Path) -> None:
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="quarantine-", dir=tmp_root))
+        self.objects = self.root / "objects"
+        (self.objects / "pack").mkdir(parents=True)
+        (self.objects / "info").mkdir()
+        (self.objects / "info" / "alternates").write_text(str(real_objects.resolve()) + "\n")
+        self.real_objects = real_objects
+        self.new_shas: list[bytes] = []
+        from dulwich.object_store import DiskObjectStore
+
+        self.store: Any = DiskObjectStore(str(self.objects))
+
+    def ingest(self, stream: BinaryIO, max_input: int, limits: Limits) -> None:
+        """Stream a pack from ``stream`` into the quarantine and check every new object.
+
+        Raises:
+            BundleError: the pack is corrupt, thin against a missing object, or holds
+                an object that fails ``check()``.
+            TooLargeError: more input or objects than allowed.
+        """
+        from dulwich.errors import ChecksumMismatch, ObjectFormatException
+
+        try:
+            pack = self.store.add_thin_pack(stream.read, None, max_input_size=max_input)
+        except KeyError as e:
+            raise BundleError(
+                "bundle pack refers to an object that is not here (missing prerequisite)"
+            ) from e
+        except ChecksumMismatch as e:
+            raise BundleError("bundle pack checksum mismatch or trailing data") from e
+        except Exception as e:  # dulwich raises many kinds on hostile packs
+            name = type(e).__name__
+            if name == "PackInputTooLarge":
+                raise TooLargeError("bundle pack larger than the limit") from e
+            if name == "UnresolvedDeltas":
+                raise BundleError("bundle pack has deltas against a missing prerequisite") from e
+            raise BundleError(f"bundle pack rejected ({name})") from e
+        try:
+            shas = list(pack.index)
+            if len(shas) > limits.max_objects:
+                raise TooLargeError(f"bundle has more than {limits.max_objects} objects")
+            for sha in shas:
+                obj = pack[sha]
+                obj.check()
+        except ObjectFormatException as e:
+            raise BundleError(f"bundle holds a malformed object: {e}") from e
+        finally:
+            pack.close()
+        self.new_shas = list(shas)
+
+    def promote(self) -> None:
+        """Move the verified pack files into the real object store (rule 8: last step)."""
+        dest = self.real_objects / "pack"
+        dest.mkdir(parents=True, exist_ok=True)
+        packs = sorted((self.objects / "pack").glob("pack-*.pack"))
+        for pack in packs:
+            idx = pack.with_suffix(".idx")
+            # The index goes last: git and dulwich look packs up by their .idx.
+            os.replace(pack, dest / pack.name)
+            os.replace(idx, dest / idx.name)
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

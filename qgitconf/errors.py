@@ -1,0 +1,192 @@
+"""One exception hierarchy for qgitconf, split by trust boundary.
+
+Every error carries a stable ``code`` (shown to users, written into Receive replies
+and the rejected-update log) and an ``exit_status``.  Exit statuses are decided here
+and nowhere else; the click layer only maps ``QgitconfError.exit_status``.
+
+Exit statuses:
+    0  success
+    1  expected failure that needs the user's attention (e.g. drift)
+    2  usage error (bad arguments)
+    3  untrusted input rejected (a security rule of DESIGN.md fired)
+    4  configuration error
+    5  transport error (qrexec refused or failed)
+    6  local state error
+    70 internal error (a bug)
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+EXIT_CONFIG = 4
+EXIT_TRANSPORT = 5
+EXIT_STATE = 6
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
+
+
+class QgitconfError(Exception):
+    """Base of every error qgitconf raises on purpose."""
+
+    code = "error"
+    exit_status = EXIT_FAILURE
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class UsageError(QgitconfError):
+    """The command was called wrongly."""
+
+    code = "usage"
+    exit_status = EXIT_USAGE
+
+
+# --- untrusted input: something another qube sent us broke a rule -----------------
+
+
+class UntrustedInputError(QgitconfError):
+    """Bytes from another qube violated a rule; the input is rejected."""
+
+    code = "rejected"
+    exit_status = EXIT_REJECTED
+
+
+class MalformedError(UntrustedInputError):
+    """Envelope, statement, bundle header or reply not in the exact format (rule 1)."""
+
+    code = "malformed"
+
+
+class TooLargeError(UntrustedInputError):
+    """More bytes, objects or inflated data than the limits allow (rules 1, 5)."""
+
+    code = "too-large"
+
+
+class SignatureError(UntrustedInputError):
+    """No single valid signature by a pinned key over the statement (rule 2)."""
+
+    code = "signature-untrusted"
+
+
+class WrongSourceError(UntrustedInputError):
+    """The update came from a qube that is not the configured source (rule 3)."""
+
+    code = "wrong-source"
+
+
+class WrongTargetError(UntrustedInputError):
+    """The statement names another qube (rule 4)."""
+
+    code = "wrong-target"
+
+
+class RollbackError(UntrustedInputError):
+    """Sequence lower than the last accepted, or tip not descending from it (rules 4, 6)."""
+
+    code = "rollback"
+
+
+class ReplayError(UntrustedInputError):
+    """Same sequence as the last accepted update but another commit (rule 4)."""
+
+    code = "sequence-reused"
+
+
+class ExpiredError(UntrustedInputError):
+    """The statement's ``expires`` time has passed (rule 4)."""
+
+    code = "expired"
+
+
+class BundleError(UntrustedInputError):
+    """The bundle does not match the statement or is not an acceptable bundle (rule 5)."""
+
+    code = "bad-bundle"
+
+
+class CommitSignatureError(UntrustedInputError):
+    """The tip commit is unsigned or not signed by a pinned key (rule 6)."""
+
+    code = "commit-signature-untrusted"
+
+
+class UnsafePathError(UntrustedInputError):
+    """A path, mode or symlink target of the tip tree is not allowed (rule 7)."""
+
+    code = "unsafe-path"
+
+
+class BadReplyError(UntrustedInputError):
+    """A reply from a target qube is not in the documented schema."""
+
+    code = "bad-reply"
+
+
+# --- transport -----------------------------------------------------------------------
+
+
+class TransportError(QgitconfError):
+    """qrexec refused the call or failed."""
+
+    code = "transport"
+    exit_status = EXIT_TRANSPORT
+
+
+class PolicyDeniedError(TransportError):
+    """dom0 policy refused the call (qrexec-client-vm exit status 126)."""
+
+    code = "policy-denied"
+
+
+# --- local state and configuration --------------------------------------------------
+
+
+class LocalStateError(QgitconfError):
+    """This qube's own qgitconf state is missing, inconsistent or cannot be written."""
+
+    code = "local-state"
+    exit_status = EXIT_STATE
+
+
+class NothingStagedError(LocalStateError):
+    """There is no staged update to review or apply."""
+
+    code = "nothing-staged"
+    exit_status = EXIT_FAILURE
+
+
+class DriftError(QgitconfError):
+    """Files changed locally, or existed before qgitconf, and apply needs a choice (rule 10)."""
+
+    code = "drift"
+    exit_status = EXIT_FAILURE
+
+
+class ApplyError(LocalStateError):
+    """Writing into $HOME failed safely (rule 9)."""
+
+    code = "apply-failed"
+
+
+class ConfigError(QgitconfError):
+    """qgitconf is not set up, or its configuration is invalid."""
+
+    code = "config"
+    exit_status = EXIT_CONFIG
+
+
+class GitError(LocalStateError):
+    """A git or gpg command this qube runs for itself failed."""
+
+    code = "git"

@@ -1,0 +1,136 @@
+"""Small helpers over dulwich object stores: tree walks, the tree digest, ancestry.
+
+The tree digest (DESIGN "Formats", ``tree-sha256``) is computed here for both sides,
+so publish and the agent cannot disagree on it.  Walks are bounded by ``Limits``
+because the agent runs them over objects from an untrusted bundle (rule 5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from qgitconf.errors import BundleError, RollbackError, TooLargeError
+from qgitconf.limits import Limits
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+MODE_TREE = 0o040000
+MODE_LINK = 0o120000
+MODE_GITLINK = 0o160000
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a flattened tree: full path, mode, object id (hex)."""
+
+    path: bytes
+    mode: int
+    sha: str
+
+    @property
+    def is_tree(self) -> bool:
+        return self.mode == MODE_TREE
+
+    @property
+    def is_link(self) -> bool:
+        return self.mode == MODE_LINK
+
+
+def _get(store: Any, sha: str, kind: bytes, what: str) -> Any:
+    try:
+        obj = store[sha.encode("ascii")]
+    except KeyError as e:
+        raise BundleError(f"{what} {sha} is missing") from e
+    if obj.type_name != kind:
+        raise BundleError(f"{what} {sha} is a {obj.type_name.decode()}, not a {kind.decode()}")
+    return obj
+
+
+def read_commit(store: Any, sha: str) -> Any:
+    """Return the dulwich ``Commit`` ``sha`` from ``store``, or raise BundleError."""
+    return _get(store, sha, b"commit", "commit")
+
+
+def walk_tree(store: Any, tree_sha: str, limits: Limits) -> list[TreeEntry]:
+    """Flatten a tree into entries (trees included), bounded by ``limits``.
+
+    Raises:
+        TooLargeError: too many entries or too deep.
+        BundleError: a referenced tree is missing or not a tree.
+    """
+    out: list[TreeEntry] = []
+    stack: list[tuple[bytes, str, int]] = [(b"", tree_sha, 0)]
+    while stack:
+        prefix, sha, depth = stack.pop()
+        if depth > limits.max_tree_depth:
+            raise TooLargeError(f"tree deeper than {limits.max_tree_depth} levels")
+        tree = _get(store, sha, b"tree", "tree")
+        for item in tree.iteritems():
+            path = prefix + item.path
+            entry = TreeEntry(path, item.mode, item.sha.decode("ascii"))
+            out.append(entry)
+            if len(out) > limits.max_tree_entries:
+                raise TooLargeError(f"tree has more than {limits.max_tree_entries} entries")
+            if stat.S_ISDIR(item.mode) and item.mode == MODE_TREE:
+                stack.append((path + b"/", entry.sha, depth + 1))
+    out.sort(key=lambda e: e.path)
+    return out
+
+
+def blob_bytes(store: Any, sha: str) -> bytes:
+    """Return the content of blob ``sha``."""
+    return bytes(_get(store, sha, b"blob", "blob").as_raw_string())
+
+
+def tree_sha256(store: Any, entries: list[TreeEntry]) -> str:
+    """The ``tree-sha256`` of DESIGN "Formats" over the non-tree ``entries``.
+
+    SHA-256 of, for each non-tree entry sorted by full path bytes,
+    ``<mode as git writes it> <path>\\0<SHA-256 of the blob content>``.
+    Gitlinks have no blob here and are refused by the path rules before this runs.
+    """
+    h = hashlib.sha256()
+    cache: dict[str, bytes] = {}
+    for e in sorted((e for e in entries if not e.is_tree), key=lambda e: e.path):
+        digest = cache.get(e.sha)
+        if digest is None:
+            digest = hashlib.sha256(blob_bytes(store, e.sha)).digest()
+            cache[e.sha] = digest
+        h.update(b"%o " % e.mode + e.path + b"\0" + digest)
+    return h.hexdigest()
+
+
+def iter_ancestors(store: Any, sha: str, limit: int) -> Iterator[str]:
+    """Yield ``sha`` and its ancestors (breadth first), at most ``limit`` commits."""
+    seen: set[str] = set()
+    queue = [sha]
+    while queue:
+        cur = queue.pop(0)
+        if cur in seen:
+            continue
+        seen.add(cur)
+        if len(seen) > limit:
+            raise TooLargeError(f"history walk passed {limit} commits")
+        yield cur
+        try:
+            commit = store[cur.encode("ascii")]
+        except KeyError:
+            continue  # a shallow edge: the prerequisite's own parents are not needed
+        queue.extend(p.decode("ascii") for p in commit.parents)
+
+
+def check_descends(store: Any, tip: str, ancestor: str | None, limit: int) -> None:
+    """Require that ``tip`` equals or descends from ``ancestor`` (rule 6).
+
+    Raises:
+        RollbackError: it does not.
+    """
+    if ancestor is None or tip == ancestor:
+        return
+    for sha in iter_ancestors(store, tip, limit):
+        if sha == ancestor:
+            return
+    raise RollbackError(f"commit {tip} does not descend from the last accepted {ancestor}")

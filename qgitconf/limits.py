@@ -1,0 +1,46 @@
+"""Every limit qgitconf applies to untrusted input, in one frozen dataclass.
+
+Rule 1 and rule 5 of DESIGN.md: fixed small caps on the envelope, statement and
+signature; configurable caps on the bundle and on what it may inflate to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Fixed by the wire format (DESIGN "Formats"); not configurable.
+MAX_HEADER_LINE = 64
+MAX_STATEMENT_BYTES = 4096
+MAX_SIGNATURE_BYTES = 16384
+MAX_REPLY_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on one update; a target's toml may lower or raise them."""
+
+    max_bundle_bytes: int = 256 * 1024 * 1024
+    max_objects: int = 100_000
+    max_object_bytes: int = 64 * 1024 * 1024
+    max_inflated_bytes: int = 1024 * 1024 * 1024
+    max_tree_entries: int = 50_000
+    max_tree_depth: int = 64
+    max_path_bytes: int = 4096
+    max_bundle_header_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, object]) -> Limits:
+        """Build limits from a toml table, refusing unknown keys and non-positive ints.
+
+        Raises:
+            ValueError: an unknown key or a value that is not a positive int.
+        """
+        known = set(cls.__dataclass_fields__)
+        out: dict[str, int] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"unknown limit {key!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"limit {key!r} must be a positive integer")
+            out[key] = value
+        return cls(**out)

@@ -1,0 +1,193 @@
+"""Build, sign and send updates; remember what each target reported.
+
+An update is the signed statement plus an incremental bundle whose one prerequisite
+is the last commit the target reported as accepted (when that commit is an ancestor
+of the tip).  The sequence is recorded, and the update kept for pull, *before* it is
+sent, so sequence numbers only grow even if publish dies half-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from qgitconf.bundle import write_bundle_bytes
+from qgitconf.envelope import Statement, format_envelope_header, format_statement
+from qgitconf.errors import (
+    BadReplyError,
+    GitError,
+    PolicyDeniedError,
+    QgitconfError,
+    TransportError,
+)
+from qgitconf.fsutil import atomic_write, read_json, write_json
+from qgitconf.gitstore import tree_sha256, walk_tree
+from qgitconf.limits import MAX_REPLY_BYTES, Limits
+from qgitconf.mgmt.reply import Reply, parse_reply
+from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.signing import sign_detached
+from qgitconf.transport import QREXEC_REFUSED, Transport
+
+RECEIVE = "qgitconf.Receive"
+_AUTHOR_LIMITS = Limits(max_tree_entries=10_000_000, max_objects=10_000_000)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What publish did for one target."""
+
+    target: str
+    status: str  # staged | up-to-date | rejected | denied | failed
+    sequence: int
+    commit: str
+    size: int
+    reply: Reply | None
+    message: str
+
+
+def _record_path(repo: MgmtRepo, target: str) -> Any:
+    return repo.meta / "targets" / f"{target}.json"
+
+
+def update_path(repo: MgmtRepo, target: str) -> Any:
+    return repo.meta / "updates" / f"{target}.update"
+
+
+def load_record(repo: MgmtRepo, target: str) -> dict[str, Any]:
+    data = read_json(_record_path(repo, target), {})
+    return data if isinstance(data, dict) else {}
+
+
+def _is_ancestor(repo: MgmtRepo, ancestor: str, tip: str) -> bool:
+    try:
+        repo.git("merge-base", "--is-ancestor", ancestor, tip)
+    except GitError:
+        return False
+    return True
+
+
+def build_update(
+    repo: MgmtRepo,
+    target: str,
+    tip: str,
+    sequence: int,
+    prerequisite: str | None,
+    now: datetime,
+    expires: timedelta | None = None,
+) -> bytes:
+    """Return the envelope bytes of a new update (signed through ``gpg.program``)."""
+    from dulwich.repo import Repo
+
+    dr = Repo(str(repo.path))
+    try:
+        bundle = write_bundle_bytes(
+            dr, f"refs/heads/{target}", [prerequisite] if prerequisite else []
+        )
+        store: Any = dr.object_store
+        tree = store[tip.encode("ascii")].tree.decode("ascii")
+        digest = tree_sha256(store, walk_tree(store, tree, _AUTHOR_LIMITS))
+    finally:
+        dr.close()
+    st = Statement(
+        target=target,
+        sequence=sequence,
+        commit=tip,
+        prerequisite=prerequisite,
+        bundle_size=len(bundle),
+        bundle_sha256=hashlib.sha256(bundle).hexdigest(),
+        tree_sha256=digest,
+        created=now.replace(microsecond=0),
+        expires=(now + expires).replace(microsecond=0) if expires else None,
+    )
+    statement = format_statement(st)
+    signature = sign_detached(repo.gpg_program(), repo.signing_key(), statement, repo.env)
+    return format_envelope_header(statement, signature) + bundle
+
+
+def send(transport: Transport, target: str, update: bytes) -> Reply:
+    """Send an update to ``target``'s Receive service and parse its reply.
+
+    Raises:
+        PolicyDeniedError: dom0 refused the call.
+        TransportError: qrexec failed or the reply is unreadable.
+    """
+    result = transport.call(target, RECEIVE, update, MAX_REPLY_BYTES)
+    if result.status == QREXEC_REFUSED and not result.stdout:
+        raise PolicyDeniedError(f"qrexec policy refused {RECEIVE} to {target}")
+    try:
+        return parse_reply(result.stdout)
+    except BadReplyError as e:
+        raise TransportError(f"{target} answered something unreadable: {e}") from e
+
+
+def publish(
+    repo: MgmtRepo, target: str, transport: Transport, now: datetime | None = None
+) -> PublishResult:
+    """Publish the branch of ``target``: resend the kept update if nothing changed."""
+    repo.require().target(target)
+    now = now or datetime.now(UTC)
+    tip = repo.tip(target)
+    if tip is None:
+        raise GitError(f"branch {target} has no commits")
+    record = load_record(repo, target)
+    kept = update_path(repo, target)
+    if record.get("published") == tip and kept.exists():
+        update = kept.read_bytes()
+        sequence = int(record["sequence"])
+    else:
+        sequence = int(record.get("sequence", 0)) + 1
+        accepted = record.get("accepted")
+        prereq = (
+            accepted
+            if isinstance(accepted, str) and accepted != tip and _is_ancestor(repo, accepted, tip)
+            else None
+        )
+        update = build_update(repo, target, tip, sequence, prereq, now)
+        atomic_write(kept, update, 0o600)
+        record.update(
+            sequence=sequence,
+            published=tip,
+            prerequisite=prereq,
+            published_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        write_json(_record_path(repo, target), record)
+    try:
+        reply = send(transport, target, update)
+    except PolicyDeniedError as e:
+        _note(repo, target, record, None, e)
+        return PublishResult(target, "denied", sequence, tip, len(update), None, str(e))
+    except (TransportError, QgitconfError) as e:
+        _note(repo, target, record, None, e)
+        return PublishResult(target, "failed", sequence, tip, len(update), None, str(e))
+    _note(repo, target, record, reply, None)
+    if reply.accepted:
+        return PublishResult(target, str(reply.result), sequence, tip, len(update), reply, "")
+    return PublishResult(
+        target, "rejected", sequence, tip, len(update), reply, f"{reply.reason}: {reply.detail}"
+    )
+
+
+def _note(
+    repo: MgmtRepo,
+    target: str,
+    record: dict[str, Any],
+    reply: Reply | None,
+    error: QgitconfError | None,
+) -> None:
+    if reply is not None:
+        record["reply"] = {
+            "result": reply.result,
+            "commit": reply.commit,
+            "sequence": reply.sequence,
+            "applied": reply.applied,
+            "reason": reply.reason,
+            "detail": reply.detail,
+        }
+        if reply.accepted and reply.commit:
+            record["accepted"] = reply.commit
+        record.pop("error", None)
+    else:
+        record["error"] = {"code": error.code if error else "unknown", "detail": str(error)}
+    write_json(_record_path(repo, target), record)

@@ -1,0 +1,51 @@
+"""Entry points of the qrexec services (``rpc/qgitconf.*`` exec these).
+
+Deliberately tiny and free of click: parse nothing from the caller but stdin, take
+the caller's name from ``QREXEC_REMOTE_DOMAIN`` (set by dom0), answer one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from qgitconf.errors import EXIT_BUG, QgitconfError
+from qgitconf.sanitize import sanitize
+
+
+def _receive() -> int:
+    from qgitconf.agent.receive import accept_update, rejection_reply
+
+    sender = os.environ.get("QREXEC_REMOTE_DOMAIN", "")
+    home = Path(os.environ.get("HOME") or Path.home())
+    try:
+        outcome = accept_update(sys.stdin.buffer, sender, home, os.environ)
+    except QgitconfError as e:
+        print(json.dumps(rejection_reply(e)), flush=True)
+        print(f"qgitconf: rejected: {e.code}: {sanitize(e.detail)}", file=sys.stderr)
+        return e.exit_status
+    print(json.dumps(outcome.reply()), flush=True)
+    return 0
+
+
+SERVICES = {"receive": _receive}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service named by ``argv[0]`` (fixed by the rpc file, never by the caller)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in SERVICES:
+        print("usage: qgitconf-service receive", file=sys.stderr)
+        return 2
+    try:
+        return SERVICES[args[0]]()
+    except Exception as e:  # a bug: answer something parseable, never a traceback
+        print(json.dumps({"result": "error", "reason": "internal", "detail": type(e).__name__}))
+        print(f"qgitconf: internal error: {sanitize(repr(e))}", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The one transport seam: ``call(target, service, stdin) -> CallResult``.
+
+Two adapters: ``QrexecClient`` runs the real ``qrexec-client-vm`` (in the lab, the
+lab's shim of the same name on PATH), and ``qgitconf.lab.qrexec.LabTransport`` calls the
+lab's emulator in-process for tests.  Callers choose one explicitly.
+
+Whatever comes back is untrusted: stdout is read up to a cap and the call fails with
+``TooLargeError`` beyond it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+from qgitconf.errors import TooLargeError, TransportError
+
+QREXEC_REFUSED = 126
+QREXEC_FAILED = 125
+_STDERR_CAP = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """Exit status of the remote service and its (capped) output."""
+
+    status: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Transport(Protocol):
+    def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:
+        """Run ``service`` in ``target`` with ``stdin``; return its status and output."""
+        ...
+
+
+def _drain(stream: IO[bytes], cap: int, out: list[bytes]) -> None:
+    total = 0
+    while chunk := stream.read(65536):
+        if total < cap:
+            out.append(chunk[: cap - total])
+        total += len(chunk)
+
+
+def run_capped(
+    cmd: list[str], stdin: bytes, stdout_cap: int, env: Mapping[str, str] | None = None
+) -> CallResult:
+    """Run ``cmd`` feeding ``stdin``; read at most ``stdout_cap`` bytes of its stdout.
+
+    Raises:
+        TooLargeError: the command printed more than ``stdout_cap`` bytes.
+        TransportError: the command could not be started.
+    """
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+        )
+    except OSError as e:
+        raise TransportError(f"cannot run {cmd[0]}: {e}") from e
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
+        raise TransportError("pipes missing")
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(stdin)  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            pass  # the service stopped reading (e.g. it rejected the update early)
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    err: list[bytes] = []
+    writer = threading.Thread(target=feed, daemon=True)
+    err_reader = threading.Thread(target=_drain, args=(proc.stderr, _STDERR_CAP, err), daemon=True)
+    writer.start()
+    err_reader.start()
+    out = bytearray()
+    too_large = False
+    while chunk := proc.stdout.read(65536):
+        out += chunk
+        if len(out) > stdout_cap:
+            too_large = True
+            proc.kill()
+            break
+    status = proc.wait()
+    writer.join()
+    err_reader.join()
+    if too_large:
+        raise TooLargeError(f"{cmd[0]} answered more than {stdout_cap} bytes")
+    return CallResult(status, bytes(out), b"".join(err))
+
+
+class QrexecClient:
+    """The real adapter: ``qrexec-client-vm TARGET SERVICE``."""
+
+    def __init__(self, program: str = "qrexec-client-vm", env: Mapping[str, str] | None = None):
+        self.program = program
+        self.env = env
+
+    def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:
+        return run_capped([self.program, target, service], stdin, stdout_cap, self.env)
