@@ -438,3 +438,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         )
         sys.exit(EXIT_BUG)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from qgitconf.errors import LocalStateError
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -40,11 +42,17 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def read_json(path: Path, default: Any) -> Any:
-    """Read JSON written by ``write_json``; ``default`` when the file does not exist."""
+    """Read JSON written by ``write_json``; ``default`` when the file does not exist.
+
+    Raises:
+        LocalStateError: the file cannot be read or is not JSON.
+    """
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return default
+    except (OSError, ValueError) as e:
+        raise LocalStateError(f"{path} is unreadable or corrupt: {e}") from e
 
 
 def append_line(path: Path, line: str) -> None:

@@ -8,7 +8,7 @@ directory or ``~/.gnupg``.
 
 Everything here is pure: no I/O, no clock, no environment.  Each check raises
 :class:`~qgitconf.errors.UnsafePathError` with a detail of the form
-``unsafe-path: '<path>': <reason>``, the path passed through
+``'<path>': <reason>`` (the code ``unsafe-path`` is carried by the error), the path passed through
 :func:`~qgitconf.sanitize.sanitize`.
 
 Choices beyond the letter of rule 7 (all of them refuse more, never less):
@@ -112,7 +112,7 @@ _MAX_SHOWN = 200
 def _refuse(path: str | bytes, reason: str) -> UnsafePathError:
     cut = len(path) > _MAX_SHOWN
     shown = sanitize(path[:_MAX_SHOWN]) + ("..." if cut else "")
-    return UnsafePathError(f"unsafe-path: '{shown}': {reason}")
+    return UnsafePathError(f"'{shown}': {reason}")
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,14 @@ class AgentState:
 
     def ensure(self) -> None:
         """Create the state directory and the bare repo on first use."""
-        if (self.repo_path / "HEAD").exists():
+        if (self.repo_path / "HEAD").exists() and self.tmp.is_dir():
             return
         from dulwich.repo import Repo
 
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        Repo.init_bare(str(self.repo_path), mkdir=True)
+        self.tmp.mkdir(exist_ok=True, mode=0o700)
+        if not (self.repo_path / "HEAD").exists():
+            Repo.init_bare(str(self.repo_path), mkdir=True)
 
     def repo(self) -> Any:
         from dulwich.repo import Repo

@@ -1,0 +1,307 @@
+"""End to end in the lab: publish, review, apply, revert, and the attacks of the demo.
+
+Every attack asserts its specific reason and that personal's home, agent repo and
+state are byte-identical afterwards (rejected.log excepted, which must name it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from qgitconf.envelope import parse_statement
+from qgitconf.lab.attacks import restate, split_update
+from qgitconf.lab.lab import Lab, make_key
+from tests.labkit import (
+    commit_files,
+    kept_update,
+    publish,
+    qg,
+    rejected_log,
+    run,
+    send,
+    target_snapshot,
+    tip,
+)
+
+GITCONFIG = "[alias]\n\tst = status\n"
+BASHRC = "PS1='$ '\n"
+
+
+def first_publish(lab: Lab) -> str:
+    sha = commit_files(lab, "personal", {".gitconfig": GITCONFIG, ".bashrc": BASHRC}, "first")
+    assert publish(lab, "personal")["status"] == "staged"
+    return sha
+
+
+def applied(lab: Lab) -> str:
+    qg(lab, "personal", "apply", "--yes", "--overwrite")
+    return (lab.home("personal") / ".bashrc").read_text()
+
+
+def test_first_publish_stages_and_apply_writes(lab: Lab) -> None:
+    sha = first_publish(lab)
+    status = json.loads(qg(lab, "personal", "status", "--json").stdout)
+    assert status["staged"] == sha and status["applied"] is None and status["pending"]
+    assert not (lab.home("personal") / ".bashrc").exists()  # staged, not applied
+    assert applied(lab) == BASHRC
+    assert (lab.home("personal") / ".gitconfig").read_text() == GITCONFIG
+    assert (lab.home("personal") / ".bashrc").stat().st_mode & 0o777 == 0o644
+    status = json.loads(qg(lab, "personal", "status", "--json").stdout)
+    assert status["applied"] == sha and not status["pending"] and status["drift"] == []
+
+
+def test_incremental_publish_uses_last_accepted_as_prerequisite(lab: Lab) -> None:
+    first = first_publish(lab)
+    applied(lab)
+    second = commit_files(lab, "personal", {".bashrc": "PS1='# '\n"}, "root prompt")
+    result = publish(lab, "personal")
+    assert result["status"] == "staged"
+    update = kept_update(lab, "personal")
+    st = parse_statement(split_update(update)[0])
+    assert st.prerequisite == first and st.commit == second and st.sequence == 2
+    assert len(update) < 4096, len(update)
+    assert applied(lab) == "PS1='# '\n"
+
+
+def test_republish_without_change_is_up_to_date(lab: Lab) -> None:
+    first_publish(lab)
+    before = target_snapshot(lab, "personal")
+    result = publish(lab, "personal")
+    assert result["status"] == "up-to-date" and result["sequence"] == 1
+    assert target_snapshot(lab, "personal") == before
+
+
+def test_review_shows_signer_changes_and_diff(lab: Lab) -> None:
+    sha = first_publish(lab)
+    out = qg(lab, "personal", "review").stdout.decode()
+    assert f"signed by: {lab.fingerprint}" in out
+    assert "qgitconf lab vault" in out  # user id from the pinned key file
+    assert f"commit {sha}" in out
+    assert "+\tst = status" in out and "b/.bashrc" in out
+    data = json.loads(qg(lab, "personal", "review", "--json").stdout)
+    assert data["signer"]["fingerprint"] == lab.fingerprint
+    assert {c["path"] for c in data["changes"]} == {".bashrc", ".gitconfig"}
+
+
+def test_review_status_and_log_escape_hostile_text(lab: Lab) -> None:
+    commit_files(lab, "personal", {".bashrc": "x\n"}, "msg \x1b[31mred\x1b[0m \u202e")
+    publish(lab, "personal")
+    out = qg(lab, "personal", "review").stdout.decode()
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "\\x1b[31mred" in out and "\\u202e" in out
+
+
+def test_hostile_file_name_is_rejected_and_shown_escaped(lab: Lab) -> None:
+    commit_files(lab, "personal", {".evil\u202ertl": "x\n"}, "bidi name")
+    before = target_snapshot(lab, "personal")
+    result = publish(lab, "personal", expect=1)
+    assert result["status"] == "rejected" and result["message"].startswith("unsafe-path")
+    assert "\\u202e" in result["message"] and "\u202e" not in result["message"]
+    assert target_snapshot(lab, "personal") == before
+
+
+def test_pre_existing_file_stops_apply_until_overwrite(lab: Lab) -> None:
+    first_publish(lab)
+    original = (lab.home("personal") / ".gitconfig").read_bytes()  # the lab's own
+    before = target_snapshot(lab, "personal")
+    proc = qg(lab, "personal", "apply", "--yes", expect=1)
+    assert b"[drift]" in proc.stderr and b".gitconfig" in proc.stderr
+    assert target_snapshot(lab, "personal") == before
+    applied(lab)
+    qg(lab, "personal", "revert", "--to", "0")
+    assert (lab.home("personal") / ".gitconfig").read_bytes() == original
+    assert not (lab.home("personal") / ".bashrc").exists()
+
+
+def test_revert_goes_back_one_generation_and_can_be_reverted(lab: Lab) -> None:
+    first_publish(lab)
+    applied(lab)
+    commit_files(lab, "personal", {".bashrc": "PS1='> '\n"}, "second")
+    publish(lab, "personal")
+    assert applied(lab) == "PS1='> '\n"
+    qg(lab, "personal", "revert")
+    assert (lab.home("personal") / ".bashrc").read_text() == BASHRC
+    qg(lab, "personal", "revert")
+    assert (lab.home("personal") / ".bashrc").read_text() == "PS1='> '\n"
+    gens = json.loads(qg(lab, "personal", "log", "--json").stdout)
+    assert [g["kind"] for g in gens] == ["apply", "apply", "revert", "revert"]
+
+
+def test_drift_is_not_overwritten_silently(lab: Lab) -> None:
+    first_publish(lab)
+    applied(lab)
+    (lab.home("personal") / ".bashrc").write_text("my local edit\n")
+    status = json.loads(qg(lab, "personal", "status", "--json").stdout)
+    assert status["drift"] == [".bashrc"]
+    commit_files(lab, "personal", {".bashrc": "PS1='> '\n"}, "second")
+    publish(lab, "personal")
+    proc = qg(lab, "personal", "apply", "--yes", expect=1)
+    assert b"changed locally" in proc.stderr
+    assert (lab.home("personal") / ".bashrc").read_text() == "my local edit\n"
+    qg(lab, "personal", "apply", "--yes", "--overwrite")
+    backups = list((lab.home("personal") / ".local/share/qgitconf/backups").rglob(".bashrc"))
+    assert [b.read_text() for b in backups] == ["my local edit\n"]
+
+
+# -- attacks ------------------------------------------------------------------------------
+
+
+def expect_rejection(lab: Lab, source: str, data: bytes, reason: str) -> None:
+    before = target_snapshot(lab, "personal")
+    n_logged = len(rejected_log(lab, "personal"))
+    status, reply = send(lab, source, "personal", data)
+    assert status == 3, (status, reply)
+    assert reply is not None and reply["result"] == "rejected"
+    assert reply["reason"] == reason, reply
+    assert target_snapshot(lab, "personal") == before
+    log = rejected_log(lab, "personal")
+    assert len(log) == n_logged + 1 and log[-1]["reason"] == reason
+
+
+def test_untrusted_qube_denied_by_policy(lab: Lab) -> None:
+    first_publish(lab)
+    before = target_snapshot(lab, "personal")
+    status, reply = send(lab, "untrusted", "personal", kept_update(lab, "personal"))
+    assert status == 126 and reply is None
+    assert target_snapshot(lab, "personal") == before
+    assert rejected_log(lab, "personal") == []  # the service never ran
+
+
+def test_wrong_source_rejected(lab: Lab) -> None:
+    """A misconfigured policy lets untrusted through: the agent still refuses (rule 3)."""
+    first_publish(lab)
+    (lab.policy_dir / "20-misconfigured.policy").write_text(
+        "qgitconf.Receive * untrusted personal allow\n"
+    )
+    commit_files(lab, "personal", {".bashrc": "x\n"}, "second")
+    publish(lab, "personal")
+    expect_rejection(lab, "untrusted", kept_update(lab, "personal"), "wrong-source")
+
+
+def _rogue_signer(lab: Lab):  # type: ignore[no-untyped-def]
+    home = lab.home("config-mgmt") / ".rogue"
+    fpr = make_key(home, "Rogue <rogue@lab.invalid>")
+
+    def sign(data: bytes) -> bytes:
+        return subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(home),
+                "--batch",
+                "--armor",
+                "--detach-sign",
+                "--local-user",
+                fpr,
+            ],
+            input=data,
+            capture_output=True,
+            check=True,
+        ).stdout
+
+    return sign
+
+
+def test_unpinned_key_rejected(lab: Lab) -> None:
+    """config-mgmt is compromised but has no vault: it signs with a key of its own."""
+    first_publish(lab)
+    rogue = _rogue_signer(lab)
+    forged = restate(kept_update(lab, "personal"), rogue, sequence=2)
+    expect_rejection(lab, "config-mgmt", forged, "signature-untrusted")
+
+
+def test_replay_rejected(lab: Lab) -> None:
+    first_publish(lab)
+    old = kept_update(lab, "personal")
+    commit_files(lab, "personal", {".bashrc": "new\n"}, "second")
+    publish(lab, "personal")
+    expect_rejection(lab, "config-mgmt", old, "rollback")
+
+
+def test_update_for_other_qube_rejected(lab: Lab) -> None:
+    commit_files(lab, "work", {".gitconfig": "[user]\n\temail = me@work\n"}, "work")
+    assert publish(lab, "work")["status"] == "staged"
+    expect_rejection(lab, "config-mgmt", kept_update(lab, "work"), "wrong-target")
+
+
+def test_tampered_bundle_rejected(lab: Lab) -> None:
+    first_publish(lab)
+    commit_files(lab, "personal", {".bashrc": "new\n"}, "second")
+    publish(lab, "personal")
+    update = bytearray(kept_update(lab, "personal"))
+    update[-30] ^= 0x01  # inside the pack, covered by bundle-sha256
+    # The same sequence again would be "up to date": raise it, genuinely signed.
+    forged = restate(bytes(update), _vault_signer(lab), sequence=3)
+    expect_rejection(lab, "config-mgmt", forged, "bundle-hash-mismatch")
+
+
+def _vault_signer(lab: Lab):  # type: ignore[no-untyped-def]
+    def sign(data: bytes) -> bytes:
+        return subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(lab.vault_gnupg),
+                "--batch",
+                "--armor",
+                "--detach-sign",
+                "--local-user",
+                lab.fingerprint,
+            ],
+            input=data,
+            capture_output=True,
+            check=True,
+        ).stdout
+
+    return sign
+
+
+def test_unsigned_tip_commit_rejected(lab: Lab) -> None:
+    """The statement is genuinely signed but the tip commit is not (rule 6)."""
+    first_publish(lab)
+    parent = tip(lab, "personal")
+    tree = (
+        run(lab, "config-mgmt", "git", "--git-dir=qgitconf.git", "rev-parse", f"{parent}^{{tree}}")
+        .stdout.decode()
+        .strip()
+    )
+    unsigned = (
+        run(
+            lab,
+            "config-mgmt",
+            "git",
+            "--git-dir=qgitconf.git",
+            "-c",
+            "commit.gpgsign=false",
+            "commit-tree",
+            "-p",
+            parent,
+            "-m",
+            "unsigned",
+            tree,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    run(
+        lab,
+        "config-mgmt",
+        "git",
+        "--git-dir=qgitconf.git",
+        "update-ref",
+        "refs/heads/personal",
+        unsigned,
+    )
+    before = target_snapshot(lab, "personal")
+    result = publish(lab, "personal", expect=1)
+    assert result["status"] == "rejected"
+    assert result["message"].startswith("commit-signature-untrusted")
+    assert target_snapshot(lab, "personal") == before
+
+
+@pytest.mark.parametrize("garbage", [b"", b"QGITCONF-UPDATE 1\n", b"\x00" * 100])
+def test_garbage_rejected_as_malformed(lab: Lab, garbage: bytes) -> None:
+    expect_rejection(lab, "config-mgmt", garbage, "malformed")
