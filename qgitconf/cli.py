@@ -46,6 +46,11 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
+def _counts(rec: dict[str, Any]) -> str:
+    parts = [f"{len(rec.get(k) or [])} {k}" for k in ("written", "removed", "restored")]
+    return ", ".join(parts)
+
+
 def _transport() -> Any:
     from qgitconf.transport import QrexecClient
 
@@ -273,10 +278,7 @@ def revert(name: str | None, to: str | None, overwrite: bool) -> None:
             raise UsageError("--to takes a generation number in a target qube")
         number = int(to)
     rec = do(_home(), _env(), to=number, overwrite=overwrite)
-    click.echo(
-        f"generation {rec['number']}: {rec['note']} "
-        f"({len(rec['written'])} written, {len(rec['removed'])} removed)"
-    )
+    click.echo(f"generation {rec['number']}: {rec['note']} ({_counts(rec)})")
 
 
 # -- target ------------------------------------------------------------------------------
@@ -326,10 +328,7 @@ def apply(yes: bool, overwrite: bool) -> None:
     if rec["number"] is None:
         click.echo(f"already applied: {rec['commit'][:12]}")
         return
-    click.echo(
-        f"generation {rec['number']}: applied {rec['commit'][:12]} "
-        f"({len(rec['written'])} written, {len(rec['removed'])} removed)"
-    )
+    click.echo(f"generation {rec['number']}: applied {rec['commit'][:12]} ({_counts(rec)})")
     for line in rec.get("left", []):
         click.echo(f"  {line}")
 
@@ -349,7 +348,7 @@ def log(as_json: bool) -> None:
         commit_id = (g["commit"] or "-")[:12]
         click.echo(
             f"generation {g['number']}: {g['time']} {g['kind']} {commit_id} "
-            f"({len(g['written'])} written, {len(g['removed'])} removed) {g['note']}"
+            f"({_counts(g)}) {g['note']}"
         )
 
 
@@ -390,6 +389,10 @@ def lab_run(directory: str, qube: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside QUBE of the lab in DIRECTORY (use -- before COMMAND)."""
     from qgitconf.lab.lab import Lab
 
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("no COMMAND given")
     lb = Lab(Path(directory))
     env = lb.env(qube)
     os.chdir(lb.home(qube))

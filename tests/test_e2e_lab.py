@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -305,3 +306,77 @@ def test_unsigned_tip_commit_rejected(lab: Lab) -> None:
 @pytest.mark.parametrize("garbage", [b"", b"QGITCONF-UPDATE 1\n", b"\x00" * 100])
 def test_garbage_rejected_as_malformed(lab: Lab, garbage: bytes) -> None:
     expect_rejection(lab, "config-mgmt", garbage, "malformed")
+
+
+def test_reset_target_gets_a_full_update_again(lab: Lab) -> None:
+    """A target whose state was wiped and re-enrolled answers missing-prerequisite once;
+    publish then sends a full bundle (the sequence still only grows)."""
+    first_publish(lab)
+    applied(lab)
+    state = lab.home("personal") / ".local/share/qgitconf"
+    subprocess.run(["rm", "-rf", str(state)], check=True)
+    qg(
+        lab,
+        "personal",
+        "target",
+        "init",
+        "--source",
+        "config-mgmt",
+        "--key-file",
+        "QubesIncoming/vault/qgitconf-signing-key.asc",
+    )
+    commit_files(lab, "personal", {".bashrc": "again\n"}, "second")
+    result = publish(lab, "personal")
+    assert result["status"] == "staged" and result["sequence"] == 3
+    st = parse_statement(split_update(kept_update(lab, "personal"))[0])
+    assert st.prerequisite is None
+    log = [r["reason"] for r in json_lines(state / "rejected.log")]
+    assert log == ["missing-prerequisite"]
+
+
+def json_lines(path):  # type: ignore[no-untyped-def]
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_qgitconf_git_log_shows_applied_history(lab: Lab) -> None:
+    sha = first_publish(lab)
+    applied(lab)
+    out = qg(lab, "personal", "git", "log", "--format=%H %s").stdout.decode()
+    assert out.split()[0] == sha and "first" in out
+
+
+def test_directory_in_the_way_blocks_even_overwrite(lab: Lab) -> None:
+    first_publish(lab)
+    (lab.home("personal") / ".bashrc").mkdir()
+    (lab.home("personal") / ".bashrc" / "keep").write_text("mine")
+    before = target_snapshot(lab, "personal")
+    proc = qg(lab, "personal", "apply", "--yes", "--overwrite", expect=1)
+    assert b"is a dir" in proc.stderr
+    assert target_snapshot(lab, "personal") == before
+
+
+def test_revert_to_zero_reports_restored_originals(lab: Lab) -> None:
+    first_publish(lab)
+    applied(lab)
+    out = qg(lab, "personal", "revert", "--to", "0").stdout.decode()
+    assert "0 written, 1 removed, 1 restored" in out
+
+
+def test_lab_run_accepts_double_dash(lab: Lab) -> None:
+    proc = subprocess.run(
+        [
+            ".venv/bin/qgitconf",
+            "lab",
+            "run",
+            str(lab.root),
+            "personal",
+            "--",
+            "sh",
+            "-c",
+            "echo $QGITCONF_QUBE_NAME $HOME",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.split() == ["personal", str(lab.home("personal"))]

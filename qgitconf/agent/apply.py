@@ -58,6 +58,7 @@ class Plan:
     commit: str | None
     actions: list[Action] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # one line each, sanitised
+    blockers: list[str] = field(default_factory=list)  # conflicts --overwrite cannot settle
     left: list[str] = field(default_factory=list)  # deletions not done (changed locally)
 
     @property
@@ -119,6 +120,9 @@ def make_plan(
         if _same(disk, want.record()):
             plan.actions.append(Action("keep", path, want))
             continue
+        if disk.kind not in ("missing", "file", "link"):
+            plan.blockers.append(f"is a {disk.kind}, not a file; move it away: {sanitize(path)}")
+            continue
         if path in manifest:
             if disk.kind != "missing" and not _same(disk, manifest[path]):
                 plan.conflicts.append(f"changed locally since the last apply: {sanitize(path)}")
@@ -129,11 +133,9 @@ def make_plan(
         if disk.kind == "missing" or _is_original(disk, originals.get(path)):
             # The original is already kept (qgitconf restored it earlier): no conflict.
             plan.actions.append(Action("write", path, want))
-        elif disk.kind in ("file", "link"):
+        else:
             plan.conflicts.append(f"exists and was not written by qgitconf: {sanitize(path)}")
             plan.actions.append(Action("write", path, want, backup=True))
-        else:
-            plan.conflicts.append(f"is a {disk.kind}, not a file: {sanitize(path)}")
     for path in sorted(set(manifest) - set(wanted)):
         disk = fs.probe(path)
         if disk.kind == "missing" or _same(disk, manifest[path]):
@@ -167,6 +169,8 @@ def execute(
         DriftError: the plan has conflicts and ``overwrite`` is false.
         ApplyError: a write failed (the journal says how far it got).
     """
+    if plan.blockers:
+        raise DriftError("apply stopped; nothing was written:\n  " + "\n  ".join(plan.blockers))
     if plan.conflicts and not overwrite:
         raise DriftError(
             "apply stopped; nothing was written:\n  "
@@ -186,6 +190,7 @@ def execute(
     atomic_write(journal, repr([(a.op, a.path) for a in plan.changes]).encode(), 0o600)
     written: list[str] = []
     removed: list[str] = []
+    restored: list[str] = []
     kept: list[str] = []
     try:
         for action in plan.changes:
@@ -214,7 +219,7 @@ def execute(
                     content = (state.root / orig["backup"]).read_bytes()
                     fs.write_file(action.path, content, int(orig["mode"]) & 0o7777)
                 manifest.pop(action.path, None)
-                removed.append(action.path)
+                restored.append(action.path)
             elif action.op == "delete":
                 fs.remove(action.path)
                 manifest.pop(action.path, None)
@@ -222,9 +227,8 @@ def execute(
             state.save_manifest(manifest)
     except OSError as e:
         state.save_manifest(manifest)
-        raise ApplyError(
-            f"apply failed at {len(written) + len(removed)} of {len(plan.changes)} changes: {e}"
-        ) from e
+        done = len(written) + len(removed) + len(restored)
+        raise ApplyError(f"apply failed at {done} of {len(plan.changes)} changes: {e}") from e
     for action in plan.actions:  # files already right on disk are managed from now on
         if action.op == "keep" and action.wanted is not None:
             manifest[action.path] = action.wanted.record()
@@ -236,6 +240,7 @@ def execute(
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "written": written,
         "removed": removed,
+        "restored": restored,
         "backed_up": kept,
         "left": plan.left,
         "note": note,

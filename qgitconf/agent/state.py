@@ -64,6 +64,8 @@ class AgentState:
         self.tmp.mkdir(exist_ok=True, mode=0o700)
         if not (self.repo_path / "HEAD").exists():
             Repo.init_bare(str(self.repo_path), mkdir=True)
+            # `git log` in the agent repo shows what is applied (see `qgitconf git`).
+            (self.repo_path / "HEAD").write_text("ref: refs/qgitconf/applied\n")
 
     def repo(self) -> Any:
         from dulwich.repo import Repo

@@ -122,43 +122,51 @@ def send(transport: Transport, target: str, update: bytes) -> Reply:
         raise TransportError(f"{target} answered something unreadable: {e}") from e
 
 
-def publish(
-    repo: MgmtRepo, target: str, transport: Transport, now: datetime | None = None
+def _prerequisite(repo: MgmtRepo, record: dict[str, Any], tip: str) -> str | None:
+    """The last commit the target reported as accepted, if the tip descends from it."""
+    accepted = record.get("accepted")
+    if isinstance(accepted, str) and accepted != tip and _is_ancestor(repo, accepted, tip):
+        return accepted
+    return None
+
+
+def _new_update(
+    repo: MgmtRepo,
+    target: str,
+    tip: str,
+    record: dict[str, Any],
+    prereq: str | None,
+    now: datetime,
+) -> tuple[bytes, int]:
+    """Build the next update; record its sequence and keep it *before* it is sent."""
+    sequence = int(record.get("sequence", 0)) + 1
+    update = build_update(repo, target, tip, sequence, prereq, now)
+    atomic_write(update_path(repo, target), update, 0o600)
+    record.update(
+        sequence=sequence,
+        published=tip,
+        prerequisite=prereq,
+        published_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    write_json(_record_path(repo, target), record)
+    return update, sequence
+
+
+def _deliver(
+    repo: MgmtRepo,
+    target: str,
+    transport: Transport,
+    record: dict[str, Any],
+    update: bytes,
+    sequence: int,
+    tip: str,
 ) -> PublishResult:
-    """Publish the branch of ``target``: resend the kept update if nothing changed."""
-    repo.require().target(target)
-    now = now or datetime.now(UTC)
-    tip = repo.tip(target)
-    if tip is None:
-        raise GitError(f"branch {target} has no commits")
-    record = load_record(repo, target)
-    kept = update_path(repo, target)
-    if record.get("published") == tip and kept.exists():
-        update = kept.read_bytes()
-        sequence = int(record["sequence"])
-    else:
-        sequence = int(record.get("sequence", 0)) + 1
-        accepted = record.get("accepted")
-        prereq = (
-            accepted
-            if isinstance(accepted, str) and accepted != tip and _is_ancestor(repo, accepted, tip)
-            else None
-        )
-        update = build_update(repo, target, tip, sequence, prereq, now)
-        atomic_write(kept, update, 0o600)
-        record.update(
-            sequence=sequence,
-            published=tip,
-            prerequisite=prereq,
-            published_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
-        write_json(_record_path(repo, target), record)
     try:
         reply = send(transport, target, update)
     except PolicyDeniedError as e:
         _note(repo, target, record, None, e)
         return PublishResult(target, "denied", sequence, tip, len(update), None, str(e))
-    except (TransportError, QgitconfError) as e:
+    except QgitconfError as e:
         _note(repo, target, record, None, e)
         return PublishResult(target, "failed", sequence, tip, len(update), None, str(e))
     _note(repo, target, record, reply, None)
@@ -167,6 +175,39 @@ def publish(
     return PublishResult(
         target, "rejected", sequence, tip, len(update), reply, f"{reply.reason}: {reply.detail}"
     )
+
+
+def publish(
+    repo: MgmtRepo, target: str, transport: Transport, now: datetime | None = None
+) -> PublishResult:
+    """Publish the branch of ``target``: resend the kept update if nothing changed.
+
+    When the target answers ``missing-prerequisite`` (its state was reset, or the
+    reported commit was wrong), publish once more with a full bundle.
+    """
+    repo.require().target(target)
+    now = now or datetime.now(UTC)
+    tip = repo.tip(target)
+    if tip is None:
+        raise GitError(f"branch {target} has no commits")
+    record = load_record(repo, target)
+    kept = update_path(repo, target)
+    if record.get("published") == tip and kept.exists():
+        update, sequence = kept.read_bytes(), int(record["sequence"])
+    else:
+        update, sequence = _new_update(
+            repo, target, tip, record, _prerequisite(repo, record, tip), now
+        )
+    result = _deliver(repo, target, transport, record, update, sequence, tip)
+    if (
+        result.reply is not None
+        and result.reply.reason == "missing-prerequisite"
+        and record.get("prerequisite")
+    ):
+        record.pop("accepted", None)
+        update, sequence = _new_update(repo, target, tip, record, None, now)
+        result = _deliver(repo, target, transport, record, update, sequence, tip)
+    return result
 
 
 def _note(
