@@ -259,6 +259,7 @@ def execute(
             repo.refs.remove_if_equals(APPLIED_REF, None)
     finally:
         repo.close()
+    state.point_head(plan.commit)
     journal.unlink()
     return record
 

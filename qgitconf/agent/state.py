@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.errors import LocalStateError
-from qgitconf.fsutil import append_line, read_json, write_json
+from qgitconf.fsutil import append_line, atomic_write, read_json, write_json
 from qgitconf.sanitize import sanitize
 
 STAGED_REF = b"refs/qgitconf/staged"
@@ -64,8 +64,6 @@ class AgentState:
         self.tmp.mkdir(exist_ok=True, mode=0o700)
         if not (self.repo_path / "HEAD").exists():
             Repo.init_bare(str(self.repo_path), mkdir=True)
-            # `git log` in the agent repo shows what is applied (see `qgitconf git`).
-            (self.repo_path / "HEAD").write_text("ref: refs/qgitconf/applied\n")
 
     def repo(self) -> Any:
         from dulwich.repo import Repo
@@ -73,6 +71,11 @@ class AgentState:
         if not (self.repo_path / "HEAD").exists():
             raise LocalStateError(f"no agent repository at {self.repo_path}")
         return Repo(str(self.repo_path))
+
+    def point_head(self, commit: str | None) -> None:
+        """Detach HEAD at the applied commit, so plain `git log` in the repo shows it."""
+        head = f"{commit}\n" if commit else "ref: refs/heads/main\n"
+        atomic_write(self.repo_path / "HEAD", head.encode("ascii"), 0o644)
 
     # -- state.json ---------------------------------------------------------------------
 
