@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.errors import BundleError, TooLargeError, UnsafePathError
 from qgitconf.limits import Limits
+from qgitconf.sanitize import sanitize
 
 _V2 = b"# v2 git bundle\n"
 _V3 = b"# v3 git bundle\n"
@@ -162,7 +163,11 @@ class Quarantine:
                 obj = pack[sha]
                 obj.check()
         except ObjectFormatException as e:
-            raise BundleError(f"bundle holds a malformed object: {e}") from e
+            text = sanitize(str(e))
+            if text.startswith(("invalid name", "invalid mode")):
+                # A tree entry git itself would refuse: a path rule (rule 7).
+                raise UnsafePathError(f"tree entry refused: {text}") from e
+            raise BundleError(f"bundle holds a malformed object: {text}") from e
         finally:
             pack.close()
         self.new_shas = list(shas)
