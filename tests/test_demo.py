@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
 def test_demo_runs_every_step(tmp_path: Path) -> None:
-    lab_dir = Path("/tmp") / f"qgd-{tmp_path.name[-8:]}"
+    lab_dir = Path(tempfile.mkdtemp(prefix="qgd-", dir="/tmp")) / "lab"
     proc = subprocess.run(
         [sys.executable, "-m", "qgitconf.cli", "lab", "demo", str(lab_dir)],
         capture_output=True,
@@ -30,4 +31,4 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
         "Demo complete",
     ):
         assert needle in out, needle
-    subprocess.run(["rm", "-rf", str(lab_dir)], check=False)
+    subprocess.run(["rm", "-rf", str(lab_dir.parent)], check=False)
