@@ -31,3 +31,108 @@ pytest: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# -- install and packages (see docs/packaging.md) ------------------------------------
+# make install DESTDIR=/tmp/root PREFIX=/usr      the template package's files
+# make install-dom0 DESTDIR=/tmp/root             the dom0 policy
+# make packages                                   .deb (and .rpm if rpmbuild exists) in dist/
+DESTDIR        ?=
+PREFIX         ?= /usr/local
+SYSCONFDIR     ?= /etc
+DATADIR        ?= $(PREFIX)/share
+MANDIR         ?= $(DATADIR)/man
+USERUNITDIR    ?= $(PREFIX)/lib/systemd/user
+INSTALL_PYTHON ?= $(BIN)/python
+PYTHON_SHEBANG ?= /usr/bin/python3
+VERSION        := $(shell cat version)
+PKGBUILD       := build/pkg
+SRCNAME        := qgitconf-$(VERSION)
+
+.PHONY: install install-python install-vm install-dom0 build-deps packages deb rpm srctree man completion
+
+# The wheel build backend needs `wheel` next to setuptools < 70.1 (one-time, into the venv).
+build-deps: $(STAMP)
+	$(BIN)/pip install --quiet wheel
+
+install: install-python install-vm
+
+# Offline: no index, no build isolation, the interpreter's own setuptools and wheel;
+# --ignore-installed: never uninstall the copy the interpreter itself has (the venv's).
+install-python:
+	@$(INSTALL_PYTHON) -c 'import setuptools, wheel' 2>/dev/null || { \
+	  echo "$(INSTALL_PYTHON) lacks setuptools or wheel (run: make build-deps)" >&2; exit 1; }
+	$(INSTALL_PYTHON) -m pip install --quiet --no-deps --no-build-isolation --no-index --ignore-installed \
+	  --no-warn-script-location $(if $(DESTDIR),--root "$(DESTDIR)") --prefix "$(PREFIX)" .
+	for s in qgitconf qgitconf-service; do \
+	  sed -i '1s|^#!.*|#!$(PYTHON_SHEBANG)|' "$(DESTDIR)$(PREFIX)/bin/$$s"; done
+
+# Everything but the Python package: what debian/rules adds after pybuild.
+install-vm:
+	install -d "$(DESTDIR)$(SYSCONFDIR)/qubes-rpc" "$(DESTDIR)$(SYSCONFDIR)/qubes/rpc-config"
+	install -m 0755 rpc/qgitconf.* "$(DESTDIR)$(SYSCONFDIR)/qubes-rpc/"
+	install -m 0644 rpc-config/qgitconf.* "$(DESTDIR)$(SYSCONFDIR)/qubes/rpc-config/"
+	if [ -d systemd ] && ls systemd/*.service systemd/*.timer >/dev/null 2>&1; then \
+	  install -d "$(DESTDIR)$(USERUNITDIR)"; \
+	  install -m 0644 $$(ls systemd/*.service systemd/*.timer 2>/dev/null) "$(DESTDIR)$(USERUNITDIR)/"; fi
+	install -D -m 0644 completion/qgitconf.bash "$(DESTDIR)$(DATADIR)/bash-completion/completions/qgitconf"
+	install -D -m 0644 completion/_qgitconf "$(DESTDIR)$(DATADIR)/zsh/site-functions/_qgitconf"
+	install -D -m 0644 completion/qgitconf.fish "$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/qgitconf.fish"
+	install -D -m 0644 docs/qgitconf.1 "$(DESTDIR)$(MANDIR)/man1/qgitconf.1"
+
+install-dom0:
+	install -d "$(DESTDIR)$(SYSCONFDIR)/qubes/policy.d"
+	install -m 0664 policy/30-qgitconf.policy "$(DESTDIR)$(SYSCONFDIR)/qubes/policy.d/"
+
+# A clean copy of the source tree (no venv, caches or build output) for the builders.
+srctree:
+	rm -rf "$(PKGBUILD)" && mkdir -p "$(PKGBUILD)/$(SRCNAME)"
+	tar -c --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
+	  --exclude='*.egg-info' --exclude=__pycache__ --exclude=./.hypothesis \
+	  --exclude=./.mypy_cache --exclude=./.ruff_cache --exclude=./.pytest_cache . \
+	  | tar -x -C "$(PKGBUILD)/$(SRCNAME)"
+
+deb: srctree
+	# A plain system PATH, as in a real builder (no venv or pyenv python).
+	cd "$(PKGBUILD)/$(SRCNAME)" && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	mkdir -p dist && cp "$(PKGBUILD)"/*.deb dist/
+
+# rpmbuild on a non-Fedora host: --nodeps (no rpm database) and the venv's Python.
+rpm: srctree
+	@command -v rpmbuild >/dev/null || { echo "rpmbuild not found: skipping the rpm" >&2; exit 0; }; \
+	set -e; top="$(abspath $(PKGBUILD))/rpm"; mkdir -p "$$top/SOURCES" "$$top/SPECS"; \
+	tar -czf "$$top/SOURCES/$(SRCNAME).tar.gz" -C "$(PKGBUILD)" "$(SRCNAME)"; \
+	sed -e 's/@VERSION@/$(VERSION)/g' -e 's/@REL@/1/g' rpm_spec/qgitconf.spec.in > "$$top/SPECS/qgitconf.spec"; \
+	rpmbuild --nodeps --define "_topdir $$top" --define "__python3 $(abspath $(INSTALL_PYTHON))" \
+	  -bb "$$top/SPECS/qgitconf.spec"; \
+	mkdir -p dist && cp "$$top"/RPMS/noarch/*.rpm dist/
+
+packages: deb rpm
+
+# Generated files, checked in (the packages ship them; `make man completion` refreshes).
+man: $(STAMP)
+	$(BIN)/python -m qgitconf.manpage > docs/qgitconf.1
+
+completion: $(STAMP)
+	_QGITCONF_COMPLETE=bash_source $(BIN)/qgitconf > completion/qgitconf.bash
+	_QGITCONF_COMPLETE=zsh_source $(BIN)/qgitconf > completion/_qgitconf
+	_QGITCONF_COMPLETE=fish_source $(BIN)/qgitconf > completion/qgitconf.fish
+
+# -- benchmarks and fuzzing (see docs/benchmarks.md, tests/fuzz/README.md) ----------------
+FUZZ_TIME ?= 60
+
+.PHONY: bench fuzz
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
+# Each harness for FUZZ_TIME seconds: atheris on the pack pre-scan, then Hypothesis
+# with a large example budget on the envelope reader, statement parser, path rules.
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet atheris
+	mkdir -p .fuzz/corpus .fuzz/artifacts
+	$(BIN)/python tests/fuzz/fuzz_packscan.py --seed-corpus .fuzz/corpus
+	$(BIN)/python tests/fuzz/fuzz_packscan.py -max_total_time=$(FUZZ_TIME) \
+	    -rss_limit_mb=512 -timeout=10 -artifact_prefix=.fuzz/artifacts/ .fuzz/corpus
+	QGITCONF_FUZZ_SECONDS=$(FUZZ_TIME) $(BIN)/pytest -q -p no:cacheprovider \
+	    --hypothesis-profile=fuzz tests/test_envelope.py tests/test_paths.py \
+	    tests/test_policy.py tests/test_packscan.py

@@ -1,21 +1,20 @@
 """Git bundles: written by publish, read strictly by the agent (DESIGN rule 5).
 
-Writing uses dulwich's bundle writer (a v2 bundle that real git accepts).  Reading
-never uses dulwich's ``read_bundle``, which trusts its input: the header is parsed
-here with caps and strict formats, and the pack is streamed into a quarantine object
-store with ``add_thin_pack(max_input_size=…)``.
+Writing is publish's job and uses the user's git (``git bundle create``: thin and
+deltified).  Reading never uses dulwich's ``read_bundle``, which trusts its input: the
+header is parsed here with caps and strict formats, the pack is pre-scanned
+(``packscan``), then streamed into a quarantine object store with
+``add_thin_pack(max_input_size=…)``.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from qgitconf.errors import BundleError, TooLargeError, UnsafePathError
 from qgitconf.limits import Limits
@@ -33,21 +32,6 @@ class BundleHeader:
 
     prerequisites: tuple[str, ...]
     refs: tuple[tuple[str, str], ...]  # (refname, sha)
-
-
-def write_bundle_bytes(repo: Any, ref: str, prerequisites: Sequence[str]) -> bytes:
-    """Return a v2 bundle of ``ref`` with the given prerequisite commits (publish side)."""
-    from dulwich.bundle import create_bundle_from_repo, write_bundle
-
-    bundle = create_bundle_from_repo(
-        repo,
-        refs=[cast(Any, ref.encode("ascii"))],
-        prerequisites=[cast(Any, p.encode("ascii")) for p in prerequisites],
-        version=2,
-    )
-    buf = io.BytesIO()
-    write_bundle(buf, bundle)
-    return buf.getvalue()
 
 
 def _line(stream: BinaryIO, remaining: list[int]) -> bytes:
@@ -136,10 +120,19 @@ class Quarantine:
         Raises:
             BundleError: the pack is corrupt, thin against a missing object, or holds
                 an object that fails ``check()``.
-            TooLargeError: more input or objects than allowed.
+            TooLargeError: more input, objects, inflated bytes, object or delta result
+                size, or delta depth than allowed (``prescan_pack``).
         """
         from dulwich.errors import ChecksumMismatch, ObjectFormatException
 
+        from qgitconf.packscan import prescan_pack
+
+        # Rule 5: caps on objects, sizes, delta results and depth before dulwich inflates.
+        start = stream.tell()
+        size = stream.seek(0, os.SEEK_END) - start
+        stream.seek(start)
+        prescan_pack(stream, size, limits)
+        stream.seek(start)
         try:
             pack = self.store.add_thin_pack(stream.read, None, max_input_size=max_input)
         except KeyError as e:

@@ -64,9 +64,10 @@ def _transport() -> Any:
 def cli(ctx: click.Context, debug: bool) -> None:
     """Signed, Git-backed dotfiles for Qubes OS qubes.
 
-    In the config-mgmt qube: init, target add, edit/add/commit, publish, status,
-    revert TARGET.  In a target qube: target init, review, apply, revert, status,
-    log, git.  Anywhere: lab (a simulated Qubes for trying it out).
+    In the config-mgmt qube: init, target add, layer add, edit/add/commit, publish,
+    status, revert TARGET, import.  In a target qube: target init, pull, review,
+    apply, revert, status, log, git.  Anywhere: lab (a simulated Qubes for trying it
+    out).
     """
     ctx.obj = {"debug": debug}
 
@@ -88,11 +89,23 @@ def cli(ctx: click.Context, debug: bool) -> None:
     help="Program git and publish sign with (split-GPG in Qubes).",
 )
 @click.option("--repo", type=click.Path(), help="Bare repository path [default: ~/qgitconf.git].")
-def init(signing_key: str, gpg_program: str, repo: str | None) -> None:
-    """Create the config-mgmt repository (bare, signed commits)."""
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public half of the signing key, for the pre-receive hook "
+    "[default: looked for in ~/QubesIncoming/*/].",
+)
+def init(signing_key: str, gpg_program: str, repo: str | None, key_file: str | None) -> None:
+    """Create the config-mgmt repository (bare, signed commits, hooks)."""
     r = _mgmt_repo(repo)
-    r.init(signing_key, gpg_program)
+    has_key = r.init(signing_key, gpg_program, Path(key_file).read_bytes() if key_file else None)
     click.echo(f"initialised {r.path} (signing key {signing_key}, gpg.program {gpg_program})")
+    if not has_key:
+        click.echo(
+            "warning: public key not found: the pre-receive hook refuses every push until "
+            f"it is saved as {r.meta / 'signing-key.asc'}",
+            err=True,
+        )
 
 
 @cli.group()
@@ -115,6 +128,38 @@ def target_list() -> None:
     for name, info in sorted(_mgmt_repo().require().targets().items()):
         layers = ", ".join(info.get("layers", []))
         click.echo(f"{name}" + (f" (layers: {layers})" if layers else ""))
+
+
+@cli.group()
+def layer() -> None:
+    """Manage layers: shared branches merged into the targets that name them."""
+
+
+@layer.command("add")
+@click.argument("name")
+@click.option("--to", "to", multiple=True, metavar="TARGET", help="Also merge it into TARGET.")
+def layer_add(name: str, to: tuple[str, ...]) -> None:
+    """Create the shared branch NAME (config-mgmt) and/or merge it into existing targets.
+
+    New targets name layers with `target add NAME --layer LAYER`.
+    """
+    repo = _mgmt_repo().require()
+    if name not in repo.layers() or not to:
+        tip = repo.layer_add(name)
+        click.echo(f"layer {name}: branch refs/heads/{name} at {tip[:12]}")
+    for t in to:
+        repo.attach_layer(name, t)
+        click.echo(f"target {t}: merges layer {name} at publish")
+
+
+@layer.command("list")
+def layer_list() -> None:
+    """List the layers and the targets that use them."""
+    repo = _mgmt_repo().require()
+    targets = repo.targets()
+    for name in sorted(repo.layers()):
+        users = [t for t, info in sorted(targets.items()) if name in info.get("layers", [])]
+        click.echo(f"{name} (used by: {', '.join(users) or '-'})")
 
 
 @target.command("init")
@@ -176,16 +221,33 @@ def commit(name: str, message: str) -> None:
 @click.argument("targets", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Publish to every target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def publish(targets: tuple[str, ...], all_: bool, as_json: bool) -> None:
-    """Build, sign and send updates to TARGETS over qrexec."""
+@click.option(
+    "-j",
+    "--jobs",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Targets published at once.",
+)
+def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int) -> None:
+    """Merge layers, then build, sign and send updates to TARGETS over qrexec.
+
+    A target that is not running is reported as pending: it pulls the kept update
+    (`qgitconf pull`) when it starts.
+    """
     from qgitconf.errors import EXIT_FAILURE
-    from qgitconf.mgmt.publish import publish as do
+    from qgitconf.mgmt.publish import OK_STATUSES, PublishResult, publish_targets
 
     repo = _mgmt_repo().require()
     names = sorted(repo.targets()) if all_ else list(targets)
     if not names:
         raise UsageError("name a target or use --all")
-    results = [do(repo, n, _transport()) for n in names]
+
+    def progress(done: int, total: int, r: PublishResult) -> None:
+        if total > 1:
+            click.echo(f"[{done}/{total}] {r.target}: {r.status}", err=True)
+
+    results = publish_targets(repo, names, _transport(), jobs=jobs, progress=progress)
     if as_json:
         _print_json(
             [
@@ -201,14 +263,75 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool) -> None:
             ]
         )
     else:
+        width = max(len(r.target) for r in results)
         for r in results:
-            extra = f": {sanitize(r.message)}" if r.message else ""
+            extra = f"  {sanitize(r.message)}" if r.message else ""
             click.echo(
-                f"{r.target}: {r.status} (sequence {r.sequence}, {r.commit[:12]}, "
-                f"{r.size} bytes){extra}"
+                f"{r.target:<{width}}  {r.status:<10}  seq {r.sequence:<4} {r.commit[:12]:<12}  "
+                f"{r.size:>8} bytes{extra}"
             )
-    if any(r.status not in ("staged", "up-to-date") for r in results):
+    if any(r.status not in OK_STATUSES for r in results):
         sys.exit(EXIT_FAILURE)
+
+
+@cli.command("import")
+@click.argument("qube", required=False)
+@click.argument("path", required=False)
+@click.option("--into", metavar="TARGET", help="Target branch the file is for.")
+@click.option("--list", "list_", is_flag=True, help="List the imports in quarantine.")
+@click.option("--review", "review_id", metavar="ID", help="Show a quarantined import.")
+@click.option("--accept", "accept_id", metavar="ID", help="Commit it (signed) onto its branch.")
+@click.option("--drop", "drop_id", metavar="ID", help="Discard it.")
+@click.option("--allow-secret", is_flag=True, help="Accept even if it looks like a secret.")
+def import_(
+    qube: str | None,
+    path: str | None,
+    into: str | None,
+    list_: bool,
+    review_id: str | None,
+    accept_id: str | None,
+    drop_id: str | None,
+    allow_secret: bool,
+) -> None:
+    """Fetch PATH (relative to its home) out of QUBE into quarantine, for TARGET.
+
+    The qube's qgitconf.Export service sends it (dom0 asks you first).  It lands on
+    refs/qgitconf/import/ID, never on a branch: review it with --review ID, then
+    --accept ID (a new signed commit) or --drop ID.
+    """
+    from qgitconf.mgmt import importing
+
+    repo = _mgmt_repo().require()
+    actions = sum(x is not None for x in (review_id, accept_id, drop_id)) + list_
+    if actions > 1 or (actions and (qube or path)):
+        raise UsageError("use one of QUBE PATH --into TARGET, --list, --review, --accept, --drop")
+    if list_:
+        for e in importing.list_imports(repo):
+            click.echo(
+                f"{e['id']}: {sanitize(e['path'])} from {e['qube']} for {e['into']} "
+                f"({e['size']} bytes, {e['created']})"
+            )
+    elif review_id is not None:
+        out = importing.review(repo, review_id)
+        click.echo(
+            f"import {out['id']}: {out['path']} from {out['qube']} (untrusted) for {out['into']}"
+        )
+        click.echo(f"mode {out['mode']}, {out['size']} bytes")
+        for note in out["notes"]:
+            click.echo(f"  RISK: {note}")
+        click.echo("")
+        click.echo(out["diff"], nl=False)
+    elif accept_id is not None:
+        sha = importing.accept(repo, accept_id, allow_secret)
+        click.echo(f"import {accept_id}: committed {sha[:12]} (signed); publish it to send")
+    elif drop_id is not None:
+        importing.drop(repo, drop_id)
+        click.echo(f"import {drop_id}: dropped")
+    else:
+        if not (qube and path and into):
+            raise UsageError("usage: qgitconf import QUBE PATH --into TARGET")
+        ident = importing.import_file(repo, qube, path, into, _transport())
+        click.echo(f"import {ident}: in quarantine; review with: qgitconf import --review {ident}")
 
 
 # -- both sides ---------------------------------------------------------------------------
@@ -222,6 +345,8 @@ def status(as_json: bool) -> None:
         from qgitconf.agent.commands import status as target_status
 
         out = target_status(_home(), _env())
+        if out["recovered"]:
+            click.echo(f"qgitconf: {out['recovered']}", err=True)
         if as_json:
             _print_json(out)
             return
@@ -231,12 +356,23 @@ def status(as_json: bool) -> None:
         )
         click.echo(f"staged:  {out['staged'] or '-'}")
         click.echo(f"applied: {out['applied'] or '-'}")
+        if out["last_update"]:
+            age = int(out["last_update_age"] or 0)
+            click.echo(
+                f"last update: {out['last_update']} "
+                f"({age // 86400} d {age % 86400 // 3600} h {age % 3600 // 60} min ago)"
+            )
+        click.echo(f"managed files: {out['managed']}")
         if out["pending"]:
             click.echo("an update is staged: run `qgitconf review`, then `qgitconf apply`")
-        for p in out["drift"]:
-            click.echo(f"changed locally: {p}")
-        if out["interrupted"]:
-            click.echo("an apply was interrupted")
+        for d in out["drift_detail"]:
+            click.echo(f"changed locally ({d['state']}): {d['path']}")
+        for p in out["skipped"]:
+            click.echo(f"left out of the last apply: {p}")
+        if out["busy"]:
+            click.echo("an apply, revert or restore is running right now")
+        elif out["interrupted"]:
+            click.echo("an apply was interrupted and could not be recovered; see the journal")
         return
     from qgitconf.mgmt.status import mgmt_status
 
@@ -278,35 +414,68 @@ def revert(name: str | None, to: str | None, overwrite: bool) -> None:
             raise UsageError("--to takes a generation number in a target qube")
         number = int(to)
     rec = do(_home(), _env(), to=number, overwrite=overwrite)
+    if rec.get("recovered"):
+        click.echo(f"qgitconf: {rec['recovered']}", err=True)
     click.echo(f"generation {rec['number']}: {rec['note']} ({_counts(rec)})")
+    for line in rec.get("left", []):
+        click.echo(f"  {line}")
 
 
 # -- target ------------------------------------------------------------------------------
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def review(as_json: bool) -> None:
-    """Show who signed the staged update and what it changes (git diff)."""
-    from qgitconf.agent.commands import review as do
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (schema: docs/review.md).")
+@click.option("--gui", is_flag=True, help="Show it in a dialog; apply only on its Apply button.")
+def review(as_json: bool, gui: bool) -> None:
+    """Show who signed the staged update, its risk report and what it changes (git diff).
 
-    out = do(_home(), _env())
+    On a terminal the review goes through your pager, in your git diff colours (the
+    text is sanitised first).  With --gui and a display, a zenity dialog shows the same
+    and applies only on Apply (exit 1 on Cancel); without a display it falls back to
+    the terminal.  Full diff in your difftool: qgitconf git difftool ...
+    """
+    from qgitconf.agent import review as rv
+
+    if gui and not as_json:
+        from qgitconf.agent.gui import review_dialog
+
+        result, rec = review_dialog(_home(), _env())
+        if result == "applied" and rec is not None:
+            click.echo(f"generation {rec['number']}: applied {str(rec['commit'])[:12]}")
+            return
+        if result == "cancelled":
+            click.echo("cancelled: nothing applied")
+            sys.exit(1)
+        click.echo("qgitconf: no display or no zenity; showing the review here", err=True)
+    out = rv.review(_home(), _env())
     if as_json:
         _print_json(out)
-        return
-    uids = ", ".join(out["signer"]["uids"]) or "?"
-    click.echo(f"signed by: {out['signer']['fingerprint']} ({uids}) [pinned]")
-    click.echo(
-        f"update:    sequence {out['sequence']}, commit {out['commit']}, created {out['created']}"
+    elif sys.stdout.isatty():
+        rv.page(rv.render_text(out, rv.diff_colors(_env())), _env())
+    else:
+        click.echo(rv.render_text(out), nl=False)
+
+
+def _apply_interactive() -> dict[str, Any] | None:
+    """apply --interactive: the picker (agent/interactive.py) decides the --only list."""
+    from qgitconf.agent import interactive
+    from qgitconf.agent.review import diff_colors
+
+    if not sys.stdin.isatty():
+        raise UsageError("--interactive needs a terminal")
+    colors = diff_colors(_env()) if sys.stdout.isatty() else None
+    choices = interactive.choose(
+        _home(),
+        _env(),
+        lambda q: click.prompt(q, default="", show_default=False),
+        click.echo,
+        colors,
     )
-    click.echo(f"applied:   {out['applied'] or '(nothing yet)'}")
-    click.echo(f"message:   {out['message']}")
-    for c in out["changes"]:
-        click.echo(f"  {c['op']:8} {c['path']}")
-    for c in out["conflicts"]:
-        click.echo(f"  CONFLICT {c}")
-    click.echo("")
-    click.echo(out["diff"], nl=False)
+    rec = interactive.apply_choices(_home(), _env(), choices)
+    if rec is None:
+        click.echo("quit: nothing applied" if choices.quit else "nothing accepted: nothing applied")
+    return rec
 
 
 @cli.command()
@@ -316,20 +485,77 @@ def review(as_json: bool) -> None:
     is_flag=True,
     help="Overwrite files changed locally or not written by qgitconf (kept for revert).",
 )
-def apply(yes: bool, overwrite: bool) -> None:
-    """Apply the staged update into $HOME (atomic writes, backups, journal)."""
+@click.option(
+    "--keep",
+    "keep",
+    multiple=True,
+    metavar="PATH",
+    help="Leave PATH (a file or directory below $HOME) as it is this time (repeatable).",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="PATH",
+    help="Apply only PATH (a file or directory below $HOME); repeatable.",
+)
+@click.option(
+    "-i",
+    "--interactive",
+    is_flag=True,
+    help="Show each changed file (risks, then diff) and accept or skip it.",
+)
+def apply(
+    yes: bool, overwrite: bool, keep: tuple[str, ...], only: tuple[str, ...], interactive: bool
+) -> None:
+    """Apply the staged update into $HOME (atomic writes, backups, journal).
+
+    Nothing is written while any file in the way changed locally or was not written
+    by qgitconf: apply then lists them and exits 1 [drift] (it never prompts for
+    them); choose with --overwrite, --keep PATH or --only PATH.  An interrupted
+    earlier apply is rolled back (or finished) first.
+    """
     from qgitconf.agent.commands import apply as do
 
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UsageError("not a terminal: review with `qgitconf review`, then use --yes")
-        click.confirm("Apply the staged update?", abort=True)
-    rec = do(_home(), _env(), overwrite=overwrite)
+    if interactive:
+        if yes or overwrite or keep or only:
+            raise UsageError(
+                "--interactive asks per file: use it without --yes/--overwrite/--keep/--only"
+            )
+        picked = _apply_interactive()
+        if picked is None:
+            return
+        rec = picked
+    else:
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("not a terminal: review with `qgitconf review`, then use --yes")
+            click.confirm("Apply the staged update?", abort=True)
+        rec = do(_home(), _env(), overwrite=overwrite, keep=keep, only=only or None)
+    if rec.get("recovered"):
+        click.echo(f"qgitconf: {rec['recovered']}", err=True)
     if rec["number"] is None:
         click.echo(f"already applied: {rec['commit'][:12]}")
-        return
-    click.echo(f"generation {rec['number']}: applied {rec['commit'][:12]} ({_counts(rec)})")
+    else:
+        click.echo(f"generation {rec['number']}: applied {rec['commit'][:12]} ({_counts(rec)})")
     for line in rec.get("left", []):
+        click.echo(f"  {line}")
+    for path in rec.get("skipped", []):
+        click.echo(f"  left out this time: {path}")
+
+
+@cli.command()
+def restore() -> None:
+    """Re-create applied files that are missing (never over a local change)."""
+    from qgitconf.agent.commands import restore as do
+
+    rec = do(_home(), _env())
+    if rec.get("recovered"):
+        click.echo(f"qgitconf: {rec['recovered']}", err=True)
+    click.echo(f"restored {len(rec['restored'])} missing file(s)")
+    for path in rec["restored"]:
+        click.echo(f"  restored {sanitize(path)}")
+    for line in rec["left"]:
         click.echo(f"  {line}")
 
 
@@ -352,6 +578,20 @@ def log(as_json: bool) -> None:
         )
 
 
+@cli.command()
+def pull() -> None:
+    """Fetch the update kept for this qube from its source qube, verify and stage it."""
+    from qgitconf.agent.pull import pull as do
+
+    out = do(_home(), _env(), _transport())
+    if out is None:
+        click.echo("nothing published for this qube yet")
+        return
+    click.echo(f"{out.result}: commit {out.commit[:12]}, sequence {out.sequence}")
+    if out.result == "staged":
+        click.echo("review with `qgitconf review`, then `qgitconf apply`")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def git(args: tuple[str, ...]) -> None:
@@ -359,6 +599,97 @@ def git(args: tuple[str, ...]) -> None:
     from qgitconf.agent.commands import git as do
 
     sys.exit(do(_home(), _env(), args))
+
+
+# -- setup and diagnostics (policy check, persist, doctor) ---------------------------------
+
+
+@cli.group()
+def policy() -> None:
+    """The dom0 qrexec policy (policy/30-qgitconf.policy)."""
+
+
+@policy.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--samples/--no-samples",
+    default=None,
+    help="Also evaluate the built-in sample requests [default: only for 30-qgitconf.policy].",
+)
+@click.option(
+    "--mgmt-qube",
+    default="config-mgmt",
+    show_default=True,
+    help="Name of the config-mgmt qube, for the samples.",
+)
+def policy_check(files: tuple[str, ...], samples: bool | None, mgmt_qube: str) -> None:
+    """Check policy FILES (R4.1+ format) before installing them in dom0.
+
+    Prints FILE:LINE: problem for each problem; exits 0 when clean, 4 otherwise.
+    """
+    from qgitconf.errors import EXIT_CONFIG
+    from qgitconf.policycheck import check_files
+
+    report = check_files([Path(f) for f in files], samples=samples, mgmt=mgmt_qube)
+    for problem in report.problems:
+        click.echo(problem)
+    if not report.ok:
+        click.echo(f"{len(report.problems)} problem(s)", err=True)
+        sys.exit(EXIT_CONFIG)
+    extra = f", {report.samples_run} sample requests as expected" if report.samples_run else ""
+    click.echo(f"{len(files)} file(s) OK{extra}")
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--home-dir", default="/home/user", show_default=True, help="$HOME in the qube.")
+@click.option("--user", "user", default="user", show_default=True, help="Owner of the state.")
+def persist(target: str | None, home_dir: str, user: str) -> None:
+    """Print the dom0 commands that keep qgitconf's state and files across reboots.
+
+    For qubes that use custom-persist (Qubes OS R4.3).  In config-mgmt, TARGET's
+    managed paths come from its branch; in a target, from what was applied.
+    """
+    from qgitconf import persist as p
+
+    if _is_target():
+        from qgitconf.agent.receive import own_name
+
+        name = target or own_name(_env())
+        paths = p.managed_paths_from_state(_home())
+    else:
+        if target is None:
+            raise UsageError("name the TARGET qube")
+        name = target
+        paths = p.managed_paths_from_branch(_mgmt_repo().require().path, target, _env())
+    for line in p.persist_commands(name, paths, home=home_dir, user=user):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option(
+    "--no-sign", is_flag=True, help="config-mgmt: do not make a test signature via gpg.program."
+)
+def doctor(as_json: bool, no_sign: bool) -> None:
+    """Check this qube's set-up (gpg, pinned keys, repository, journal, persistence, policy).
+
+    Exits 1 if any check fails.
+    """
+    from qgitconf.doctor import run_doctor
+    from qgitconf.errors import EXIT_FAILURE
+
+    role, checks = run_doctor(_home(), _env(), sign=not no_sign)
+    failed = any(c.result == "fail" for c in checks)
+    if as_json:
+        _print_json({"role": role, "ok": not failed, "checks": [c.as_dict() for c in checks]})
+    else:
+        click.echo(f"role: {role}")
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            click.echo(f"{c.result.upper():<4}  {c.name:<{width}}  {c.message}")
+    if failed:
+        sys.exit(EXIT_FAILURE)
 
 
 # -- lab -----------------------------------------------------------------------------------

@@ -149,6 +149,15 @@ class PolicyDeniedError(TransportError):
     code = "policy-denied"
 
 
+class NotRunningError(PolicyDeniedError):
+    """The target qube is not running and the policy does not start it (autostart=no).
+
+    The update is kept in config-mgmt; the target pulls it when it starts.
+    """
+
+    code = "not-running"
+
+
 # --- local state and configuration --------------------------------------------------
 
 
@@ -177,6 +186,13 @@ class ApplyError(LocalStateError):
     """Writing into $HOME failed safely (rule 9)."""
 
     code = "apply-failed"
+
+
+class MergeConflictError(QgitconfError):
+    """A layer does not merge cleanly into a target branch; nothing was published."""
+
+    code = "merge-conflict"
+    exit_status = EXIT_FAILURE
 
 
 class ConfigError(QgitconfError):

@@ -27,6 +27,7 @@ class Limits:
     max_tree_depth: int = 64
     max_path_bytes: int = 4096
     max_bundle_header_bytes: int = 64 * 1024
+    max_delta_depth: int = 50
 
     @classmethod
     def from_mapping(cls, values: dict[str, object]) -> Limits:

@@ -30,19 +30,53 @@ def _receive() -> int:
     return 0
 
 
-SERVICES = {"receive": _receive}
+def _fetch() -> int:
+    """config-mgmt: the update kept for the caller; reads nothing from the caller."""
+    from qgitconf.mgmt.fetch import kept_update_for
+    from qgitconf.mgmt.repo import MgmtRepo, default_repo_path
+
+    caller = os.environ.get("QREXEC_REMOTE_DOMAIN", "")
+    home = Path(os.environ.get("HOME") or Path.home())
+    try:
+        repo = MgmtRepo(default_repo_path(home, os.environ), home, os.environ)
+        update = kept_update_for(repo, caller)
+    except QgitconfError as e:
+        print(f"qgitconf: {e.code}: {sanitize(e.detail)}", file=sys.stderr)
+        return e.exit_status
+    sys.stdout.buffer.write(update)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _export() -> int:
+    """target: one regular file from $HOME, named on stdin (policy: ask)."""
+    from qgitconf.agent.export import format_export, read_home_file, read_request
+
+    home = Path(os.environ.get("HOME") or Path.home())
+    try:
+        mode, content = read_home_file(home, read_request(sys.stdin.buffer))
+    except QgitconfError as e:
+        print(f"qgitconf: export refused: {e.code}: {sanitize(e.detail)}", file=sys.stderr)
+        return e.exit_status
+    sys.stdout.buffer.write(format_export(mode, content))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+SERVICES = {"receive": _receive, "fetch": _fetch, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the service named by ``argv[0]`` (fixed by the rpc file, never by the caller)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in SERVICES:
-        print("usage: qgitconf-service receive", file=sys.stderr)
+        print("usage: qgitconf-service receive|fetch|export", file=sys.stderr)
         return 2
     try:
         return SERVICES[args[0]]()
     except Exception as e:  # a bug: answer something parseable, never a traceback
-        print(json.dumps({"result": "error", "reason": "internal", "detail": type(e).__name__}))
+        if args[0] == "receive":
+            print(json.dumps({"result": "error", "reason": "internal", "detail": type(e).__name__}))
         print(f"qgitconf: internal error: {sanitize(repr(e))}", file=sys.stderr)
         return EXIT_BUG
 

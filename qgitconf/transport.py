@@ -48,7 +48,11 @@ def _drain(stream: IO[bytes], cap: int, out: list[bytes]) -> None:
 
 
 def run_capped(
-    cmd: list[str], stdin: bytes, stdout_cap: int, env: Mapping[str, str] | None = None
+    cmd: list[str],
+    stdin: bytes,
+    stdout_cap: int,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
 ) -> CallResult:
     """Run ``cmd`` feeding ``stdin``; read at most ``stdout_cap`` bytes of its stdout.
 
@@ -63,6 +67,7 @@ def run_capped(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
+            cwd=cwd,
         )
     except OSError as e:
         raise TransportError(f"cannot run {cmd[0]}: {e}") from e

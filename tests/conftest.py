@@ -63,3 +63,16 @@ def lab(lab_template: Path) -> Iterator[Lab]:
     yield copy
     copy.close()
     shutil.rmtree(base, ignore_errors=True)
+
+
+def _fuzz_profile() -> None:
+    """`make fuzz`: the property tests with a large example budget and no deadline."""
+    import os
+
+    from hypothesis import settings
+
+    seconds = int(os.environ.get("QGITCONF_FUZZ_SECONDS", "60"))
+    settings.register_profile("fuzz", max_examples=max(1000, seconds * 200), deadline=None)
+
+
+_fuzz_profile()

@@ -1,25 +1,34 @@
-"""Apply a verified tree into $HOME, and revert to an earlier generation (rules 9, 10).
+"""Apply a verified tree into $HOME, revert to an earlier generation, restore (rules 9, 10).
 
 ``make_plan`` is side-effect free: it compares the wanted tree, what qgitconf wrote
 last time (the manifest) and what is on disk now, and lists every action and every
 conflict before anything is written.  Conflicts - a managed file changed locally
 (drift) or a file qgitconf never wrote - stop the apply unless the user chose
-``overwrite``; whatever is overwritten is kept (``originals/`` the first time,
-``backups/<N>/`` after that) so ``revert`` can bring it back.  Deletions touch only
-files qgitconf wrote that are unchanged since.
+``overwrite`` (or ``keep``/``only`` to leave that file alone); whatever is overwritten is
+kept (``originals/`` the first time, ``backups/<N>/`` after that) so ``revert`` can bring
+it back.  Deletions touch only files qgitconf wrote that are unchanged since.
+
+``execute`` carries a plan out through the journal (``qgitconf.agent.journal``): plan
+first, then an undo copy of everything it will replace, then the changes, then the
+commit; a failure or a crash at any point is rolled back (or, past the commit point,
+finished).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from qgitconf.agent.homefs import DiskState, HomeFS
-from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
+from qgitconf.agent.homefs import DiskState, HomeFS, content, stat_entry, stat_key
+from qgitconf.agent.journal import Fault, Journal, record_commit
+from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, DriftError, LocalStateError, NothingStagedError
 from qgitconf.fsutil import atomic_write
 from qgitconf.gitstore import blob_bytes, read_commit, walk_tree
@@ -43,27 +52,42 @@ class Wanted:
         return {"type": "file", "mode": self.mode, "sha256": hashlib.sha256(self.data).hexdigest()}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Action:
-    """One step of a plan: "write" (create or modify), "delete", "restore" or "keep"."""
+    """One step of a plan.
+
+    ``op`` is "write" (create or modify), "restore" (put a kept original back),
+    "delete", "mkdir", "rmdir" or "keep" (already right on disk: only recorded).
+    """
 
     op: str
     path: str
-    wanted: Wanted | None = None
-    backup: bool = False  # the current content must be kept before the write
+    new: dict[str, Any] | None = None  # the record written (write, restore)
+    data: bytes = b""  # file content, or the symlink target
+    old: DiskState = field(default_factory=lambda: DiskState("missing"))
+    keep: str | None = None  # "original" | "backup": copy the current content first
+    conflict: bool = False
 
 
 @dataclass
 class Plan:
     commit: str | None
-    actions: list[Action] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)  # in execution order
     conflicts: list[str] = field(default_factory=list)  # one line each, sanitised
     blockers: list[str] = field(default_factory=list)  # conflicts --overwrite cannot settle
     left: list[str] = field(default_factory=list)  # deletions not done (changed locally)
+    skipped: list[str] = field(default_factory=list)  # left alone by --keep / --only
+    manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    originals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def changes(self) -> list[Action]:
         return [a for a in self.actions if a.op != "keep"]
+
+    @property
+    def touches_disk(self) -> list[Action]:
+        """The actions that change $HOME (a delete of a missing file only forgets it)."""
+        return [a for a in self.changes if not (a.op == "delete" and a.old.kind == "missing")]
 
 
 def wanted_tree(
@@ -94,15 +118,25 @@ def wanted_tree(
         repo.close()
 
 
-def _same(disk: DiskState, record: Mapping[str, Any]) -> bool:
-    return disk.record() == dict(record)
+def matches(path: str, patterns: Iterable[str]) -> bool:
+    """``path`` is one of ``patterns`` or lies below one of them (a directory)."""
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in patterns)
 
 
-def _is_original(disk: DiskState, original: Mapping[str, Any] | None) -> bool:
-    if original is None:
-        return False
-    rec = disk.record()
-    return all(original.get(k) == v for k, v in rec.items())
+def _prefixes(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _blocks(a: str, b: str) -> bool:
+    """A file at ``a`` and a file at ``b`` cannot both exist (one is below the other)."""
+    return a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _cache(disk: DiskState) -> list[int] | None:
+    if disk.st is None:
+        return None
+    return [*disk.st, time.time_ns()]
 
 
 def make_plan(
@@ -111,157 +145,400 @@ def make_plan(
     manifest: Mapping[str, Mapping[str, Any]],
     originals: Mapping[str, Any],
     commit: str | None,
+    *,
+    root: Path | None = None,
+    keep: Sequence[str] = (),
+    only: Sequence[str] | None = None,
 ) -> Plan:
-    """Compute every action and conflict; writes nothing."""
-    plan = Plan(commit)
+    """Compute every action and conflict; writes nothing.
+
+    Args:
+        fs: the home to plan against.
+        wanted: the tree to apply (path -> entry).
+        manifest: what qgitconf wrote last (path -> record with stat cache).
+        originals: files that existed before qgitconf first overwrote them.
+        commit: the commit being applied (None = the state before qgitconf).
+        root: the agent state directory (to read kept originals back).
+        keep: paths (or directories) to leave alone this time.
+        only: if given, the only paths (or directories) to act on.
+    """
+    plan = Plan(commit, manifest={p: dict(r) for p, r in manifest.items()})
+    plan.originals = {p: dict(r) for p, r in originals.items()}
+
+    def skipped(path: str) -> bool:
+        if matches(path, keep) or (only is not None and not matches(path, only)):
+            plan.skipped.append(path)
+            return True
+        return False
+
+    # 1. What leaves the managed set: delete (or restore the original) if unchanged.
+    deletes: list[Action] = []
+    restores: list[Action] = []
+    gone: set[str] = set()  # managed files/links that will not be on disk any more
+    for path in sorted(set(manifest) - set(wanted)):
+        if skipped(path):
+            continue
+        disk = fs.probe(path, manifest[path])
+        if disk.kind not in ("missing", "blocked") and disk.record() != content(manifest[path]):
+            plan.left.append(f"no longer managed, changed locally, left in place: {sanitize(path)}")
+            continue
+        if disk.kind == "blocked":
+            plan.left.append(
+                f"no longer managed; '{sanitize(disk.target)}' on its way is a symlink "
+                f"or a file, left alone: {sanitize(path)}"
+            )
+            continue
+        orig = originals.get(path)
+        if orig is not None and not any(_blocks(path, w) for w in wanted):
+            restores.append(_restore_action(path, orig, root, plan, disk))
+            continue
+        deletes.append(Action("delete", path, old=disk))
+        gone.add(path)
+
+    # 2. The wanted tree.
+    writes: list[Action] = []
+    rmdirs: list[str] = []
     for path in sorted(wanted):
         want = wanted[path]
-        disk = fs.probe(path)
-        if _same(disk, want.record()):
-            plan.actions.append(Action("keep", path, want))
+        rec = want.record()
+        disk = fs.probe(path, manifest.get(path))
+        if disk.kind in ("file", "link") and disk.record() == rec:
+            plan.actions.append(Action("keep", path, rec, old=disk))
             continue
-        if disk.kind not in ("missing", "file", "link"):
-            plan.blockers.append(f"is a {disk.kind}, not a file; move it away: {sanitize(path)}")
+        if skipped(path):
             continue
-        if path in manifest:
-            if disk.kind != "missing" and not _same(disk, manifest[path]):
-                plan.conflicts.append(f"changed locally since the last apply: {sanitize(path)}")
-                plan.actions.append(Action("write", path, want, backup=True))
+        old = disk
+        if disk.kind == "blocked":
+            if disk.target not in gone:
+                plan.blockers.append(
+                    f"'{sanitize(disk.target)}' is a symlink or a file, not a directory; "
+                    f"qgitconf never follows it: {sanitize(path)}"
+                )
                 continue
-            plan.actions.append(Action("write", path, want))
+            old = DiskState("missing")  # a managed file/link there goes first
+        elif disk.kind == "dir":
+            below = fs.list_under(path)
+            if below is None or not all(f in gone for f in below[0]):
+                plan.blockers.append(
+                    f"is a directory holding files qgitconf did not write; "
+                    f"move it away: {sanitize(path)}"
+                )
+                continue
+            rmdirs.extend(below[1])  # deepest first
+            old = DiskState("missing")
+        elif disk.kind == "other":
+            plan.blockers.append(
+                f"is not a regular file or symlink; move it away: {sanitize(path)}"
+            )
             continue
-        if disk.kind == "missing" or _is_original(disk, originals.get(path)):
-            # The original is already kept (qgitconf restored it earlier): no conflict.
-            plan.actions.append(Action("write", path, want))
-        else:
-            plan.conflicts.append(f"exists and was not written by qgitconf: {sanitize(path)}")
-            plan.actions.append(Action("write", path, want, backup=True))
-    for path in sorted(set(manifest) - set(wanted)):
-        disk = fs.probe(path)
-        if disk.kind == "missing" or _same(disk, manifest[path]):
-            op = "restore" if path in originals else "delete"
-            plan.actions.append(Action(op, path))
-        else:
-            plan.left.append(f"no longer managed, changed locally, left in place: {sanitize(path)}")
+        data = want.data
+        act = Action("write", path, rec, data, old)
+        if old.kind != "missing":
+            if path in manifest:
+                if old.record() != content(manifest[path]):
+                    act.conflict, act.keep = True, "backup"
+                    plan.conflicts.append(f"changed locally since the last apply: {sanitize(path)}")
+            elif not _is_original(old, originals.get(path)):
+                act.conflict = True
+                act.keep = "backup" if path in originals else "original"
+                plan.conflicts.append(f"exists and was not written by qgitconf: {sanitize(path)}")
+        writes.append(act)
+
+    # 3. Directories the writes need (created in order, removed again on rollback).
+    mkdirs: list[str] = []
+    known: dict[str, str] = {}
+    for act in [*writes, *restores]:
+        for prefix in _prefixes(act.path):
+            if prefix not in known:
+                kind = fs.probe(prefix).kind
+                if prefix in gone or prefix in rmdirs:
+                    kind = "missing"
+                known[prefix] = kind
+                if kind == "missing":
+                    mkdirs.append(prefix)
+    plan.actions.extend(deletes)
+    plan.actions.extend(Action("rmdir", d, old=DiskState("dir", mode=0o755)) for d in rmdirs)
+    plan.actions.extend(Action("mkdir", d) for d in mkdirs)
+    plan.actions.extend(sorted([*writes, *restores], key=lambda a: a.path))
     return plan
 
 
-def _keep_copy(fs: HomeFS, state: AgentState, path: str, dest_root: Path) -> dict[str, Any]:
-    disk = fs.probe(path)
-    if disk.kind == "link":
-        return {"type": "link", "target": disk.target}
-    data = fs.read(path)
-    atomic_write(dest_root / path, data, 0o600)
-    return {
-        "type": "file",
-        "mode": disk.mode,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "backup": str((dest_root / path).relative_to(state.root)),
-    }
+def _restore_action(
+    path: str, orig: Mapping[str, Any], root: Path | None, plan: Plan, disk: DiskState
+) -> Action:
+    if orig.get("type") == "link":
+        target = str(orig["target"])
+        return Action("restore", path, {"type": "link", "target": target}, target.encode(), disk)
+    data = b""
+    if root is not None:
+        try:
+            data = (root / str(orig["backup"])).read_bytes()
+        except OSError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != orig.get("sha256"):
+            plan.blockers.append(f"the kept original is missing or damaged: {sanitize(path)}")
+    rec = {"type": "file", "mode": int(orig["mode"]) & 0o7777, "sha256": orig.get("sha256")}
+    return Action("restore", path, rec, data, disk)
 
 
-def execute(
-    plan: Plan, fs: HomeFS, state: AgentState, *, overwrite: bool, kind: str, note: str = ""
-) -> dict[str, Any]:
-    """Carry out ``plan`` (journaled) and record a new generation; returns its record.
+def _is_original(disk: DiskState, original: Mapping[str, Any] | None) -> bool:
+    """The file on disk is exactly the kept original (qgitconf put it back earlier)."""
+    if original is None:
+        return False
+    rec = disk.record()
+    return all(original.get(k) == v for k, v in rec.items())
 
-    Raises:
-        DriftError: the plan has conflicts and ``overwrite`` is false.
-        ApplyError: a write failed (the journal says how far it got).
-    """
+
+# -- execution ---------------------------------------------------------------------------
+
+
+def check_choices(plan: Plan, *, overwrite: bool) -> None:
+    """Raise ``DriftError`` (writing nothing) unless every conflict has a choice."""
     if plan.blockers:
-        raise DriftError("apply stopped; nothing was written:\n  " + "\n  ".join(plan.blockers))
+        raise DriftError(
+            "apply stopped; nothing was written:\n  "
+            + "\n  ".join(plan.blockers)
+            + "\nmove these away, or leave them out with --keep PATH"
+        )
     if plan.conflicts and not overwrite:
         raise DriftError(
             "apply stopped; nothing was written:\n  "
             + "\n  ".join(plan.conflicts)
-            + "\nreview, then run again with --overwrite (whatever is overwritten is kept)"
+            + "\nreview, then run again with --overwrite (whatever is overwritten is kept),"
+            " or leave files out with --keep PATH"
         )
-    journal = state.root / "journal.json"
-    if journal.exists():
-        raise LocalStateError(
-            f"an earlier apply was interrupted ({journal}); "
-            "check the files it lists, then remove it"
+
+
+def _steps(plan: Plan, number: int | None) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = []
+    for act in plan.touches_disk:
+        old: dict[str, Any] = act.old.record()
+        if act.old.st is not None:
+            old["st"] = list(act.old.st)
+        if act.op == "rmdir":
+            old["mode"] = act.old.mode
+        steps.append(
+            {
+                "i": len(steps),
+                "op": act.op,
+                "path": act.path,
+                "old": old,
+                "new": act.new,
+                "keep": act.keep,
+                "keep_at": _keep_at(act, number),
+            }
         )
+    return steps
+
+
+def _keep_at(act: Action, number: int | None) -> str | None:
+    if act.keep == "original":
+        return f"originals/{act.path}"
+    if act.keep == "backup":
+        return f"backups/{number if number is not None else 'restore'}/{act.path}"
+    return None
+
+
+def execute(
+    plan: Plan,
+    fs: HomeFS,
+    state: AgentState,
+    *,
+    overwrite: bool,
+    kind: str,
+    note: str = "",
+    fault: Fault | None = None,
+) -> dict[str, Any]:
+    """Carry out ``plan`` through the journal; returns the generation's record.
+
+    The caller holds the state lock.  A ``restore`` is not a generation: it only puts
+    back files of the current one.
+
+    Raises:
+        DriftError: a conflict has no choice, or a file changed while applying
+            (rolled back, nothing changed).
+        ApplyError: a write failed (disk full, permissions); rolled back.
+    """
+    check_choices(plan, overwrite=overwrite)
+    fault = fault or Fault()
     gens = state.generations()
-    number = (gens[-1]["number"] + 1) if gens else 1
-    manifest = state.manifest()
-    originals = state.originals()
-    atomic_write(journal, repr([(a.op, a.path) for a in plan.changes]).encode(), 0o600)
-    written: list[str] = []
-    removed: list[str] = []
-    restored: list[str] = []
-    kept: list[str] = []
-    try:
-        for action in plan.changes:
-            if action.op == "write" and action.wanted is not None:
-                if action.backup:
-                    if action.path in manifest:
-                        _keep_copy(fs, state, action.path, state.root / "backups" / str(number))
-                        kept.append(action.path)
-                    elif action.path not in originals:
-                        originals[action.path] = _keep_copy(
-                            fs, state, action.path, state.root / "originals"
-                        )
-                        state.save_originals(originals)
-                want = action.wanted
-                if want.kind == "link":
-                    fs.write_link(action.path, want.data.decode("utf-8"))
-                else:
-                    fs.write_file(action.path, want.data, want.mode)
-                manifest[action.path] = want.record()
-                written.append(action.path)
-            elif action.op == "restore":
-                orig = originals[action.path]  # kept: the original stays recoverable
-                if orig["type"] == "link":
-                    fs.write_link(action.path, orig["target"])
-                else:
-                    content = (state.root / orig["backup"]).read_bytes()
-                    fs.write_file(action.path, content, int(orig["mode"]) & 0o7777)
-                manifest.pop(action.path, None)
-                restored.append(action.path)
-            elif action.op == "delete":
-                fs.remove(action.path)
-                manifest.pop(action.path, None)
-                removed.append(action.path)
-            state.save_manifest(manifest)
-    except OSError as e:
-        state.save_manifest(manifest)
-        done = len(written) + len(removed) + len(restored)
-        raise ApplyError(f"apply failed at {done} of {len(plan.changes)} changes: {e}") from e
-    for action in plan.actions:  # files already right on disk are managed from now on
-        if action.op == "keep" and action.wanted is not None:
-            manifest[action.path] = action.wanted.record()
-    state.save_manifest(manifest)
-    record = {
+    number = None if kind == "restore" else ((gens[-1]["number"] + 1) if gens else 1)
+    manifest = dict(plan.manifest)
+    originals = dict(plan.originals)
+    record: dict[str, Any] = {
         "number": number,
         "kind": kind,
         "commit": plan.commit,
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "written": written,
-        "removed": removed,
-        "restored": restored,
-        "backed_up": kept,
+        "written": [],
+        "removed": [],
+        "restored": [],
+        "backed_up": [],
+        "originals": [],
         "left": plan.left,
+        "skipped": [sanitize(p) for p in plan.skipped],
         "note": note,
     }
-    gens.append(record)
-    state.save_generations(gens)
-    saved = state.load()
-    saved["applied"] = plan.commit
-    state.save(saved)
-    repo = state.repo()
+    for act in plan.actions:
+        if act.op == "keep":
+            entry = dict(act.new or {})
+            cache = _cache(act.old)
+            if cache is not None:
+                entry["stat"] = cache
+            manifest[act.path] = entry
+        elif act.op == "write" and act.new is not None:
+            manifest[act.path] = dict(act.new)
+            record["written"].append(act.path)
+            if act.keep == "original":
+                originals[act.path] = _original_record(act, f"originals/{act.path}")
+                record["originals"].append(act.path)
+            elif act.keep == "backup":
+                record["backed_up"].append(act.path)
+        elif act.op == "restore":
+            manifest.pop(act.path, None)
+            record["restored"].append(act.path)
+        elif act.op == "delete":
+            manifest.pop(act.path, None)
+            record["removed"].append(act.path)
+    after = {
+        "kind": kind,
+        "number": number,
+        "manifest": manifest,
+        "originals": originals,
+        "generation": None if number is None else record,
+    }
+    steps = _steps(plan, number)
+    old_hook = fs.hook
+    fs.hook = fault
     try:
-        if plan.commit is not None:
-            repo.refs[APPLIED_REF] = plan.commit.encode("ascii")
-            repo.refs[GENERATION_REF.format(n=number).encode("ascii")] = plan.commit.encode("ascii")
-        else:
-            repo.refs.remove_if_equals(APPLIED_REF, None)
+        journal = Journal.begin(state, steps, after, fault)
+        stats = _run(journal, plan, fs, state)
+        journal.mark_committing()
+    except BaseException as e:
+        fs.hook = old_hook
+        fs.unsynced = None
+        _fail(state, fs, e)
+    try:
+        record_commit(state, after, stats, fault)
+        journal.close()
+    except OSError as e:
+        raise ApplyError(
+            f"every change is on disk, but recording it failed: {e}; "
+            "the next qgitconf apply, revert or status finishes it"
+        ) from e
     finally:
-        repo.close()
-    state.point_head(plan.commit)
-    journal.unlink()
+        fs.hook = old_hook
     return record
+
+
+def _original_record(act: Action, backup: str) -> dict[str, Any]:
+    if act.old.kind == "link":
+        return {"type": "link", "target": act.old.target}
+    return {"type": "file", "mode": act.old.mode, "sha256": act.old.sha256, "backup": backup}
+
+
+def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[str, list[int]]:
+    """The changes, in phases; returns the stat cache of what was written."""
+    fault = journal.fault
+    steps = journal.steps
+    acts = plan.touches_disk
+    # Phase 1: copies of conflicting files (originals/, backups/N/), for revert.
+    journal.progress("phase keep")
+    for step, act in zip(steps, acts, strict=True):
+        if step["keep_at"] is not None:
+            _keep_copy(fs, state.root / step["keep_at"], act)
+            fault("kept")
+    # Phase 2: an undo link of everything that will be replaced or deleted, checking
+    # first that it is still what the plan saw (it may have changed since).
+    journal.progress("phase undo", sync=True)
+    removed_dirs = {a.path for a in acts if a.op == "rmdir"}
+    undo_fd = journal.open_undo()
+    try:
+        for step, act in zip(steps, acts, strict=True):
+            if act.op in ("mkdir", "rmdir"):
+                continue
+            now = fs.lstat(act.path)
+            if act.old.kind == "missing":
+                if now is not None and act.path not in removed_dirs:
+                    raise DriftError(f"appeared while applying: {sanitize(act.path)}")
+                continue
+            if now is None or act.old.st is None or stat_key(now) != act.old.st:
+                raise DriftError(f"changed while applying: {sanitize(act.path)}")
+            journal.keep_undo(fs, step, undo_fd)
+            fault("undo-linked")
+        os.fsync(undo_fd)
+    finally:
+        os.close(undo_fd)
+    fault("undo-synced")
+    # Phase 3: the changes.
+    journal.progress("phase change", sync=True)
+    fs.unsynced = set()  # one fsync per directory, before the commit point
+    stats: dict[str, list[int]] = {}
+    for step, act in zip(steps, acts, strict=True):
+        if act.op == "delete":
+            fs.remove(act.path)
+        elif act.op == "rmdir":
+            if not fs.rmdir(act.path):
+                raise ApplyError(f"directory not empty any more: {sanitize(act.path)}")
+        elif act.op == "mkdir":
+            fs.mkdir(act.path, 0o755)
+        elif act.new is not None and act.new["type"] == "link":
+            stats[act.path] = stat_entry(fs.write_link(act.path, act.data.decode(), step["tmp"]))
+        elif act.new is not None:
+            st = fs.write_file(act.path, act.data, int(act.new["mode"]), step["tmp"])
+            stats[act.path] = stat_entry(st)
+        journal.progress(f"done {step['i']}")
+        fault(f"done-{act.op}")
+    fs.sync_dirs()
+    fs.unsynced = None
+    fault("dirs-synced")
+    journal.progress("phase commit", sync=True)
+    return stats
+
+
+def _keep_copy(fs: HomeFS, dest: Path, act: Action) -> None:
+    if dest.is_symlink() or dest.exists():
+        dest.unlink()
+    if act.old.kind == "link":
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.symlink(act.old.target, dest)
+        return
+    data = fs.read(act.path)
+    if hashlib.sha256(data).hexdigest() != act.old.sha256:
+        raise DriftError(f"changed while applying: {sanitize(act.path)}")
+    atomic_write(dest, data, 0o600)
+
+
+def _fail(state: AgentState, fs: HomeFS, e: BaseException) -> NoReturn:
+    """Roll back after an error part-way, then raise what the user should see."""
+    journal = Journal.load(state)
+    undone = ""
+    if journal is None:
+        shutil.rmtree(state.journal_dir, ignore_errors=True)  # it never got a plan
+    else:
+        try:
+            problems = journal.rollback(fs)
+        except (OSError, ApplyError) as r:
+            problems = [str(r)]
+        if problems:
+            undone = (
+                "; the rollback is incomplete (the journal keeps everything; the next "
+                "qgitconf apply, revert or status tries again):\n  " + "\n  ".join(problems)
+            )
+        else:
+            undone = "; rolled back: $HOME is as it was before"
+    if isinstance(e, DriftError):
+        raise DriftError(f"apply stopped: {e.detail}{undone}") from e
+    if isinstance(e, ApplyError):
+        raise ApplyError(f"apply failed: {e.detail}{undone}", code=e.code) from e
+    if isinstance(e, OSError):
+        reason = e.strerror or str(e)
+        where = f" ({sanitize(str(e.filename))})" if e.filename else ""
+        raise ApplyError(f"apply failed: {reason}{where}{undone}") from e
+    raise e
+
+
+# -- commands' helpers ---------------------------------------------------------------------
 
 
 def staged_commit(state: AgentState) -> str:
@@ -272,11 +549,61 @@ def staged_commit(state: AgentState) -> str:
 
 
 def plan_apply(
-    state: AgentState, home: Path, rules: PathRules, limits: Limits, commit: str | None
+    state: AgentState,
+    home: Path,
+    rules: PathRules,
+    limits: Limits,
+    commit: str | None,
+    *,
+    keep: Sequence[str] = (),
+    only: Sequence[str] | None = None,
 ) -> tuple[Plan, HomeFS]:
     fs = HomeFS(home)
     wanted = wanted_tree(state, commit, rules, limits)
-    return make_plan(fs, wanted, state.manifest(), state.originals(), commit), fs
+    plan = make_plan(
+        fs,
+        wanted,
+        state.manifest(),
+        state.originals(),
+        commit,
+        root=state.root,
+        keep=keep,
+        only=only,
+    )
+    return plan, fs
+
+
+def plan_restore(
+    state: AgentState, home: Path, rules: PathRules, limits: Limits
+) -> tuple[Plan, HomeFS]:
+    """Re-create applied files that are missing; never touch one that exists (drift)."""
+    fs = HomeFS(home)
+    commit = state.applied_commit
+    manifest = state.manifest()
+    wanted = wanted_tree(state, commit, rules, limits)
+    missing: list[str] = []
+    drift: list[str] = []
+    for path, rec in sorted(manifest.items()):
+        want = wanted.get(path)
+        if want is None or want.record() != content(rec):
+            continue  # not what this generation wrote (kept back by --keep/--only)
+        disk = fs.probe(path, rec)
+        if disk.kind == "missing":
+            missing.append(path)
+        elif disk.record() != content(rec):
+            drift.append(path)
+    plan = make_plan(
+        fs,
+        {p: wanted[p] for p in missing},
+        {p: manifest[p] for p in missing},
+        {},
+        commit,
+        root=state.root,
+    )
+    plan.manifest = {p: dict(r) for p, r in manifest.items()}
+    plan.originals = state.originals()
+    plan.left = [f"changed locally, left as it is: {sanitize(p)}" for p in drift]
+    return plan, fs
 
 
 def revert_target(

@@ -1,4 +1,4 @@
-"""Target-side commands: target init, review, apply, revert, status, log, git.
+"""Target-side commands: target init, review, apply, revert, restore, status, log, git.
 
 Each function does the I/O for one command and returns plain data (dicts or text);
 the click layer only prints.  Everything that came from another qube is sanitised
@@ -7,18 +7,27 @@ before it is returned for display (rule 11).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.apply import execute, plan_apply, revert_target, staged_commit
+from qgitconf.agent.apply import (
+    execute,
+    plan_apply,
+    plan_restore,
+    revert_target,
+    staged_commit,
+)
 from qgitconf.agent.config import FPR, load_target_config, write_target_config
-from qgitconf.agent.homefs import HomeFS
+from qgitconf.agent.homefs import DiskState, HomeFS, content
+from qgitconf.agent.journal import Fault, describe, recover
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.envelope import QUBE_NAME
-from qgitconf.errors import ConfigError, UsageError
-from qgitconf.gitstore import EMPTY_TREE
+from qgitconf.errors import ConfigError, LocalStateError, UsageError
 from qgitconf.sanitize import sanitize
 from qgitconf.signing import inspect_key_file
 
@@ -55,13 +64,6 @@ def target_init(
     }
 
 
-def _signer_uids(pinned: Mapping[str, bytes], fpr: str) -> list[str]:
-    data = pinned.get(fpr)
-    if data is None:
-        return []
-    return [sanitize(u) for k in inspect_key_file(data) for u in k.uids]
-
-
 def _git_env(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[str, str]:
     out = dict(env)
     out.update(GIT_DIR=str(state.repo_path), GIT_WORK_TREE=str(home))
@@ -69,68 +71,86 @@ def _git_env(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[str,
 
 
 def review(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    """Who signed the staged update, what it is, and the diff from what is applied."""
-    cfg = load_target_config(home, env)
-    state = AgentState(state_dir(home))
-    commit = staged_commit(state)
-    data = state.load()
-    staged = data["staged"]
-    applied = data.get("applied")
-    plan, _fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
-    proc = subprocess.run(
-        [
-            "git",
-            "diff",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--stat",
-            "--patch",
-            applied or EMPTY_TREE,
-            commit,
-        ],
-        capture_output=True,
-        env=_git_env(state, home, env),
-        check=False,
+    """Who signed the staged update, what it changes, its risks and the diff.
+
+    A thin wrapper: the review lives in :mod:`qgitconf.agent.review` (schema in
+    ``docs/review.md``).
+    """
+    from qgitconf.agent.review import review as do
+
+    return do(home, env)
+
+
+def _rel(home: Path, path: str) -> str:
+    """A --keep/--only PATH as a $HOME-relative path ("~/x", "$HOME/x" or "x")."""
+    if path.startswith("~/"):
+        path = path[2:]
+    elif path.startswith("/"):
+        try:
+            path = str(Path(path).relative_to(home))
+        except ValueError:
+            raise UsageError(f"{sanitize(path)} is not inside $HOME") from None
+    while path.startswith("./"):
+        path = path[2:]
+    path = path.rstrip("/")
+    if not path or path == "." or any(c in ("", ".", "..") for c in path.split("/")):
+        raise UsageError(f"{sanitize(path)!r} is not a path below $HOME")
+    return path
+
+
+def _busy() -> LocalStateError:
+    return LocalStateError(
+        "another qgitconf apply, revert, restore or recovery is running in this qube",
+        code="busy",
     )
-    diff = proc.stdout if proc.returncode == 0 else proc.stderr
-    message = subprocess.run(
-        ["git", "log", "-1", "--format=%B", commit],
-        capture_output=True,
-        env=_git_env(state, home, env),
-        check=False,
-    ).stdout
-    return {
-        "signer": {
-            "fingerprint": staged["signer"],
-            "uids": _signer_uids(cfg.pinned, staged["signer"]),
-        },
-        "sequence": staged["sequence"],
-        "commit": commit,
-        "created": staged["created"],
-        "applied": applied,
-        "message": sanitize(message.decode("utf-8", "replace").strip(), keep_newlines=True),
-        "changes": [{"op": a.op, "path": sanitize(a.path)} for a in plan.changes],
-        "conflicts": plan.conflicts,
-        "diff": sanitize(diff, keep_newlines=True),
-    }
 
 
-def apply(home: Path, env: Mapping[str, str], *, overwrite: bool) -> dict[str, Any]:
-    """Apply the staged update into ``home``; returns the new generation's record."""
+def apply(
+    home: Path,
+    env: Mapping[str, str],
+    *,
+    overwrite: bool,
+    keep: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Apply the staged update into ``home``; returns the new generation's record.
+
+    An interrupted earlier apply is recovered first (``recovered`` says how).
+
+    Raises:
+        DriftError: conflicts without a choice (nothing written).
+        ApplyError: a write failed; rolled back.
+    """
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
     commit = staged_commit(state)
-    plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
-    if not plan.changes and state.applied_commit == commit:
-        return {
-            "number": None,
-            "commit": commit,
-            "written": [],
-            "removed": [],
-            "note": "up to date",
-        }
-    return execute(plan, fs, state, overwrite=overwrite, kind="apply")
+    fault = Fault.from_env(env)
+    with state.lock() as held:
+        if not held:
+            raise _busy()
+        recovered = recover(state, HomeFS(home), fault)
+        plan, fs = plan_apply(
+            state,
+            home,
+            cfg.rules,
+            cfg.limits,
+            commit,
+            keep=[_rel(home, k) for k in keep],
+            only=None if only is None else [_rel(home, o) for o in only],
+        )
+        if not plan.touches_disk and not plan.blockers and state.applied_commit == commit:
+            return {
+                "number": None,
+                "commit": commit,
+                "written": [],
+                "removed": [],
+                "skipped": [sanitize(p) for p in plan.skipped],
+                "left": plan.left,
+                "note": "up to date",
+                "recovered": recovered,
+            }
+        rec = execute(plan, fs, state, overwrite=overwrite, kind="apply", fault=fault)
+    return {**rec, "recovered": recovered}
 
 
 def revert(
@@ -139,24 +159,105 @@ def revert(
     """Go back to generation ``to`` (default: the one before the current)."""
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
-    number, commit = revert_target(state, state.generations(), to)
-    plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
-    return execute(
-        plan, fs, state, overwrite=overwrite, kind="revert", note=f"revert to generation {number}"
-    )
+    fault = Fault.from_env(env)
+    with state.lock() as held:
+        if not held:
+            raise _busy()
+        recovered = recover(state, HomeFS(home), fault)
+        number, commit = revert_target(state, state.generations(), to)
+        plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
+        rec = execute(
+            plan,
+            fs,
+            state,
+            overwrite=overwrite,
+            kind="revert",
+            note=f"revert to generation {number}",
+            fault=fault,
+        )
+    return {**rec, "recovered": recovered}
+
+
+def restore(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """Re-create applied files that are missing (a non-persistent home lost them).
+
+    Never writes over anything that exists: a file changed locally is listed in
+    ``left`` and left as it is.  Not a new generation.
+    """
+    cfg = load_target_config(home, env)
+    state = AgentState(state_dir(home))
+    fault = Fault.from_env(env)
+    with state.lock() as held:
+        if not held:
+            raise _busy()
+        recovered = recover(state, HomeFS(home), fault)
+        plan, fs = plan_restore(state, home, cfg.rules, cfg.limits)
+        plan.left.extend(plan.blockers)  # at boot: do what can be done, report the rest
+        plan.blockers = []
+        rec: dict[str, Any] = {"written": [], "left": plan.left}
+        if plan.touches_disk:
+            rec = execute(plan, fs, state, overwrite=False, kind="restore", fault=fault)
+    return {"restored": rec["written"], "left": rec["left"], "recovered": recovered}
+
+
+def _drift(disk: DiskState, rec: Mapping[str, Any]) -> str | None:
+    want = content(rec)
+    if disk.record() == want:
+        return None
+    if disk.kind == "missing":
+        return "missing"
+    if disk.kind == "blocked":
+        return "blocked"
+    if disk.kind == "file" and want.get("type") == "file":
+        return "mode" if disk.sha256 == want.get("sha256") else "modified"
+    if disk.kind == "link" and want.get("type") == "link":
+        return "modified"
+    return "type"
+
+
+def _age(stamp: str | None) -> int | None:
+    if not stamp:
+        return None
+    try:
+        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(0, int((datetime.now(UTC) - then).total_seconds()))
 
 
 def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    """Staged vs applied, sequence, and files changed locally since the last apply."""
+    """Staged vs applied, drift per file, an interrupted apply, the age of the last update.
+
+    Recovers an interrupted apply first (unless one is running right now).  Unchanged
+    files are recognised by the manifest's stat cache, not re-hashed; entries the cache
+    could not vouch for are refreshed when they are found unchanged.
+    """
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
-    data = state.load()
     fs = HomeFS(home)
-    drift = [
-        sanitize(p) for p, rec in sorted(state.manifest().items()) if fs.probe(p).record() != rec
-    ]
+    recovered = None
+    with state.lock() as held:
+        if held:
+            recovered = recover(state, fs, Fault.from_env(env))
+        data = state.load()
+        manifest = state.manifest()
+        drift: list[dict[str, str]] = []
+        refreshed = False
+        for path, rec in sorted(manifest.items()):
+            disk = fs.probe(path, rec)
+            kind = _drift(disk, rec)
+            if kind is not None:
+                drift.append({"path": sanitize(path), "state": kind})
+            elif disk.hashed and disk.st is not None:
+                rec["stat"] = stat_entry_from(disk.st)
+                refreshed = True
+        if held and refreshed and not state.journal_dir.exists():
+            with contextlib.suppress(OSError):  # only a cache: a full disk may skip it
+                state.save_manifest(manifest)
+        interrupted = describe(state)
     staged = data.get("staged") or {}
     gens = state.generations()
+    last = gens[-1] if gens else None
     return {
         "role": "target",
         "source": cfg.source,
@@ -166,10 +267,22 @@ def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
         "received": staged.get("received"),
         "applied": data.get("applied"),
         "pending": bool(staged) and staged.get("commit") != data.get("applied"),
-        "generation": gens[-1]["number"] if gens else 0,
-        "drift": drift,
-        "interrupted": (state.root / "journal.json").exists(),
+        "generation": last["number"] if last else 0,
+        "last_update": last["time"] if last else None,
+        "last_update_age": _age(last["time"]) if last else None,
+        "skipped": list(last.get("skipped") or []) if last else [],
+        "managed": len(manifest),
+        "drift": [d["path"] for d in drift],
+        "drift_detail": drift,
+        "interrupted": interrupted is not None,
+        "journal": interrupted,
+        "busy": not held,
+        "recovered": recovered,
     }
+
+
+def stat_entry_from(st: tuple[int, int, int, int]) -> list[int]:
+    return [*st, time.time_ns()]
 
 
 def log(home: Path) -> list[dict[str, Any]]:

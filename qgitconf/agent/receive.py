@@ -115,6 +115,9 @@ def accept_update(stream: BinaryIO, sender: str, home: Path, env: Mapping[str, s
         st = update.statement
         if not update.up_to_date:
             _stage(update, state)
+            from qgitconf.agent.review import after_staging
+
+            after_staging(home, env, cfg, st.commit, st.sequence)  # notify; opt-in auto-apply
         result = "up-to-date" if update.up_to_date else "staged"
         return Outcome(result, st.commit, st.sequence, state.applied_commit)
     finally:

@@ -10,14 +10,18 @@ Layout::
     originals/        files that existed before qgitconf first overwrote them
     backups/<N>/      files overwritten by generation N after a local change
     rejected.log      append-only, one JSON line per rejected update
-    journal.json      present only while an apply runs
+    journal/          present only while an apply runs: plan.json, progress, undo/
+                      (see qgitconf.agent.journal and docs/apply.md)
     tmp/              quarantines for incoming updates
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +57,31 @@ class AgentState:
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.root / "journal"
+
+    @contextlib.contextmanager
+    def lock(self, *, wait: bool = False) -> Iterator[bool]:
+        """Hold the state lock (``flock`` of this directory).
+
+        Yields False if another process holds it and ``wait`` is false.  A killed
+        holder releases it with its last fd.
+        """
+        # flock() on the directory itself: no lock file, so a command that changes
+        # nothing leaves the state byte-identical (rule 8's tests compare it).
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def ensure(self) -> None:
         """Create the state directory and the bare repo on first use."""

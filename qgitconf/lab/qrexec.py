@@ -95,12 +95,7 @@ class LabTransport:
             r = route(self.lab, self.source, target, service)
         except Refused as e:
             return CallResult(e.status, b"", str(e).encode())
-        cwd = os.getcwd()
-        os.chdir(r.cwd)
-        try:
-            return run_capped(r.argv, stdin, stdout_cap, r.env)
-        finally:
-            os.chdir(cwd)
+        return run_capped(r.argv, stdin, stdout_cap, r.env, cwd=str(r.cwd))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,8 @@ def parse_reply(data: bytes) -> Reply:
         raise BadReplyError("reply is not exactly one line")
     try:
         obj = json.loads(lines[0].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    # RecursionError: 4096 bytes of "[[[[..." nest deeper than json's C scanner allows.
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadReplyError("reply is not JSON") from e
     if not isinstance(obj, dict):
         raise BadReplyError("reply is not a JSON object")

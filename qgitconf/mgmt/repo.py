@@ -8,22 +8,54 @@ inside the bare repo, where git ignores them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, UsageError
-from qgitconf.fsutil import read_json, write_json
+from qgitconf.fsutil import atomic_write, read_json, write_json
 from qgitconf.gitstore import EMPTY_TREE
+
+_FPR = re.compile(r"[0-9A-F]{40}")
+PUBLIC_KEY = "signing-key.asc"
+"""The signing key's public half, in the repo meta; the pre-receive hook verifies with it."""
+_MAX_KEY_FILE = 1024 * 1024
 
 
 def default_repo_path(home: Path, env: Mapping[str, str]) -> Path:
     return Path(env.get("QGITCONF_REPO") or home / "qgitconf.git")
+
+
+def find_public_key(home: Path, fingerprint: str) -> bytes | None:
+    """Look for a key file holding exactly ``fingerprint`` in ``~/QubesIncoming/*/``.
+
+    That is where ``qvm-copy`` from the vault delivers the exported public key.  Only a
+    file whose sole key is the given full fingerprint counts, so a stray or planted
+    file cannot substitute another key.
+    """
+    from qgitconf.signing import inspect_key_file
+
+    fpr = fingerprint.replace(" ", "").upper()
+    if not _FPR.fullmatch(fpr):
+        return None
+    for path in sorted((home / "QubesIncoming").glob("*/*.asc")):
+        try:
+            if not path.is_file() or path.stat().st_size > _MAX_KEY_FILE:
+                continue
+            keys = inspect_key_file(path.read_bytes())
+        except OSError:
+            continue
+        if len(keys) == 1 and keys[0].fingerprint == fpr:
+            return keys[0].armored
+    return None
 
 
 @dataclass
@@ -70,8 +102,28 @@ class MgmtRepo:
 
     # -- setup ---------------------------------------------------------------------------
 
-    def init(self, signing_key: str, gpg_program: str) -> None:
-        """Create the bare repo and set signing up (``commit.gpgsign``, ``gpg.program``)."""
+    def init(self, signing_key: str, gpg_program: str, public_key: bytes | None = None) -> bool:
+        """Create the bare repo: signing (``commit.gpgsign``, ``gpg.program``), hooks.
+
+        Args:
+            signing_key: the key (full fingerprint) commits and updates are signed with.
+            gpg_program: what git and publish sign through (split-GPG in Qubes).
+            public_key: the key's public half; when None it is looked for in
+                ``~/QubesIncoming/*/`` (see :func:`find_public_key`).
+
+        Returns:
+            True if the public key was stored (the pre-receive hook refuses every push
+            until it is).
+
+        Raises:
+            ConfigError: the repo exists, or ``public_key`` is not exactly the signing key.
+        """
+        from qgitconf.mgmt.hooks import install_hooks
+
+        if public_key is not None:
+            public_key = _checked_public_key(public_key, signing_key)
+        else:
+            public_key = find_public_key(self.home, signing_key)
         if self.exists():
             raise ConfigError(f"{self.path} already holds a qgitconf repository")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +143,22 @@ class MgmtRepo:
             self.git("config", "user.email", "qgitconf@config-mgmt.invalid")
         self.meta.mkdir(mode=0o700)
         write_json(self.meta / "targets.json", {})
+        write_json(self.meta / "layers.json", {})
+        if public_key is not None:
+            atomic_write(self.meta / PUBLIC_KEY, public_key, 0o644)
+        install_hooks(self.path)
+        return public_key is not None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the repo's publish lock (one publish, import or layer merge at a time)."""
+        self.meta.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     # -- targets -------------------------------------------------------------------------
 
@@ -105,6 +173,52 @@ class MgmtRepo:
         if name not in targets:
             raise UsageError(f"unknown target {name!r} (see: qgitconf target add)")
         return dict(targets[name])
+
+    def layers(self) -> dict[str, dict[str, Any]]:
+        data = read_json(self.meta / "layers.json", {})
+        if not isinstance(data, dict):
+            raise ConfigError("layers.json is corrupt")
+        return data
+
+    def target_layers(self, name: str) -> list[str]:
+        layers = self.target(name).get("layers", [])
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise ConfigError(f"targets.json: layers of {name!r} are corrupt")
+        return layers
+
+    def branch(self, name: str) -> str:
+        """Check that ``name`` is a target or a layer (both are branches you edit)."""
+        if name not in self.targets() and name not in self.layers():
+            raise UsageError(f"no target or layer {name!r} (see: qgitconf target add / layer add)")
+        return name
+
+    def public_key(self) -> bytes | None:
+        try:
+            return (self.meta / PUBLIC_KEY).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _root_commit(self, name: str) -> str:
+        """A signed empty root commit for a new branch ``name``; returns its id."""
+        # git knows the empty tree without storing it; bundles need the object.
+        self.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"")
+        tip = self.git(
+            "commit-tree", f"-S{self.signing_key()}", "-m", f"qgitconf: start {name}", EMPTY_TREE
+        ).strip()
+        self.git("update-ref", f"refs/heads/{name}", tip, "0" * 40)
+        return tip
+
+    def layer_add(self, name: str) -> str:
+        """Create the shared branch ``refs/heads/<name>``; returns its root commit id."""
+        if not QUBE_NAME.fullmatch(name):
+            raise UsageError(f"{name!r} is not a valid layer name (same rules as qube names)")
+        layers = self.layers()
+        if name in layers or name in self.targets():
+            raise UsageError(f"{name!r} already exists as a layer or target")
+        tip = self.tip(name) or self._root_commit(name)
+        layers[name] = {}
+        write_json(self.meta / "layers.json", layers)
+        return tip
 
     def signing_key(self) -> str:
         key = self.config("user.signingkey")
@@ -130,27 +244,35 @@ class MgmtRepo:
         targets = self.targets()
         if name in targets:
             raise UsageError(f"target {name!r} already exists")
-        tip = self.tip(name)
-        if tip is None:
-            # git knows the empty tree without storing it; bundles need the object.
-            self.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"")
-            tip = self.git(
-                "commit-tree",
-                f"-S{self.signing_key()}",
-                "-m",
-                f"qgitconf: start {name}",
-                EMPTY_TREE,
-            ).strip()
-            self.git("update-ref", f"refs/heads/{name}", tip, "0" * 40)
-        targets[name] = {"layers": list(layers)}
+        known = self.layers()
+        if name in known:
+            raise UsageError(f"{name!r} is a layer; a target needs another name")
+        for layer in layers:
+            if layer not in known:
+                raise UsageError(f"no layer {layer!r} (see: qgitconf layer add)")
+        tip = self.tip(name) or self._root_commit(name)
+        targets[name] = {"layers": list(dict.fromkeys(layers))}
         write_json(self.meta / "targets.json", targets)
         return tip
+
+    def attach_layer(self, layer: str, target: str) -> None:
+        """Add ``layer`` to the layers merged into ``target`` (no-op if already there)."""
+        if layer not in self.layers():
+            raise UsageError(f"no layer {layer!r} (see: qgitconf layer add)")
+        targets = self.targets()
+        if target not in targets:
+            raise UsageError(f"unknown target {target!r} (see: qgitconf target add)")
+        layers = list(targets[target].get("layers", []))
+        if layer not in layers:
+            targets[target] = dict(targets[target], layers=[*layers, layer])
+            write_json(self.meta / "targets.json", targets)
 
     # -- authoring -----------------------------------------------------------------------
 
     def worktree(self, branch: str) -> Path:
-        """The worktree of ``branch`` (created on first use) under ``~/qgitconf-work/``."""
-        self.target(branch)
+        """The worktree of ``branch`` (a target or a layer, created on first use) under
+        ``~/qgitconf-work/``."""
+        self.branch(branch)
         wt = self.home / "qgitconf-work" / branch
         if not (wt / ".git").exists():
             wt.parent.mkdir(parents=True, exist_ok=True)
@@ -188,3 +310,14 @@ class MgmtRepo:
         wt = self.worktree(branch)
         self.git("commit", "--quiet", "-S", "-m", message, cwd=wt)
         return self.git("rev-parse", "HEAD", cwd=wt).strip()
+
+
+def _checked_public_key(data: bytes, fingerprint: str) -> bytes:
+    from qgitconf.signing import inspect_key_file
+
+    keys = inspect_key_file(data)
+    fpr = fingerprint.replace(" ", "").upper()
+    if len(keys) != 1 or keys[0].fingerprint != fpr:
+        found = ", ".join(k.fingerprint for k in keys) or "no key"
+        raise ConfigError(f"the key file must hold exactly {fpr} (found {found})")
+    return keys[0].armored

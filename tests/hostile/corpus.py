@@ -35,6 +35,7 @@ from dulwich.objects import ShaFile
 
 from qgitconf.envelope import Statement, format_envelope_header, format_statement
 from qgitconf.gitstore import TreeEntry, tree_sha256
+from tests.hostile import packgen
 
 TYPE = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
 MODE_FILE, MODE_EXEC, MODE_LINK, MODE_TREE, MODE_GITLINK = (
@@ -395,8 +396,10 @@ class World:
             bundle_bytes = bundle(
                 p, refs or [(commit, f"refs/heads/{target}")], [pre] if pre else []
             )
-        merged = Objects({**self.base.items, **objs.items})
-        tree = merged.items[commit][1].split(b"\n", 1)[0].split(b" ")[1].decode()
+        if tree_digest is None:
+            merged = Objects({**self.base.items, **objs.items})
+            tree = merged.items[commit][1].split(b"\n", 1)[0].split(b" ")[1].decode()
+            tree_digest = merged.digest(tree)
         st = Statement(
             target=target,
             sequence=sequence,
@@ -608,6 +611,20 @@ def _many_objects(w: World) -> bytes:
     return w.update(objs, sha)
 
 
+def _packfile(write: Callable[[Path], None]) -> Callable[[World], bytes]:
+    """A bundle around a pack from tests/hostile/packgen.py (bombs built by streaming)."""
+
+    def build(w: World) -> bytes:
+        path = w.root / f"{write.__name__}.pack"
+        if not path.exists():
+            write(path)
+        commit = "3" * 40  # never reached: the pre-scan refuses the pack first
+        b = bundle(path.read_bytes(), [(commit, "refs/heads/personal")], [w.c1])
+        return w.update(Objects(), commit, bundle_bytes=b, tree_digest="0" * 64)
+
+    return build
+
+
 def _sequence_reused(w: World) -> bytes:
     return _simple(w, sequence=1)
 
@@ -728,6 +745,9 @@ CASES: list[Case] = [
     ),
     Case("too many objects", "too-large", _many_objects, limits={"max_objects": 1000}),
     Case("deeply nested trees", "too-large", _deep),
+    Case("1 GiB inflated blob in a 1 MiB pack", "too-large", _packfile(packgen.write_zero_blob)),
+    Case("delta bomb (1 GiB result)", "too-large", _packfile(packgen.write_delta_bomb)),
+    Case("200,000 tiny objects", "too-large", _packfile(packgen.write_many_objects)),
     # rule 6: tip commit
     Case(
         "tip commit unsigned",

@@ -1,0 +1,153 @@
+"""The desktop side of review: a notification on arrival and a zenity review dialog.
+
+Follows the split-GPG pattern (REFERENCE "Prompts"): ``notify-send`` to say something
+arrived, ``zenity`` to ask.  Two rules:
+
+* The Receive service never waits for the GUI: :func:`notify` starts ``notify-send``
+  in its own session with no stdin/stdout (stdout is the qrexec data channel), under
+  ``timeout``, and ignores every failure.  Without ``DISPLAY``/``WAYLAND_DISPLAY`` it
+  does nothing.
+* The dialog applies only on an explicit "Apply" (zenity exit status 0), and only the
+  commit that was shown: if another update was staged meanwhile, it refuses.  The text
+  is the same sanitised review as in the terminal (rule 11); zenity's ``--text-info``
+  shows it as plain text (no markup), and the error dialog uses ``--no-markup``.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qgitconf.agent.apply import staged_commit
+from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.errors import LocalStateError, QgitconfError
+from qgitconf.sanitize import sanitize
+
+NOTIFY_TIMEOUT_S = 20
+"""``notify-send`` is killed after this long (it can hang without a notification daemon)."""
+
+
+def has_display(env: Mapping[str, str]) -> bool:
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+
+
+def notify(env: Mapping[str, str], summary: str, body: str) -> bool:
+    """Show a desktop notification without waiting for it; True if one was started.
+
+    Never raises and never blocks: the caller may be the Receive service.
+    """
+    if not has_display(env):
+        return False
+    path = env.get("PATH")
+    tool = shutil.which("notify-send", path=path)
+    if tool is None:
+        return False
+    # Some notification daemons read a markup subset in the body: escape it.
+    text = html.escape(sanitize(body), quote=False)
+    cmd = [tool, "--app-name=qgitconf", "--expire-time=15000", sanitize(summary), text]
+    limit = shutil.which("timeout", path=path)
+    if limit is not None:
+        cmd = [limit, str(NOTIFY_TIMEOUT_S), *cmd]
+    try:
+        subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env=dict(env),
+        )
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def zenity_available(env: Mapping[str, str]) -> bool:
+    return shutil.which("zenity", path=env.get("PATH")) is not None
+
+
+def _zenity(env: Mapping[str, str], args: list[str], text: str | None = None) -> int:
+    tool = shutil.which("zenity", path=env.get("PATH")) or "zenity"
+    proc = subprocess.run(
+        [tool, *args],
+        input=None if text is None else text.encode("utf-8", "replace"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(env),
+        check=False,
+    )
+    return proc.returncode
+
+
+def dialog_text(out: Mapping[str, Any]) -> str:
+    """What the dialog shows: a banner, then the terminal review (all sanitised)."""
+    from qgitconf.agent.review import render_text
+
+    counts = out["risk_summary"]
+    banner = [
+        "Apply writes the changes below into this qube's home directory.",
+        f"Risk report: {counts['high']} high, {counts['medium']} medium, {counts['low']} low.",
+    ]
+    if counts["high"]:
+        banner.append("HIGH-RISK changes can run code: read them before you press Apply.")
+    if out["conflicts"] or out.get("blockers"):
+        banner.append("Files changed locally are in the way: Apply will stop (see CONFLICT).")
+    return "\n".join(banner) + "\n\n" + render_text(out)
+
+
+def review_dialog(home: Path, env: Mapping[str, str]) -> tuple[str, dict[str, Any] | None]:
+    """Show the review in a zenity dialog; apply only if the user presses Apply.
+
+    Returns:
+        ``("applied", record)``, ``("cancelled", None)``, or ``("no-display", None)``
+        when there is no display or no zenity (the caller falls back to the terminal).
+
+    Raises:
+        QgitconfError: the review or the apply failed (an error dialog was shown).
+    """
+    if not has_display(env) or not zenity_available(env):
+        return "no-display", None
+    from qgitconf.agent.commands import apply as do_apply
+    from qgitconf.agent.review import review
+
+    out = review(home, env)
+    title = f"qgitconf: review update {out['sequence']} ({out['commit'][:12]})"
+    rc = _zenity(
+        env,
+        [
+            "--text-info",
+            f"--title={title}",
+            "--width=960",
+            "--height=720",
+            "--font=monospace",
+            "--ok-label=Apply",
+            "--cancel-label=Cancel",
+        ],
+        dialog_text(out),
+    )
+    if rc != 0:
+        return "cancelled", None
+    try:
+        if staged_commit(AgentState(state_dir(home))) != out["commit"]:
+            raise LocalStateError(
+                "another update was staged while the dialog was open; review again",
+                code="staged-changed",
+            )
+        rec = do_apply(home, env, overwrite=False)
+    except QgitconfError as e:
+        _zenity(
+            env,
+            [
+                "--error",
+                "--no-markup",
+                "--title=qgitconf: not applied",
+                f"--text=Nothing was applied: [{e.code}] {sanitize(e.detail, keep_newlines=True)}",
+            ],
+        )
+        raise
+    return "applied", rec

@@ -1,0 +1,144 @@
+"""``qgitconf apply --interactive``: accept or skip each changed file in a terminal.
+
+For every path the apply would touch, the user sees its notes (new, deleted, mode,
+symlink, binary), its risk findings, any local change in the way, and its diff - risk
+lines *above* the diff - and answers accept, skip or quit.  The accepted paths are then
+applied with the same ``only`` selection as ``apply --only`` (nothing else is written),
+and only if the staged commit is still the one that was shown.
+
+A file changed locally (or not written by qgitconf) must be accepted with "o"
+(overwrite; the local copy is kept for ``revert``), so no drift is overwritten by a
+plain "accept" (rule 10).  No click here: the prompts are callables (STYLE ring 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qgitconf.agent.apply import plan_apply, staged_commit
+from qgitconf.agent.config import load_target_config
+from qgitconf.agent.review import (
+    builtin_diff,
+    changed_files,
+    colorize,
+    file_notes,
+    git_diff,
+)
+from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.errors import LocalStateError
+from qgitconf.risks import FileChange, assess
+from qgitconf.sanitize import sanitize
+
+Ask = Callable[[str], str]
+Show = Callable[[str], None]
+
+
+@dataclass
+class Choices:
+    """What the user chose, per $HOME-relative path."""
+
+    commit: str
+    accepted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    overwrite: bool = False  # some accepted path had a conflict and was accepted with "o"
+    quit: bool = False
+
+
+def _conflict_for(path: str, conflicts: list[str]) -> str:
+    shown = sanitize(path)
+    return next((c for c in conflicts if c.endswith(": " + shown)), f"in the way: {shown}")
+
+
+def choose(
+    home: Path,
+    env: Mapping[str, str],
+    ask: Ask,
+    show: Show,
+    colors: Mapping[str, str] | None = None,
+) -> Choices:
+    """Walk the changed files with the user; returns the choices (writes nothing)."""
+    cfg = load_target_config(home, env)
+    state = AgentState(state_dir(home))
+    commit = staged_commit(state)
+    applied = state.applied_commit
+    plan, _fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
+    changes = changed_files(state, applied, commit, cfg.limits)
+    by_path: dict[str, FileChange] = {f.path: f for f in changes.files}
+    findings = assess(changes.files, changes.links)
+    actions = [a for a in plan.changes if a.op in ("write", "delete", "restore")]
+    choices = Choices(commit)
+    if plan.blockers:
+        show("blocked (move these away first; they are skipped):")
+        for b in plan.blockers:
+            show(f"  {b}")
+    total = len(actions)
+    for n, act in enumerate(actions, 1):
+        shown = sanitize(act.path)
+        change = by_path.get(act.path)
+        notes = file_notes(change) if change else []
+        if change is None:
+            notes.append(
+                "unchanged in the update; puts back what qgitconf applied"
+                if act.op == "write"
+                else f"{act.op} (not a change of the update)"
+            )
+        show("")
+        show(f"[{n}/{total}] {act.op} {shown}" + (f"  ({'; '.join(notes)})" if notes else ""))
+        risks = [f for f in findings if f.path == shown]
+        for f in risks:
+            seq = (colors or {}).get(f.severity, "")
+            reset = (colors or {}).get("reset", "") if seq else ""
+            where = f" line {f.line}" if f.line is not None else ""
+            text = f": {f.text}" if f.text else ""
+            show(f"  {seq}{f.severity.upper():<6}{reset} {f.rule}{where}{text}")
+            show(f"         {f.explanation}")
+        if not risks:
+            show("  no risk findings")
+        conflict = _conflict_for(act.path, plan.conflicts) if act.conflict else None
+        if conflict:
+            show(f"  CONFLICT {conflict}")
+        if change is not None:
+            raw = git_diff(state, env, applied, commit, [act.path], stat=False)
+            diff = sanitize(raw if raw is not None else builtin_diff([change]), keep_newlines=True)
+            show(colorize(diff, colors) if colors else diff.rstrip("\n"))
+        prompt = (
+            "overwrite the local file (a copy is kept) [o], skip [s], quit [q]? "
+            if conflict
+            else "accept [a], skip [s], quit [q]? "
+        )
+        while True:
+            answer = ask(prompt).strip().lower()
+            if answer in ("a", "accept", "y", "yes") and not conflict:
+                choices.accepted.append(act.path)
+                break
+            if answer in ("o", "overwrite") and conflict:
+                choices.accepted.append(act.path)
+                choices.overwrite = True
+                break
+            if answer in ("s", "skip", "n", "no"):
+                choices.skipped.append(act.path)
+                break
+            if answer in ("q", "quit"):
+                choices.quit = True
+                return choices
+    return choices
+
+
+def apply_choices(home: Path, env: Mapping[str, str], choices: Choices) -> dict[str, Any] | None:
+    """Apply exactly the accepted paths of the commit that was shown; None if none."""
+    from qgitconf.agent.commands import apply as do_apply
+
+    if choices.quit or not choices.accepted:
+        return None
+    if staged_commit(AgentState(state_dir(home))) != choices.commit:
+        raise LocalStateError(
+            "another update was staged while you were reviewing; nothing was applied",
+            code="staged-changed",
+        )
+    # Absolute paths: apply's --only parser reads "~/x" as $HOME/x, which a tree
+    # path "~/x" (a directory named "~") must not be mistaken for.
+    only = [str(home / p) for p in choices.accepted]
+    return do_apply(home, env, overwrite=choices.overwrite, only=only)

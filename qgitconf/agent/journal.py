@@ -1,0 +1,398 @@
+"""The apply journal: every change to $HOME is planned, journaled and undoable (rule 9).
+
+Layout, under the agent state directory (``~/.local/share/qgitconf/journal/``)::
+
+    plan.json    the whole plan, written (fsynced) before the first change: every step
+                 with the disk state it expects before and the record it writes, plus
+                 the state records to save once all steps are done ("after")
+    progress     append-only, one line per phase and per step done (for messages)
+    undo/<i>     a hard link to (or, across filesystems, a copy of) whatever step i
+                 replaces or deletes, made before step i touches it
+    committing   marker: every step is done, only the state records remain
+
+Recovery (``recover``), run under the state lock by apply, revert, restore and status:
+
+- no ``plan.json``: nothing was interrupted (a leftover directory is removed);
+- ``committing`` present: every change is on disk; the state records are written
+  again (idempotently) and the journal removed - the apply is **finished**;
+- otherwise the apply is **rolled back**: in reverse order every step is undone from
+  ``undo/<i>`` (a rename, so it needs no free space), files the apply created are
+  removed if they still hold what it wrote, leftover temp files are removed, created
+  directories are removed if empty, and the copies it kept are dropped.
+
+The commit point is the ``committing`` marker; ``plan.json`` is removed last.
+
+Fault injection (tests and docs/apply.md): ``QGITCONF_FAULT_AFTER_WRITES=N`` makes the
+N-th journaled step of this process SIGKILL itself (or, with
+``QGITCONF_FAULT_KIND=enospc|eacces``, fail with that error).  It only ever stops the
+process at a point that a crash or a full disk could stop it anyway, which is what the
+journal is built to survive; unset, it costs one integer comparison per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import shutil
+import signal
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from qgitconf.agent.homefs import HomeFS, content
+from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
+from qgitconf.errors import ApplyError, LocalStateError
+from qgitconf.fsutil import atomic_write, fsync_dir, read_json, write_json
+from qgitconf.sanitize import sanitize
+
+JOURNAL_VERSION = 1
+FAULT_ENV = "QGITCONF_FAULT_AFTER_WRITES"
+FAULT_KIND_ENV = "QGITCONF_FAULT_KIND"
+
+
+class Fault:
+    """The fault-injection hook: a no-op unless ``QGITCONF_FAULT_AFTER_WRITES`` is set."""
+
+    def __init__(self, after: int | None = None, kind: str = "kill") -> None:
+        self.after = after
+        self.kind = kind
+        self.count = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Fault:
+        raw = env.get(FAULT_ENV, "")
+        if not raw.isdigit() or int(raw) <= 0:
+            return cls()
+        kind = env.get(FAULT_KIND_ENV, "kill")
+        return cls(int(raw), kind if kind in ("kill", "enospc", "eacces") else "kill")
+
+    def __call__(self, label: str) -> None:
+        if self.after is None:
+            return
+        self.count += 1
+        if self.count != self.after:
+            return
+        if self.kind == "enospc":
+            raise OSError(errno.ENOSPC, f"No space left on device (injected at {label})")
+        if self.kind == "eacces":
+            raise PermissionError(errno.EACCES, f"Permission denied (injected at {label})")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def temp_name(path: str, jid: str, i: int) -> str:
+    """The temp name step ``i`` writes beside ``path`` (recovery knows it in advance)."""
+    name = path.rsplit("/", 1)[-1]
+    return f".{name[:200]}.qgc-{jid}-{i}"
+
+
+@dataclass
+class Journal:
+    """One journal directory; ``data`` is the content of ``plan.json``."""
+
+    state: AgentState
+    data: dict[str, Any]
+    fault: Fault = field(default_factory=Fault)
+
+    @property
+    def dir(self) -> Path:
+        return self.state.journal_dir
+
+    @property
+    def jid(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.data["steps"])
+
+    @classmethod
+    def begin(
+        cls, state: AgentState, steps: list[dict[str, Any]], after: dict[str, Any], fault: Fault
+    ) -> Journal:
+        """Write ``plan.json`` (durably) before the first change."""
+        if (state.journal_dir / "plan.json").exists():
+            raise LocalStateError("an interrupted apply must be recovered first")
+        if state.journal_dir.exists():
+            shutil.rmtree(state.journal_dir)
+        (state.journal_dir / "undo").mkdir(parents=True, mode=0o700)
+        jid = secrets.token_hex(4)
+        data: dict[str, Any] = {
+            "version": JOURNAL_VERSION,
+            "id": jid,
+            "steps": steps,
+            "after": after,
+        }
+        for s in steps:
+            s["tmp"] = temp_name(s["path"], jid, s["i"])
+        j = cls(state, data, fault)
+        write_json(j.dir / "plan.json", data)
+        fsync_dir(state.root)
+        fault("journal-written")
+        return j
+
+    @classmethod
+    def load(cls, state: AgentState) -> Journal | None:
+        path = state.journal_dir / "plan.json"
+        if not path.exists():
+            return None
+        data = read_json(path, None)
+        if (
+            not isinstance(data, dict)
+            or data.get("version") != JOURNAL_VERSION
+            or not isinstance(data.get("steps"), list)
+        ):
+            raise LocalStateError(
+                f"{path} is not a journal this qgitconf can recover; "
+                "check the files it lists, then remove the journal directory"
+            )
+        return cls(state, data)
+
+    # -- progress ------------------------------------------------------------------------
+
+    def progress(self, line: str, *, sync: bool = False) -> None:
+        fd = os.open(
+            self.dir / "progress", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def done_steps(self) -> int:
+        try:
+            lines = (self.dir / "progress").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return 0
+        return sum(1 for line in lines if line.startswith("done "))
+
+    def mark_committing(self) -> None:
+        atomic_write(self.dir / "committing", b"committing\n")
+        self.fault("committing")
+
+    @property
+    def committing(self) -> bool:
+        return (self.dir / "committing").exists()
+
+    def close(self) -> None:
+        """Remove the journal: ``plan.json`` first (the journal ends there), then the rest."""
+        (self.dir / "plan.json").unlink(missing_ok=True)
+        fsync_dir(self.dir)
+        self.fault("journal-removed")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- undo copies ---------------------------------------------------------------------
+
+    def keep_undo(self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int) -> None:
+        """Keep what ``step`` will replace or delete as ``undo/<i>``: a hard link (no
+        copy, no free space needed), or a copy through a temp name across filesystems."""
+        name = str(step["i"])
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=undo_fd)
+        if fs.link_out(step["path"], undo_fd, name):
+            return
+        old = step["old"]
+        tmp = name + ".tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=undo_fd)
+        if old["type"] == "link":
+            os.symlink(old["target"], tmp, dir_fd=undo_fd)
+        else:
+            data = fs.read(step["path"])
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o600, dir_fd=undo_fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, int(old["mode"]))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.rename(tmp, name, src_dir_fd=undo_fd, dst_dir_fd=undo_fd)
+
+    def open_undo(self) -> int:
+        return os.open(self.dir / "undo", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+    # -- rollback ------------------------------------------------------------------------
+
+    def rollback(self, fs: HomeFS) -> list[str]:
+        """Undo every step, newest first; returns paths that could not be put back."""
+        problems: list[str] = []
+        undo_fd = self.open_undo()
+        try:
+            for step in reversed(self.steps):
+                try:
+                    self._undo_step(fs, step, undo_fd)
+                except (OSError, ApplyError) as e:
+                    problems.append(f"{sanitize(step['path'])}: {e}")
+                self.fault("rollback-step")
+        finally:
+            os.close(undo_fd)
+        number = self.data["after"].get("number")
+        for step in self.steps:
+            if step.get("keep") == "original":
+                (self.state.root / "originals" / step["path"]).unlink(missing_ok=True)
+        if number is not None:
+            shutil.rmtree(self.state.root / "backups" / str(number), ignore_errors=True)
+        if not problems:
+            self.close()
+        return problems
+
+    def _undo_step(self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int) -> None:
+        op, path, name = step["op"], step["path"], str(step["i"])
+        if op == "mkdir":
+            fs.rmdir(path)
+            return
+        if op == "rmdir":
+            if fs.probe(path).kind == "missing":
+                fs.mkdir(path, int(step["old"].get("mode", 0o755)))
+            return
+        # write / restore / delete
+        if op != "delete":
+            fs.remove_temp(path, step["tmp"])
+        try:
+            kept = os.stat(name, dir_fd=undo_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            kept = None
+        if kept is not None:
+            now = fs.lstat(path)
+            if now is not None and op == "delete" and now.st_ino != kept.st_ino:
+                raise ApplyError("something new is at this path; the deleted file stays kept")
+            try:
+                fs.move_in(undo_fd, name, path)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                self._copy_back(fs, step, undo_fd, kept)
+            return
+        if op != "delete" and step["old"]["type"] == "missing":
+            disk = fs.probe(path)
+            if disk.kind != "missing" and disk.record() == content(step["new"]):
+                fs.remove(path)
+
+    def _copy_back(
+        self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int, kept: os.stat_result
+    ) -> None:
+        name = str(step["i"])
+        tmp = step.get("tmp") or temp_name(step["path"], self.jid, int(step["i"]))
+        if stat.S_ISLNK(kept.st_mode):
+            fs.write_link(step["path"], os.readlink(name, dir_fd=undo_fd), tmp)
+            return
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=undo_fd)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        fs.write_file(step["path"], b"".join(chunks), stat.S_IMODE(kept.st_mode), tmp)
+
+
+# -- the commit: state records --------------------------------------------------------------
+
+
+def record_commit(
+    state: AgentState,
+    after: Mapping[str, Any],
+    stats: Mapping[str, list[int]] | None = None,
+    fault: Fault | None = None,
+) -> None:
+    """Write the state records an apply ends with; idempotent (roll-forward repeats it)."""
+    manifest: dict[str, dict[str, Any]] = {p: dict(r) for p, r in dict(after["manifest"]).items()}
+    for path, st in (stats or {}).items():
+        if path in manifest:
+            manifest[path]["stat"] = st
+    fault = fault or Fault()
+    state.save_manifest(manifest)
+    fault("manifest-saved")
+    state.save_originals(dict(after["originals"]))
+    fault("originals-saved")
+    record = after.get("generation")
+    if record is None:
+        return
+    gens = state.generations()
+    if not any(g.get("number") == record["number"] for g in gens):
+        gens.append(dict(record))
+        state.save_generations(gens)
+    fault("generations-saved")
+    commit = record["commit"]
+    saved = state.load()
+    if saved.get("applied") != commit or "applied" not in saved:
+        saved["applied"] = commit
+        state.save(saved)
+    fault("state-saved")
+    repo = state.repo()
+    try:
+        if commit is not None:
+            repo.refs[APPLIED_REF] = commit.encode("ascii")
+            ref = GENERATION_REF.format(n=record["number"]).encode("ascii")
+            repo.refs[ref] = commit.encode("ascii")
+        else:
+            repo.refs.remove_if_equals(APPLIED_REF, None)
+    finally:
+        repo.close()
+    state.point_head(commit)
+
+
+def recover(state: AgentState, fs: HomeFS, fault: Fault | None = None) -> str | None:
+    """Finish or roll back an interrupted apply (the caller holds the state lock).
+
+    Returns:
+        A message for the user, or None if nothing was interrupted.
+
+    Raises:
+        ApplyError: the rollback could not put everything back (the journal stays, so
+            the next command tries again; nothing is lost).
+    """
+    journal = Journal.load(state)
+    if journal is None:
+        if state.journal_dir.exists():  # removed after its plan.json: just finish
+            shutil.rmtree(state.journal_dir, ignore_errors=True)
+        return None
+    if fault is not None:
+        journal.fault = fault
+    after = journal.data["after"]
+    what = f"{after.get('kind', 'apply')}"
+    if after.get("number") is not None:
+        what += f" (generation {after['number']})"
+    if journal.committing:
+        record_commit(state, after, None, journal.fault)
+        journal.close()
+        return f"an interrupted {what} was finished: all its changes were already on disk"
+    done = journal.done_steps()
+    problems = journal.rollback(fs)
+    if problems:
+        raise ApplyError(
+            f"an interrupted {what} could not be rolled back completely; the journal in "
+            f"{state.journal_dir} keeps what was replaced:\n  " + "\n  ".join(problems)
+        )
+    return (
+        f"an interrupted {what} was rolled back ({done} of {len(journal.steps)} steps "
+        "had been done); $HOME is as it was before it"
+    )
+
+
+def describe(state: AgentState) -> dict[str, Any] | None:
+    """What an interrupted journal says (for status), without touching it."""
+    journal = Journal.load(state)
+    if journal is None:
+        return None
+    after = journal.data["after"]
+    return {
+        "kind": after.get("kind"),
+        "generation": after.get("number"),
+        "steps": len(journal.steps),
+        "done": journal.done_steps(),
+        "committing": journal.committing,
+    }
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

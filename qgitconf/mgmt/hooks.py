@@ -1,0 +1,223 @@
+"""Git hooks of the config-mgmt repository (installed by ``qgitconf init``).
+
+- ``pre-receive`` (bare repo): every commit a push brings in must carry one valid
+  OpenPGP signature by the repository's signing key (its public half is kept in
+  ``qgitconf/signing-key.asc``), checked with the same isolated :class:`Verifier` the
+  agent uses.  Deleting a target or layer branch, or pushing to ``refs/qgitconf/``
+  (import quarantine), is refused too.  Without a stored public key every push is
+  refused (fail closed).
+- ``pre-commit`` (worktrees share the bare repo's hooks): refuses staged files that
+  look like private keys or tokens, unless allowed with
+  ``git config --add qgitconf.allowSecret PATH`` or ``QGITCONF_ALLOW_SECRETS=1``.
+
+The scripts in ``hooks/`` are two-line shell wrappers that run this module, so the
+logic stays typed and tested; :data:`HOOKS` holds the same text ``init`` installs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgitconf.sanitize import sanitize
+
+ZERO = "0" * 40
+HOOKS = {
+    name: (
+        "#!/bin/sh\n"
+        f"# qgitconf {name} hook (installed by `qgitconf init`); logic in qgitconf.mgmt.hooks.\n"
+        f'exec python3 -m qgitconf.mgmt.hooks {name} "$@"\n'
+    )
+    for name in ("pre-receive", "pre-commit")
+}
+_MAX_SCAN = 8 * 1024 * 1024
+
+_SECRET_PATTERNS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
+    ("OpenPGP private key", re.compile(rb"-----BEGIN PGP PRIVATE KEY BLOCK-----")),
+    (
+        "private key (PEM/OpenSSH)",
+        re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+    ),
+    ("AWS access key id", re.compile(rb"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("GitHub token", re.compile(rb"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})")),
+    ("GitLab token", re.compile(rb"\bglpat-[A-Za-z0-9_-]{20,}")),
+    ("Slack token", re.compile(rb"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("OpenAI-style API key", re.compile(rb"\bsk-[A-Za-z0-9_-]{32,}")),
+)
+_SECRET_NAMES = re.compile(
+    r"(?:^|/)(?:id_(?:rsa|dsa|ecdsa|ed25519)(?:_sk)?|\.netrc|\.pgpass|credentials"
+    r"|secring\.gpg|private-keys-v1\.d/.*)$"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason a file looks like a secret."""
+
+    path: str
+    what: str
+
+
+def scan_secrets(path: str, content: bytes) -> list[Finding]:
+    """Return why ``path`` with ``content`` looks like a private key or a token."""
+    found = [Finding(path, "file name of a private key or credentials")] * bool(
+        _SECRET_NAMES.search(path)
+    )
+    head = content[:_MAX_SCAN]
+    found += [Finding(path, what) for what, rx in _SECRET_PATTERNS if rx.search(head)]
+    return found
+
+
+def install_hooks(repo: Path) -> None:
+    """Write the hooks into the bare repo ``repo`` (overwriting git's samples)."""
+    hooks = repo / "hooks"
+    hooks.mkdir(exist_ok=True)
+    for name, text in HOOKS.items():
+        (hooks / name).write_text(text)
+        (hooks / name).chmod(0o755)
+
+
+def _git(args: Sequence[str], env: Mapping[str, str], input: bytes | None = None) -> bytes:
+    proc = subprocess.run(["git", *args], capture_output=True, input=input, env=dict(env))
+    if proc.returncode != 0:
+        raise RuntimeError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace')[-200:]}")
+    return proc.stdout
+
+
+# -- pre-receive ---------------------------------------------------------------------------
+
+
+def _protected(repo: Path) -> set[str]:
+    import json
+
+    names: set[str] = set()
+    for f in ("targets.json", "layers.json"):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            names.update(json.loads((repo / "qgitconf" / f).read_text()))
+    return {f"refs/heads/{n}" for n in names}
+
+
+def check_push(
+    repo: Path, updates: Sequence[tuple[str, str, str]], env: Mapping[str, str]
+) -> list[str]:
+    """Check a push; return the reasons to refuse it (empty: accept).
+
+    Args:
+        repo: the bare repository (``GIT_DIR``).
+        updates: ``(old, new, ref)`` per ref, as git gives them to pre-receive.
+        env: git's environment (it carries the quarantine object directories).
+    """
+    from dulwich.objects import Commit
+
+    from qgitconf.errors import CommitSignatureError, QgitconfError
+    from qgitconf.signing import Verifier
+
+    key = None
+    with contextlib.suppress(OSError):
+        key = (repo / "qgitconf" / "signing-key.asc").read_bytes()
+    fpr = _git(["config", "--get", "user.signingkey"], env).decode().strip().upper()
+    if key is None or not fpr:
+        return ["no public signing key in qgitconf/signing-key.asc: every push is refused"]
+    protected = _protected(repo)
+    problems: list[str] = []
+    new_tips: list[str] = []
+    for _old, new, ref in updates:
+        if ref.startswith("refs/qgitconf/"):
+            problems.append(f"{ref}: qgitconf's own refs cannot be pushed")
+        elif new == ZERO:
+            if ref in protected:
+                problems.append(f"{ref}: deleting a target or layer branch is not allowed")
+        else:
+            new_tips.append(new)
+    if not new_tips:
+        return problems
+    commits = _git(["rev-list", *new_tips, "--not", "--all"], env).decode().split()
+    try:
+        with Verifier({fpr: key}) as verifier:
+            for sha in commits:
+                raw = _git(["cat-file", "commit", sha], env)
+                commit = Commit.from_string(raw)
+                if not isinstance(commit, Commit):
+                    problems.append(f"{sha}: not a commit")
+                    continue
+                payload, signature, _kind = commit.extract_signature()
+                try:
+                    if signature is None:
+                        raise CommitSignatureError("unsigned")
+                    verifier.verify(payload, signature, CommitSignatureError)
+                except CommitSignatureError as e:
+                    problems.append(f"commit {sha}: {sanitize(e.detail)}")
+    except QgitconfError as e:
+        problems.append(f"cannot verify: {sanitize(e.detail)}")
+    return problems
+
+
+def pre_receive(env: Mapping[str, str], stdin: bytes) -> int:
+    repo = Path(env.get("GIT_DIR", ".")).resolve()
+    updates = []
+    for line in stdin.decode("ascii", "replace").splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            updates.append((parts[0], parts[1], parts[2]))
+    problems = check_push(repo, updates, env)
+    for p in problems:
+        print(f"qgitconf pre-receive: refused: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+# -- pre-commit ----------------------------------------------------------------------------
+
+
+def check_staged(env: Mapping[str, str]) -> list[Finding]:
+    """Scan what is staged in the current worktree for private keys and tokens."""
+    if env.get("QGITCONF_ALLOW_SECRETS") == "1":
+        return []
+    proc = subprocess.run(
+        ["git", "config", "--get-all", "qgitconf.allowSecret"], capture_output=True, env=dict(env)
+    )
+    allowed = set(proc.stdout.decode("utf-8", "replace").splitlines())
+    names = _git(["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR"], env)
+    found: list[Finding] = []
+    for raw in names.split(b"\0"):
+        if not raw:
+            continue
+        path = raw.decode("utf-8", "surrogateescape")
+        if path in allowed:
+            continue
+        content = _git(["cat-file", "blob", f":{path}"], env)
+        found += scan_secrets(sanitize(path), content)
+    return found
+
+
+def pre_commit(env: Mapping[str, str]) -> int:
+    found = check_staged(env)
+    for f in found:
+        print(f"qgitconf pre-commit: refused: {f.path}: {f.what}", file=sys.stderr)
+    if found:
+        print(
+            "qgitconf pre-commit: secrets do not belong in the config repo; if this one does, "
+            "allow it with: git config --add qgitconf.allowSecret PATH",
+            file=sys.stderr,
+        )
+    return 1 if found else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    env = dict(os.environ)
+    if args[:1] == ["pre-receive"]:
+        return pre_receive(env, sys.stdin.buffer.read())
+    if args[:1] == ["pre-commit"]:
+        return pre_commit(env)
+    print("usage: python -m qgitconf.mgmt.hooks pre-receive|pre-commit", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""``qgitconf import``: a config file out of another qube, through quarantine.
+
+config-mgmt calls ``qgitconf.Export`` in the qube (dom0 policy: ``ask``).  The answer
+is untrusted: read up to a cap, parsed strictly (:func:`parse_export`), and stored as
+a commit on ``refs/qgitconf/import/<ID>`` — never on a branch, and never signed.
+``--review ID`` shows the change against the target branch (sanitised, with notes on
+what can run code or looks like a secret); ``--accept ID`` writes the file onto the
+current tip of the branch as a new signed commit; ``--drop ID`` deletes the ref.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from qgitconf.agent.export import MAGIC, MAX_EXPORT_BYTES
+from qgitconf.envelope import QUBE_NAME
+from qgitconf.errors import (
+    GitError,
+    MalformedError,
+    PolicyDeniedError,
+    TransportError,
+    UsageError,
+)
+from qgitconf.fsutil import read_json, write_json
+from qgitconf.mgmt.hooks import scan_secrets
+from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.paths import MODE_FILE, PathRules, check_tree_entry
+from qgitconf.sanitize import sanitize
+from qgitconf.transport import QREXEC_REFUSED, Transport
+
+EXPORT = "qgitconf.Export"
+REF_PREFIX = "refs/qgitconf/import/"
+_HEADER_CAP = 128
+_ID = re.compile(r"[1-9][0-9]{0,8}")
+_MODE_LINE = re.compile(rb"mode: (100644|100755)\n")
+_SIZE_LINE = re.compile(rb"size: (0|[1-9][0-9]{0,9})\n")
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """A file as another qube sent it, parsed but not trusted."""
+
+    mode: int
+    content: bytes
+
+
+def parse_export(data: bytes, cap: int = MAX_EXPORT_BYTES) -> ExportedFile:
+    """Parse an Export answer: magic, ``mode:``, ``size:``, blank line, exactly size bytes.
+
+    Raises:
+        MalformedError: anything else (including trailing bytes).
+    """
+    if not data.startswith(MAGIC):
+        raise MalformedError("the answer is not a qgitconf export")
+    rest = data[len(MAGIC) :]
+    head, sep, content = rest.partition(b"\n\n")
+    if not sep or len(head) > _HEADER_CAP:
+        raise MalformedError("the export header is malformed")
+    lines = head.split(b"\n")
+    m = _MODE_LINE.fullmatch(lines[0] + b"\n") if len(lines) == 2 else None
+    n = _SIZE_LINE.fullmatch(lines[1] + b"\n") if m is not None else None
+    if m is None or n is None:
+        raise MalformedError("the export header is malformed")
+    size = int(n.group(1))
+    if size > cap or size != len(content):
+        raise MalformedError(f"the export says {size} bytes but carries {len(content)}")
+    return ExportedFile(int(m.group(1), 8), content)
+
+
+def _check_path(path: str) -> str:
+    rel = path[2:] if path.startswith("~/") else path
+    return check_tree_entry(rel.encode("utf-8", "surrogateescape"), MODE_FILE, PathRules())
+
+
+def _meta(repo: MgmtRepo) -> Any:
+    return repo.meta / "imports.json"
+
+
+def _load(repo: MgmtRepo) -> dict[str, Any]:
+    data = read_json(_meta(repo), {})
+    return data if isinstance(data, dict) else {}
+
+
+def _get(repo: MgmtRepo, ident: str) -> dict[str, Any]:
+    entry = _load(repo).get(ident) if _ID.fullmatch(ident) else None
+    if not isinstance(entry, dict):
+        raise UsageError(f"no import {ident!r} (see: qgitconf import --list)")
+    return entry
+
+
+def _tree_with(repo: MgmtRepo, base: str, path: str, mode: int, blob: str) -> str:
+    """The tree of ``base`` with ``path`` set to ``blob`` (a private index; no worktree)."""
+    fd, index = tempfile.mkstemp(prefix="qgitconf-index-", dir=repo.meta)
+    os.close(fd)
+    os.unlink(index)
+    env = dict(repo.env, GIT_INDEX_FILE=index)
+    try:
+        for args in (
+            ["read-tree", f"{base}^{{tree}}"],
+            ["update-index", "--add", "--cacheinfo", f"{mode:o},{blob},{path}"],
+        ):
+            proc = subprocess.run(
+                ["git", f"--git-dir={repo.path}", *args], capture_output=True, env=env, check=False
+            )
+            if proc.returncode != 0:
+                raise GitError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace')}")
+        out = subprocess.run(
+            ["git", f"--git-dir={repo.path}", "write-tree"],
+            capture_output=True,
+            env=env,
+            check=True,
+        )
+        return out.stdout.decode().strip()
+    finally:
+        if os.path.exists(index):
+            os.unlink(index)
+
+
+def import_file(repo: MgmtRepo, qube: str, path: str, into: str, transport: Transport) -> str:
+    """Fetch ``path`` from ``qube`` into quarantine for target ``into``; return the ID.
+
+    Raises:
+        UsageError: bad qube name, path or target.
+        PolicyDeniedError: dom0 (or the user, at the prompt) refused the call.
+        TransportError: the qube refused (its reason is shown, sanitised).
+        MalformedError: the answer is not a well-formed export.
+    """
+    repo.require().target(into)
+    if not QUBE_NAME.fullmatch(qube):
+        raise UsageError(f"{sanitize(qube)!r} is not a valid qube name")
+    rel = _check_path(path)
+    cap = MAX_EXPORT_BYTES + len(MAGIC) + _HEADER_CAP + 2
+    result = transport.call(qube, EXPORT, rel.encode("utf-8") + b"\n", cap)
+    if result.status == QREXEC_REFUSED and not result.stdout:
+        raise PolicyDeniedError(f"qrexec policy (or you, at the prompt) refused {EXPORT} to {qube}")
+    if result.status != 0:
+        said = sanitize(result.stderr[-300:].strip() or b"no reason given")
+        raise TransportError(f"{qube} refused the export: {said}", code="export-refused")
+    exported = parse_export(result.stdout)
+    with repo.lock():
+        base = repo.tip(into)
+        if base is None:
+            raise GitError(f"branch {into} has no commits")
+        blob = repo.git("hash-object", "-w", "--stdin", input=exported.content).strip()
+        tree = _tree_with(repo, base, rel, exported.mode, blob)
+        entries = _load(repo)
+        ident = str(max((int(k) for k in entries if _ID.fullmatch(k)), default=0) + 1)
+        # Quarantine: an unsigned commit on a ref outside refs/heads/, so nothing
+        # publishes it and git log --all shows it for what it is.
+        commit = repo.git(
+            "-c",
+            "commit.gpgsign=false",
+            "commit-tree",
+            "-p",
+            base,
+            "-m",
+            f"quarantine: {rel} from {qube} (not accepted)",
+            tree,
+        ).strip()
+        repo.git("update-ref", f"{REF_PREFIX}{ident}", commit, "0" * 40)
+        entries[ident] = {
+            "qube": qube,
+            "path": rel,
+            "into": into,
+            "mode": f"{exported.mode:o}",
+            "blob": blob,
+            "size": len(exported.content),
+            "base": base,
+            "commit": commit,
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        write_json(_meta(repo), entries)
+    return ident
+
+
+def _blob(repo: MgmtRepo, sha: str) -> bytes:
+    return subprocess.run(
+        ["git", f"--git-dir={repo.path}", "cat-file", "blob", sha],
+        capture_output=True,
+        env=dict(repo.env),
+        check=True,
+    ).stdout
+
+
+def list_imports(repo: MgmtRepo) -> list[dict[str, Any]]:
+    repo.require()
+    return [dict(v, id=k) for k, v in sorted(_load(repo).items(), key=lambda kv: int(kv[0]))]
+
+
+def notes(path: str, old: tuple[int, bytes] | None, mode: int, content: bytes) -> list[str]:
+    """The risk report (the same rules as the target's ``review``) plus secret checks."""
+    from qgitconf.risks import FileChange, assess
+
+    change = FileChange(
+        path,
+        old[0] if old else None,
+        mode,
+        old[1] if old else b"",
+        content,
+    )
+    out = [f.render() for f in assess([change])]
+    out += [f"HIGH   secret  {sanitize(path)}  -- {f.what}" for f in scan_secrets(path, content)]
+    return out
+
+
+def _old_file(repo: MgmtRepo, tip: str, path: str) -> tuple[int, bytes] | None:
+    """Mode and content of ``path`` at ``tip``, if it is a regular file there."""
+    try:
+        line = repo.git("ls-tree", "-z", tip, "--", path)
+    except GitError:
+        return None
+    meta, _, name = line.rstrip("\0").partition("\t")
+    fields = meta.split()
+    if name != path or len(fields) != 3 or fields[1] != "blob":
+        return None
+    return int(fields[0], 8), _blob(repo, fields[2])
+
+
+def review(repo: MgmtRepo, ident: str) -> dict[str, Any]:
+    """The quarantined change against the branch's current tip, sanitised for display."""
+    entry = _get(repo.require(), ident)
+    tip = repo.tip(entry["into"]) or entry["base"]
+    proc = subprocess.run(
+        [
+            "git",
+            f"--git-dir={repo.path}",
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--stat",
+            "--patch",
+            tip,
+            entry["commit"],
+            "--",
+            entry["path"],
+        ],
+        capture_output=True,
+        env=dict(repo.env),
+        check=False,
+    )
+    raw = _blob(repo, entry["blob"])
+    return {
+        "id": ident,
+        "qube": entry["qube"],
+        "path": sanitize(entry["path"]),
+        "into": entry["into"],
+        "mode": entry["mode"],
+        "size": entry["size"],
+        "notes": notes(
+            entry["path"], _old_file(repo, tip, entry["path"]), int(entry["mode"], 8), raw
+        ),
+        "diff": sanitize(proc.stdout if proc.returncode == 0 else proc.stderr, keep_newlines=True),
+    }
+
+
+def accept(repo: MgmtRepo, ident: str, allow_secret: bool = False) -> str:
+    """Commit the quarantined file onto the branch's current tip, signed; return the id.
+
+    Raises:
+        UsageError: the file looks like a secret (unless ``allow_secret``), or the
+            branch's worktree has uncommitted changes.
+    """
+    entry = _get(repo.require(), ident)
+    into, rel = entry["into"], entry["path"]
+    raw = _blob(repo, entry["blob"])
+    found = scan_secrets(rel, raw)
+    if found and not allow_secret:
+        raise UsageError(
+            f"{sanitize(rel)} looks like a secret ({found[0].what}); "
+            "accept with --allow-secret if it really belongs in the repo"
+        )
+    with repo.lock():
+        tip = repo.tip(into)
+        if tip is None:
+            raise GitError(f"branch {into} has no commits")
+        wt = repo.home / "qgitconf-work" / into
+        if (wt / ".git").exists() and repo.git("status", "--porcelain", cwd=wt).strip():
+            raise UsageError(f"the worktree {wt} has uncommitted changes; commit them first")
+        tree = _tree_with(repo, tip, rel, int(entry["mode"], 8), entry["blob"])
+        new = repo.git(
+            "commit-tree",
+            f"-S{repo.signing_key()}",
+            "-p",
+            tip,
+            "-m",
+            f"Import {rel} from {entry['qube']}",
+            tree,
+        ).strip()
+        repo.git("update-ref", f"refs/heads/{into}", new, tip)
+        if (wt / ".git").exists():
+            repo.git("reset", "--hard", "--quiet", cwd=wt)
+        _forget(repo, ident)
+    return new
+
+
+def drop(repo: MgmtRepo, ident: str) -> None:
+    """Discard a quarantined import."""
+    _get(repo.require(), ident)
+    with repo.lock():
+        _forget(repo, ident)
+
+
+def _forget(repo: MgmtRepo, ident: str) -> None:
+    entries = _load(repo)
+    entry = entries.pop(ident)
+    repo.git("update-ref", "-d", f"{REF_PREFIX}{ident}", entry["commit"])
+    write_json(_meta(repo), entries)

@@ -1,0 +1,404 @@
+"""Streaming pre-scan of an untrusted git pack, before dulwich sees it (DESIGN rule 5).
+
+Rule 5 says a bundle is parsed into quarantine "with limits on objects, inflated sizes
+and delta results (dulwich does not cap these itself)".  dulwich's ``add_thin_pack``
+caps only the compressed input: a 243-byte pack holding a 64 KiB blob and a delta of
+16,384 "copy 64 KiB" instructions inflates to a 1 GiB object, and a few MB of zlib
+inflate to a 1 GiB blob.  ``prescan_pack`` reads the pack once, in chunks of at most
+64 KiB, holding no object whole, and refuses it before ingestion when it:
+
+* is not a v2/v3 pack, is truncated, has a wrong trailing SHA-1 or data after it;
+* declares more than ``max_objects`` objects (checked before any entry is read);
+* holds an entry of an unknown type (0, 5, or anything but 1-4, 6, 7);
+* declares an object or delta larger than ``max_object_bytes``, or a delta whose
+  result (target size) is larger than that;
+* inflates an entry to a size other than the one it declares (inflation stops one
+  byte past the declared size, so a lying header costs nothing);
+* has deltas chained deeper than ``max_delta_depth``;
+* inflates, or would resolve to, more than ``max_inflated_bytes`` in total.
+
+The function is pure: it reads from the file it is given and touches nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.limits import Limits
+
+__all__ = ["PackSummary", "prescan_pack"]
+
+_CHUNK = 64 * 1024
+_HEADER_BYTES = 12
+_SHA_BYTES = 20
+# Enough for any size git can write (64-bit); a longer varint is corrupt.
+_MAX_VARINT_BYTES = 10
+_DELTA_HEAD_BYTES = 2 * _MAX_VARINT_BYTES
+
+_OBJ_OFS_DELTA = 6
+_OBJ_REF_DELTA = 7
+_WHOLE_TYPES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+
+
+@dataclass(frozen=True)
+class PackSummary:
+    """What a pack that passed the pre-scan holds.
+
+    Attributes:
+        object_count: the number of entries (objects and deltas) in the pack.
+        inflated_bytes: the total size of the inflated entries (object data and
+            delta instructions, as stored; not the resolved delta results).
+        max_depth: the longest delta chain seen (0 when nothing is deltified).
+        ref_delta_bases: the ids (lowercase hex) named as bases by REF_DELTA entries
+            that are not whole objects of this pack: the external bases of a thin
+            pack, plus any deltified in-pack base (whose id a pre-scan cannot know
+            without resolving deltas; ``git bundle`` never writes those).
+    """
+
+    object_count: int
+    inflated_bytes: int
+    max_depth: int
+    ref_delta_bases: frozenset[str]
+
+
+class _Reader:
+    """Sequential bounded reader over the pack bytes; hashes every byte it consumes."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self._f = f
+        self._unread = size
+        self._buf = b""
+        self._pos = 0
+        self.offset = 0
+        self.sha = hashlib.sha1()  # noqa: S324 - git's pack checksum is SHA-1
+
+    @property
+    def remaining(self) -> int:
+        """Bytes of the pack not consumed yet."""
+        return len(self._buf) - self._pos + self._unread
+
+    def _fill(self) -> bool:
+        if self._pos < len(self._buf):
+            return True
+        if self._unread <= 0:
+            return False
+        data = self._f.read(min(_CHUNK, self._unread))
+        if not data:
+            raise BundleError(f"bundle pack truncated: the file ends {self._unread} bytes early")
+        self._unread -= len(data)
+        self._buf = data
+        self._pos = 0
+        return True
+
+    def peek(self) -> memoryview:
+        """Return the buffered bytes not consumed yet (empty at the end of the pack)."""
+        if not self._fill():
+            return memoryview(b"")
+        return memoryview(self._buf)[self._pos :]
+
+    def consume(self, n: int, *, hashed: bool = True) -> None:
+        """Mark ``n`` bytes of ``peek()`` as consumed."""
+        if hashed:
+            self.sha.update(memoryview(self._buf)[self._pos : self._pos + n])
+        self._pos += n
+        self.offset += n
+
+    def byte(self, what: str) -> int:
+        """Consume and return one byte.
+
+        Raises:
+            BundleError: the pack ends here.
+        """
+        if not self._fill():
+            raise BundleError(f"bundle pack truncated in {what} at offset {self.offset}")
+        value = self._buf[self._pos]
+        self.consume(1)
+        return value
+
+    def exact(self, n: int, what: str, *, hashed: bool = True) -> bytes:
+        """Consume and return exactly ``n`` bytes (``n`` is small).
+
+        Raises:
+            BundleError: the pack ends first.
+        """
+        out = bytearray()
+        while len(out) < n:
+            view = self.peek()
+            if not view:
+                raise BundleError(f"bundle pack truncated in {what} at offset {self.offset}")
+            take = min(n - len(out), len(view))
+            out += view[:take]
+            self.consume(take, hashed=hashed)
+        return bytes(out)
+
+
+def _delta_sizes(head: bytes) -> tuple[int, int] | None:
+    """Parse a delta's source and target sizes from its first inflated bytes.
+
+    Returns:
+        ``(source_size, target_size)``, or None when ``head`` is too short yet.
+
+    Raises:
+        BundleError: a size varint is longer than any size git writes.
+    """
+    pos = 0
+    sizes: list[int] = []
+    for _ in range(2):
+        value = 0
+        for i in range(_MAX_VARINT_BYTES + 1):
+            if i == _MAX_VARINT_BYTES:
+                raise BundleError("delta size header is too long")
+            if pos >= len(head):
+                return None
+            byte = head[pos]
+            pos += 1
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                break
+        sizes.append(value)
+    return sizes[0], sizes[1]
+
+
+class _Scan:
+    """The state of one pass: caps, totals, and what is known about earlier entries."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.inflated = 0  # inflated entry bytes so far
+        self.results = 0  # declared result sizes so far (objects and delta targets)
+        self.max_depth = 0
+        # offset -> (delta depth, result size) of every entry read so far
+        self.entries: dict[int, tuple[int, int]] = {}
+        # raw id -> size of every whole (non-delta) object
+        self.whole: dict[bytes, int] = {}
+        self.ref_bases: set[bytes] = set()
+
+    def _add_result(self, size: int, start: int) -> None:
+        self.results += size
+        if self.results > self.limits.max_inflated_bytes:
+            raise TooLargeError(
+                f"bundle pack objects add up to more than {self.limits.max_inflated_bytes} "
+                f"bytes (at the object at offset {start})"
+            )
+
+    def entry(self, r: _Reader) -> None:
+        """Read, check and inflate one pack entry."""
+        limits = self.limits
+        start = r.offset
+        c = r.byte("an object header")
+        kind = (c >> 4) & 7
+        size = c & 0x0F
+        shift = 4
+        n = 1
+        while c & 0x80:
+            if n >= _MAX_VARINT_BYTES:
+                raise BundleError(f"object header at offset {start} is too long")
+            c = r.byte("an object header")
+            size |= (c & 0x7F) << shift
+            shift += 7
+            n += 1
+        if kind not in _WHOLE_TYPES and kind not in (_OBJ_OFS_DELTA, _OBJ_REF_DELTA):
+            raise BundleError(f"object at offset {start} has unknown type {kind}")
+        if size > limits.max_object_bytes:
+            raise TooLargeError(
+                f"object at offset {start} declares {size} bytes; "
+                f"the limit is {limits.max_object_bytes}"
+            )
+        if self.inflated + size > limits.max_inflated_bytes:
+            raise TooLargeError(
+                f"bundle pack inflates to more than {limits.max_inflated_bytes} bytes "
+                f"(at the object at offset {start})"
+            )
+        if kind in _WHOLE_TYPES:
+            self._add_result(size, start)
+            hasher = hashlib.sha1(b"%s %d\x00" % (_WHOLE_TYPES[kind], size))  # noqa: S324
+            self.inflated += _inflate(r, size, start, hasher.update)
+            self.entries[start] = (0, size)
+            self.whole[hasher.digest()] = size
+            return
+        base_size: int | None
+        if kind == _OBJ_OFS_DELTA:
+            distance = self._ofs_distance(r, start)
+            base = start - distance
+            if base not in self.entries:
+                raise BundleError(
+                    f"delta at offset {start} names a base at offset {base}, "
+                    "where no earlier object starts"
+                )
+            base_depth, base_size = self.entries[base]
+        else:
+            base_id = r.exact(_SHA_BYTES, "a delta base id")
+            self.ref_bases.add(base_id)
+            base_depth, base_size = 0, self.whole.get(base_id)
+        depth = base_depth + 1
+        if depth > limits.max_delta_depth:
+            raise TooLargeError(
+                f"delta chain deeper than {limits.max_delta_depth} at offset {start}"
+            )
+        self.max_depth = max(self.max_depth, depth)
+        delta = _DeltaHead(self, start, base_size)
+        self.inflated += _inflate(r, size, start, delta.feed)
+        if delta.target is None:
+            raise BundleError(f"delta at offset {start} is too short for its size header")
+        self.entries[start] = (depth, delta.target)
+
+    def _ofs_distance(self, r: _Reader, start: int) -> int:
+        c = r.byte("a delta base offset")
+        distance = c & 0x7F
+        while c & 0x80:
+            if distance > start:
+                break
+            c = r.byte("a delta base offset")
+            distance = ((distance + 1) << 7) | (c & 0x7F)
+        if distance <= 0 or distance > start:
+            raise BundleError(f"delta at offset {start} has a base offset outside the pack")
+        return distance
+
+
+class _DeltaHead:
+    """Collects a delta's first inflated bytes and checks its sizes once they are known."""
+
+    def __init__(self, scan: _Scan, start: int, base_size: int | None) -> None:
+        self._scan = scan
+        self._start = start
+        self._base_size = base_size
+        self._head = b""
+        self.target: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Take the next inflated bytes of the delta."""
+        if self.target is not None:
+            return
+        self._head += data[: _DELTA_HEAD_BYTES - len(self._head)]
+        sizes = _delta_sizes(self._head)
+        if sizes is None:
+            if len(self._head) >= _DELTA_HEAD_BYTES:
+                raise BundleError(f"delta at offset {self._start} has a corrupt size header")
+            return
+        source, target = sizes
+        limits = self._scan.limits
+        if self._base_size is not None and source != self._base_size:
+            raise BundleError(
+                f"delta at offset {self._start} expects a {source}-byte base, "
+                f"its base has {self._base_size} bytes"
+            )
+        if source > limits.max_object_bytes:
+            raise TooLargeError(
+                f"delta at offset {self._start} expects a {source}-byte base; "
+                f"the limit is {limits.max_object_bytes}"
+            )
+        if target > limits.max_object_bytes:
+            raise TooLargeError(
+                f"delta at offset {self._start} would make a {target}-byte object; "
+                f"the limit is {limits.max_object_bytes}"
+            )
+        self._scan._add_result(target, self._start)
+        self.target = target
+
+
+def _inflate(r: _Reader, declared: int, start: int, sink: Callable[[bytes], object]) -> int:
+    """Inflate one entry's zlib stream, never producing more than ``declared + 1`` bytes.
+
+    Returns:
+        The inflated size, which equals ``declared``.
+
+    Raises:
+        BundleError: corrupt zlib data, a truncated pack, or a size that is not the
+            declared one.
+    """
+    d = zlib.decompressobj()
+    produced = 0
+    while not d.eof:
+        data = r.peek()
+        if not data:
+            raise BundleError(f"bundle pack truncated inside the object at offset {start}")
+        try:
+            out = d.decompress(data, min(_CHUNK, declared + 1 - produced))
+        except zlib.error as e:
+            raise BundleError(f"object at offset {start} holds corrupt zlib data") from e
+        # At the end of the stream CPython may report the rest of the input both as
+        # unused_data and as unconsumed_tail: count it once.
+        used = len(data) - len(d.unused_data if d.eof else d.unconsumed_tail)
+        if used == 0 and not out and not d.eof:
+            raise BundleError(f"object at offset {start} holds corrupt zlib data")
+        r.consume(used)
+        if out:
+            produced += len(out)
+            if produced > declared:
+                raise BundleError(
+                    f"object at offset {start} inflates to more than its declared {declared} bytes"
+                )
+            sink(out)
+    if produced != declared:
+        raise BundleError(
+            f"object at offset {start} inflates to {produced} bytes, it declares {declared}"
+        )
+    return produced
+
+
+def prescan_pack(f: BinaryIO, size: int, limits: Limits) -> PackSummary:
+    """Check a whole git pack against ``limits`` in one streaming pass.
+
+    Args:
+        f: a binary file positioned at the pack's first byte (``PACK``).
+        size: the number of bytes from there to the end of the data; the pack
+            must fill exactly this many bytes, its SHA-1 checksum being the last 20.
+        limits: the caps to apply.
+
+    Returns:
+        A summary of the pack.
+
+    Raises:
+        BundleError: not a v2/v3 pack, truncated, corrupt, checksum mismatch, or data
+            after the checksum.
+        TooLargeError: over a cap of ``limits`` (objects, object or delta result size,
+            delta depth, total inflated or resolved bytes).
+    """
+    if size < _HEADER_BYTES + _SHA_BYTES:
+        raise BundleError(f"bundle pack truncated: {size} bytes is too short for a pack")
+    r = _Reader(f, size)
+    header = r.exact(_HEADER_BYTES, "the pack header")
+    if header[:4] != b"PACK":
+        raise BundleError("bundle data is not a git pack (no PACK signature)")
+    version = int.from_bytes(header[4:8], "big")
+    if version not in (2, 3):
+        raise BundleError(f"bundle pack has unsupported version {version}")
+    count = int.from_bytes(header[8:12], "big")
+    if count > limits.max_objects:
+        raise TooLargeError(
+            f"bundle pack declares {count} objects; the limit is {limits.max_objects}"
+        )
+    scan = _Scan(limits)
+    for _ in range(count):
+        scan.entry(r)
+    digest = r.sha.digest()
+    left = r.remaining
+    if left < _SHA_BYTES:
+        raise BundleError(
+            f"bundle pack truncated: the checksum needs {_SHA_BYTES} bytes, {left} are left"
+        )
+    trailer = r.exact(_SHA_BYTES, "the pack checksum", hashed=False)
+    if left > _SHA_BYTES:
+        r.peek()  # a file shorter than ``size`` is a truncation, not trailing data
+        if trailer == digest:
+            raise BundleError(
+                f"bundle pack is followed by {left - _SHA_BYTES} bytes after its checksum"
+            )
+        raise BundleError(
+            f"bundle pack has {left - _SHA_BYTES} unexpected bytes after its last object "
+            f"(or its checksum is wrong)"
+        )
+    if trailer != digest:
+        raise BundleError("bundle pack checksum mismatch")
+    bases = scan.ref_bases.difference(scan.whole)
+    return PackSummary(
+        object_count=count,
+        inflated_bytes=scan.inflated,
+        max_depth=scan.max_depth,
+        ref_delta_bases=frozenset(b.hex() for b in bases),
+    )

@@ -1,0 +1,346 @@
+"""Apply, revert and restore in a target qube: rules 9 and 10, issue 4's cases.
+
+Each test drives the real CLI in the lab's ``personal`` qube.  The crash-consistency
+trials are in ``test_crash.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from qgitconf.agent.homefs import RACY_NS, HomeFS, stat_entry
+from qgitconf.agent.state import AgentState
+from qgitconf.lab.lab import Lab
+from tests.applykit import STATE, home_view, stage, state_path, status
+from tests.labkit import qg
+
+
+def apply(lab: Lab, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[bytes]:
+    return qg(lab, "personal", "apply", "--yes", *args, expect=expect)
+
+
+def test_symlinked_config_dir_is_refused_never_followed(lab: Lab) -> None:
+    home = lab.home("personal")
+    elsewhere = lab.root / "elsewhere-config"
+    shutil.move(home / ".config", elsewhere)  # the agent's own config moves along
+    (home / ".config").symlink_to(elsewhere)
+    stage(lab, {".config/git/config": "[user]\n", ".bashrc": "PS1='$ '\n"})
+    outside, before = home_view(elsewhere), home_view(home)
+    proc = apply(lab, "--overwrite", expect=1)
+    err = proc.stderr.decode()
+    assert "[drift]" in err and "'.config' is a symlink" in err and "never follows" in err
+    assert home_view(home) == before and home_view(elsewhere) == outside
+    apply(lab, "--keep", ".config")  # the rest can go ahead, explicitly
+    assert (home / ".bashrc").read_text() == "PS1='$ '\n"
+    assert home_view(elsewhere) == outside and not (elsewhere / "git").exists()
+
+
+def test_hard_linked_bashrc_is_replaced_other_link_untouched(lab: Lab) -> None:
+    home = lab.home("personal")
+    (home / ".bashrc").write_text("mine\n")
+    (home / "other").mkdir()
+    os.link(home / ".bashrc", home / "other" / "bashrc")
+    stage(lab, {".bashrc": "managed\n"})
+    apply(lab, expect=1)  # a file qgitconf never wrote
+    apply(lab, "--overwrite")
+    assert (home / ".bashrc").read_text() == "managed\n"
+    assert (home / "other" / "bashrc").read_text() == "mine\n"
+    assert (home / ".bashrc").stat().st_ino != (home / "other" / "bashrc").stat().st_ino
+    assert (state_path(lab) / "originals" / ".bashrc").read_text() == "mine\n"
+    qg(lab, "personal", "revert", "--to", "0")
+    assert (home / ".bashrc").read_text() == "mine\n"
+
+
+def test_file_becomes_directory_and_back(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {".config/foo": "a file\n", ".local/bin/tool": ("#!/bin/sh\n", 0o755)})
+    apply(lab)
+    stage(lab, {".config/foo/bar": "in a dir\n", ".local/bin/tool": "plain\n"})
+    apply(lab)
+    assert (home / ".config/foo/bar").read_text() == "in a dir\n"
+    assert (home / ".local/bin/tool").stat().st_mode & 0o777 == 0o644
+    stage(lab, {".config/foo": "a file again\n"})
+    apply(lab)
+    assert (home / ".config/foo").is_file()
+    assert (home / ".config/foo").read_text() == "a file again\n"
+    qg(lab, "personal", "revert")
+    assert (home / ".config/foo/bar").read_text() == "in a dir\n"
+    assert status(lab)["drift"] == []
+
+
+def test_directory_or_file_in_the_way_on_disk(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {".bashrc": "x\n", ".local/bin/tool": "t\n"})
+    apply(lab)
+    # The user replaces a managed file by a directory, and a directory by a file.
+    (home / ".bashrc").unlink()
+    (home / ".bashrc").mkdir()
+    (home / ".bashrc" / "notes").write_text("mine\n")
+    shutil.rmtree(home / ".local/bin")
+    (home / ".local/bin").write_text("a file now\n")
+    st = status(lab)
+    assert {d["path"]: d["state"] for d in st["drift_detail"]} == {
+        ".bashrc": "type",
+        ".local/bin/tool": "blocked",
+    }
+    stage(lab, {".bashrc": "y\n", ".local/bin/tool": "u\n"})
+    before = home_view(home)
+    proc = apply(lab, "--overwrite", expect=1)
+    err = proc.stderr.decode()
+    assert "directory holding files" in err and "'.local/bin' is a symlink or a file" in err
+    assert home_view(home) == before
+
+
+def test_executable_bit_change(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {"bin/x": "#!/bin/sh\necho hi\n"})
+    apply(lab)
+    assert (home / "bin/x").stat().st_mode & 0o777 == 0o644
+    stage(lab, {"bin/x": ("#!/bin/sh\necho hi\n", 0o755)})
+    apply(lab)
+    assert (home / "bin/x").stat().st_mode & 0o777 == 0o755
+    (home / "bin/x").chmod(0o700)  # a local mode change is drift too
+    assert status(lab)["drift_detail"] == [{"path": "bin/x", "state": "mode"}]
+
+
+def test_read_only_file_is_replaced_and_restored_read_only(lab: Lab) -> None:
+    home = lab.home("personal")
+    (home / ".editorconfig").write_text("root = true\n")
+    (home / ".editorconfig").chmod(0o400)
+    stage(lab, {".editorconfig": "indent = 4\n"})
+    apply(lab, "--overwrite")
+    assert (home / ".editorconfig").read_text() == "indent = 4\n"
+    assert (home / ".editorconfig").stat().st_mode & 0o777 == 0o644
+    qg(lab, "personal", "revert", "--to", "0")
+    assert (home / ".editorconfig").read_text() == "root = true\n"
+    assert (home / ".editorconfig").stat().st_mode & 0o777 == 0o400
+
+
+def test_revert_to_zero_restores_exact_bytes_and_modes(lab: Lab) -> None:
+    home = lab.home("personal")
+    (home / ".gitconfig").chmod(0o600)
+    (home / ".inputrc").write_bytes(b"\x00binary\xff\n")
+    (home / ".inputrc").chmod(0o444)
+    (home / ".vimrc").symlink_to(".config/nvim/init.vim")
+    (home / "run.sh").write_text("#!/bin/sh\n")
+    (home / "run.sh").chmod(0o750)
+    before = home_view(home)
+    stage(
+        lab,
+        {
+            ".gitconfig": "[alias]\n\tst = status\n",
+            ".inputrc": "set bell-style none\n",
+            ".vimrc": "set nu\n",
+            "run.sh": ("#!/bin/sh\necho managed\n", 0o755),
+            ".bashrc": "new file\n",
+            ".config/qgitconf-extra": "new in an existing dir\n",
+        },
+    )
+    apply(lab, expect=1)
+    apply(lab, "--overwrite")
+    stage(lab, {".gitconfig": "[alias]\n\tco = checkout\n", ".bashrc": "second\n"})
+    apply(lab)
+    out = qg(lab, "personal", "revert", "--to", "0").stdout.decode()
+    assert "restored" in out
+    assert home_view(home) == before
+    gens = json.loads(qg(lab, "personal", "log", "--json").stdout)
+    assert [g["kind"] for g in gens] == ["apply", "apply", "revert"]
+    qg(lab, "personal", "revert")  # and the revert can be reverted
+    assert (home / ".gitconfig").read_text() == "[alias]\n\tco = checkout\n"
+
+
+def test_deletes_only_unchanged_files_it_wrote(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {"a": "a\n", "b": "b\n", "keep": "k\n"})
+    apply(lab)
+    (home / "b").write_text("edited\n")
+    (home / "mine").write_text("never managed\n")
+    stage(lab, {"keep": "k\n"})
+    out = apply(lab).stdout.decode()
+    assert not (home / "a").exists()
+    assert (home / "b").read_text() == "edited\n"
+    assert "changed locally, left in place: b" in out
+    assert (home / "mine").read_text() == "never managed\n"
+
+
+def test_drift_needs_a_choice_keep_and_only(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {".bashrc": "1\n", ".profile": "1\n", ".inputrc": "1\n"})
+    apply(lab)
+    (home / ".bashrc").write_text("local\n")
+    stage(lab, {".bashrc": "2\n", ".profile": "2\n", ".inputrc": "2\n"})
+    before = home_view(home)
+    proc = apply(lab, expect=1)  # non-interactive: no prompt, code drift
+    assert proc.stderr.decode().startswith("qgitconf: error [drift]")
+    assert home_view(home) == before
+    out = apply(lab, "--keep", "~/.bashrc", "--only", ".profile").stdout.decode()
+    assert "left out this time: .bashrc" in out and "left out this time: .inputrc" in out
+    assert (home / ".profile").read_text() == "2\n" and (home / ".inputrc").read_text() == "1\n"
+    assert (home / ".bashrc").read_text() == "local\n"
+    apply(lab, "--keep", ".bashrc")
+    assert (home / ".inputrc").read_text() == "2\n"
+    apply(lab, expect=1)  # .bashrc still needs a choice
+    apply(lab, "--overwrite")
+    assert (home / ".bashrc").read_text() == "2\n"
+    kept = list((state_path(lab) / "backups").rglob(".bashrc"))
+    assert [p.read_text() for p in kept] == ["local\n"]
+    assert apply(lab).stdout.decode().startswith("already applied")
+
+
+def test_restore_recreates_missing_files_never_over_drift(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {".bashrc": "b\n", ".config/app/conf": "c\n", ".vimrc": ("link", ".bashrc")})
+    apply(lab)
+    (home / ".bashrc").write_text("changed\n")
+    shutil.rmtree(home / ".config/app")
+    (home / ".vimrc").unlink()
+    out = qg(lab, "personal", "restore").stdout.decode()
+    assert "restored 2 missing file(s)" in out and "changed locally" in out
+    assert (home / ".config/app/conf").read_text() == "c\n"
+    assert os.readlink(home / ".vimrc") == ".bashrc"
+    assert (home / ".bashrc").read_text() == "changed\n"
+    assert status(lab)["drift"] == [".bashrc"]
+    assert len(json.loads(qg(lab, "personal", "log", "--json").stdout)) == 1
+
+
+def _fault(lab: Lab, n: int, kind: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {"QGITCONF_FAULT_AFTER_WRITES": str(n), "QGITCONF_FAULT_KIND": kind}
+    return lab.run("personal", ["qgitconf", *args], extra_env=env)
+
+
+@pytest.mark.parametrize("kind", ["enospc", "eacces"])
+def test_disk_full_and_permission_errors_roll_back(lab: Lab, kind: str) -> None:
+    """The fault hook fails one journaled step with ENOSPC/EACCES, at several points."""
+    home = lab.home("personal")
+    stage(lab, {".bashrc": "1\n", ".config/a/b": "1\n"})
+    apply(lab)
+    (home / ".gitconfig").chmod(0o600)
+    stage(lab, {".bashrc": "2\n", ".config/a/c/d": "2\n", ".gitconfig": "[x]\n"})
+    before = home_view(home)
+    for n in (1, 3, 6, 9, 14):
+        proc = _fault(lab, n, kind, "apply", "--yes", "--overwrite")
+        err = proc.stderr.decode()
+        assert proc.returncode == 6, err
+        assert err.startswith("qgitconf: error [apply-failed]: apply failed: ")
+        assert ("No space left" if kind == "enospc" else "Permission denied") in err
+        assert "rolled back: $HOME is as it was before" in err
+        assert home_view(home) == before
+        assert not (state_path(lab) / "journal").exists()
+    assert status(lab)["generation"] == 1
+    apply(lab, "--overwrite")  # and once there is room, it goes through
+    assert (home / ".config/a/c/d").read_text() == "2\n"
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def test_real_disk_full_rolls_back(lab: Lab) -> None:
+    home = lab.home("personal")
+    if os.geteuid() != 0 or not _mount_tmpfs(home / ".cache", "256k"):
+        pytest.skip("needs to mount a small tmpfs")
+    try:
+        stage(lab, {".bashrc": "1\n", ".cache/big": os.urandom(512 * 1024)})
+        before = home_view(home)
+        proc = apply(lab, expect=6)
+        assert b"No space left on device" in proc.stderr and b"rolled back" in proc.stderr
+        assert home_view(home) == before
+        assert list((home / ".cache").iterdir()) == []  # no temp file left
+    finally:
+        subprocess.run(["umount", str(home / ".cache")], check=False)
+
+
+def test_real_permission_error_rolls_back(lab: Lab) -> None:
+    home = lab.home("personal")
+    (home / ".config/locked").mkdir()
+    proc = subprocess.run(
+        ["chattr", "+i", str(home / ".config/locked")], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        stage(lab, {".bashrc": "1\n", ".config/locked/x": "1\n"})
+        before = home_view(home)
+        proc = apply(lab, expect=6)
+        assert b"Operation not permitted" in proc.stderr and b"rolled back" in proc.stderr
+        assert home_view(home) == before
+    finally:
+        subprocess.run(["chattr", "-i", str(home / ".config/locked")], check=False)
+
+
+def test_interrupted_apply_is_recovered_by_the_next_command(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {".bashrc": "1\n", "a": "1\n", "b": "1\n"})
+    apply(lab)
+    stage(lab, {".bashrc": "2\n", "a": "2\n", "b": "2\n"})
+    proc = _fault(lab, 6, "kill", "apply", "--yes")
+    assert proc.returncode == -9
+    assert (state_path(lab) / "journal" / "plan.json").exists()
+    # While another process holds the lock, status only reports the journal.
+    state = AgentState(state_path(lab))
+    with state.lock() as held:
+        assert held
+        st = status(lab)
+    assert st["busy"] and st["interrupted"] and st["journal"]["steps"] == 3
+    # The next apply rolls it back, says so, then applies.
+    proc = apply(lab)
+    assert b"was rolled back" in proc.stderr
+    assert [(home / p).read_text() for p in (".bashrc", "a", "b")] == ["2\n"] * 3
+    # A revert killed past its commit point is finished by the next status.
+    for n in range(1, 40):
+        proc = _fault(lab, n, "kill", "revert")
+        if proc.returncode == 0:
+            break
+        st_proc = qg(lab, "personal", "status", "--json")
+        st = json.loads(st_proc.stdout)
+        assert st["recovered"] and not st["interrupted"]
+        if "was finished" in st["recovered"]:
+            assert (home / "a").read_text() == "1\n"
+            return
+    raise AssertionError("no kill point past the commit point")
+
+
+def test_status_json_age_and_stat_cache(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {".bashrc": "12345\n"})
+    apply(lab)
+    st = status(lab)
+    assert st["last_update_age"] is not None and 0 <= st["last_update_age"] < 600
+    assert st["managed"] == 1 and st["drift"] == [] and not st["interrupted"]
+    fs = HomeFS(home)
+    rec = json.loads((state_path(lab) / "manifest.json").read_text())[".bashrc"]
+    assert len(rec["stat"]) == 5
+    # A trusted cache entry answers without reading the file ...
+    rec["stat"] = stat_entry(os.lstat(home / ".bashrc"))
+    rec["stat"][4] += RACY_NS + 1
+    assert not fs.probe(".bashrc", rec).hashed
+    # ... and an edit that keeps the size and mtime is still seen (ctime moved on).
+    st0 = os.lstat(home / ".bashrc")
+    time.sleep(0.02)
+    (home / ".bashrc").write_text("54321\n")
+    os.utime(home / ".bashrc", ns=(st0.st_atime_ns, st0.st_mtime_ns))
+    disk = fs.probe(".bashrc", rec)
+    assert disk.hashed and disk.record()["sha256"] != rec["sha256"]
+    assert status(lab)["drift_detail"] == [{"path": ".bashrc", "state": "modified"}]
+
+
+def test_no_temp_or_journal_left_after_apply(lab: Lab) -> None:
+    home = lab.home("personal")
+    stage(lab, {f".dots/f{i}": f"{i}\n" for i in range(20)})
+    apply(lab)
+    names = [p.name for p in home.rglob("*")]
+    assert not [n for n in names if ".qgc-" in n]
+    assert not (home / STATE / "journal").exists()

@@ -1,0 +1,183 @@
+"""`qgitconf doctor`: a table of checks on both sides; exit 1 when one fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qgitconf.doctor import _check_pinned, gpg_version_check, key_status
+from qgitconf.lab.lab import Lab, make_key
+from tests.labkit import commit_files, publish, qg
+from tests.test_qubesdb import install_shim
+
+
+@pytest.mark.parametrize(
+    ("line", "result"),
+    [
+        ("gpg (GnuPG) 2.2.40", "ok"),
+        ("gpg (GnuPG) 2.2.36", "ok"),
+        ("gpg (GnuPG) 2.4.0", "ok"),
+        ("gpg (GnuPG) 2.2.35", "fail"),
+        ("gpg (GnuPG) 2.1.18", "fail"),
+        ("gpg (GnuPG/MacGPG2) 1.4.23", "fail"),
+        ("", "fail"),
+        ("gpg (GnuPG) beta", "fail"),
+    ],
+)
+def test_gpg_version(line: str, result: str) -> None:
+    assert gpg_version_check(line).result == result
+
+
+@pytest.fixture(scope="module")
+def expiring_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    base = tmp_path_factory.mktemp("k")
+    home = Path(tempfile.mkdtemp(prefix="qgd-", dir="/tmp"))  # short: gpg-agent socket path
+    fpr = make_key(home, "doctor <d@lab.invalid>", "1y")
+    out = subprocess.run(
+        ["gpg", "--homedir", str(home), "--armor", "--export", fpr], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+    shutil.rmtree(home, ignore_errors=True)
+    path = base / f"{fpr}.asc"
+    path.write_bytes(out)
+    return fpr, path
+
+
+def test_key_status_reads_expiry(expiring_key: tuple[str, Path]) -> None:
+    fpr, path = expiring_key
+    colons = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--show-keys", str(path)],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    st = key_status(colons, time.time())
+    assert st.fingerprints == (fpr,)
+    assert st.can_sign
+    assert st.expires is not None and st.expires > time.time() + 300 * 86400
+
+
+@pytest.mark.parametrize(
+    ("days", "result", "text"),
+    [(0, "ok", "present"), (340, "warn", "expires in"), (400, "fail", "expired")],
+)
+def test_pinned_key_expiry(
+    expiring_key: tuple[str, Path], days: int, result: str, text: str
+) -> None:
+    fpr, path = expiring_key
+    check = _check_pinned(fpr, path, dict(os.environ), time.time() + days * 86400)
+    assert check.result == result, check
+    assert text in check.message
+
+
+def test_pinned_key_file_must_hold_that_key(expiring_key: tuple[str, Path]) -> None:
+    _, path = expiring_key
+    check = _check_pinned("C" * 40, path, dict(os.environ), time.time())
+    assert check.result == "fail"
+    assert "exactly" in check.message
+    missing = _check_pinned("C" * 40, path.with_name("none.asc"), dict(os.environ), time.time())
+    assert missing.result == "fail" and "missing" in missing.message
+
+
+def _doctor(lab: Lab, qube: str, expect: int, **env: str) -> dict[str, Any]:
+    proc = lab.run(qube, ["qgitconf", "doctor", "--json"], extra_env=env or None)
+    assert proc.returncode == expect, proc.stdout.decode() + proc.stderr.decode()
+    return dict(json.loads(proc.stdout))
+
+
+def _by_name(report: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+def test_doctor_target_clean_then_broken(lab: Lab) -> None:
+    commit_files(lab, "personal", {".gitconfig": "[alias]\n\tst = status\n"}, "aliases")
+    assert publish(lab, "personal")["status"] == "staged"
+    report = _doctor(lab, "personal", 0)
+    assert report["role"] == "target" and report["ok"]
+    checks = _by_name(report)
+    assert checks["gpg"]["result"] == "ok"
+    assert checks["target-config"]["result"] == "ok"
+    assert checks[f"pinned-key {lab.fingerprint[-16:]}"]["result"] == "ok"
+    assert checks["agent-repo"]["result"] == "ok"
+    assert checks["journal"]["result"] == "ok"
+    assert checks["persistence"]["result"] == "skip"  # the lab has no QubesDB
+
+    state = lab.home("personal") / ".local/share/qgitconf"
+    (state / "journal").mkdir()
+    (state / "journal" / "plan.json").write_text("{}")
+    report = _doctor(lab, "personal", 1)
+    assert _by_name(report)["journal"]["result"] == "fail"
+    shutil.rmtree(state / "journal")
+
+    # A lost object: git fsck notices.
+    objects = [p for p in (state / "repo/objects").rglob("*") if p.is_file()]
+    for p in objects:
+        if p.suffix in (".pack", ".idx") or len(p.parent.name) == 2:
+            p.chmod(0o644)
+            p.unlink()
+    report = _doctor(lab, "personal", 1)
+    assert _by_name(report)["agent-repo"]["result"] == "fail"
+
+
+def test_doctor_table_output(lab: Lab) -> None:
+    proc = qg(lab, "personal", "doctor")
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0] == "role: target"
+    assert any(line.startswith("OK    gpg ") for line in lines)
+
+
+def test_doctor_target_custom_persist_warns(lab: Lab) -> None:
+    install_shim(
+        lab.qube("personal") / "bin",
+        lab.qube("personal") / "qubesdb",
+        {"/name": "personal", "/type": "AppVM", "/qubes-service/custom-persist": "1"},
+    )
+    report = _doctor(lab, "personal", 1)  # the shim also makes it "a real qube": no service
+    checks = _by_name(report)
+    assert checks["persistence"]["result"] == "warn"
+    assert "not declared" in checks["persistence"]["message"]
+    assert checks["service qgitconf.Receive"]["result"] == "fail"
+    report = _doctor(lab, "personal", 0, QGITCONF_RPC_DIRS=str(lab.rpc_dir("personal")))
+    assert _by_name(report)["service qgitconf.Receive"]["result"] == "ok"
+
+
+def test_doctor_config_mgmt_signs_through_split_gpg(lab: Lab) -> None:
+    report = _doctor(lab, "config-mgmt", 0)
+    assert report["role"] == "config-mgmt"
+    checks = _by_name(report)
+    assert checks["repo"]["result"] == "ok"
+    assert checks["signing-key"]["result"] == "ok"
+    assert checks["gpg.program"]["result"] == "ok"
+    assert "signed a test message" in checks["gpg.program"]["message"]
+    skipped = _by_name(json.loads(qg(lab, "config-mgmt", "doctor", "--json", "--no-sign").stdout))
+    assert "skipped" in skipped["gpg.program"]["message"]
+
+
+def test_doctor_config_mgmt_broken_gpg_program(lab: Lab) -> None:
+    repo = lab.home("config-mgmt") / "qgitconf.git"
+    subprocess.run(["git", f"--git-dir={repo}", "config", "gpg.program", "no-such-gpg"], check=True)
+    report = _doctor(lab, "config-mgmt", 1)
+    assert _by_name(report)["gpg.program"]["result"] == "fail"
+
+
+def test_doctor_dom0_policy(lab: Lab) -> None:
+    env = {"QGITCONF_POLICY_DIR": str(lab.policy_dir)}
+    report = _doctor(lab, "untrusted", 0, **env)
+    assert report["role"] == "dom0"
+    assert _by_name(report)["policy"]["result"] == "ok"
+    (lab.policy_dir / "30-qgitconf.policy").write_text("qgitconf.Receive * a b permit\n")
+    report = _doctor(lab, "untrusted", 1, **env)
+    assert any(c["result"] == "fail" and ":1: " in c["message"] for c in report["checks"])
+
+
+def test_doctor_nothing_set_up(lab: Lab) -> None:
+    report = _doctor(lab, "untrusted", 0)
+    assert report["role"] == "none"
+    assert _by_name(report)["setup"]["result"] == "warn"

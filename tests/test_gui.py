@@ -1,0 +1,192 @@
+"""The GUI: notify-send never blocks, and `review --gui` under Xvfb with the real zenity.
+
+The dialog tests start Xvfb on a free display, run `qgitconf review --gui` in the lab's
+personal qube, take a screenshot into the test's tmp dir, press Apply or Cancel with
+xdotool, and check $HOME.  They skip when Xvfb, zenity, xdotool or ImageMagick's
+`import` are missing (`.ci/run` installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qgitconf.agent.gui import notify
+from qgitconf.lab.lab import Lab
+from tests.labkit import commit_files, publish, qg
+
+TOOLS = ("Xvfb", "zenity", "xdotool", "import")
+
+
+def _fake_notify_send(bindir: Path, marker: Path) -> None:
+    bindir.mkdir(parents=True, exist_ok=True)
+    fake = bindir / "notify-send"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {marker}\nsleep 30\n')
+    fake.chmod(0o755)
+
+
+def _wait_for(path: Path, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()
+
+
+def test_notify_does_not_wait_and_needs_a_display(tmp_path: Path) -> None:
+    marker = tmp_path / "notified"
+    _fake_notify_send(tmp_path / "bin", marker)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    assert notify(env, "s", "b") is False  # no DISPLAY: nothing started
+    start = time.monotonic()
+    assert notify({**env, "DISPLAY": ":99"}, "title", "a <b>bold</b> \x1b[31m body") is True
+    assert time.monotonic() - start < 5  # the fake sleeps 30 s
+    assert _wait_for(marker)
+    lines = marker.read_text().splitlines()
+    assert lines[-2:] == ["title", "a &lt;b&gt;bold&lt;/b&gt; \\x1b[31m body"]
+    assert notify({"PATH": str(tmp_path / "nothing"), "DISPLAY": ":99"}, "s", "b") is False
+
+
+def test_receive_notifies_after_staging_without_blocking(lab: Lab, tmp_path: Path) -> None:
+    from qgitconf.agent.receive import accept_update
+    from tests.labkit import kept_update
+
+    marker = tmp_path / "notified"
+    _fake_notify_send(tmp_path / "bin", marker)
+    commit_files(lab, "personal", {".config/a": "a\n"}, "first")
+    publish(lab, "personal")
+    # Replay the kept update into an empty state, in-process, with a display set.
+    state = lab.home("personal") / ".local/share/qgitconf"
+    shutil.rmtree(state)
+    state.mkdir(parents=True)
+    env = lab.env("personal", {"DISPLAY": ":99"})
+    env["PATH"] = f"{tmp_path / 'bin'}:{env['PATH']}"
+    import io
+
+    start = time.monotonic()
+    out = accept_update(
+        io.BytesIO(kept_update(lab, "personal")), "config-mgmt", lab.home("personal"), env
+    )
+    assert out.result == "staged"
+    assert time.monotonic() - start < 20
+    assert _wait_for(marker)
+    assert "update 1" in marker.read_text() and "qgitconf review" in marker.read_text()
+
+
+# -- the dialog under Xvfb ----------------------------------------------------------------
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"GUI test needs {', '.join(missing)} (installed by .ci/run)")
+    for n in range(91, 140):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            break
+    else:
+        pytest.skip("no free X display number")
+    xvfb = subprocess.Popen(
+        ["Xvfb", f":{n}", "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not _wait_for(Path(f"/tmp/.X11-unix/X{n}"), 10):
+            pytest.skip("Xvfb did not start")
+        yield f":{n}"
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+def _x(display: str, *args: str) -> str:
+    env = {**os.environ, "DISPLAY": display}
+    proc = subprocess.run(args, capture_output=True, env=env, check=True, timeout=30)
+    return proc.stdout.decode()
+
+
+def _open_dialog(lab: Lab, display: str) -> tuple[subprocess.Popen[bytes], str]:
+    env = lab.env("personal", {"DISPLAY": display})
+    proc = subprocess.Popen(
+        ["qgitconf", "review", "--gui"],
+        cwd=lab.home("personal"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    window = ""
+    while not window and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"review --gui exited early: {proc.communicate()}")
+        found = subprocess.run(
+            ["xdotool", "search", "--name", "qgitconf: review"],
+            capture_output=True,
+            env={**os.environ, "DISPLAY": display},
+            check=False,
+        )
+        window = found.stdout.decode().split()[0] if found.stdout.strip() else ""
+        time.sleep(0.2)
+    assert window, "the review dialog did not appear"
+    time.sleep(1.5)  # let GTK draw it
+    return proc, window
+
+
+def _press(display: str, window: str, button: str) -> None:
+    geo = dict(
+        line.split("=", 1)
+        for line in _x(display, "xdotool", "getwindowgeometry", "--shell", window).split()
+    )
+    width, height = int(geo["WIDTH"]), int(geo["HEIGHT"])
+    # zenity puts [Cancel] [Apply] at the bottom right, Apply last.
+    x = width - 51 if button == "Apply" else width - 141
+    _x(display, "xdotool", "mousemove", "--window", window, str(x), str(height - 25), "click", "1")
+
+
+def _stage_risky_update(lab: Lab) -> None:
+    commit_files(lab, "personal", {".bashrc": "PS1='$ '\n"}, "first")
+    publish(lab, "personal")
+    qg(lab, "personal", "apply", "--yes")
+    commit_files(
+        lab,
+        "personal",
+        {
+            ".bashrc": "PS1='$ '\nexport PATH=$HOME/.evil:$PATH\n",
+            ".config/git/config": '[alias]\n\tst = status\n\tup = "!git pull && make"\n',
+        },
+        "prompt, PATH and a git alias \x1b[31m\u202e",
+    )
+    publish(lab, "personal")
+
+
+def test_review_dialog_apply(lab: Lab, display: str, tmp_path: Path) -> None:
+    _stage_risky_update(lab)
+    proc, window = _open_dialog(lab, display)
+    shot = tmp_path / "review-dialog.png"
+    _x(display, "import", "-window", "root", str(shot))
+    assert shot.stat().st_size > 10_000
+    _press(display, window, "Apply")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"generation 2: applied" in out
+    bashrc = (lab.home("personal") / ".bashrc").read_text()
+    assert "export PATH=$HOME/.evil:$PATH" in bashrc
+    assert (lab.home("personal") / ".config/git/config").exists()
+
+
+def test_review_dialog_cancel(lab: Lab, display: str, tmp_path: Path) -> None:
+    _stage_risky_update(lab)
+    before = (lab.home("personal") / ".bashrc").read_bytes()
+    proc, window = _open_dialog(lab, display)
+    _x(display, "import", "-window", "root", str(tmp_path / "review-dialog.png"))
+    _press(display, window, "Cancel")
+    out, _err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and b"cancelled: nothing applied" in out
+    assert (lab.home("personal") / ".bashrc").read_bytes() == before
+    assert not (lab.home("personal") / ".config/git/config").exists()

@@ -1,0 +1,122 @@
+"""`qgitconf apply --interactive` driven through a real pseudo-terminal.
+
+Per changed file it must show the risk lines above the diff and ask; the test accepts
+one file, skips another, and checks $HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+
+from qgitconf.lab.lab import Lab
+from tests.labkit import commit_files, publish, qg
+
+PROMPT = re.compile(rb"(accept \[a\], skip \[s\], quit \[q\]\?|overwrite .*?quit \[q\]\?) ")
+
+
+class Terminal:
+    """A child process on a pty; ``expect`` reads until a pattern shows up."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: str) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            args, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True
+        )
+        os.close(slave)
+        self.seen = b""
+
+    def expect(self, pattern: re.Pattern[bytes], timeout: float = 60) -> bytes:
+        deadline = time.monotonic() + timeout
+        start = len(self.seen)
+        while not pattern.search(self.seen, start):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {pattern!r}; got:\n{self.text()}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"EOF waiting for {pattern!r}; got:\n{self.text()}")
+                self.seen += chunk
+        return self.seen[start:]
+
+    def send(self, line: str) -> None:
+        os.write(self.master, line.encode() + b"\r")
+
+    def finish(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:
+                    break
+        rc = self.proc.wait(max(0.1, deadline - time.monotonic()))
+        os.close(self.master)
+        return rc
+
+    def text(self) -> str:
+        return self.seen.decode("utf-8", "replace")
+
+
+def test_interactive_apply_accepts_one_file_and_skips_another(lab: Lab) -> None:
+    commit_files(
+        lab,
+        "personal",
+        {
+            ".config/git/config": '[alias]\n\tst = status\n\tup = "!git pull"\n',
+            ".config/zz/notes": "skip me \x1b[31m\n",
+        },
+        "two files",
+    )
+    publish(lab, "personal")
+    env = lab.env("personal", {"TERM": "xterm"})
+    term = Terminal(["qgitconf", "apply", "--interactive"], env, str(lab.home("personal")))
+    first = term.expect(PROMPT).decode()
+    assert "[1/2] write .config/git/config" in first
+    assert first.index("HIGH") < first.index("git-alias-shell") < first.index("diff --git")
+    assert '+\tup = "!git pull"' in first
+    term.send("a")
+    second = term.expect(PROMPT).decode()
+    assert "[2/2] write .config/zz/notes" in second and "no risk findings" not in second
+    assert "hidden-characters" in second and "+skip me \\x1b[31m" in second
+    # On a terminal the diff is coloured, but only by SGR sequences qgitconf adds itself.
+    assert "\x1b" not in re.sub(r"\x1b\[[0-9;]*m", "", second)
+    term.send("s")
+    rc = term.finish()
+    assert rc == 0, term.text()
+    assert "generation 1: applied" in term.text()
+    home = lab.home("personal")
+    assert (home / ".config/git/config").read_text().endswith('"!git pull"\n')
+    assert not (home / ".config/zz").exists()
+    status = json.loads(qg(lab, "personal", "status", "--json").stdout)
+    assert status["skipped"] == [".config/zz/notes"]
+
+
+def test_interactive_quit_applies_nothing(lab: Lab) -> None:
+    commit_files(lab, "personal", {".config/a": "a\n"}, "one")
+    publish(lab, "personal")
+    env = lab.env("personal", {"TERM": "xterm"})
+    term = Terminal(["qgitconf", "apply", "--interactive"], env, str(lab.home("personal")))
+    term.expect(PROMPT)
+    term.send("q")
+    assert term.finish() == 0
+    assert "quit: nothing applied" in term.text()
+    assert not (lab.home("personal") / ".config/a").exists()
+
+
+def test_interactive_needs_a_terminal(lab: Lab) -> None:
+    commit_files(lab, "personal", {".config/a": "a\n"}, "one")
+    publish(lab, "personal")
+    proc = qg(lab, "personal", "apply", "--interactive", expect=2)
+    assert b"needs a terminal" in proc.stderr

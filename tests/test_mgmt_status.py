@@ -1,0 +1,157 @@
+"""config-mgmt status (labelled as reported by the target), revert TARGET --to COMMIT,
+and sequence numbers that only grow even when publish dies half-way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qgitconf.envelope import parse_statement
+from qgitconf.lab.attacks import split_update
+from qgitconf.lab.lab import Lab
+from qgitconf.lab.qrexec import LabTransport
+from qgitconf.mgmt import publish as publish_mod
+from qgitconf.mgmt.publish import load_record
+from qgitconf.mgmt.repo import MgmtRepo
+from tests.labkit import commit_files, kept_update, publish, qg, run, tip
+
+
+def mgmt(lab: Lab) -> MgmtRepo:
+    home = lab.home("config-mgmt")
+    return MgmtRepo(home / "qgitconf.git", home, lab.env("config-mgmt"))
+
+
+def rows(lab: Lab) -> dict[str, dict[str, Any]]:
+    data = json.loads(qg(lab, "config-mgmt", "status", "--json").stdout)
+    assert data["role"] == "config-mgmt"
+    return {r["target"]: r for r in data["targets"]}
+
+
+def test_status_json_labels_what_the_target_reported(lab: Lab) -> None:
+    sha = commit_files(lab, "personal", {".bashrc": "x\n"}, "x")
+    publish(lab, "personal")
+    row = rows(lab)["personal"]
+    assert row["tip"] == sha
+    assert row["published"] == {"sequence": 1, "commit": sha}
+    reported = row["reported_by_target"]
+    assert reported["result"] == "staged" and reported["accepted"] == sha
+    assert reported["applied"] is None and not row["pending"]
+    work = rows(lab)["work"]
+    assert work["published"]["sequence"] is None and work["pending"]
+    text = qg(lab, "config-mgmt", "status").stdout.decode()
+    assert "reported by target: staged" in text and "work:" in text and "[pending]" in text
+
+
+def test_status_after_a_new_commit_is_pending(lab: Lab) -> None:
+    commit_files(lab, "personal", {".bashrc": "x\n"}, "x")
+    publish(lab, "personal")
+    commit_files(lab, "personal", {".bashrc": "y\n"}, "y")
+    assert rows(lab)["personal"]["pending"]
+
+
+def show(lab: Lab, rev: str, path: str) -> str:
+    return run(
+        lab, "config-mgmt", "git", "--git-dir=qgitconf.git", "show", f"{rev}:{path}"
+    ).stdout.decode()
+
+
+def test_revert_target_to_commit_is_a_new_signed_commit_that_publishes(lab: Lab) -> None:
+    first = commit_files(lab, "personal", {".bashrc": "one\n"}, "one")
+    publish(lab, "personal")
+    commit_files(lab, "personal", {".bashrc": "two\n", ".vimrc": "set nu\n"}, "two")
+    third = commit_files(lab, "personal", {".bashrc": "three\n"}, "three")
+    publish(lab, "personal")
+    out = qg(lab, "config-mgmt", "revert", "personal", "--to", first[:12]).stdout.decode()
+    assert "restoring an earlier tree" in out
+    new = tip(lab, "personal")
+    parent = run(lab, "config-mgmt", "git", "--git-dir=qgitconf.git", "rev-parse", f"{new}^")
+    assert parent.stdout.decode().strip() == third  # history only moves forward
+    assert show(lab, new, ".bashrc") == "one\n"
+    ls = run(lab, "config-mgmt", "git", "--git-dir=qgitconf.git", "ls-tree", "--name-only", new)
+    assert ls.stdout.decode().split() == [".bashrc"]
+    verify = run(lab, "config-mgmt", "git", "--git-dir=qgitconf.git", "verify-commit", new)
+    assert "Good signature" in verify.stderr.decode()
+    result = publish(lab, "personal")
+    assert result["status"] == "staged" and result["sequence"] == 3
+    status = json.loads(qg(lab, "personal", "status", "--json").stdout)
+    assert status["staged"] == new
+
+
+def test_revert_target_default_is_one_commit_back(lab: Lab) -> None:
+    commit_files(lab, "personal", {".bashrc": "one\n"}, "one")
+    commit_files(lab, "personal", {".bashrc": "two\n"}, "two")
+    qg(lab, "config-mgmt", "revert", "personal")
+    assert show(lab, tip(lab, "personal"), ".bashrc") == "one\n"
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [("0" * 40, b"no commit"), ("work", b"not in the history of personal"), ("nope", b"no commit")],
+)
+def test_revert_target_refuses_commits_outside_its_history(
+    lab: Lab, to: str, message: bytes
+) -> None:
+    commit_files(lab, "personal", {".bashrc": "one\n"}, "one")
+    commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    before = tip(lab, "personal")
+    proc = qg(lab, "config-mgmt", "revert", "personal", "--to", to, expect=2)
+    assert message in proc.stderr
+    assert tip(lab, "personal") == before
+
+
+class Crash(BaseException):
+    """Stands for the process dying (not an Exception: nothing may catch it)."""
+
+
+def test_sequence_grows_after_a_crash_before_the_update_is_kept(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = mgmt(lab)
+    commit_files(lab, "personal", {".bashrc": "one\n"}, "one")
+    publish(lab, "personal")
+    commit_files(lab, "personal", {".bashrc": "two\n"}, "two")
+    real = publish_mod.atomic_write
+
+    def dying_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+        if path.suffix == ".update":
+            raise Crash
+        real(path, data, mode)
+
+    monkeypatch.setattr(publish_mod, "atomic_write", dying_write)
+    with pytest.raises(Crash):
+        publish_mod.publish(repo, "personal", LabTransport(lab, "config-mgmt"))
+    record = load_record(repo, "personal")
+    assert record["sequence"] == 2 and record["published"] is None
+    monkeypatch.setattr(publish_mod, "atomic_write", real)
+    result = publish(lab, "personal")
+    assert result["status"] == "staged" and result["sequence"] == 3
+    assert parse_statement(split_update(kept_update(lab, "personal"))[0]).sequence == 3
+
+
+def test_sequence_is_recorded_before_the_send(lab: Lab) -> None:
+    """publish dies while sending: the update is kept and recorded, and the target gets
+    the very same update next time (or by pull)."""
+    repo = mgmt(lab)
+    commit_files(lab, "personal", {".bashrc": "one\n"}, "one")
+
+    class DyingTransport:
+        def call(self, *args: object) -> object:
+            raise Crash
+
+    with pytest.raises(Crash):
+        publish_mod.publish(repo, "personal", DyingTransport())  # type: ignore[arg-type]
+    kept = kept_update(lab, "personal")
+    assert load_record(repo, "personal")["sequence"] == 1
+    assert publish(lab, "personal")["status"] == "staged"
+    assert kept_update(lab, "personal") == kept  # resent unchanged
+
+
+def test_publish_table_and_exit_status(lab: Lab) -> None:
+    commit_files(lab, "personal", {".bashrc": "x\n"}, "x")
+    (lab.policy_dir / "20-deny.policy").write_text("qgitconf.Receive * config-mgmt work deny\n")
+    proc = qg(lab, "config-mgmt", "publish", "--all", "--jobs", "2", expect=1)
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0].startswith("personal  staged") and lines[1].startswith("work      denied")

@@ -1,0 +1,137 @@
+"""Pull in the lab: a target that was not running at publish time is reported pending
+and pulls its kept update later; qgitconf.Fetch serves the caller's own update only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from qgitconf.lab.lab import Lab
+from tests.labkit import (
+    commit_files,
+    kept_update,
+    publish,
+    qg,
+    rejected_log,
+    run,
+    target_snapshot,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def publish_all(lab: Lab, expect: int = 0) -> dict[str, dict[str, Any]]:
+    out = qg(lab, "config-mgmt", "publish", "--all", "--json", expect=expect).stdout
+    return {r["target"]: r for r in json.loads(out)}
+
+
+def fetch(lab: Lab, caller: str, spec: str = "qgitconf.Fetch") -> tuple[int, bytes, bytes]:
+    proc = run(lab, caller, "qrexec-client-vm", "config-mgmt", spec, expect=None)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def staged_commit(lab: Lab, qube: str) -> str | None:
+    return json.loads(qg(lab, qube, "status", "--json").stdout)["staged"]
+
+
+def test_not_running_is_pending_then_pull_stages_it(lab: Lab) -> None:
+    commit_files(lab, "personal", {".bashrc": "p\n"}, "p")
+    sha = commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    lab.set_running("work", False)
+    before = target_snapshot(lab, "work")
+    proc = qg(lab, "config-mgmt", "publish", "--all")  # pending is not a failure
+    table = proc.stdout.decode()
+    assert "work" in table and "pending" in table and "not running" in table
+    assert "[2/2]" in proc.stderr.decode()  # progress on stderr
+    results = publish_all(lab)
+    assert results["personal"]["status"] == "up-to-date"
+    assert results["work"]["status"] == "pending" and results["work"]["sequence"] == 1
+    assert target_snapshot(lab, "work") == before  # nothing reached it
+    status = json.loads(qg(lab, "config-mgmt", "status", "--json").stdout)
+    row = {t["target"]: t for t in status["targets"]}["work"]
+    assert row["pending"] and row["last_error"]["code"] == "not-running"
+
+    lab.set_running("work", True)
+    out = qg(lab, "work", "pull").stdout.decode()
+    assert out.startswith("staged: commit") and "sequence 1" in out
+    assert staged_commit(lab, "work") == sha
+    # Pulling again is harmless; the next publish finds it up to date.
+    assert qg(lab, "work", "pull").stdout.decode().startswith("up-to-date")
+    assert publish(lab, "work")["status"] == "up-to-date"
+
+
+def test_pull_with_nothing_published(lab: Lab) -> None:
+    before = target_snapshot(lab, "work")
+    out = qg(lab, "work", "pull").stdout.decode()
+    assert out.strip() == "nothing published for this qube yet"
+    assert target_snapshot(lab, "work") == before
+
+
+def test_pulled_update_is_verified_like_a_pushed_one(lab: Lab) -> None:
+    """A tampered kept update (compromised config-mgmt disk) is rejected by pull with the
+    same reason Receive gives, and nothing changes in the target."""
+    commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    lab.set_running("work", False)
+    publish_all(lab)
+    path = lab.home("config-mgmt") / "qgitconf.git/qgitconf/updates/work.update"
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 1
+    path.write_bytes(bytes(data))
+    lab.set_running("work", True)
+    before = target_snapshot(lab, "work")
+    proc = qg(lab, "work", "pull", expect=3)
+    assert b"[bundle-hash-mismatch]" in proc.stderr
+    assert target_snapshot(lab, "work") == before
+    log = rejected_log(lab, "work")
+    assert log[-1]["reason"] == "bundle-hash-mismatch" and log[-1]["from"] == "config-mgmt"
+
+
+def test_untrusted_cannot_fetch(lab: Lab) -> None:
+    commit_files(lab, "personal", {".bashrc": "secret prompt\n"}, "p")
+    publish(lab, "personal")
+    status, out, _err = fetch(lab, "untrusted")
+    assert status == 126 and out == b""
+    status, out, _err = fetch(lab, "untrusted", "qgitconf.Fetch+personal")
+    assert status == 126 and out == b""
+
+
+def test_permissive_policy_still_serves_only_the_callers_update(lab: Lab) -> None:
+    """A misconfigured policy lets untrusted call Fetch: the service still answers for the
+    caller named by dom0 only, whatever argument or stdin it sends."""
+    (lab.policy_dir / "20-misconfigured.policy").write_text(
+        "qgitconf.Fetch * @anyvm config-mgmt allow\n"
+    )
+    commit_files(lab, "personal", {".bashrc": "p\n"}, "p")
+    commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    publish_all(lab)
+    for spec in ("qgitconf.Fetch", "qgitconf.Fetch+personal", "qgitconf.Fetch+work"):
+        status, out, err = fetch(lab, "untrusted", spec)
+        assert status == 1 and out == b"", (spec, status)
+        assert b"nothing published for untrusted" in err
+    # personal asking for work's update gets its own.
+    status, out, _err = fetch(lab, "personal", "qgitconf.Fetch+work")
+    assert status == 0 and out == kept_update(lab, "personal")
+    assert out != kept_update(lab, "work")
+
+
+def test_pull_refused_by_policy_is_a_transport_error(lab: Lab) -> None:
+    (lab.policy_dir / "20-deny.policy").write_text("qgitconf.Fetch * work config-mgmt deny\n")
+    proc = qg(lab, "work", "pull", expect=5)
+    assert b"[policy-denied]" in proc.stderr
+
+
+def test_systemd_units_run_pull() -> None:
+    service = (ROOT / "systemd/qgitconf-pull.service").read_text()
+    timer = (ROOT / "systemd/qgitconf-pull.timer").read_text()
+    assert "ExecStart=qgitconf pull" in service and "Type=oneshot" in service
+    assert "OnStartupSec=" in timer and "WantedBy=timers.target" in timer
+
+
+def test_rpc_dispatchers_have_fixed_argv() -> None:
+    for name, arg in (("qgitconf.Fetch", "fetch"), ("qgitconf.Export", "export")):
+        text = (ROOT / "rpc" / name).read_text()
+        assert text.startswith("#!/bin/sh\n") and text.rstrip().endswith(
+            f"exec qgitconf-service {arg}"
+        )
+        assert (ROOT / "rpc" / name).stat().st_mode & 0o111
