@@ -9,6 +9,7 @@ header is parsed here with caps and strict formats, the pack is pre-scanned
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -109,10 +110,21 @@ class Quarantine:
         (self.objects / "info").mkdir()
         (self.objects / "info" / "alternates").write_text(str(real_objects.resolve()) + "\n")
         self.real_objects = real_objects
-        self.new_shas: list[bytes] = []
+        self.parsed: dict[bytes, Any] = {}  # new trees, commits and tags, checked
+        self.blob_sha256: dict[str, bytes] = {}  # new blob id -> SHA-256 of its content
         from dulwich.object_store import DiskObjectStore
 
         self.store: Any = DiskObjectStore(str(self.objects))
+
+    @property
+    def new_shas(self) -> list[bytes]:
+        """Ids of every object the ingested pack brought."""
+        return [*self.parsed, *(s.encode("ascii") for s in self.blob_sha256)]
+
+    def __getitem__(self, sha: bytes) -> Any:
+        """An object by id: the already parsed new ones first, then the store."""
+        obj = self.parsed.get(sha)
+        return obj if obj is not None else self.store[sha]
 
     def ingest(self, stream: BinaryIO, max_input: int, limits: Limits) -> None:
         """Stream a pack from ``stream`` into the quarantine and check every new object.
@@ -149,12 +161,18 @@ class Quarantine:
                 raise BundleError("bundle pack has deltas against a missing prerequisite") from e
             raise BundleError(f"bundle pack rejected ({name})") from e
         try:
-            shas = list(pack.index)
-            if len(shas) > limits.max_objects:
+            if len(pack.index) > limits.max_objects:
                 raise TooLargeError(f"bundle has more than {limits.max_objects} objects")
-            for sha in shas:
-                obj = pack[sha]
+            # One sequential pass over the completed pack: check() every object (dulwich
+            # does not fsck on ingestion), keep trees and commits parsed for the walks
+            # that follow, and hash each blob once for the tree digest.
+            for obj in pack.iterobjects():
                 obj.check()
+                sha = obj.id.decode("ascii")
+                if obj.type_name == b"blob":
+                    self.blob_sha256[sha] = hashlib.sha256(obj.as_raw_string()).digest()
+                else:
+                    self.parsed[obj.id] = obj
         except ObjectFormatException as e:
             text = sanitize(str(e))
             if text.startswith(("invalid name", "invalid mode")):
@@ -163,7 +181,6 @@ class Quarantine:
             raise BundleError(f"bundle holds a malformed object: {text}") from e
         finally:
             pack.close()
-        self.new_shas = list(shas)
 
     def promote(self) -> None:
         """Move the verified pack files into the real object store (rule 8: last step)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,15 +85,19 @@ def blob_bytes(store: Any, sha: str) -> bytes:
     return bytes(_get(store, sha, b"blob", "blob").as_raw_string())
 
 
-def tree_sha256(store: Any, entries: list[TreeEntry]) -> str:
+def tree_sha256(
+    store: Any, entries: list[TreeEntry], known: Mapping[str, bytes] | None = None
+) -> str:
     """The ``tree-sha256`` of DESIGN "Formats" over the non-tree ``entries``.
 
     SHA-256 of, for each non-tree entry sorted by full path bytes,
     ``<mode as git writes it> <path>\\0<SHA-256 of the blob content>``.
     Gitlinks have no blob here and are refused by the path rules before this runs.
+    ``known`` maps blob ids to content SHA-256s already computed (e.g. while the
+    agent checked the new objects), so those blobs are not read again.
     """
     h = hashlib.sha256()
-    cache: dict[str, bytes] = {}
+    cache: dict[str, bytes] = dict(known or {})
     for e in sorted((e for e in entries if not e.is_tree), key=lambda e: e.path):
         digest = cache.get(e.sha)
         if digest is None:

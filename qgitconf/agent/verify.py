@@ -186,7 +186,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
                 _spool_bundle(stream, st, ctx.limits, spool)  # step 5
                 _check_header(spool, st, ctx)  # step 6
                 quarantine.ingest(spool, st.bundle_size, ctx.limits)  # step 7
-            store = quarantine.store
+            store = quarantine  # new objects as already parsed, then the stores
             commit = read_commit(store, st.commit)  # step 8, rule 6
             payload, signature, _kind = commit.extract_signature()
             if not signature:
@@ -201,7 +201,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
                 ),
                 ctx.rules,
             )
-            if tree_sha256(store, entries) != st.tree_sha256:
+            if tree_sha256(store, entries, quarantine.blob_sha256) != st.tree_sha256:
                 raise BundleError(
                     "tree digest does not match tree-sha256", code="tree-digest-mismatch"
                 )
