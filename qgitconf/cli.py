@@ -718,17 +718,29 @@ def lab_init(directory: str) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def lab_run(directory: str, qube: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside QUBE of the lab in DIRECTORY (use -- before COMMAND)."""
-    from qgitconf.lab.lab import Lab
-
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise UsageError("no COMMAND given")
-    lb = Lab(Path(directory))
+    _exec_in_qube(Path(directory), qube, list(command))
+
+
+@lab.command("shell")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("qube")
+def lab_shell(directory: str, qube: str) -> None:
+    """Open an interactive shell inside QUBE of the lab in DIRECTORY."""
+    _exec_in_qube(Path(directory), qube, [os.environ.get("SHELL") or "/bin/sh", "-i"])
+
+
+def _exec_in_qube(directory: Path, qube: str, command: list[str]) -> None:
+    from qgitconf.lab.lab import Lab
+
+    lb = Lab(directory)
     env = lb.env(qube)
     os.chdir(lb.home(qube))
     try:
-        os.execvpe(command[0], list(command), env)
+        os.execvpe(command[0], command, env)
     except OSError as e:
         raise UsageError(f"cannot run {command[0]}: {e}") from e
 

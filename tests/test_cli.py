@@ -50,6 +50,7 @@ HELP_ARGV = [
     ["layer", "list"],
     ["lab", "init"],
     ["lab", "run"],
+    ["lab", "shell"],
     ["lab", "demo"],
 ]
 
@@ -79,7 +80,7 @@ def test_help_lists_every_command() -> None:
 
 @pytest.mark.parametrize(
     ("group", "subcommands"),
-    [("target", {"add", "init", "list"}), ("lab", {"init", "run", "demo"})],
+    [("target", {"add", "init", "list"}), ("lab", {"init", "run", "shell", "demo"})],
 )
 def test_group_help_lists_subcommands(group: str, subcommands: set[str]) -> None:
     result = CliRunner().invoke(cli, [group, "--help"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -364,7 +365,9 @@ def test_revert_to_zero_reports_restored_originals(lab: Lab) -> None:
 def test_lab_run_accepts_double_dash(lab: Lab) -> None:
     proc = subprocess.run(
         [
-            ".venv/bin/qgitconf",
+            sys.executable,
+            "-m",
+            "qgitconf.cli",
             "lab",
             "run",
             str(lab.root),
@@ -379,3 +382,15 @@ def test_lab_run_accepts_double_dash(lab: Lab) -> None:
         check=True,
     )
     assert proc.stdout.split() == ["personal", str(lab.home("personal"))]
+
+
+def test_lab_shell_runs_inside_the_qube(lab: Lab) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qgitconf.cli", "lab", "shell", str(lab.root), "work"],
+        input="echo $QGITCONF_QUBE_NAME; pwd\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.stdout.split()[:2] == ["work", str(lab.home("work"))]
