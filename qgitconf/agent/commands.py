@@ -233,24 +233,36 @@ def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     could not vouch for are refreshed when they are found unchanged.
     """
     cfg = load_target_config(home, env)
-    state = AgentState(state_dir(home))
-    fs = HomeFS(home)
+    return {
+        "role": "target",
+        "source": cfg.source,
+        "keys": sorted(cfg.pinned),
+        **home_status(AgentState(state_dir(home)), home, env),
+    }
+
+
+def home_status(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """The part of ``status`` that looks at the agent state and $HOME (no config)."""
     recovered = None
-    with state.lock() as held:
+    with state.lock() as held, HomeFS(home) as fs:
         if held:
             recovered = recover(state, fs, Fault.from_env(env))
         data = state.load()
         manifest = state.manifest()
-        drift: list[dict[str, str]] = []
+        found: list[tuple[str, str]] = []
         refreshed = False
-        for path, rec in sorted(manifest.items()):
+        unchanged = fs.unchanged
+        for path, rec in manifest.items():
+            if unchanged(path, rec):  # one lstat: the stat cache vouches for it
+                continue
             disk = fs.probe(path, rec)
             kind = _drift(disk, rec)
             if kind is not None:
-                drift.append({"path": sanitize(path), "state": kind})
+                found.append((path, kind))
             elif disk.hashed and disk.st is not None:
                 rec["stat"] = stat_entry_from(disk.st)
                 refreshed = True
+        drift = [{"path": sanitize(p), "state": k} for p, k in sorted(found)]
         if held and refreshed and not state.journal_dir.exists():
             with contextlib.suppress(OSError):  # only a cache: a full disk may skip it
                 state.save_manifest(manifest)
@@ -259,9 +271,6 @@ def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     gens = state.generations()
     last = gens[-1] if gens else None
     return {
-        "role": "target",
-        "source": cfg.source,
-        "keys": sorted(cfg.pinned),
         "sequence": data.get("sequence"),
         "staged": staged.get("commit"),
         "received": staged.get("received"),

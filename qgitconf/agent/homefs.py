@@ -20,6 +20,7 @@ import hashlib
 import os
 import stat
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from qgitconf.errors import ApplyError
 from qgitconf.sanitize import sanitize
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# At most this many directory fds are cached (the cache starts afresh when full).
+_MAX_FDS = 256
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 # A stat cache entry is trusted only if the file's ctime is older than the moment the
@@ -96,7 +100,17 @@ def _noop(_label: str) -> None:
 
 
 class HomeFS:
-    """Safe operations on paths relative to one home directory."""
+    """Safe operations on paths relative to one home directory.
+
+    Directories are opened one component at a time from an fd of the home with
+    ``O_NOFOLLOW | O_DIRECTORY``; each directory's fd is kept (a cache keyed by its
+    relative path) so a walk over thousands of files opens each directory once, not
+    once per file.  A cached fd names the directory inode that was checked when it was
+    opened: it is never re-resolved through a path, so a symlink planted later is not
+    followed either.  ``forget`` drops the cache (the apply does it between planning
+    and changing, so the changes walk afresh), ``rmdir`` drops what it removes, and
+    ``close`` (or the end of a ``with`` block, or garbage collection) closes them all.
+    """
 
     def __init__(self, home: Path, hook: Callable[[str], None] | None = None) -> None:
         self.home = home
@@ -104,6 +118,27 @@ class HomeFS:
         # While a set: directories changed but not yet fsynced (``sync_dirs`` does it
         # once per directory, before the journal's commit point).  None: at once.
         self.unsynced: set[str] | None = None
+        self._fds: dict[str, int] = {}
+        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
+
+    def __enter__(self) -> HomeFS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every cached directory fd."""
+        self.forget()
+
+    def forget(self, below: str | None = None) -> None:
+        """Drop cached directory fds: all of them, or ``below`` and what is under it."""
+        if below is None:
+            _close_fds(self._fds)
+            return
+        prefix = below + "/"
+        for key in [k for k in self._fds if k == below or k.startswith(prefix)]:
+            os.close(self._fds.pop(key))
 
     def _sync_dir(self, d: int, path: str) -> None:
         if self.unsynced is None:
@@ -115,52 +150,77 @@ class HomeFS:
         """fsync every directory changed since ``unsynced`` was set."""
         for rel in sorted(self.unsynced or ()):
             parts = rel.split("/") if rel else []
-            with contextlib.suppress(_Blocked), self._dir(parts, create=False) as d:
+            with contextlib.suppress(_Blocked):
+                d = self._dirfd(parts, create=False)
                 if d is not None:
                     os.fsync(d)
         if self.unsynced is not None:
             self.unsynced = set()
 
+    def syncfs(self) -> None:
+        """Flush everything written on the home's filesystem (data and metadata) to
+        disk, in one call: ``syncfs(2)`` where there is one, else ``sync(2)``."""
+        fd = self._dirfd([], create=False)
+        assert fd is not None
+        _syncfs(fd)
+
     # -- walking -------------------------------------------------------------------------
+
+    def _dirfd(self, parts: list[str], create: bool) -> int | None:
+        """The (cached, borrowed: do not close) fd of directory ``parts``; None if it
+        is missing and ``create`` is false.
+
+        Raises:
+            _Blocked: a component is a symlink or not a directory.
+        """
+        key = "/".join(parts)
+        fd = self._fds.get(key)
+        if fd is not None:
+            return fd
+        if not parts:
+            if len(self._fds) >= _MAX_FDS:  # before any fd is handed out: none in use
+                self.forget()
+            fd = os.open(self.home, _DIR_FLAGS)
+            self._fds[""] = fd
+            return fd
+        parent = self._dirfd(parts[:-1], create)
+        if parent is None:
+            return None
+        name = parts[-1]
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            os.mkdir(name, 0o755, dir_fd=parent)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _Blocked(key) from e
+            raise
+        self._fds[key] = fd
+        return fd
 
     @contextmanager
     def _dir(self, parts: list[str], create: bool) -> Iterator[int | None]:
-        fd = os.open(self.home, _DIR_FLAGS)
-        try:
-            for i, name in enumerate(parts):
-                try:
-                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        os.close(fd)
-                        fd = -1
-                        yield None
-                        return
-                    os.mkdir(name, 0o755, dir_fd=fd)
-                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except OSError as e:
-                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                        where = "/".join(parts[: i + 1])
-                        raise _Blocked(where) from e
-                    raise
-                os.close(fd)
-                fd = nfd
-            yield fd
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        yield self._dirfd(parts, create)
 
     @contextmanager
     def parent(self, path: str, create: bool = False) -> Iterator[tuple[int | None, str]]:
         """The fd of ``path``'s directory (None if missing) and the last component.
 
+        The fd is borrowed from the cache: do not close it.
+
         Raises:
             ApplyError: a component on the way is a symlink or not a directory.
         """
-        *parents, name = path.split("/")
+        d, name = self._parent(path, create)
+        yield d, name
+
+    def _parent(self, path: str, create: bool = False) -> tuple[int | None, str]:
+        parents, _, name = path.rpartition("/")
         try:
-            with self._dir(parents, create) as d:
-                yield d, name
+            return self._dirfd(parents.split("/") if parents else [], create), name
         except _Blocked as b:
             raise ApplyError(
                 f"'{sanitize(b.where)}' is a symlink or a file, not a directory; "
@@ -175,14 +235,39 @@ class HomeFS:
         ``cached`` is the manifest record of ``path``; when its stat cache proves the
         file unchanged, the content is not read again.
         """
-        *parents, name = path.split("/")
+        parents, _, name = path.rpartition("/")
         try:
-            with self._dir(parents, create=False) as d:
-                if d is None:
-                    return DiskState("missing")
-                return self._probe_at(d, name, cached)
+            d = self._dirfd(parents.split("/") if parents else [], create=False)
         except _Blocked as b:
             return DiskState("blocked", target=b.where)
+        if d is None:
+            return DiskState("missing")
+        return self._probe_at(d, name, cached)
+
+    def unchanged(self, path: str, record: Mapping[str, Any]) -> bool:
+        """True if the stat cache of manifest ``record`` proves the regular file at
+        ``path`` still has the recorded mode and content (one ``lstat``, no read).
+
+        The fast path of ``status``: False only means "ask ``probe``".
+        """
+        cached = record.get("stat")
+        if record.get("type") != "file" or len(record) != 4 or not isinstance(cached, list):
+            return False
+        parents, _, name = path.rpartition("/")
+        d = self._fds.get(parents)
+        try:
+            if d is None:
+                d = self._dirfd(parents.split("/") if parents else [], create=False)
+                if d is None:
+                    return False
+            st = os.stat(name, dir_fd=d, follow_symlinks=False)
+        except (OSError, _Blocked):
+            return False
+        return (
+            stat.S_ISREG(st.st_mode)
+            and stat.S_IMODE(st.st_mode) == record.get("mode")
+            and cache_hit(st, record)
+        )
 
     def _probe_at(self, d: int, name: str, cached: Mapping[str, Any] | None) -> DiskState:
         try:
@@ -214,16 +299,16 @@ class HomeFS:
 
     def lstat(self, path: str) -> os.stat_result | None:
         """``lstat`` of ``path`` (None if it or its directory is missing or blocked)."""
-        *parents, name = path.split("/")
+        parents, _, name = path.rpartition("/")
         try:
-            with self._dir(parents, create=False) as d:
-                if d is None:
-                    return None
-                try:
-                    return os.stat(name, dir_fd=d, follow_symlinks=False)
-                except (FileNotFoundError, NotADirectoryError):
-                    return None
+            d = self._dirfd(parents.split("/") if parents else [], create=False)
         except _Blocked:
+            return None
+        if d is None:
+            return None
+        try:
+            return os.stat(name, dir_fd=d, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def read(self, path: str) -> bytes:
@@ -280,41 +365,56 @@ class HomeFS:
         Steps: ``tmp`` (created ``O_EXCL | O_NOFOLLOW`` in the same directory), write,
         ``fchmod`` to the exact mode, fsync, rename over ``path``, fsync the directory.
         """
-        with self.parent(path) as (d, name):
-            if d is None:
-                raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
-            fd = os.open(
-                tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=d,
-            )
-            try:
-                view = memoryview(data)
-                half = len(view) // 2
-                _write_all(fd, view[:half])
-                self.hook("partial-temp")
-                _write_all(fd, view[half:])
-                os.fchmod(fd, mode)  # exact mode, whatever the umask
+        self.write_temp(path, data, mode, tmp, sync=True)
+        return self.replace(path, tmp)
+
+    def write_temp(self, path: str, data: bytes, mode: int, tmp: str, *, sync: bool) -> None:
+        """Write ``data`` as ``tmp`` beside ``path``: created ``O_EXCL | O_NOFOLLOW``,
+        ``fchmod`` to the exact mode, fsynced if ``sync`` (else the caller syncs the
+        filesystem before ``replace``).  On an error the temp file is removed."""
+        d, _name = self._parent(path)
+        if d is None:
+            raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
+        fd = os.open(tmp, _TEMP_FLAGS, 0o600, dir_fd=d)
+        try:
+            view = memoryview(data)
+            half = len(view) // 2
+            _write_all(fd, view[:half])
+            self.hook("partial-temp")
+            _write_all(fd, view[half:])
+            os.fchmod(fd, mode)  # exact mode, whatever the umask
+            if sync:
                 os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                os.unlink(tmp, dir_fd=d)
-                raise
+        except BaseException:
             os.close(fd)
-            self.hook("temp-written")
-            self._replace(d, tmp, name, path)
-            return os.stat(name, dir_fd=d, follow_symlinks=False)
+            os.unlink(tmp, dir_fd=d)
+            raise
+        os.close(fd)
+        self.hook("temp-written")
+
+    def link_temp(self, path: str, target: str, tmp: str) -> None:
+        """Create the symlink ``tmp`` -> ``target`` (already validated) beside ``path``."""
+        d, _name = self._parent(path)
+        if d is None:
+            raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
+        os.symlink(target, tmp, dir_fd=d)
+        self.hook("temp-written")
+
+    def replace(self, path: str, tmp: str) -> os.stat_result:
+        """Rename ``tmp`` over ``path`` (same directory); return the new ``lstat``.
+
+        The directory is fsynced at once, or noted in ``unsynced`` while that is a set.
+        """
+        d, name = self._parent(path)
+        if d is None:
+            raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
+        self._replace(d, tmp, name, path)
+        return os.stat(name, dir_fd=d, follow_symlinks=False)
 
     def write_link(self, path: str, target: str, tmp: str) -> os.stat_result:
         """Atomically replace ``path`` with a symlink to the already validated ``target``."""
-        with self.parent(path) as (d, name):
-            if d is None:
-                raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
-            os.symlink(target, tmp, dir_fd=d)
-            self.hook("temp-written")
-            self._replace(d, tmp, name, path)
-            return os.stat(name, dir_fd=d, follow_symlinks=False)
+        self.link_temp(path, target, tmp)
+        return self.replace(path, tmp)
 
     def _replace(self, d: int, tmp: str, name: str, path: str) -> None:
         try:
@@ -372,6 +472,7 @@ class HomeFS:
         with self.parent(path) as (d, name):
             if d is None:
                 return False
+            self.forget(path)
             try:
                 os.rmdir(name, dir_fd=d)
             except (FileNotFoundError, OSError) as e:
@@ -418,3 +519,37 @@ def _write_all(fd: int, view: memoryview) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _close_fds(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
+_LIBC_SYNCFS: Any = None
+
+
+def _syncfs(fd: int) -> None:
+    """``syncfs(fd)``: flush the filesystem holding ``fd``; ``sync()`` where there is
+    no ``syncfs`` (it flushes every filesystem, a superset)."""
+    global _LIBC_SYNCFS
+    if _LIBC_SYNCFS is None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            _LIBC_SYNCFS = libc.syncfs
+            _LIBC_SYNCFS.argtypes = [ctypes.c_int]
+            _LIBC_SYNCFS.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            _LIBC_SYNCFS = False
+    if _LIBC_SYNCFS is False:
+        os.sync()
+        return
+    if _LIBC_SYNCFS(fd) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

@@ -47,7 +47,7 @@ from typing import Any, cast
 from qgitconf.agent.homefs import HomeFS, content
 from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
 from qgitconf.errors import ApplyError, LocalStateError
-from qgitconf.fsutil import atomic_write, fsync_dir, read_json, write_json
+from qgitconf.fsutil import atomic_write, fsync_dir, read_json
 from qgitconf.sanitize import sanitize
 
 JOURNAL_VERSION = 1
@@ -97,6 +97,7 @@ class Journal:
     state: AgentState
     data: dict[str, Any]
     fault: Fault = field(default_factory=Fault)
+    _progress_fd: int | None = field(default=None, repr=False)
 
     @property
     def dir(self) -> Path:
@@ -130,7 +131,8 @@ class Journal:
         for s in steps:
             s["tmp"] = temp_name(s["path"], jid, s["i"])
         j = cls(state, data, fault)
-        write_json(j.dir / "plan.json", data)
+        # Compact JSON: the C encoder (an indented dump is ~10x slower on 10k steps).
+        atomic_write(j.dir / "plan.json", dump(data).encode("utf-8"))
         fsync_dir(state.root)
         fault("journal-written")
         return j
@@ -155,15 +157,24 @@ class Journal:
     # -- progress ------------------------------------------------------------------------
 
     def progress(self, line: str, *, sync: bool = False) -> None:
-        fd = os.open(
-            self.dir / "progress", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        try:
-            os.write(fd, (line + "\n").encode("utf-8"))
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Append ``line`` to ``progress`` (kept open while the journal is in use)."""
+        fd = self._progress_fd
+        if fd is None:
+            fd = os.open(
+                self.dir / "progress",
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                0o600,
+            )
+            self._progress_fd = fd
+        os.write(fd, (line + "\n").encode("utf-8"))
+        if sync:
+            os.fsync(fd)
+
+    def release(self) -> None:
+        """Close the ``progress`` fd (the journal itself stays)."""
+        if self._progress_fd is not None:
+            os.close(self._progress_fd)
+            self._progress_fd = None
 
     def done_steps(self) -> int:
         try:
@@ -182,6 +193,7 @@ class Journal:
 
     def close(self) -> None:
         """Remove the journal: ``plan.json`` first (the journal ends there), then the rest."""
+        self.release()
         (self.dir / "plan.json").unlink(missing_ok=True)
         fsync_dir(self.dir)
         self.fault("journal-removed")

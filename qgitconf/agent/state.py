@@ -139,21 +139,21 @@ class AgentState:
         return data if isinstance(data, list) else []
 
     def save_generations(self, gens: list[dict[str, Any]]) -> None:
-        write_json(self.root / "generations.json", gens)
+        _save_json(self.root / "generations.json", gens)
 
     def manifest(self) -> dict[str, dict[str, Any]]:
         data = read_json(self.root / "manifest.json", {})
         return data if isinstance(data, dict) else {}
 
     def save_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
-        write_json(self.root / "manifest.json", manifest)
+        _save_json(self.root / "manifest.json", manifest)
 
     def originals(self) -> dict[str, dict[str, Any]]:
         data = read_json(self.root / "originals.json", {})
         return data if isinstance(data, dict) else {}
 
     def save_originals(self, originals: dict[str, dict[str, Any]]) -> None:
-        write_json(self.root / "originals.json", originals)
+        _save_json(self.root / "originals.json", originals)
 
     # -- rejected log ------------------------------------------------------------------
 
@@ -168,3 +168,12 @@ class AgentState:
         # A full disk must not turn a rejection into a crash.
         with contextlib.suppress(OSError):
             append_line(self.root / "rejected.log", json.dumps(record, sort_keys=True))
+
+
+def _save_json(path: Path, value: Any) -> None:
+    """Atomically write ``value`` as one-line JSON with sorted keys.
+
+    For the records that grow with the number of managed files: ``json.dumps`` without
+    ``indent`` runs in C, about ten times faster than an indented dump.
+    """
+    atomic_write(path, (json.dumps(value, sort_keys=True) + "\n").encode("utf-8"))

@@ -3,14 +3,17 @@
 A plain script (not collected by pytest).  Run: ``.venv/bin/python tests/bench/bench_apply.py``
 
 For N in 1,000 and 10,000 files (a dotfile-like tree: 100-byte to 4 KiB files in
-nested directories) it times, medians of 3 runs, in the same run:
+nested directories) it times, medians of 3 runs taken alternately with git's (each
+after an untimed ``sync``), in the same run:
 
 - ``apply``: qgitconf's planner and journaled writer (``plan_apply`` + ``execute``,
   the code ``qgitconf apply`` runs after loading its config) into an empty home,
   against ``git checkout`` (``git --work-tree=EMPTY checkout COMMIT -- .``) of the
   same commit from the same repository;
-- ``status`` on the 10,000 managed files with a warm stat cache, against ``git status``
-  in a checkout of the same tree (index refreshed once beforehand).
+- ``status`` on the 10,000 managed files with a warm stat cache (``home_status``: the
+  whole of ``qgitconf status`` after loading its config - lock, recovery check, state
+  records, drift scan), against ``git status`` in a checkout of the same tree (index
+  refreshed once beforehand).
 
 Both write into the same filesystem as the temporary directory (``--dir``).
 """
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qgitconf.agent.apply import execute, plan_apply
-from qgitconf.agent.commands import status as _unused  # noqa: F401  (import cost outside timing)
+from qgitconf.agent.commands import home_status
 from qgitconf.agent.homefs import RACY_NS, HomeFS
 from qgitconf.agent.state import AgentState
 from qgitconf.limits import Limits
@@ -83,6 +86,26 @@ def median_of(runs: int, setup: Callable[[], object], fn: Callable[[], object]) 
     return statistics.median(times)
 
 
+def paired_medians(
+    runs: int,
+    ours: tuple[Callable[[], object], Callable[[], object]],
+    ref: tuple[Callable[[], object], Callable[[], object]],
+) -> tuple[float, float]:
+    """Medians of ``runs`` timings of each ``(setup, fn)``, taken alternately (so a
+    change in the machine's load hits both sides), each from a clean page cache state:
+    ``sync`` (untimed) after the setup, so neither side pays for the other's writeback."""
+    t_ours: list[float] = []
+    t_ref: list[float] = []
+    for _ in range(runs):
+        for (setup, fn), out in ((ours, t_ours), (ref, t_ref)):
+            setup()
+            os.sync()
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return statistics.median(t_ours), statistics.median(t_ref)
+
+
 def reset_state(state: AgentState) -> None:
     for name in ("manifest.json", "originals.json", "generations.json", "state.json"):
         (state.root / name).unlink(missing_ok=True)
@@ -123,9 +146,7 @@ def bench_apply(root: Path, n: int, runs: int) -> tuple[float, float]:
             env=env,
         )
 
-    t_q = median_of(runs, fresh_home, do_apply)
-    t_g = median_of(runs, fresh_wt, do_checkout)
-    return t_q, t_g
+    return paired_medians(runs, (fresh_home, do_apply), (fresh_wt, do_checkout))
 
 
 def bench_status(root: Path, n: int, runs: int) -> tuple[float, float, int]:
@@ -145,31 +166,44 @@ def bench_status(root: Path, n: int, runs: int) -> tuple[float, float, int]:
     state.save_manifest(manifest)
 
     def q_status() -> int:
+        out = home_status(state, home, {})
+        assert out["managed"] == n and not out["drift"], out["drift"][:5]
+        return len(out["drift"])
+
+    def rehashed() -> int:
         fs = HomeFS(home)
-        m = state.manifest()
-        return sum(1 for p, r in m.items() if fs.probe(p, r).hashed)
+        return sum(1 for p, r in state.manifest().items() if fs.probe(p, r).hashed)
 
     git("status", "--porcelain", cwd=src)  # refresh the index once
-    t_q = median_of(runs, lambda: None, q_status)
-    t_g = median_of(runs, lambda: None, lambda: git("status", "--porcelain", cwd=src))
-    return t_q, t_g, q_status()
+    t_q, t_g = paired_medians(
+        runs,
+        (lambda: None, q_status),
+        (lambda: None, lambda: git("status", "--porcelain", cwd=src)),
+    )
+    return t_q, t_g, rehashed()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=None, help="where to build the trees [default: $TMPDIR]")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--sizes",
+        default="1000,10000",
+        help="comma-separated file counts; status runs on the largest [default: 1000,10000]",
+    )
     args = ap.parse_args()
+    sizes = sorted(int(x) for x in args.sizes.split(","))
     root = Path(tempfile.mkdtemp(prefix="qgc-bench-", dir=args.dir))
     try:
         print(f"filesystem of {root}: medians of {args.runs} runs")
         print(f"{'operation':<34}{'qgitconf':>10}{'git':>10}{'ratio':>8}")
-        for n in (1000, 10000):
+        for n in sizes:
             q, g = bench_apply(root, n, args.runs)
             label = f"apply {n} files (empty home)"
             print(f"{label:<34}{q:>9.2f}s{g:>9.2f}s{q / g:>7.1f}x")
-        q, g, rehashed = bench_status(root, 10000, args.runs)
-        label = "status 10000 files (warm)"
+        q, g, rehashed = bench_status(root, sizes[-1], args.runs)
+        label = f"status {sizes[-1]} files (warm)"
         print(f"{label:<34}{q:>9.2f}s{g:>9.2f}s{q / g:>7.1f}x   ({rehashed} re-hashed)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
