@@ -196,13 +196,16 @@ def glob_matches(pattern: str, path: str) -> bool:
 # --- components ----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65536)
 def _fold_component(name: str) -> str:
     """Fold a component the way case-insensitive, NTFS and HFS+ filesystems would.
 
     Removes HFS+ ignorable code points, cuts an NTFS ``:stream`` suffix, strips NTFS
     trailing dots and spaces, then applies Unicode caseless matching (NFD, casefold,
-    NFC).
+    NFC).  Pure, so cached: trees repeat the same directory names many times.
     """
+    if name.isascii():  # no HFS ignorables, and caseless matching is lower()
+        return name.split(":", 1)[0].rstrip(". ").lower()
     name = "".join(ch for ch in name if ch not in _HFS_IGNORABLE)
     name = name.split(":", 1)[0]
     name = name.rstrip(". ")
@@ -218,8 +221,11 @@ def _describe_char(ch: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+@functools.lru_cache(maxsize=65536)
 def _component(name: bytes) -> str:
-    """Check one component; raise :class:`_Refused` with a reason on failure."""
+    """Check one component; raise :class:`_Refused` with a reason on failure.
+
+    Pure, so cached (a refusal raises and is not cached)."""
     if not name:
         raise _Refused("empty component")
     if b"\0" in name:
