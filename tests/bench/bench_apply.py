@@ -37,6 +37,7 @@ from qgitconf.agent.homefs import RACY_NS, HomeFS
 from qgitconf.agent.state import AgentState
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules
+from tests.bench.common import row
 
 
 def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -202,9 +203,11 @@ def main() -> None:
             q, g = bench_apply(root, n, args.runs)
             label = f"apply {n} files (empty home)"
             print(f"{label:<34}{q:>9.2f}s{g:>9.2f}s{q / g:>7.1f}x")
+            row(f"{label} vs git checkout", q, g, "s", "<= 2.0", q / g <= 2.0)
         q, g, rehashed = bench_status(root, sizes[-1], args.runs)
         label = f"status {sizes[-1]} files (warm)"
         print(f"{label:<34}{q:>9.2f}s{g:>9.2f}s{q / g:>7.1f}x   ({rehashed} re-hashed)")
+        row(f"status, no drift, {sizes[-1]} files vs git status", q, g, "s", "<= 1.5", q / g <= 1.5)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.bench.common import print_rows
 
-SCRIPTS = ["bench_receive", "bench_apply", "bench_publish", "rss_receive"]
+SCRIPTS = ["bench_receive", "bench_lab", "bench_apply", "bench_publish", "rss_receive"]
 
 
 def main(argv: list[str]) -> int:
