@@ -161,7 +161,8 @@ class HomeFS:
         """Flush everything written on the home's filesystem (data and metadata) to
         disk, in one call: ``syncfs(2)`` where there is one, else ``sync(2)``."""
         fd = self._dirfd([], create=False)
-        assert fd is not None
+        if fd is None:
+            raise ApplyError("the home directory disappeared during apply")
         _syncfs(fd)
 
     # -- walking -------------------------------------------------------------------------

@@ -482,8 +482,9 @@ def page(text: str, env: Mapping[str, str]) -> None:
     except OSError:
         os.write(1, data)
         return
+    if proc.stdin is None:  # cannot happen with stdin=PIPE; keeps the type checker honest
+        return
     try:
-        assert proc.stdin is not None
         proc.stdin.write(data)
         proc.stdin.close()
     except BrokenPipeError:
