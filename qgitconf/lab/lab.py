@@ -43,7 +43,8 @@ def source_root() -> Path:
     return Path(__file__).resolve().parent.parent.parent
 
 
-def _gpg(home: Path, *args: str, input: bytes | None = None) -> bytes:
+def gpg_in(home: Path, *args: str, input: bytes | None = None) -> bytes:
+    """Run gpg in the GnuPG home ``home`` (batch, no tty); return stdout or raise ConfigError."""
     proc = subprocess.run(
         ["gpg", "--homedir", str(home), "--batch", "--no-tty", *args],
         input=input,
@@ -59,10 +60,10 @@ def make_key(home: Path, uid: str, *extra: str) -> str:
     """Generate an ed25519 signing key without passphrase in ``home``; return its fingerprint."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(home, 0o700)
-    _gpg(
+    gpg_in(
         home, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", *(extra or ("never",))
     )
-    out = _gpg(home, "--with-colons", "--list-secret-keys", uid).decode()
+    out = gpg_in(home, "--with-colons", "--list-secret-keys", uid).decode()
     fprs = [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")]
     return fprs[0]
 
@@ -221,7 +222,7 @@ def init_lab(root: Path, src: Path | None = None) -> Lab:
         )
     _shim(lab.qube("config-mgmt") / "bin" / "qubes-gpg-client-wrapper", "qgitconf.lab.splitgpg")
     fpr = make_key(lab.vault_gnupg, "qgitconf lab vault <vault@lab.invalid>")
-    public = _gpg(lab.vault_gnupg, "--armor", "--export", fpr)
+    public = gpg_in(lab.vault_gnupg, "--armor", "--export", fpr)
     (lab.home("vault") / KEY_FILE).write_bytes(public)
     for name in ("config-mgmt", "personal", "work"):  # as `qvm-copy` from the vault would
         incoming = lab.home(name) / "QubesIncoming" / "vault"

@@ -280,22 +280,14 @@ def accept(repo: MgmtRepo, ident: str, allow_secret: bool = False) -> str:
         tip = repo.tip(into)
         if tip is None:
             raise GitError(f"branch {into} has no commits")
-        wt = repo.home / "qgitconf-work" / into
-        if (wt / ".git").exists() and repo.git("status", "--porcelain", cwd=wt).strip():
-            raise UsageError(f"the worktree {wt} has uncommitted changes; commit them first")
+        if repo.worktree_dirty(into):
+            raise UsageError(
+                f"the worktree {repo.worktree_path(into)} has uncommitted changes; "
+                "commit them first"
+            )
         tree = _tree_with(repo, tip, rel, int(entry["mode"], 8), entry["blob"])
-        new = repo.git(
-            "commit-tree",
-            f"-S{repo.signing_key()}",
-            "-p",
-            tip,
-            "-m",
-            f"Import {rel} from {entry['qube']}",
-            tree,
-        ).strip()
-        repo.git("update-ref", f"refs/heads/{into}", new, tip)
-        if (wt / ".git").exists():
-            repo.git("reset", "--hard", "--quiet", cwd=wt)
+        new = repo.signed_commit(tree, [tip], f"Import {rel} from {entry['qube']}")
+        repo.move_branch(into, new, tip)
         _forget(repo, ident)
     return new
 

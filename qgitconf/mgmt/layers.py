@@ -29,14 +29,6 @@ class MergePlan:
     merged: tuple[str, ...] = field(default=())
 
 
-def is_ancestor(repo: MgmtRepo, ancestor: str, tip: str) -> bool:
-    try:
-        repo.git("merge-base", "--is-ancestor", ancestor, tip)
-    except GitError:
-        return False
-    return True
-
-
 def merge_tree(repo: MgmtRepo, ours: str, theirs: str) -> tuple[str | None, list[str]]:
     """Merge two commits without a worktree; return (tree, []) or (None, conflicted paths)."""
     proc = subprocess.run(
@@ -64,11 +56,6 @@ def merge_tree(repo: MgmtRepo, ours: str, theirs: str) -> tuple[str | None, list
     raise GitError(f"git merge-tree failed: {err[-1] if err else proc.returncode}")
 
 
-def _worktree_dirty(repo: MgmtRepo, branch: str) -> bool:
-    wt = repo.home / "qgitconf-work" / branch
-    return (wt / ".git").exists() and bool(repo.git("status", "--porcelain", cwd=wt).strip())
-
-
 def plan_merges(repo: MgmtRepo, targets: Sequence[str]) -> list[MergePlan]:
     """Create the signed merge commits each target needs; move no ref yet.
 
@@ -88,25 +75,15 @@ def plan_merges(repo: MgmtRepo, targets: Sequence[str]) -> list[MergePlan]:
             theirs = repo.tip(layer)
             if theirs is None or layer not in repo.layers():
                 raise ConfigError(f"target {target} names layer {layer!r}, which does not exist")
-            if is_ancestor(repo, theirs, cur):
+            if repo.is_ancestor(theirs, cur):
                 continue  # already merged
             tree, conflicted = merge_tree(repo, cur, theirs)
             if tree is None:
                 conflicts.append(f"{target} <- {layer}: {', '.join(conflicted)}")
                 break
-            cur = repo.git(
-                "commit-tree",
-                f"-S{repo.signing_key()}",
-                "-p",
-                cur,
-                "-p",
-                theirs,
-                "-m",
-                f"Merge layer {layer} into {target}",
-                tree,
-            ).strip()
+            cur = repo.signed_commit(tree, [cur, theirs], f"Merge layer {layer} into {target}")
             merged.append(layer)
-        if cur != old and _worktree_dirty(repo, target):
+        if cur != old and repo.worktree_dirty(target):
             dirty.append(target)
         plans.append(MergePlan(target, old, cur, tuple(merged)))
     if conflicts:
@@ -128,10 +105,7 @@ def apply_merges(repo: MgmtRepo, plans: Sequence[MergePlan]) -> None:
     for plan in plans:
         if plan.new == plan.old:
             continue
-        repo.git("update-ref", f"refs/heads/{plan.target}", plan.new, plan.old)
-        wt = repo.home / "qgitconf-work" / plan.target
-        if (wt / ".git").exists():  # clean (checked by plan_merges): keep it in step
-            repo.git("reset", "--hard", "--quiet", cwd=wt)
+        repo.move_branch(plan.target, plan.new, plan.old)  # clean: plan_merges checked
 
 
 def merge_layers(repo: MgmtRepo, targets: Sequence[str]) -> list[MergePlan]:

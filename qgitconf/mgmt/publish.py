@@ -63,14 +63,6 @@ def load_record(repo: MgmtRepo, target: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _is_ancestor(repo: MgmtRepo, ancestor: str, tip: str) -> bool:
-    try:
-        repo.git("merge-base", "--is-ancestor", ancestor, tip)
-    except GitError:
-        return False
-    return True
-
-
 def git_bundle(repo: MgmtRepo, target: str, tip: str, prerequisite: str | None) -> bytes:
     """A v2 bundle of ``refs/heads/<target>`` at ``tip`` with one prerequisite at most.
 
@@ -163,7 +155,7 @@ def send(transport: Transport, target: str, update: bytes) -> Reply:
 def _prerequisite(repo: MgmtRepo, record: dict[str, Any], tip: str) -> str | None:
     """The last commit the target reported as accepted, if the tip descends from it."""
     accepted = record.get("accepted")
-    if isinstance(accepted, str) and accepted != tip and _is_ancestor(repo, accepted, tip):
+    if isinstance(accepted, str) and accepted != tip and repo.is_ancestor(accepted, tip):
         return accepted
     return None
 

@@ -202,9 +202,7 @@ class MgmtRepo:
         """A signed empty root commit for a new branch ``name``; returns its id."""
         # git knows the empty tree without storing it; bundles need the object.
         self.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"")
-        tip = self.git(
-            "commit-tree", f"-S{self.signing_key()}", "-m", f"qgitconf: start {name}", EMPTY_TREE
-        ).strip()
+        tip = self.signed_commit(EMPTY_TREE, [], f"qgitconf: start {name}")
         self.git("update-ref", f"refs/heads/{name}", tip, "0" * 40)
         return tip
 
@@ -267,13 +265,46 @@ class MgmtRepo:
             targets[target] = dict(targets[target], layers=[*layers, layer])
             write_json(self.meta / "targets.json", targets)
 
+    # -- moving branches -----------------------------------------------------------------
+
+    def worktree_path(self, branch: str) -> Path:
+        return self.home / "qgitconf-work" / branch
+
+    def worktree_dirty(self, branch: str) -> bool:
+        """True when ``branch`` has a worktree with uncommitted changes."""
+        wt = self.worktree_path(branch)
+        return (wt / ".git").exists() and bool(self.git("status", "--porcelain", cwd=wt).strip())
+
+    def is_ancestor(self, ancestor: str, tip: str) -> bool:
+        """True when ``ancestor`` is ``tip`` or in its history."""
+        try:
+            self.git("merge-base", "--is-ancestor", ancestor, tip)
+        except GitError:
+            return False
+        return True
+
+    def signed_commit(self, tree: str, parents: Sequence[str], message: str) -> str:
+        """Make a commit of ``tree`` signed through ``gpg.program``; move no ref."""
+        args = [a for p in parents for a in ("-p", p)]
+        return self.git(
+            "commit-tree", f"-S{self.signing_key()}", *args, "-m", message, tree
+        ).strip()
+
+    def move_branch(self, branch: str, new: str, old: str) -> None:
+        """Compare-and-swap ``refs/heads/<branch>`` from ``old`` to ``new`` and keep its
+        (clean: callers check ``worktree_dirty`` first) worktree in step."""
+        self.git("update-ref", f"refs/heads/{branch}", new, old)
+        wt = self.worktree_path(branch)
+        if (wt / ".git").exists():
+            self.git("reset", "--hard", "--quiet", cwd=wt)
+
     # -- authoring -----------------------------------------------------------------------
 
     def worktree(self, branch: str) -> Path:
         """The worktree of ``branch`` (a target or a layer, created on first use) under
         ``~/qgitconf-work/``."""
         self.branch(branch)
-        wt = self.home / "qgitconf-work" / branch
+        wt = self.worktree_path(branch)
         if not (wt / ".git").exists():
             wt.parent.mkdir(parents=True, exist_ok=True)
             self.git("worktree", "prune")

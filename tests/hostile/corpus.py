@@ -35,6 +35,7 @@ from dulwich.objects import ShaFile
 
 from qgitconf.envelope import Statement, format_envelope_header, format_statement
 from qgitconf.gitstore import TreeEntry, tree_sha256
+from qgitconf.lab.lab import gpg_in
 from tests.hostile import packgen
 
 TYPE = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
@@ -68,20 +69,8 @@ NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 # -- keys ---------------------------------------------------------------------------------
 
 
-def _gpg(home: Path, *args: str, input: bytes | None = None) -> bytes:
-    proc = subprocess.run(
-        ["gpg", "--homedir", str(home), "--batch", "--no-tty", *args],
-        input=input,
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"gpg {args}: {proc.stderr.decode(errors='replace')[-400:]}")
-    return proc.stdout
-
-
 def _fprs(home: Path) -> list[str]:
-    out = _gpg(home, "--with-colons", "--list-keys").decode()
+    out = gpg_in(home, "--with-colons", "--list-keys").decode()
     return [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")]
 
 
@@ -98,7 +87,7 @@ class Key:
 
     def sign(self, data: bytes) -> bytes:
         extra = ["--faked-system-time", self.faked_time] if self.faked_time else []
-        return _gpg(
+        return gpg_in(
             self.sign_home,
             *extra,
             "--armor",
@@ -119,7 +108,7 @@ def make_keys(root: Path) -> dict[str, Key]:
     keys: dict[str, Key] = {}
     for name in ("vault", "second", "rogue"):
         home = _new_home(root, name)
-        _gpg(
+        gpg_in(
             home,
             "--passphrase",
             "",
@@ -130,10 +119,10 @@ def make_keys(root: Path) -> dict[str, Key]:
             "never",
         )
         fpr = _fprs(home)[0]
-        keys[name] = Key(name, fpr, _gpg(home, "--armor", "--export", fpr), home, fpr)
+        keys[name] = Key(name, fpr, gpg_in(home, "--armor", "--export", fpr), home, fpr)
 
     home = _new_home(root, "expired")
-    _gpg(
+    gpg_in(
         home,
         "--faked-system-time",
         "20200101T000000",
@@ -149,14 +138,14 @@ def make_keys(root: Path) -> dict[str, Key]:
     keys["expired"] = Key(
         "expired",
         fpr,
-        _gpg(home, "--armor", "--export", fpr),
+        gpg_in(home, "--armor", "--export", fpr),
         home,
         fpr,
         faked_time="20200101T120000",
     )
 
     home = _new_home(root, "revoked")
-    _gpg(
+    gpg_in(
         home,
         "--passphrase",
         "",
@@ -172,11 +161,11 @@ def make_keys(root: Path) -> dict[str, Key]:
     cert = (
         (home / "openpgp-revocs.d" / f"{fpr}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
     )
-    _gpg(home, "--import", input=cert.encode())
-    keys["revoked"] = Key("revoked", fpr, _gpg(home, "--armor", "--export", fpr), signer, fpr)
+    gpg_in(home, "--import", input=cert.encode())
+    keys["revoked"] = Key("revoked", fpr, gpg_in(home, "--armor", "--export", fpr), signer, fpr)
 
     home = _new_home(root, "subrevoked")
-    _gpg(
+    gpg_in(
         home,
         "--passphrase",
         "",
@@ -187,11 +176,11 @@ def make_keys(root: Path) -> dict[str, Key]:
         "never",
     )
     fpr = _fprs(home)[0]
-    _gpg(home, "--passphrase", "", "--quick-add-key", fpr, "ed25519", "sign", "never")
+    gpg_in(home, "--passphrase", "", "--quick-add-key", fpr, "ed25519", "sign", "never")
     sub = _fprs(home)[1]
     signer = root / "subrevoked-signer"
     shutil.copytree(home, signer, ignore=shutil.ignore_patterns("S.*"))
-    _gpg(
+    gpg_in(
         home,
         "--yes",
         "--command-fd",
@@ -205,7 +194,7 @@ def make_keys(root: Path) -> dict[str, Key]:
         input=b"key 1\nrevkey\ny\n0\n\ny\nsave\n",
     )
     keys["subrevoked"] = Key(
-        "subrevoked", fpr, _gpg(home, "--armor", "--export", fpr), signer, sub + "!"
+        "subrevoked", fpr, gpg_in(home, "--armor", "--export", fpr), signer, sub + "!"
     )
     for home in root.iterdir():
         subprocess.run(
@@ -526,6 +515,19 @@ def _two_refs(w: World) -> bytes:
     return w.update(objs, sha, bundle_bytes=b)
 
 
+def _two_prereqs(w: World) -> bytes:
+    objs, sha = w.child(lambda o: w.files(o, {".bashrc": b"x\n"}))
+    b = bundle(pack(list(objs.items.values())), [(sha, "refs/heads/personal")], [w.c1, w.c1])
+    return w.update(objs, sha, bundle_bytes=b)
+
+
+def _same_ref_twice(w: World) -> bytes:
+    objs, sha = w.child(lambda o: w.files(o, {".bashrc": b"x\n"}))
+    refs = [(sha, "refs/heads/personal"), (w.c1, "refs/heads/personal")]
+    b = bundle(pack(list(objs.items.values())), refs, [w.c1])
+    return w.update(objs, sha, bundle_bytes=b)
+
+
 def _ref_other_commit(w: World) -> bytes:
     objs, sha = w.child(lambda o: w.files(o, {".bashrc": b"x\n"}))
     p = pack(list(objs.items.values()))
@@ -724,6 +726,8 @@ CASES: list[Case] = [
     ),
     Case("two refs", "bad-bundle", _two_refs),
     Case("ref at another commit", "commit-mismatch", _ref_other_commit),
+    Case("two prerequisites", "bad-bundle", _two_prereqs, "more than one prerequisite"),
+    Case("same ref twice", "bad-bundle", _same_ref_twice, "exactly one"),
     Case("ref name not the target branch", "bad-bundle", _other_ref_name),
     Case("missing prerequisite", "missing-prerequisite", _missing_prereq),
     Case("trailing garbage in the pack", "bad-bundle", _pack_garbage),
