@@ -1,15 +1,14 @@
 """Git bundles: written by publish, read strictly by the agent (DESIGN rule 5).
 
-Writing is publish's job and uses the user's git (``git bundle create``: thin and
-deltified).  Reading never uses dulwich's ``read_bundle``, which trusts its input: the
-header is parsed here with caps and strict formats, the pack is pre-scanned
-(``packscan``), then streamed into a quarantine object store with
-``add_thin_pack(max_input_size=…)``.
+Writing is publish's job and uses the user's git (``git pack-objects --thin``).
+Reading never uses dulwich's ``read_bundle``, which trusts its input: the header is
+parsed here with caps and strict formats, the pack is pre-scanned (``packscan``),
+resolved and checked (``packindex``), and only then written into a quarantine
+object store.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -17,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from qgitconf.errors import BundleError, TooLargeError, UnsafePathError
+from qgitconf.errors import BundleError, TooLargeError
 from qgitconf.limits import Limits
-from qgitconf.sanitize import sanitize
 
 _V2 = b"# v2 git bundle\n"
 _V3 = b"# v3 git bundle\n"
@@ -115,6 +113,7 @@ class Quarantine:
         from dulwich.object_store import DiskObjectStore
 
         self.store: Any = DiskObjectStore(str(self.objects))
+        self.real_store: Any = DiskObjectStore(str(real_objects))
 
     @property
     def new_shas(self) -> list[bytes]:
@@ -127,60 +126,44 @@ class Quarantine:
         return obj if obj is not None else self.store[sha]
 
     def ingest(self, stream: BinaryIO, max_input: int, limits: Limits) -> None:
-        """Stream a pack from ``stream`` into the quarantine and check every new object.
+        """Check the pack at ``stream``'s position and write it into the quarantine.
+
+        Three steps, each reading the pack sequentially: the pre-scan applies the caps
+        before anything is resolved (``prescan_pack``); ``index_pack`` resolves every
+        delta once, ``check()``-s every commit, tree and tag and hashes every blob;
+        ``write_pack`` writes the pack, completed with its thin bases, and its index.
 
         Raises:
             BundleError: the pack is corrupt, thin against a missing object, or holds
                 an object that fails ``check()``.
             TooLargeError: more input, objects, inflated bytes, object or delta result
-                size, or delta depth than allowed (``prescan_pack``).
+                size, or delta depth than allowed.
+            UnsafePathError: a tree entry git itself would refuse.
         """
-        from dulwich.errors import ChecksumMismatch, ObjectFormatException
-
+        from qgitconf.packindex import index_pack, write_pack
         from qgitconf.packscan import prescan_pack
 
-        # Rule 5: caps on objects, sizes, delta results and depth before dulwich inflates.
         start = stream.tell()
         size = stream.seek(0, os.SEEK_END) - start
+        if size > max_input:
+            raise TooLargeError("bundle pack larger than the limit")
         stream.seek(start)
-        prescan_pack(stream, size, limits)
-        stream.seek(start)
-        try:
-            pack = self.store.add_thin_pack(stream.read, None, max_input_size=max_input)
-        except KeyError as e:
-            raise BundleError(
-                "bundle pack refers to an object that is not here (missing prerequisite)"
-            ) from e
-        except ChecksumMismatch as e:
-            raise BundleError("bundle pack checksum mismatch or trailing data") from e
-        except Exception as e:  # dulwich raises many kinds on hostile packs
-            name = type(e).__name__
-            if name == "PackInputTooLarge":
-                raise TooLargeError("bundle pack larger than the limit") from e
-            if name == "UnresolvedDeltas":
-                raise BundleError("bundle pack has deltas against a missing prerequisite") from e
-            raise BundleError(f"bundle pack rejected ({name})") from e
-        try:
-            if len(pack.index) > limits.max_objects:
-                raise TooLargeError(f"bundle has more than {limits.max_objects} objects")
-            # One sequential pass over the completed pack: check() every object (dulwich
-            # does not fsck on ingestion), keep trees and commits parsed for the walks
-            # that follow, and hash each blob once for the tree digest.
-            for obj in pack.iterobjects():
-                obj.check()
-                sha = obj.id.decode("ascii")
-                if obj.type_name == b"blob":
-                    self.blob_sha256[sha] = hashlib.sha256(obj.as_raw_string()).digest()
-                else:
-                    self.parsed[obj.id] = obj
-        except ObjectFormatException as e:
-            text = sanitize(str(e))
-            if text.startswith(("invalid name", "invalid mode")):
-                # A tree entry git itself would refuse: a path rule (rule 7).
-                raise UnsafePathError(f"tree entry refused: {text}") from e
-            raise BundleError(f"bundle holds a malformed object: {text}") from e
-        finally:
-            pack.close()
+        summary = prescan_pack(stream, size, limits)  # rule 5: the caps come first
+        real = self.real_store
+
+        def lookup(sha: bytes) -> tuple[int, bytes]:
+            hexsha = sha.hex().encode("ascii")
+            if hexsha not in real:
+                raise KeyError(hexsha)
+            kind, data = real.get_raw(hexsha)
+            return int(kind), bytes(data)
+
+        indexed = index_pack(stream, start, summary, lookup)
+        if len(indexed.index) + len(indexed.external) > limits.max_objects:
+            raise TooLargeError(f"bundle has more than {limits.max_objects} objects")
+        write_pack(stream, start, summary, indexed, lookup, self.objects / "pack")
+        self.parsed = indexed.parsed
+        self.blob_sha256 = indexed.blob_sha256
 
     def promote(self) -> None:
         """Move the verified pack files into the real object store (rule 8: last step)."""

@@ -18,6 +18,9 @@ inflate to a 1 GiB blob.  ``prescan_pack`` reads the pack once, in chunks of at 
 * inflates, or would resolve to, more than ``max_inflated_bytes`` in total.
 
 The function is pure: it reads from the file it is given and touches nothing else.
+Besides its verdict it returns the table of entries it read (offsets, sizes, bases,
+CRC-32s, and the ids and SHA-256s of whole objects it already hashed while inflating),
+so ``packindex`` can resolve the deltas without parsing the pack a second time.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ import hashlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from qgitconf.errors import BundleError, TooLargeError
 from qgitconf.limits import Limits
 
-__all__ = ["PackSummary", "prescan_pack"]
+__all__ = ["PackEntry", "PackSummary", "prescan_pack"]
 
 _CHUNK = 64 * 1024
 _HEADER_BYTES = 12
@@ -40,9 +43,37 @@ _SHA_BYTES = 20
 _MAX_VARINT_BYTES = 10
 _DELTA_HEAD_BYTES = 2 * _MAX_VARINT_BYTES
 
+_OBJ_BLOB = 3
 _OBJ_OFS_DELTA = 6
 _OBJ_REF_DELTA = 7
 _WHOLE_TYPES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+
+
+class PackEntry(NamedTuple):
+    """One entry of a pack that passed the pre-scan (offsets from the pack's first byte).
+
+    Attributes:
+        offset: where the entry's header starts.
+        kind: 1-4 (commit, tree, blob, tag) for a whole object, 6 (OFS_DELTA) or 7
+            (REF_DELTA) for a delta.
+        size: the inflated size of the entry's data (checked against the stream).
+        data_start: where the entry's zlib stream starts.
+        end: one past the entry's last byte.
+        crc32: CRC-32 of the entry's bytes ``[offset, end)``, as a pack index stores it.
+        base: the base's offset (OFS_DELTA), the base's raw id (REF_DELTA), else None.
+        sha: the raw object id of a whole object, else None.
+        sha256: SHA-256 of a whole blob's content, else None.
+    """
+
+    offset: int
+    kind: int
+    size: int
+    data_start: int
+    end: int
+    crc32: int
+    base: int | bytes | None
+    sha: bytes | None
+    sha256: bytes | None
 
 
 @dataclass(frozen=True)
@@ -58,12 +89,16 @@ class PackSummary:
             that are not whole objects of this pack: the external bases of a thin
             pack, plus any deltified in-pack base (whose id a pre-scan cannot know
             without resolving deltas; ``git bundle`` never writes those).
+        entries: every entry, in pack order.
+        checksum: the pack's trailing SHA-1 (raw).
     """
 
     object_count: int
     inflated_bytes: int
     max_depth: int
     ref_delta_bases: frozenset[str]
+    entries: tuple[PackEntry, ...] = ()
+    checksum: bytes = b""
 
 
 class _Reader:
@@ -76,6 +111,7 @@ class _Reader:
         self._pos = 0
         self.offset = 0
         self.sha = hashlib.sha1()  # noqa: S324 - git's pack checksum is SHA-1
+        self.crc = 0  # CRC-32 of the current entry's bytes (reset by the caller)
 
     @property
     def remaining(self) -> int:
@@ -104,7 +140,9 @@ class _Reader:
     def consume(self, n: int, *, hashed: bool = True) -> None:
         """Mark ``n`` bytes of ``peek()`` as consumed."""
         if hashed:
-            self.sha.update(memoryview(self._buf)[self._pos : self._pos + n])
+            view = memoryview(self._buf)[self._pos : self._pos + n]
+            self.sha.update(view)
+            self.crc = zlib.crc32(view, self.crc)
         self._pos += n
         self.offset += n
 
@@ -177,6 +215,7 @@ class _Scan:
         # raw id -> size of every whole (non-delta) object
         self.whole: dict[bytes, int] = {}
         self.ref_bases: set[bytes] = set()
+        self.table: list[PackEntry] = []
 
     def _add_result(self, size: int, start: int) -> None:
         self.results += size
@@ -190,6 +229,7 @@ class _Scan:
         """Read, check and inflate one pack entry."""
         limits = self.limits
         start = r.offset
+        r.crc = 0
         c = r.byte("an object header")
         kind = (c >> 4) & 7
         size = c & 0x0F
@@ -216,12 +256,29 @@ class _Scan:
             )
         if kind in _WHOLE_TYPES:
             self._add_result(size, start)
+            data_start = r.offset
             hasher = hashlib.sha1(b"%s %d\x00" % (_WHOLE_TYPES[kind], size))  # noqa: S324
-            self.inflated += _inflate(r, size, start, hasher.update)
+            if kind == _OBJ_BLOB:
+                content = hashlib.sha256()
+
+                def sink(data: bytes) -> None:
+                    hasher.update(data)
+                    content.update(data)
+
+                self.inflated += _inflate(r, size, start, sink)
+                sha256: bytes | None = content.digest()
+            else:
+                self.inflated += _inflate(r, size, start, hasher.update)
+                sha256 = None
             self.entries[start] = (0, size)
-            self.whole[hasher.digest()] = size
+            sha = hasher.digest()
+            self.whole[sha] = size
+            self.table.append(
+                PackEntry(start, kind, size, data_start, r.offset, r.crc, None, sha, sha256)
+            )
             return
         base_size: int | None
+        base: int | bytes
         if kind == _OBJ_OFS_DELTA:
             distance = self._ofs_distance(r, start)
             base = start - distance
@@ -232,9 +289,9 @@ class _Scan:
                 )
             base_depth, base_size = self.entries[base]
         else:
-            base_id = r.exact(_SHA_BYTES, "a delta base id")
-            self.ref_bases.add(base_id)
-            base_depth, base_size = 0, self.whole.get(base_id)
+            base = r.exact(_SHA_BYTES, "a delta base id")
+            self.ref_bases.add(base)
+            base_depth, base_size = 0, self.whole.get(base)
         depth = base_depth + 1
         if depth > limits.max_delta_depth:
             raise TooLargeError(
@@ -242,10 +299,14 @@ class _Scan:
             )
         self.max_depth = max(self.max_depth, depth)
         delta = _DeltaHead(self, start, base_size)
+        data_start = r.offset
         self.inflated += _inflate(r, size, start, delta.feed)
         if delta.target is None:
             raise BundleError(f"delta at offset {start} is too short for its size header")
         self.entries[start] = (depth, delta.target)
+        self.table.append(
+            PackEntry(start, kind, size, data_start, r.offset, r.crc, base, None, None)
+        )
 
     def _ofs_distance(self, r: _Reader, start: int) -> int:
         c = r.byte("a delta base offset")
@@ -401,4 +462,6 @@ def prescan_pack(f: BinaryIO, size: int, limits: Limits) -> PackSummary:
         inflated_bytes=scan.inflated,
         max_depth=scan.max_depth,
         ref_delta_bases=frozenset(b.hex() for b in bases),
+        entries=tuple(scan.table),
+        checksum=trailer,
     )

@@ -304,12 +304,22 @@ def _fold_parts(parts: Sequence[str]) -> tuple[str, ...]:
 _DENIED_FOLDED: tuple[tuple[str, ...], ...] = tuple(
     _fold_parts(p.split("/")) for p in DENIED_PREFIXES
 )
+# First folded component -> the denied prefixes that start with it: most paths share
+# no first component with any of them, and need only that one fold.
+_DENIED_BY_FIRST: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+for _prefix, _folded in zip(DENIED_PREFIXES, _DENIED_FOLDED, strict=True):
+    _DENIED_BY_FIRST.setdefault(_folded[0], []).append((_prefix, _folded))
 
 
 def _denied_prefix(parts: Sequence[str]) -> str | None:
     """Return the denied prefix ``parts`` equals or lies under, if any."""
+    if not parts:
+        return None
+    candidates = _DENIED_BY_FIRST.get(_fold_component(parts[0]))
+    if candidates is None:
+        return None
     folded = _fold_parts(parts)
-    for prefix, denied in zip(DENIED_PREFIXES, _DENIED_FOLDED, strict=True):
+    for prefix, denied in candidates:
         if folded[: len(denied)] == denied:
             return prefix
     return None
@@ -317,8 +327,13 @@ def _denied_prefix(parts: Sequence[str]) -> str | None:
 
 def _ancestor_of_denied(parts: Sequence[str]) -> str | None:
     """Return the denied prefix ``parts`` is a proper ancestor of, if any."""
+    if not parts:
+        return None
+    candidates = _DENIED_BY_FIRST.get(_fold_component(parts[0]))
+    if candidates is None:
+        return None
     folded = _fold_parts(parts)
-    for prefix, denied in zip(DENIED_PREFIXES, _DENIED_FOLDED, strict=True):
+    for prefix, denied in candidates:
         if len(folded) < len(denied) and denied[: len(folded)] == folded:
             return prefix
     return None
@@ -457,9 +472,10 @@ def check_tree_entry(
 # --- whole trees ---------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65536)
 def _collision_key(part: str) -> str:
     """Caseless, normalised key of a component: names that one filesystem or another
-    would treat as the same file get the same key."""
+    would treat as the same file get the same key.  Pure, so cached."""
     part = "".join(ch for ch in part if ch not in _HFS_IGNORABLE)
     return unicodedata.normalize("NFC", unicodedata.normalize("NFD", part).casefold())
 
@@ -512,7 +528,9 @@ def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRu
             raise _refuse(text, "the same path twice")
         seen.add(text)
         folded = [_collision_key(p) for p in parts]
-        for depth in range(1, len(parts) + 1):
+        # Deepest prefix first: every prefix of a known key is known too, under the
+        # matching prefix of its name, so the walk up stops at the first known one.
+        for depth in range(len(parts), 0, -1):
             key = tuple(folded[:depth])
             name = "/".join(parts[:depth])
             other = keys.setdefault(key, name)
@@ -520,6 +538,8 @@ def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRu
                 raise _refuse(
                     text, f"collides with '{sanitize(other)}' (differs only by case or Unicode)"
                 )
+            if other is not name:
+                break
         if mode != MODE_TREE:
             non_trees[tuple(parts)] = mode
         if resolved is not None:

@@ -1,0 +1,306 @@
+"""Resolve, check and index a pre-scanned pack in one pass (DESIGN rule 5).
+
+``prescan_pack`` has already read the whole pack under the caps, inflated every entry
+once, and hashed every whole object (SHA-1, and SHA-256 for blobs).  ``index_pack``
+finishes the job without parsing the pack a second time and without resolving any
+delta chain twice:
+
+* whole blobs cost nothing more: their ids and digests come from the pre-scan; they
+  are inflated again only when a delta needs them as a base;
+* every delta is inflated once and applied to its base with dulwich's C
+  ``apply_delta``; bases stay in a bounded cache until their last delta is resolved
+  (an evicted base is rebuilt from the pack, never more than ``max_delta_depth`` deep);
+* every commit, tree and tag is parsed by dulwich and ``check()``-ed (dulwich does
+  not fsck on ingestion); blobs get their SHA-256 for the tree digest;
+* the bases of a thin pack, found in the agent's store by ``lookup``, are named so
+  ``write_pack`` can append them: the written pack stands on its own, as git requires.
+
+``write_pack`` then copies the pack, completed, and writes its version 2 index.
+Nothing here reads anything but the pack file and ``lookup``; only ``write_pack``
+writes, and only into the directory it is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from qgitconf.errors import BundleError
+from qgitconf.packscan import PackEntry, PackSummary
+
+__all__ = ["IndexedPack", "index_pack", "write_pack"]
+
+_READ = 1 << 20
+_CACHE_BUDGET = 32 << 20  # bytes of resolved bases kept for later deltas
+_BLOB = 3
+_TYPE_NAMES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+
+# An object as the resolver hands it around: (type number, content).
+Resolved = tuple[int, bytes]
+Lookup = Callable[[bytes], Resolved]
+
+
+@dataclass
+class IndexedPack:
+    """What a pack holds, once every entry is resolved and checked.
+
+    Attributes:
+        index: ``(raw id, offset, crc32)`` of every entry, for the pack index.
+        parsed: every commit, tree and tag, parsed and checked, by hex id (bytes).
+        blob_sha256: SHA-256 of every blob's content, by hex id.
+        external: raw ids of the thin pack's bases, found outside the pack.
+    """
+
+    index: list[tuple[bytes, int, int]] = field(default_factory=list)
+    parsed: dict[bytes, Any] = field(default_factory=dict)
+    blob_sha256: dict[str, bytes] = field(default_factory=dict)
+    external: list[bytes] = field(default_factory=list)
+
+
+class _Resolver:
+    """Delta resolution over one pack file, with a bounded cache of bases."""
+
+    def __init__(self, f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) -> None:
+        from dulwich.pack import apply_delta
+
+        self._apply_delta = apply_delta
+        self._f = f
+        self._start = start
+        self._lookup = lookup
+        self.by_offset = {e.offset: e for e in summary.entries}
+        self.ids: dict[bytes, int] = {}  # raw id -> offset, once known
+        # Deltas still to come for each base (by offset), so a base leaves the cache
+        # as soon as its last delta is resolved.
+        self.children: dict[int, int] = {}
+        whole_ids = {e.sha: e.offset for e in summary.entries if e.sha is not None}
+        for e in summary.entries:
+            base = self.base_offset(e, whole_ids)
+            if base is not None:
+                self.children[base] = self.children.get(base, 0) + 1
+        self.cache: dict[int, Resolved] = {}
+        self.cached_bytes = 0
+        self.external: dict[bytes, None] = {}  # raw ids of bases outside the pack
+
+    @staticmethod
+    def base_offset(e: PackEntry, ids: dict[bytes, int]) -> int | None:
+        """The offset of a delta's base when it is in the pack and known, else None."""
+        if isinstance(e.base, int):
+            return e.base
+        if isinstance(e.base, bytes):
+            return ids.get(e.base)
+        return None
+
+    def inflate(self, e: PackEntry) -> bytes:
+        """The inflated data of one entry (the pre-scan checked its stream and size)."""
+        self._f.seek(self._start + e.data_start)
+        left = e.end - e.data_start
+        d = zlib.decompressobj()
+        parts = []
+        while left > 0:
+            chunk = self._f.read(min(_READ, left))
+            if not chunk:
+                raise BundleError(f"bundle pack changed while it was read (offset {e.offset})")
+            left -= len(chunk)
+            parts.append(d.decompress(chunk))
+        data = b"".join(parts)
+        if len(data) != e.size:
+            raise BundleError(f"object at offset {e.offset} inflates to the wrong size")
+        return data
+
+    def resolve(self, offset: int) -> Resolved:
+        """The type and content of the entry at ``offset``, from the cache or rebuilt."""
+        hit = self.cache.get(offset)
+        if hit is not None:
+            return hit
+        e = self.by_offset[offset]
+        if e.kind in _TYPE_NAMES:
+            obj = e.kind, self.inflate(e)
+        else:
+            if isinstance(e.base, int):
+                kind, base = self.resolve(e.base)
+            else:
+                kind, base = self._ref_base(e.base or b"")
+            try:
+                obj = kind, b"".join(self._apply_delta(base, self.inflate(e)))
+            except Exception as exc:  # dulwich's C and Python versions raise differently
+                raise BundleError(
+                    f"delta at offset {e.offset} does not apply to its base ({type(exc).__name__})"
+                ) from exc
+        if self.children.get(offset, 0) > 0:
+            self.keep(offset, obj)
+        return obj
+
+    def _ref_base(self, sha: bytes) -> Resolved:
+        offset = self.ids.get(sha)
+        if offset is not None:
+            return self.resolve(offset)
+        try:
+            found = self._lookup(sha)
+        except KeyError:
+            raise BundleError(
+                f"bundle pack has a delta against {sha.hex()}, which is neither in the "
+                "pack nor in this qube's repository (missing prerequisite)"
+            ) from None
+        self.external[sha] = None
+        return found
+
+    def keep(self, offset: int, obj: Resolved) -> None:
+        """Cache a resolved object that later deltas use as their base."""
+        size = len(obj[1])
+        if size > _CACHE_BUDGET:
+            return
+        while self.cached_bytes + size > _CACHE_BUDGET and self.cache:
+            old = next(iter(self.cache))
+            self.cached_bytes -= len(self.cache.pop(old)[1])
+        self.cache[offset] = obj
+        self.cached_bytes += size
+
+    def used(self, base: int) -> None:
+        """One delta of ``base`` is resolved; drop the base after its last one."""
+        left = self.children.get(base, 0) - 1
+        self.children[base] = left
+        if left <= 0:
+            obj = self.cache.pop(base, None)
+            if obj is not None:
+                self.cached_bytes -= len(obj[1])
+
+
+def index_pack(f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) -> IndexedPack:
+    """Resolve every entry of a pre-scanned pack, check it, and collect its index.
+
+    Args:
+        f: the file holding the pack, which starts at offset ``start``.
+        start: where the pack starts in ``f``.
+        summary: what ``prescan_pack`` returned for that pack.
+        lookup: finds a thin pack's base outside the pack, by raw id; raises
+            ``KeyError`` when it is not there.
+
+    Raises:
+        BundleError: a delta against a missing object, a delta that does not apply,
+            an object twice, or a malformed object (``check()``).
+        UnsafePathError: a tree entry git itself would refuse (a name or a mode).
+    """
+    from dulwich.errors import ObjectFormatException
+    from dulwich.objects import ObjectID, ShaFile
+
+    from qgitconf.errors import UnsafePathError
+    from qgitconf.sanitize import sanitize
+
+    r = _Resolver(f, start, summary, lookup)
+    out = IndexedPack()
+    for e in summary.entries:
+        if e.sha is not None and e.sha256 is not None:  # a whole blob, already hashed
+            sha = e.sha
+            out.blob_sha256[sha.hex()] = e.sha256
+        else:
+            kind, data = r.resolve(e.offset)
+            base = r.base_offset(e, r.ids)
+            if base is not None:
+                r.used(base)
+            if e.sha is not None:
+                sha = e.sha
+            else:
+                hasher = hashlib.sha1(  # noqa: S324 - git object ids are SHA-1
+                    b"%s %d\x00" % (_TYPE_NAMES[kind], len(data))
+                )
+                hasher.update(data)
+                sha = hasher.digest()
+            hexsha = sha.hex()
+            if kind == _BLOB:
+                out.blob_sha256[hexsha] = hashlib.sha256(data).digest()
+            else:
+                try:
+                    obj = ShaFile.from_raw_string(kind, data, ObjectID(hexsha.encode("ascii")))
+                    obj.check()
+                except ObjectFormatException as exc:
+                    text = sanitize(str(exc))
+                    if text.startswith(("invalid name", "invalid mode")):
+                        # A tree entry git itself would refuse: a path rule (rule 7).
+                        raise UnsafePathError(f"tree entry refused: {text}") from exc
+                    raise BundleError(f"bundle holds a malformed object: {text}") from exc
+                out.parsed[obj.id] = obj
+        if sha in r.ids:
+            raise BundleError(f"bundle pack holds object {sha.hex()} twice")
+        r.ids[sha] = e.offset
+        out.index.append((sha, e.offset, e.crc32))
+    out.external = [s for s in r.external if s not in r.ids]
+    return out
+
+
+def _entry_bytes(kind: int, data: bytes) -> bytes:
+    """A whole object as a pack entry: type-and-size header, then zlib data."""
+    from dulwich.object_format import SHA1
+    from dulwich.pack import pack_object_header
+
+    return bytes(pack_object_header(kind, None, len(data), SHA1)) + zlib.compress(data, 1)
+
+
+def _copy(src: BinaryIO, start: int, length: int) -> Iterator[bytes]:
+    src.seek(start)
+    while length > 0:
+        chunk = src.read(min(_READ, length))
+        if not chunk:
+            raise BundleError("bundle pack changed while it was copied")
+        length -= len(chunk)
+        yield chunk
+
+
+def write_pack(
+    f: BinaryIO,
+    start: int,
+    summary: PackSummary,
+    indexed: IndexedPack,
+    lookup: Lookup,
+    dest: Path,
+) -> Path:
+    """Write the pack, completed with its thin bases, and its index into ``dest``.
+
+    Returns:
+        The path of the written ``pack-<sha>.pack`` (its ``.idx`` beside it).
+    """
+    from dulwich.pack import write_pack_index_v2
+
+    tmp = dest / f"tmp-{os.getpid()}.pack"
+    index = list(indexed.index)
+    body = summary.entries[-1].end if summary.entries else 12
+    with tmp.open("wb") as out:
+        if not indexed.external:
+            for chunk in _copy(f, start, body):
+                out.write(chunk)
+            checksum = summary.checksum
+        else:
+            h = hashlib.sha1()  # noqa: S324 - git's pack checksum is SHA-1
+            head = b"".join(_copy(f, start, 12))
+            count = len(summary.entries) + len(indexed.external)
+            head = head[:8] + count.to_bytes(4, "big")
+            out.write(head)
+            h.update(head)
+            for chunk in _copy(f, start + 12, body - 12):
+                out.write(chunk)
+                h.update(chunk)
+            offset = body
+            for sha in indexed.external:
+                entry = _entry_bytes(*lookup(sha))
+                out.write(entry)
+                h.update(entry)
+                index.append((sha, offset, zlib.crc32(entry)))
+                offset += len(entry)
+            checksum = h.digest()
+        out.write(checksum)
+        out.flush()
+        os.fsync(out.fileno())
+    name = f"pack-{checksum.hex()}"
+    pack = dest / f"{name}.pack"
+    idx_tmp = dest / f"tmp-{os.getpid()}.idx"
+    with idx_tmp.open("wb") as out:
+        write_pack_index_v2(out, sorted(index), checksum)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, pack)
+    os.replace(idx_tmp, dest / f"{name}.idx")
+    return pack
