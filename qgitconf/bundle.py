@@ -9,6 +9,7 @@ object store.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -94,8 +95,8 @@ class Quarantine:
     """A temporary object store whose alternates point at the agent's real store.
 
     New objects land here; the real store changes only when ``promote`` moves the
-    completed pack across.  Whatever happens, ``close`` removes the directory,
-    including dulwich's ``tmp_pack_*`` leftovers.
+    completed pack across.  Whatever happens, ``close`` removes the directory.  The
+    dulwich stores are opened on first use: a first update never needs them.
     """
 
     def __init__(self, tmp_root: Path, real_objects: Path) -> None:
@@ -110,10 +111,20 @@ class Quarantine:
         self.real_objects = real_objects
         self.parsed: dict[bytes, Any] = {}  # new trees, commits and tags, checked
         self.blob_sha256: dict[str, bytes] = {}  # new blob id -> SHA-256 of its content
+
+    @functools.cached_property
+    def store(self) -> Any:
+        """The quarantine's object store (its alternates reach the real one)."""
         from dulwich.object_store import DiskObjectStore
 
-        self.store: Any = DiskObjectStore(str(self.objects))
-        self.real_store: Any = DiskObjectStore(str(real_objects))
+        return DiskObjectStore(str(self.objects))
+
+    @functools.cached_property
+    def real_store(self) -> Any:
+        """The agent's object store, where a thin pack's bases must be."""
+        from dulwich.object_store import DiskObjectStore
+
+        return DiskObjectStore(str(self.real_objects))
 
     @property
     def new_shas(self) -> list[bytes]:
@@ -149,9 +160,9 @@ class Quarantine:
             raise TooLargeError("bundle pack larger than the limit")
         stream.seek(start)
         summary = prescan_pack(stream, size, limits)  # rule 5: the caps come first
-        real = self.real_store
 
         def lookup(sha: bytes) -> tuple[int, bytes]:
+            real = self.real_store
             hexsha = sha.hex().encode("ascii")
             if hexsha not in real:
                 raise KeyError(hexsha)
@@ -182,4 +193,7 @@ class Quarantine:
             os.close(fd)
 
     def close(self) -> None:
+        for opened in ("store", "real_store"):
+            if opened in self.__dict__:
+                self.__dict__[opened].close()
         shutil.rmtree(self.root, ignore_errors=True)

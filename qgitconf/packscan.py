@@ -42,6 +42,7 @@ _SHA_BYTES = 20
 # Enough for any size git can write (64-bit); a longer varint is corrupt.
 _MAX_VARINT_BYTES = 10
 _DELTA_HEAD_BYTES = 2 * _MAX_VARINT_BYTES
+_ZLIB_SLACK = 1024  # more than zlib's worst-case overhead for one small stream
 
 _OBJ_BLOB = 3
 _OBJ_OFS_DELTA = 6
@@ -102,21 +103,33 @@ class PackSummary:
 
 
 class _Reader:
-    """Sequential bounded reader over the pack bytes; hashes every byte it consumes."""
+    """Sequential bounded reader over the pack bytes; hashes every byte it consumes.
+
+    Consumed bytes are hashed (pack SHA-1, entry CRC-32) in bulk: when the buffer is
+    refilled and when an entry starts or ends, not one call per header byte.
+    """
 
     def __init__(self, f: BinaryIO, size: int) -> None:
         self._f = f
         self._unread = size
         self._buf = b""
         self._pos = 0
+        self._mark = 0  # consumed bytes before this position are hashed
         self.offset = 0
         self.sha = hashlib.sha1()  # noqa: S324 - git's pack checksum is SHA-1
-        self.crc = 0  # CRC-32 of the current entry's bytes (reset by the caller)
+        self._crc = 0  # CRC-32 of the current entry's bytes
 
     @property
     def remaining(self) -> int:
         """Bytes of the pack not consumed yet."""
         return len(self._buf) - self._pos + self._unread
+
+    def _hash_consumed(self) -> None:
+        if self._mark < self._pos:
+            view = memoryview(self._buf)[self._mark : self._pos]
+            self.sha.update(view)
+            self._crc = zlib.crc32(view, self._crc)
+        self._mark = self._pos
 
     def _fill(self) -> bool:
         if self._pos < len(self._buf):
@@ -126,10 +139,26 @@ class _Reader:
         data = self._f.read(min(_CHUNK, self._unread))
         if not data:
             raise BundleError(f"bundle pack truncated: the file ends {self._unread} bytes early")
+        self._hash_consumed()
         self._unread -= len(data)
         self._buf = data
-        self._pos = 0
+        self._pos = self._mark = 0
         return True
+
+    def start_entry(self) -> None:
+        """An entry starts here: its CRC-32 counts from the next byte."""
+        self._hash_consumed()
+        self._crc = 0
+
+    def entry_crc(self) -> int:
+        """CRC-32 of the bytes consumed since ``start_entry``."""
+        self._hash_consumed()
+        return self._crc
+
+    def digest(self) -> bytes:
+        """SHA-1 of every hashed byte consumed so far."""
+        self._hash_consumed()
+        return self.sha.digest()
 
     def peek(self) -> memoryview:
         """Return the buffered bytes not consumed yet (empty at the end of the pack)."""
@@ -139,10 +168,9 @@ class _Reader:
 
     def consume(self, n: int, *, hashed: bool = True) -> None:
         """Mark ``n`` bytes of ``peek()`` as consumed."""
-        if hashed:
-            view = memoryview(self._buf)[self._pos : self._pos + n]
-            self.sha.update(view)
-            self.crc = zlib.crc32(view, self.crc)
+        if not hashed:
+            self._hash_consumed()
+            self._mark = self._pos + n
         self._pos += n
         self.offset += n
 
@@ -152,10 +180,11 @@ class _Reader:
         Raises:
             BundleError: the pack ends here.
         """
-        if not self._fill():
+        if self._pos >= len(self._buf) and not self._fill():
             raise BundleError(f"bundle pack truncated in {what} at offset {self.offset}")
         value = self._buf[self._pos]
-        self.consume(1)
+        self._pos += 1
+        self.offset += 1
         return value
 
     def exact(self, n: int, what: str, *, hashed: bool = True) -> bytes:
@@ -229,7 +258,7 @@ class _Scan:
         """Read, check and inflate one pack entry."""
         limits = self.limits
         start = r.offset
-        r.crc = 0
+        r.start_entry()
         c = r.byte("an object header")
         kind = (c >> 4) & 7
         size = c & 0x0F
@@ -274,7 +303,7 @@ class _Scan:
             sha = hasher.digest()
             self.whole[sha] = size
             self.table.append(
-                PackEntry(start, kind, size, data_start, r.offset, r.crc, None, sha, sha256)
+                PackEntry(start, kind, size, data_start, r.offset, r.entry_crc(), None, sha, sha256)
             )
             return
         base_size: int | None
@@ -305,7 +334,7 @@ class _Scan:
             raise BundleError(f"delta at offset {start} is too short for its size header")
         self.entries[start] = (depth, delta.target)
         self.table.append(
-            PackEntry(start, kind, size, data_start, r.offset, r.crc, base, None, None)
+            PackEntry(start, kind, size, data_start, r.offset, r.entry_crc(), base, None, None)
         )
 
     def _ofs_distance(self, r: _Reader, start: int) -> int:
@@ -378,6 +407,9 @@ def _inflate(r: _Reader, declared: int, start: int, sink: Callable[[bytes], obje
         data = r.peek()
         if not data:
             raise BundleError(f"bundle pack truncated inside the object at offset {start}")
+        # zlib copies whatever input follows the stream's end into unused_data: offer
+        # about as much as a stream of this size takes, not the whole buffer.
+        data = data[: declared + _ZLIB_SLACK]
         try:
             out = d.decompress(data, min(_CHUNK, declared + 1 - produced))
         except zlib.error as e:
@@ -437,7 +469,7 @@ def prescan_pack(f: BinaryIO, size: int, limits: Limits) -> PackSummary:
     scan = _Scan(limits)
     for _ in range(count):
         scan.entry(r)
-    digest = r.sha.digest()
+    digest = r.digest()
     left = r.remaining
     if left < _SHA_BYTES:
         raise BundleError(

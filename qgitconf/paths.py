@@ -40,6 +40,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from qgitconf.errors import UnsafePathError
 from qgitconf.sanitize import sanitize
@@ -301,42 +302,40 @@ def _fold_parts(parts: Sequence[str]) -> tuple[str, ...]:
     return tuple(_fold_component(p) for p in parts)
 
 
-_DENIED_FOLDED: tuple[tuple[str, ...], ...] = tuple(
-    _fold_parts(p.split("/")) for p in DENIED_PREFIXES
-)
-# First folded component -> the denied prefixes that start with it: most paths share
-# no first component with any of them, and need only that one fold.
-_DENIED_BY_FIRST: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-for _prefix, _folded in zip(DENIED_PREFIXES, _DENIED_FOLDED, strict=True):
-    _DENIED_BY_FIRST.setdefault(_folded[0], []).append((_prefix, _folded))
+# The denied prefixes as a trie of folded components.  A node maps a folded component
+# to the next node; "" (never a component) holds the prefix that ends at a node, "/"
+# (never in a component) one prefix below it, to name in messages.
+_Node = dict[str, Any]
+_DENIED_TRIE: _Node = {}
+for _prefix in DENIED_PREFIXES:
+    _node = _DENIED_TRIE
+    for _part in _fold_parts(_prefix.split("/")):
+        _node = _node.setdefault(_part, {})
+        _node.setdefault("/", _prefix)
+    _node[""] = _prefix
+
+
+def _denied_walk(parts: Sequence[str]) -> tuple[str | None, str | None]:
+    """Where ``parts`` stand to the denied prefixes, after folding.
+
+    Returns:
+        ``(prefix, None)`` when ``parts`` equal or lie under a denied prefix,
+        ``(None, prefix)`` when they are a proper ancestor of one, else ``(None, None)``.
+    """
+    node = _DENIED_TRIE
+    for part in parts:
+        child: _Node | None = node.get(_fold_component(part))
+        if child is None:
+            return None, None
+        node = child
+        if "" in node:
+            return node[""], None
+    return None, node.get("/")
 
 
 def _denied_prefix(parts: Sequence[str]) -> str | None:
     """Return the denied prefix ``parts`` equals or lies under, if any."""
-    if not parts:
-        return None
-    candidates = _DENIED_BY_FIRST.get(_fold_component(parts[0]))
-    if candidates is None:
-        return None
-    folded = _fold_parts(parts)
-    for prefix, denied in candidates:
-        if folded[: len(denied)] == denied:
-            return prefix
-    return None
-
-
-def _ancestor_of_denied(parts: Sequence[str]) -> str | None:
-    """Return the denied prefix ``parts`` is a proper ancestor of, if any."""
-    if not parts:
-        return None
-    candidates = _DENIED_BY_FIRST.get(_fold_component(parts[0]))
-    if candidates is None:
-        return None
-    folded = _fold_parts(parts)
-    for prefix, denied in candidates:
-        if len(folded) < len(denied) and denied[: len(folded)] == folded:
-            return prefix
-    return None
+    return _denied_walk(parts)[0]
 
 
 def _check_mode(mode: int) -> None:
@@ -409,11 +408,10 @@ def _tree_entry(
     parts = _split_path(path, rules)
     _check_mode(mode)
     text = "/".join(parts)
-    denied = _denied_prefix(parts)
+    denied, ancestor = _denied_walk(parts)
     if denied is not None:
         raise _Refused(f"inside '{denied}', which qgitconf never writes")
     if mode != MODE_TREE:
-        ancestor = _ancestor_of_denied(parts)
         if ancestor is not None:
             raise _Refused(f"a file or symlink here would replace a parent of '{ancestor}'")
         if not any(glob_matches(pattern, text) for pattern in rules.allow):
@@ -519,9 +517,8 @@ def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRu
     paths: list[str] = []
     seen: set[str] = set()
     keys: dict[tuple[str, ...], str] = {}
-    non_trees: dict[tuple[str, ...], int] = {}
+    non_trees: dict[str, int] = {}
     links: dict[tuple[str, ...], list[str]] = {}
-    all_parts: list[tuple[str, list[str]]] = []
     for path, mode, link_target in entries:
         text, parts, resolved = _checked_entry(path, mode, rules, link_target)
         if text in seen:
@@ -541,17 +538,18 @@ def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRu
             if other is not name:
                 break
         if mode != MODE_TREE:
-            non_trees[tuple(parts)] = mode
+            non_trees[text] = mode
         if resolved is not None:
             links[tuple(parts)] = resolved
         paths.append(text)
-        all_parts.append((text, parts))
-    for text, parts in all_parts:
-        for depth in range(1, len(parts)):
-            parent_mode = non_trees.get(tuple(parts[:depth]))
+    for text in paths:
+        cut = text.rfind("/")
+        while cut > 0:
+            parent_mode = non_trees.get(text[:cut])
             if parent_mode is not None:
                 kind = "symlink" if parent_mode == MODE_SYMLINK else "file"
-                raise _refuse(text, f"below the {kind} '{sanitize('/'.join(parts[:depth]))}'")
+                raise _refuse(text, f"below the {kind} '{sanitize(text[:cut])}'")
+            cut = text.rfind("/", 0, cut)
     for link, resolved in links.items():
         final = _resolve_through_links(resolved, links)
         text = "/".join(link)
