@@ -222,6 +222,9 @@ def _describe_char(ch: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+_BAD_BYTE = re.compile(rb"[\x00-\x1f\x7f/\\]")
+
+
 @functools.lru_cache(maxsize=65536)
 def _component(name: bytes) -> str:
     """Check one component; raise :class:`_Refused` with a reason on failure.
@@ -229,24 +232,26 @@ def _component(name: bytes) -> str:
     Pure, so cached (a refusal raises and is not cached)."""
     if not name:
         raise _Refused("empty component")
-    if b"\0" in name:
-        raise _Refused("NUL byte in a component")
-    if b"/" in name:
-        raise _Refused("'/' inside a component")
-    if b"\\" in name:
-        raise _Refused("backslash in a component")
-    for byte in name:
-        if byte < 0x20 or byte == 0x7F:
-            raise _Refused(f"control character \\x{byte:02x}")
+    if _BAD_BYTE.search(name):  # then find the first reason, in this order
+        if b"\0" in name:
+            raise _Refused("NUL byte in a component")
+        if b"/" in name:
+            raise _Refused("'/' inside a component")
+        if b"\\" in name:
+            raise _Refused("backslash in a component")
+        for byte in name:
+            if byte < 0x20 or byte == 0x7F:
+                raise _Refused(f"control character \\x{byte:02x}")
     try:
         text = name.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
         raise _Refused("invalid UTF-8") from None
-    for ch in text:
-        if 0x80 <= ord(ch) < 0xA0:
-            raise _Refused(f"control character {_describe_char(ch)}")
-        if ch in _FORBIDDEN_FORMAT:
-            raise _Refused(f"bidi or line-separator character {_describe_char(ch)}")
+    if not name.isascii():  # C1 controls and format characters are not ASCII
+        for ch in text:
+            if 0x80 <= ord(ch) < 0xA0:
+                raise _Refused(f"control character {_describe_char(ch)}")
+            if ch in _FORBIDDEN_FORMAT:
+                raise _Refused(f"bidi or line-separator character {_describe_char(ch)}")
     if text == ".":
         raise _Refused("'.' component")
     if text == "..":
@@ -474,6 +479,8 @@ def check_tree_entry(
 def _collision_key(part: str) -> str:
     """Caseless, normalised key of a component: names that one filesystem or another
     would treat as the same file get the same key.  Pure, so cached."""
+    if part.isascii():  # no ignorable code points; caseless matching is lower()
+        return part.lower()
     part = "".join(ch for ch in part if ch not in _HFS_IGNORABLE)
     return unicodedata.normalize("NFC", unicodedata.normalize("NFD", part).casefold())
 
