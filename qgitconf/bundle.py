@@ -109,7 +109,8 @@ class Quarantine:
         (self.objects / "info").mkdir()
         (self.objects / "info" / "alternates").write_text(str(real_objects.resolve()) + "\n")
         self.real_objects = real_objects
-        self.parsed: dict[bytes, Any] = {}  # new trees, commits and tags, checked
+        self.parsed: dict[bytes, Any] = {}  # new commits and tags (and trees once read)
+        self.trees: dict[bytes, bytes] = {}  # new trees' checked content, by hex id
         self.blob_sha256: dict[str, bytes] = {}  # new blob id -> SHA-256 of its content
 
     @functools.cached_property
@@ -129,12 +130,22 @@ class Quarantine:
     @property
     def new_shas(self) -> list[bytes]:
         """Ids of every object the ingested pack brought."""
-        return [*self.parsed, *(s.encode("ascii") for s in self.blob_sha256)]
+        new = {*self.parsed, *self.trees, *(s.encode("ascii") for s in self.blob_sha256)}
+        return list(new)
 
     def __getitem__(self, sha: bytes) -> Any:
-        """An object by id: the already parsed new ones first, then the store."""
+        """An object by id: the new ones (checked on ingestion) first, then the store."""
         obj = self.parsed.get(sha)
-        return obj if obj is not None else self.store[sha]
+        if obj is not None:
+            return obj
+        data = self.trees.get(sha)
+        if data is None:
+            return self.store[sha]
+        from dulwich.objects import ObjectID, Tree
+
+        tree = Tree.from_raw_string(Tree.type_num, data, ObjectID(sha))
+        self.parsed[sha] = tree
+        return tree
 
     def ingest(self, stream: BinaryIO, max_input: int, limits: Limits) -> None:
         """Check the pack at ``stream``'s position and write it into the quarantine.
@@ -174,6 +185,7 @@ class Quarantine:
             raise TooLargeError(f"bundle has more than {limits.max_objects} objects")
         write_pack(stream, start, summary, indexed, lookup, self.objects / "pack")
         self.parsed = indexed.parsed
+        self.trees = indexed.trees
         self.blob_sha256 = indexed.blob_sha256
 
     def promote(self) -> None:

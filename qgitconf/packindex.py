@@ -10,8 +10,10 @@ delta chain twice:
 * every delta is inflated once and applied to its base with dulwich's C
   ``apply_delta``; bases stay in a bounded cache until their last delta is resolved
   (an evicted base is rebuilt from the pack, never more than ``max_delta_depth`` deep);
-* every commit, tree and tag is parsed by dulwich and ``check()``-ed (dulwich does
-  not fsck on ingestion); blobs get their SHA-256 for the tree digest;
+* every commit and tag is parsed by dulwich and ``check()``-ed (dulwich does not
+  fsck on ingestion); every tree is parsed once by dulwich's strict C parser and
+  given the checks of dulwich's ``Tree.check`` (``check_tree_object``), and kept raw
+  until a walk needs it; blobs get their SHA-256 for the tree digest;
 * the bases of a thin pack, found in the agent's store by ``lookup``, are named so
   ``write_pack`` can append them: the written pack stands on its own, as git requires.
 
@@ -37,7 +39,11 @@ __all__ = ["IndexedPack", "index_pack", "write_pack"]
 
 _READ = 1 << 20
 _CACHE_BUDGET = 32 << 20  # bytes of resolved bases kept for later deltas
+_TREE = 2
 _BLOB = 3
+_MODE_DIR = 0o040000
+# The modes dulwich's Tree.check accepts (gitlinks are refused later, by the path rules).
+_TREE_MODES = frozenset({0o100755, 0o100644, 0o120000, _MODE_DIR, 0o160000, 0o100664})
 _TYPE_NAMES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
 
 # An object as the resolver hands it around: (type number, content).
@@ -51,13 +57,15 @@ class IndexedPack:
 
     Attributes:
         index: ``(raw id, offset, crc32)`` of every entry, for the pack index.
-        parsed: every commit, tree and tag, parsed and checked, by hex id (bytes).
+        parsed: every commit and tag, parsed and checked, by hex id (bytes).
+        trees: every tree's checked raw content, by hex id (bytes).
         blob_sha256: SHA-256 of every blob's content, by hex id.
         external: raw ids of the thin pack's bases, found outside the pack.
     """
 
     index: list[tuple[bytes, int, int]] = field(default_factory=list)
     parsed: dict[bytes, Any] = field(default_factory=dict)
+    trees: dict[bytes, bytes] = field(default_factory=dict)
     blob_sha256: dict[str, bytes] = field(default_factory=dict)
     external: list[bytes] = field(default_factory=list)
 
@@ -185,12 +193,6 @@ def index_pack(f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) ->
             an object twice, or a malformed object (``check()``).
         UnsafePathError: a tree entry git itself would refuse (a name or a mode).
     """
-    from dulwich.errors import ObjectFormatException
-    from dulwich.objects import ObjectID, ShaFile
-
-    from qgitconf.errors import UnsafePathError
-    from qgitconf.sanitize import sanitize
-
     r = _Resolver(f, start, summary, lookup)
     out = IndexedPack()
     for e in summary.entries:
@@ -214,22 +216,75 @@ def index_pack(f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) ->
             if kind == _BLOB:
                 out.blob_sha256[hexsha] = hashlib.sha256(data).digest()
             else:
-                try:
-                    obj = ShaFile.from_raw_string(kind, data, ObjectID(hexsha.encode("ascii")))
-                    obj.check()
-                except ObjectFormatException as exc:
-                    text = sanitize(str(exc))
-                    if text.startswith(("invalid name", "invalid mode")):
-                        # A tree entry git itself would refuse: a path rule (rule 7).
-                        raise UnsafePathError(f"tree entry refused: {text}") from exc
-                    raise BundleError(f"bundle holds a malformed object: {text}") from exc
-                out.parsed[obj.id] = obj
+                _check_object(kind, data, hexsha.encode("ascii"), out)
         if sha in r.ids:
             raise BundleError(f"bundle pack holds object {sha.hex()} twice")
         r.ids[sha] = e.offset
         out.index.append((sha, e.offset, e.crc32))
     out.external = [s for s in r.external if s not in r.ids]
     return out
+
+
+def _check_object(kind: int, data: bytes, hexsha: bytes, out: IndexedPack) -> None:
+    """Check a commit, tree or tag and keep it in ``out``.
+
+    Raises:
+        UnsafePathError: a tree entry git itself would refuse (rule 7).
+        BundleError: any other malformation.
+    """
+    from dulwich.errors import ObjectFormatException
+    from dulwich.objects import ObjectID, ShaFile
+
+    from qgitconf.errors import UnsafePathError
+    from qgitconf.sanitize import sanitize
+
+    try:
+        if kind == _TREE:
+            check_tree_object(data)
+            out.trees[hexsha] = data
+        else:
+            obj = ShaFile.from_raw_string(kind, data, ObjectID(hexsha))
+            obj.check()
+            out.parsed[hexsha] = obj
+    except ObjectFormatException as exc:
+        text = sanitize(str(exc))
+        if text.startswith(("invalid name", "invalid mode")):
+            raise UnsafePathError(f"tree entry refused: {text}") from exc
+        raise BundleError(f"bundle holds a malformed object: {text}") from exc
+
+
+def check_tree_object(data: bytes) -> None:
+    """Check a tree's content as dulwich's ``Tree.check`` does, parsing it once.
+
+    The strict C parser refuses malformed entries (modes with leading zeros, short
+    ids); then each name must be a single non-empty component other than ``.``,
+    ``..`` and ``.git``, each mode one git writes, and the entries sorted as git sorts
+    them (directories as if their name ended in ``/``) without duplicates.
+
+    Raises:
+        ObjectFormatException: the tree is malformed; the message starts with
+            ``invalid name`` or ``invalid mode`` for an entry git itself would refuse.
+    """
+    from dulwich.errors import ObjectFormatException
+    from dulwich.objects import parse_tree
+
+    try:
+        entries = list(parse_tree(data, 20, strict=True))
+    except ValueError as exc:
+        raise ObjectFormatException(exc) from exc
+    last_key = last_name = None
+    for name, mode, _sha in entries:
+        if b"/" in name or name in (b"", b".", b"..", b".git"):
+            raise ObjectFormatException(f"invalid name {name.decode('utf-8', 'replace')}")
+        if mode not in _TREE_MODES:
+            raise ObjectFormatException(f"invalid mode {mode:06o}")
+        key = name + b"/" if mode == _MODE_DIR else name
+        if last_key is not None:
+            if last_key > key:
+                raise ObjectFormatException("entries not sorted")
+            if name == last_name:
+                raise ObjectFormatException(f"duplicate entry {name!r}")
+        last_key, last_name = key, name
 
 
 def _entry_bytes(kind: int, data: bytes) -> bytes:

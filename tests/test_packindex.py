@@ -66,7 +66,8 @@ def test_deltified_pack_matches_git(repo: GitRepo, tmp_path: Path) -> None:
     indexed = _index(data)
     assert {sha.hex() for sha, _, _ in indexed.index} == ids
     assert indexed.blob_sha256 == _sha256_of_blobs(repo, ids)
-    assert {k.decode() for k in indexed.parsed} == ids - set(indexed.blob_sha256)
+    checked = {k.decode() for k in [*indexed.parsed, *indexed.trees]}
+    assert checked == ids - set(indexed.blob_sha256)
     assert indexed.external == []
     assert written.read_bytes() == data  # a pack that is not thin is kept as it came
 
@@ -153,3 +154,79 @@ def test_written_pack_name_is_its_checksum(repo: GitRepo, tmp_path: Path) -> Non
         [written.name, written.with_suffix(".idx").name]
     )
     subprocess.run(["git", "verify-pack", str(written.with_suffix(".idx"))], check=True)
+
+
+# --- trees: the same verdict as dulwich's Tree.check, from one parse ------------------
+
+
+def _tree(*entries: tuple[bytes, bytes]) -> bytes:
+    return b"".join(mode + b" " + name + b"\0" + bytes(20) for mode, name in entries)
+
+
+def _dulwich_verdict(data: bytes) -> str | None:
+    from dulwich.errors import ObjectFormatException
+    from dulwich.objects import ShaFile
+
+    try:
+        ShaFile.from_raw_string(TREE, data).check()
+    except ObjectFormatException as e:
+        return str(e)
+    return None
+
+
+def _our_verdict(data: bytes) -> str | None:
+    from dulwich.errors import ObjectFormatException
+
+    try:
+        packindex.check_tree_object(data)
+    except ObjectFormatException as e:
+        return str(e)
+    return None
+
+
+TREES = {
+    "empty": b"",
+    "one file": _tree((b"100644", b"a")),
+    "sorted with a dir": _tree((b"100644", b"a.b"), (b"40000", b"a"), (b"100644", b"a0")),
+    "dir sorts as name/": _tree((b"40000", b"a"), (b"100644", b"a.b")),
+    "unsorted": _tree((b"100644", b"b"), (b"100644", b"a")),
+    "duplicate": _tree((b"100644", b"a"), (b"100644", b"a")),
+    "file and dir of one name": _tree((b"100644", b"a"), (b"40000", b"a")),
+    "dot": _tree((b"100644", b".")),
+    "dotdot": _tree((b"40000", b"..")),
+    "dotgit": _tree((b"40000", b".git")),
+    "slash": _tree((b"100644", b"a/b")),
+    "empty name": _tree((b"100644", b"")),
+    "mode 100600": _tree((b"100600", b"a")),
+    "mode 100664": _tree((b"100664", b"a")),
+    "gitlink": _tree((b"160000", b"sub")),
+    "leading zero mode": _tree((b"040000", b"a")),
+    "short id": b"100644 a\0" + bytes(19),
+    "no NUL": b"100644 a",
+    "no space": b"100644a\0" + bytes(20),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TREES))
+def test_tree_check_agrees_with_dulwich(name: str) -> None:
+    data = TREES[name]
+    ours, theirs = _our_verdict(data), _dulwich_verdict(data)
+    assert (ours is None) == (theirs is None), (ours, theirs)
+    for prefix in ("invalid name", "invalid mode"):
+        assert (ours or "").startswith(prefix) == (theirs or "").startswith(prefix)
+
+
+def test_tree_check_agrees_with_dulwich_on_random_trees() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    names = st.sampled_from([b"a", b"b", b"a.b", b"a0", b".", b"..", b".git", b"", b"x/y"])
+    modes = st.sampled_from([b"100644", b"100755", b"120000", b"40000", b"160000", b"100600"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(modes, names), max_size=5))
+    def check(entries: list[tuple[bytes, bytes]]) -> None:
+        data = _tree(*entries)
+        assert (_our_verdict(data) is None) == (_dulwich_verdict(data) is None)
+
+    check()
