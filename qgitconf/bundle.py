@@ -180,7 +180,7 @@ class Quarantine:
             kind, data = real.get_raw(hexsha)
             return int(kind), bytes(data)
 
-        indexed = index_pack(stream, start, summary, lookup)
+        indexed = index_pack(stream, start, summary, lookup, limits)
         if len(indexed.index) + len(indexed.external) > limits.max_objects:
             raise TooLargeError(f"bundle has more than {limits.max_objects} objects")
         write_pack(stream, start, summary, indexed, lookup, self.objects / "pack")

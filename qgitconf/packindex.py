@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from qgitconf.errors import BundleError
+from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.limits import Limits
 from qgitconf.packscan import PackEntry, PackSummary
 
 __all__ = ["IndexedPack", "index_pack", "write_pack"]
@@ -85,11 +86,17 @@ class _Resolver:
         # Deltas still to come for each base (by offset), so a base leaves the cache
         # as soon as its last delta is resolved.
         self.children: dict[int, int] = {}
+        # REF_DELTAs whose base is not a whole object of the pack, by base id: when
+        # the base turns out to be a delta of the pack, it is kept for them too.
+        self.ref_children: dict[bytes, int] = {}
         whole_ids = {e.sha: e.offset for e in summary.entries if e.sha is not None}
         for e in summary.entries:
             base = self.base_offset(e, whole_ids)
             if base is not None:
                 self.children[base] = self.children.get(base, 0) + 1
+            elif isinstance(e.base, bytes):
+                self.ref_children[e.base] = self.ref_children.get(e.base, 0) + 1
+        self.depth: dict[int, int] = {}  # delta chain length by offset (whole: absent)
         self.cache: dict[int, Resolved] = {}
         self.cached_bytes = 0
         self.external: dict[bytes, None] = {}  # raw ids of bases outside the pack
@@ -178,7 +185,9 @@ class _Resolver:
                 self.cached_bytes -= len(obj[1])
 
 
-def index_pack(f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) -> IndexedPack:
+def index_pack(
+    f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup, limits: Limits
+) -> IndexedPack:
     """Resolve every entry of a pre-scanned pack, check it, and collect its index.
 
     Args:
@@ -187,10 +196,12 @@ def index_pack(f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) ->
         summary: what ``prescan_pack`` returned for that pack.
         lookup: finds a thin pack's base outside the pack, by raw id; raises
             ``KeyError`` when it is not there.
+        limits: ``max_delta_depth`` applies to every chain, REF_DELTAs included.
 
     Raises:
         BundleError: a delta against a missing object, a delta that does not apply,
             an object twice, or a malformed object (``check()``).
+        TooLargeError: a delta chain deeper than ``limits.max_delta_depth``.
         UnsafePathError: a tree entry git itself would refuse (a name or a mode).
     """
     r = _Resolver(f, start, summary, lookup)
@@ -200,8 +211,17 @@ def index_pack(f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) ->
             sha = e.sha
             out.blob_sha256[sha.hex()] = e.sha256
         else:
-            kind, data = r.resolve(e.offset)
             base = r.base_offset(e, r.ids)
+            if e.base is not None:
+                # The true chain length, REF_DELTAs through deltas of this pack included
+                # (the pre-scan cannot know those ids), before anything is resolved.
+                depth = r.depth.get(base, 0) + 1 if base is not None else 1
+                if depth > limits.max_delta_depth:
+                    raise TooLargeError(
+                        f"delta chain deeper than {limits.max_delta_depth} at offset {e.offset}"
+                    )
+                r.depth[e.offset] = depth
+            kind, data = r.resolve(e.offset)
             if base is not None:
                 r.used(base)
             if e.sha is not None:
@@ -212,6 +232,10 @@ def index_pack(f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) ->
                 )
                 hasher.update(data)
                 sha = hasher.digest()
+            later = r.ref_children.pop(sha, 0)
+            if later:  # later REF_DELTAs name this delta's result as their base
+                r.children[e.offset] = later
+                r.keep(e.offset, (kind, data))
             hexsha = sha.hex()
             if kind == _BLOB:
                 out.blob_sha256[hexsha] = hashlib.sha256(data).digest()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qgitconf import packindex
-from qgitconf.errors import BundleError
+from qgitconf.errors import BundleError, TooLargeError
 from qgitconf.limits import Limits
 from qgitconf.packindex import IndexedPack, index_pack, write_pack
 from qgitconf.packscan import prescan_pack
@@ -33,13 +33,13 @@ def _no_external(sha: bytes) -> tuple[int, bytes]:
 
 def _index(data: bytes, lookup: packindex.Lookup = _no_external) -> IndexedPack:
     summary = prescan_pack(io.BytesIO(data), len(data), Limits())
-    return index_pack(io.BytesIO(data), 0, summary, lookup)
+    return index_pack(io.BytesIO(data), 0, summary, lookup, Limits())
 
 
 def _write(data: bytes, dest: Path, lookup: packindex.Lookup = _no_external) -> Path:
     f = io.BytesIO(data)
     summary = prescan_pack(f, len(data), Limits())
-    indexed = index_pack(f, 0, summary, lookup)
+    indexed = index_pack(f, 0, summary, lookup, Limits())
     dest.mkdir(exist_ok=True)
     return write_pack(f, 0, summary, indexed, lookup, dest)
 
@@ -230,3 +230,32 @@ def test_tree_check_agrees_with_dulwich_on_random_trees() -> None:
         assert (_our_verdict(data) is None) == (_dulwich_verdict(data) is None)
 
     check()
+
+
+# --- REF_DELTA chains through the pack's own deltas -----------------------------------
+
+
+def test_ref_delta_chain_through_deltas_resolves(tmp_path: Path) -> None:
+    path = tmp_path / "chain.pack"
+    packgen.write_ref_delta_chain(path, 40)
+    indexed = _index(path.read_bytes())
+    blobs = packgen.chain_blobs(40)
+    assert indexed.blob_sha256 == {
+        packgen.object_id(BLOB, b).hex(): hashlib.sha256(b).digest() for b in blobs
+    }
+
+
+def test_ref_delta_chain_through_deltas_is_capped(tmp_path: Path) -> None:
+    path = tmp_path / "deep.pack"
+    packgen.write_deep_ref_delta_chain(path)
+    data = path.read_bytes()
+    assert prescan_pack(io.BytesIO(data), len(data), Limits()).max_depth == 1  # cannot see it
+    with pytest.raises(TooLargeError, match="deeper than 50"):
+        _index(data)
+
+
+def test_long_ref_delta_chain_is_refused_early(tmp_path: Path) -> None:
+    path = tmp_path / "long.pack"
+    packgen.write_ref_delta_chain(path, 5000)  # far past Python's recursion limit
+    with pytest.raises(TooLargeError):
+        _index(path.read_bytes())

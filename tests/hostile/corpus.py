@@ -752,6 +752,11 @@ CASES: list[Case] = [
     Case("1 GiB inflated blob in a 1 MiB pack", "too-large", _packfile(packgen.write_zero_blob)),
     Case("delta bomb (1 GiB result)", "too-large", _packfile(packgen.write_delta_bomb)),
     Case("200,000 tiny objects", "too-large", _packfile(packgen.write_many_objects)),
+    Case(
+        "REF_DELTA chain of 60 through the pack's own deltas",
+        "too-large",
+        _packfile(packgen.write_deep_ref_delta_chain),
+    ),
     # rule 6: tip commit
     Case(
         "tip commit unsigned",

@@ -225,6 +225,26 @@ def write_delta_chain(path: Path, depth: int) -> None:
         w.finish()
 
 
+def write_ref_delta_chain(path: Path, depth: int) -> None:
+    """A blob followed by ``depth`` REF deltas, each naming the previous result by id.
+
+    The pre-scan cannot know the id of a delta's result, so it counts each link as
+    depth 1; ``packindex`` measures the real chain.
+    """
+    blobs = chain_blobs(depth)
+    with path.open("wb") as f:
+        w = PackWriter(f, depth + 1)
+        w.whole(BLOB, blobs[0])
+        for prev, cur in itertools.pairwise(blobs):
+            w.ref_delta(object_id(BLOB, prev), make_delta(len(prev), len(cur), delta_insert(cur)))
+        w.finish()
+
+
+def write_deep_ref_delta_chain(path: Path) -> None:
+    """A REF_DELTA chain of 60 links through the pack's own deltas (the cap is 50)."""
+    write_ref_delta_chain(path, 60)
+
+
 def write_bundle(pack: Path, bundle: Path, ref_sha: str, ref: str = "refs/heads/personal") -> None:
     """Wrap a pack file into a v2 bundle advertising ``ref`` at ``ref_sha``."""
     with bundle.open("wb") as out, pack.open("rb") as src:
