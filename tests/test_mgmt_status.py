@@ -155,3 +155,44 @@ def test_publish_table_and_exit_status(lab: Lab) -> None:
     proc = qg(lab, "config-mgmt", "publish", "--all", "--jobs", "2", expect=1)
     lines = proc.stdout.decode().splitlines()
     assert lines[0].startswith("personal  staged") and lines[1].startswith("work      denied")
+
+
+def test_publish_tree_digest_is_the_one_the_agent_computes(lab: Lab) -> None:
+    """publish digests with git ls-tree/cat-file; the agent walks with dulwich: the same
+    ``gitstore.tree_sha256`` over the same entries, so they must agree."""
+    from dulwich.repo import Repo
+
+    from qgitconf.gitstore import tree_sha256, walk_tree
+    from qgitconf.limits import Limits
+
+    files: dict[str, str | bytes] = {
+        ".bashrc": "x\n",
+        ".config/a/b/c.conf": "deep\n",
+        ".config/a/z": b"\x00\xffbinary",
+        ".config/a b/with space": "s\n",
+        ".config/same": "x\n",  # a blob shared by two paths
+    }
+    sha = commit_files(lab, "personal", files, "tree")
+    repo = mgmt(lab)
+    dr = Repo(str(repo.path))
+    try:
+        store: Any = dr.object_store
+        tree = store[sha.encode()].tree.decode()
+        expected = tree_sha256(store, walk_tree(store, tree, Limits()))
+    finally:
+        dr.close()
+    assert publish_mod.tree_digest(repo, sha) == expected
+
+
+def test_signing_config_is_what_git_config_says(lab: Lab) -> None:
+    repo = mgmt(lab)
+    assert repo.signing_config() == (repo.gpg_program(), repo.signing_key())
+    repo.git("config", "--add", "gpg.program", "second-program")  # the last value wins
+    assert repo.signing_config() == ("second-program", repo.signing_key())
+
+
+def test_lab_qrexec_refuses_with_the_transport_status() -> None:
+    from qgitconf.lab import qrexec
+    from qgitconf.transport import QREXEC_REFUSED
+
+    assert qrexec.QREXEC_REFUSED == QREXEC_REFUSED

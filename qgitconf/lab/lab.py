@@ -6,22 +6,27 @@ services installed (as a template package would) and shims on its PATH:
 ``qrexec-client-vm`` (the emulator in ``qgitconf.lab.qrexec``, which enforces the
 policy files) and, in config-mgmt, ``qubes-gpg-client-wrapper`` (split-GPG to the
 vault).  The vault holds a fresh OpenPGP key.
+
+The ``qrexec-client-vm`` shim imports this module on every call, so it imports at
+run time only what :class:`Lab` needs; the rest is imported where it is used.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from qgitconf.errors import ConfigError, UsageError
 from qgitconf.policy import QubeInfo
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs every qrexec call
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 TARGET_TAG = "qgitconf-target"
 QUBES: dict[str, dict[str, Any]] = {
@@ -45,6 +50,8 @@ def source_root() -> Path:
 
 def gpg_in(home: Path, *args: str, input: bytes | None = None) -> bytes:
     """Run gpg in the GnuPG home ``home`` (batch, no tty); return stdout or raise ConfigError."""
+    import subprocess
+
     proc = subprocess.run(
         ["gpg", "--homedir", str(home), "--batch", "--no-tty", *args],
         input=input,
@@ -165,6 +172,8 @@ class Lab:
         extra_env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         """Run ``cmd`` in qube ``name`` and capture its output."""
+        import subprocess
+
         return subprocess.run(
             list(cmd),
             input=input,
@@ -176,6 +185,8 @@ class Lab:
 
     def close(self) -> None:
         """Stop the gpg-agents the lab's keys started."""
+        import subprocess
+
         for gnupg in self.root.glob("qubes/*/home/.gnupg"):
             subprocess.run(
                 ["gpgconf", "--homedir", str(gnupg), "--kill", "all"],
@@ -185,12 +196,27 @@ class Lab:
 
 
 def _shim(path: Path, module: str) -> None:
-    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
+    """Install a stand-in for one of Qubes' C clients, started as cheaply as Python allows.
+
+    ``-S`` skips ``site`` (and the ``.pth`` import hooks of the venv), ``-P`` keeps the
+    qube's working directory off ``sys.path``; the shim finds qgitconf by the one path
+    it is given and imports the stdlib only.
+    """
+    import shlex
+
+    package_root = str(Path(__file__).resolve().parents[2])
+    code = f"import sys; sys.path.insert(0, {json.dumps(package_root)}); "
+    code += f"from {module} import main; sys.exit(main())"
+    path.write_text(
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S -P -c {shlex.quote(code)} "$@"\n'
+    )
     path.chmod(0o755)
 
 
 def init_lab(root: Path, src: Path | None = None) -> Lab:
     """Create a lab at ``root`` (which must not exist or be empty)."""
+    import shutil
+
     src = src or source_root()
     if root.exists() and any(root.iterdir()):
         raise UsageError(f"{root} exists and is not empty")

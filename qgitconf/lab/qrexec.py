@@ -3,8 +3,8 @@
 ``route`` evaluates the lab's copy of the project's policy files (first match wins,
 no match = deny; ``ask`` answered by the lab setting) and finds the service file in
 the target qube (``NAME+ARG`` first, then ``NAME``).  The ``qrexec-client-vm`` shim
-(``python -m qgitconf.lab.qrexec TARGET SERVICE[+ARG]``) and ``LabTransport`` both use it,
-and both run the service with the environment real qrexec gives it:
+(``qrexec-client-vm TARGET SERVICE[+ARG]`` runs :func:`main`) and ``LabTransport`` both
+use it, and both run the service with the environment real qrexec gives it:
 ``QREXEC_REMOTE_DOMAIN``, ``QREXEC_SERVICE_FULL_NAME``, ``QREXEC_SERVICE_ARGUMENT``
 (only when the call had ``+``) and ``QREXEC_REQUESTED_TARGET``.  A refused call exits
 126, like the real client.
@@ -19,8 +19,14 @@ from pathlib import Path
 
 from qgitconf.lab.lab import Lab
 from qgitconf.policy import evaluate, load_policy_dir
-from qgitconf.transport import QREXEC_REFUSED, CallResult, run_capped
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the shim imports as little as it can
+if TYPE_CHECKING:
+    from qgitconf.transport import CallResult
+
+# qgitconf.transport.QREXEC_REFUSED (tested equal); not imported, because the transport
+# module pulls in subprocess, threading and typing, which the shim never uses.
+QREXEC_REFUSED = 126
 SERVICE_NOT_FOUND = 127
 
 
@@ -91,6 +97,8 @@ class LabTransport:
         self.source = source
 
     def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:
+        from qgitconf.transport import CallResult, run_capped
+
         try:
             r = route(self.lab, self.source, target, service)
         except Refused as e:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 _SHORT_FLAGS = set("bsa")
 _LONG_FLAGS = {"--detach-sign", "--sign", "--armor", "--verify", "--batch", "--no-tty"}
@@ -67,8 +66,8 @@ def main() -> int:
     if not lab:
         print("qubes-gpg-client-wrapper (lab): not inside a lab qube", file=sys.stderr)
         return 2
-    home = Path(lab) / "qubes" / "vault" / "home" / ".gnupg"
-    os.execvp("gpg", ["gpg", "--homedir", str(home), "--batch", "--no-tty", *args])
+    home = os.path.join(lab, "qubes", "vault", "home", ".gnupg")
+    os.execvp("gpg", ["gpg", "--homedir", home, "--batch", "--no-tty", *args])
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ sent, so sequence numbers only grow even if publish dies half-way.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from qgitconf.errors import (
     TransportError,
 )
 from qgitconf.fsutil import atomic_write, read_json, write_json
-from qgitconf.gitstore import tree_sha256, walk_tree
+from qgitconf.gitstore import TreeEntry, tree_sha256
 from qgitconf.limits import MAX_REPLY_BYTES, Limits
 from qgitconf.mgmt.reply import Reply, parse_reply
 from qgitconf.mgmt.repo import MgmtRepo
@@ -72,6 +73,10 @@ def git_bundle(repo: MgmtRepo, target: str, tip: str, prerequisite: str | None) 
     (several after a layer merge), while DESIGN allows exactly the last accepted
     commit, whose ancestors the target holds anyway.
     """
+    return _read_bundle(_start_pack(repo, tip, prerequisite), target, tip, prerequisite)
+
+
+def _start_pack(repo: MgmtRepo, tip: str, prerequisite: str | None) -> subprocess.Popen[bytes]:
     revs = f"{tip}\n" + (f"^{prerequisite}\n" if prerequisite else "")
     cmd = [
         "git",
@@ -83,16 +88,120 @@ def git_bundle(repo: MgmtRepo, target: str, tip: str, prerequisite: str | None) 
         "--delta-base-offset",
         *(["--thin"] if prerequisite else []),
     ]
-    proc = subprocess.run(
-        cmd, input=revs.encode("ascii"), capture_output=True, env=dict(repo.env), check=False
-    )
+    # The revisions (two lines) fit a pipe's buffer: write them all before git starts,
+    # so nothing here waits on git while it packs.
+    rfd, wfd = os.pipe()
+    try:
+        try:
+            os.write(wfd, revs.encode("ascii"))
+        finally:
+            os.close(wfd)
+        return subprocess.Popen(
+            cmd, stdin=rfd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(repo.env)
+        )
+    finally:
+        os.close(rfd)
+
+
+def _read_bundle(
+    proc: subprocess.Popen[bytes], target: str, tip: str, prerequisite: str | None
+) -> bytes:
+    pack, err = proc.communicate()
     if proc.returncode != 0:
-        raise GitError(f"git pack-objects failed: {proc.stderr.decode(errors='replace')[-200:]}")
+        raise GitError(f"git pack-objects failed: {err.decode(errors='replace')[-200:]}")
     head = "# v2 git bundle\n"
     if prerequisite:
         head += f"-{prerequisite}\n"
     head += f"{tip} refs/heads/{target}\n\n"
-    return head.encode("ascii") + proc.stdout
+    return head.encode("ascii") + pack
+
+
+def _tree_entries(repo: MgmtRepo, tip: str) -> list[TreeEntry]:
+    """The non-tree entries of ``tip``'s tree, as ``gitstore.walk_tree`` lists them.
+
+    One ``git ls-tree -r`` instead of a dulwich walk: the author's own repo is trusted,
+    and dulwich costs more to import than the walk takes.  The caps are walk_tree's.
+    """
+    proc = subprocess.run(
+        ["git", f"--git-dir={repo.path}", "ls-tree", "-r", "-z", "--full-tree", tip],
+        capture_output=True,
+        env=dict(repo.env),
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git ls-tree failed: {proc.stderr.decode(errors='replace')[-200:]}")
+    entries: list[TreeEntry] = []
+    for record in proc.stdout.split(b"\0"):
+        if not record:
+            continue
+        meta, _, path = record.partition(b"\t")
+        mode, kind, sha = meta.split(b" ")
+        if kind != b"blob":  # a gitlink: there is no content to digest
+            raise GitError(f"{path.decode(errors='replace')} is a {kind.decode()}, not a file")
+        if path.count(b"/") > _AUTHOR_LIMITS.max_tree_depth:  # its tree's depth
+            raise GitError(f"tree deeper than {_AUTHOR_LIMITS.max_tree_depth} levels")
+        entries.append(TreeEntry(path, int(mode, 8), sha.decode("ascii")))
+        if len(entries) > _AUTHOR_LIMITS.max_tree_entries:
+            raise GitError(f"tree has more than {_AUTHOR_LIMITS.max_tree_entries} entries")
+    return entries
+
+
+def _blob_digests(repo: MgmtRepo, shas: Sequence[str]) -> dict[str, bytes]:
+    """SHA-256 of the content of each blob in ``shas``, read by one ``git cat-file --batch``.
+
+    A thread feeds the ids while the contents are hashed as they come, so neither
+    pipe can fill up and nothing holds more than one blob in memory.
+    """
+    proc = subprocess.Popen(
+        ["git", f"--git-dir={repo.path}", "cat-file", "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(repo.env),
+    )
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
+        raise GitError("git cat-file: pipes missing")
+    stdin = proc.stdin
+
+    def feed() -> None:
+        try:
+            stdin.write("".join(f"{s}\n" for s in shas).encode("ascii"))
+        except OSError:
+            pass  # cat-file died; its status says why
+        finally:
+            stdin.close()
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    out: dict[str, bytes] = {}
+    try:
+        for sha in shas:
+            header = proc.stdout.readline().split()
+            if len(header) != 3 or header[0].decode("ascii", "replace") != sha:
+                raise GitError(f"git cat-file: no blob {sha}")
+            if header[1] != b"blob":
+                raise GitError(f"git cat-file: {sha} is a {header[1].decode()}, not a blob")
+            size = int(header[2])
+            content = proc.stdout.read(size + 1)  # the content and its newline
+            if len(content) != size + 1:
+                raise GitError(f"git cat-file: blob {sha} is short")
+            out[sha] = hashlib.sha256(content[:size]).digest()
+    finally:
+        proc.stdout.close()  # first: a cat-file blocked on a full pipe then exits
+        writer.join()
+        err = proc.stderr.read()
+        proc.stderr.close()
+        status = proc.wait()
+    if status != 0:
+        raise GitError(f"git cat-file failed: {err.decode(errors='replace')[-200:]}")
+    return out
+
+
+def tree_digest(repo: MgmtRepo, tip: str) -> str:
+    """The ``tree-sha256`` of ``tip`` (computed by ``gitstore.tree_sha256``, as the agent does)."""
+    entries = _tree_entries(repo, tip)
+    known = _blob_digests(repo, list(dict.fromkeys(e.sha for e in entries)))
+    return tree_sha256(None, entries, known)
 
 
 def build_update(
@@ -105,16 +214,14 @@ def build_update(
     expires: timedelta | None = None,
 ) -> bytes:
     """Return the envelope bytes of a new update (signed through ``gpg.program``)."""
-    from dulwich.repo import Repo
-
-    bundle = git_bundle(repo, target, tip, prerequisite)
-    dr = Repo(str(repo.path))
+    packing = _start_pack(repo, tip, prerequisite)
     try:
-        store: Any = dr.object_store
-        tree = store[tip.encode("ascii")].tree.decode("ascii")
-        digest = tree_sha256(store, walk_tree(store, tree, _AUTHOR_LIMITS))
-    finally:
-        dr.close()
+        digest = tree_digest(repo, tip)  # while git packs: the two run on two cores
+    except BaseException:
+        packing.kill()
+        packing.communicate()
+        raise
+    bundle = _read_bundle(packing, target, tip, prerequisite)
     st = Statement(
         target=target,
         sequence=sequence,
@@ -127,7 +234,8 @@ def build_update(
         expires=(now + expires).replace(microsecond=0) if expires else None,
     )
     statement = format_statement(st)
-    signature = sign_detached(repo.gpg_program(), repo.signing_key(), statement, repo.env)
+    program, key = repo.signing_config()
+    signature = sign_detached(program, key, statement, repo.env)
     return format_envelope_header(statement, signature) + bundle
 
 
@@ -215,16 +323,21 @@ def _deliver(
 
 
 def publish(
-    repo: MgmtRepo, target: str, transport: Transport, now: datetime | None = None
+    repo: MgmtRepo,
+    target: str,
+    transport: Transport,
+    now: datetime | None = None,
+    tip: str | None = None,
 ) -> PublishResult:
     """Publish the branch of ``target``: resend the kept update if nothing changed.
 
     When the target answers ``missing-prerequisite`` (its state was reset, or the
-    reported commit was wrong), publish once more with a full bundle.
+    reported commit was wrong), publish once more with a full bundle.  ``tip`` is
+    the branch's commit when the caller just read it under the repo lock.
     """
     repo.require().target(target)
     now = now or datetime.now(UTC)
-    tip = repo.tip(target)
+    tip = tip or repo.tip(target)
     if tip is None:
         raise GitError(f"branch {target} has no commits")
     record = load_record(repo, target)
@@ -301,20 +414,27 @@ def publish_targets(
         repo.target(name)
     names = list(dict.fromkeys(targets))
     with repo.lock():
-        merge_layers(repo, names)
+        tips = {plan.target: plan.new for plan in merge_layers(repo, names)}
         results: dict[str, PublishResult] = {}
 
         def one(name: str) -> PublishResult:
             try:
-                return publish(repo, name, transport, now)
+                return publish(repo, name, transport, now, tips.get(name))
             except QgitconfError as e:  # building or signing failed for this target
                 return PublishResult(name, "failed", 0, "", 0, None, f"{e.code}: {e.detail}")
 
-        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(names)))) as pool:
-            futures = {pool.submit(one, n): n for n in names}
-            for done, fut in enumerate(as_completed(futures), 1):
-                result = fut.result()
-                results[result.target] = result
-                if progress is not None:
-                    progress(done, len(names), result)
+        def done(result: PublishResult) -> None:
+            results[result.target] = result
+            if progress is not None:
+                progress(len(results), len(names), result)
+
+        if jobs == 1 or len(names) == 1:
+            for name in names:
+                done(one(name))
+        else:
+            from concurrent.futures import ThreadPoolExecutor, as_completed
+
+            with ThreadPoolExecutor(max_workers=min(jobs, len(names))) as pool:
+                for fut in as_completed([pool.submit(one, n) for n in names]):
+                    done(fut.result())
     return [results[n] for n in names]

@@ -227,6 +227,25 @@ class MgmtRepo:
     def gpg_program(self) -> str:
         return self.config("gpg.program") or "gpg"
 
+    def signing_config(self) -> tuple[str, str]:
+        """``(gpg_program(), signing_key())`` read by one ``git config`` run.
+
+        Raises:
+            ConfigError: ``user.signingkey`` is not set.
+        """
+        try:
+            out = self.git("config", "-z", "--get-regexp", r"^(gpg\.program|user\.signingkey)$")
+        except GitError:  # exit 1: neither key is set
+            out = ""
+        values: dict[str, str] = {}
+        for item in out.split("\0"):
+            name, _, value = item.partition("\n")
+            values[name] = value.strip()  # the last one wins, as with ``git config --get``
+        key = values.get("user.signingkey")
+        if not key:
+            raise ConfigError("user.signingkey is not set in the qgitconf repository")
+        return values.get("gpg.program") or "gpg", key
+
     def tip(self, branch: str) -> str | None:
         try:
             return self.git(
