@@ -13,12 +13,15 @@ import functools
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.fsutil import atomic_write
 from qgitconf.limits import Limits
+from qgitconf.objcache import KNOWN_DIR, SUFFIX, Known, format_sidecar
 
 _V2 = b"# v2 git bundle\n"
 _V3 = b"# v3 git bundle\n"
@@ -127,6 +130,22 @@ class Quarantine:
 
         return DiskObjectStore(str(self.real_objects))
 
+    @functools.cached_property
+    def known(self) -> Known:
+        """What the checks of earlier packs left beside them (``objcache``)."""
+        from qgitconf.objcache import load_known
+
+        return load_known(self.known_dir)
+
+    @property
+    def known_dir(self) -> Path:
+        """Where the sidecars live: beside the object store, out of git's way."""
+        return self.real_objects.parent / KNOWN_DIR
+
+    def blob_digests(self) -> dict[str, bytes]:
+        """SHA-256 of blob contents by id: the new blobs and the ones known before."""
+        return {**self.known.blob_sha256, **self.blob_sha256}
+
     @property
     def new_shas(self) -> list[bytes]:
         """Ids of every object the ingested pack brought."""
@@ -139,6 +158,8 @@ class Quarantine:
         if obj is not None:
             return obj
         data = self.trees.get(sha)
+        if data is None:
+            data = self.known.trees.get(sha)
         if data is None:
             return self.store[sha]
         from dulwich.objects import ObjectID, Tree
@@ -183,10 +204,37 @@ class Quarantine:
         indexed = index_pack(stream, start, summary, lookup, limits)
         if len(indexed.index) + len(indexed.external) > limits.max_objects:
             raise TooLargeError(f"bundle has more than {limits.max_objects} objects")
-        write_pack(stream, start, summary, indexed, lookup, self.objects / "pack")
+        self._refuse_collisions(indexed.blob_sha256, indexed.trees)
+        pack = write_pack(stream, start, summary, indexed, lookup, self.objects / "pack")
+        sidecar = format_sidecar(indexed.blob_sha256, indexed.trees)
+        atomic_write(self.root / pack.with_suffix(SUFFIX).name, sidecar, 0o444)
         self.parsed = indexed.parsed
         self.trees = indexed.trees
         self.blob_sha256 = indexed.blob_sha256
+
+    def _refuse_collisions(
+        self, blob_sha256: Mapping[str, bytes], trees: Mapping[bytes, bytes]
+    ) -> None:
+        """An id the agent knows must come with the content it had (SHA-1 collisions).
+
+        Raises:
+            BundleError: a blob or tree id is known with other content.
+        """
+        known = self.known
+        for sha, digest in blob_sha256.items():
+            old = known.blob_sha256.get(sha)
+            if old is not None and old != digest:
+                raise BundleError(
+                    f"blob {sha} is known here with other content (a SHA-1 collision)",
+                    code="sha1-collision",
+                )
+        for hexsha, raw in trees.items():
+            old_raw = known.trees.get(hexsha)
+            if old_raw is not None and old_raw != raw:
+                raise BundleError(
+                    f"tree {hexsha.decode()} is known here with other content (a SHA-1 collision)",
+                    code="sha1-collision",
+                )
 
     def promote(self) -> None:
         """Move the verified pack files into the real object store (rule 8: last step)."""
@@ -194,10 +242,13 @@ class Quarantine:
         dest.mkdir(parents=True, exist_ok=True)
         packs = sorted((self.objects / "pack").glob("pack-*.pack"))
         for pack in packs:
-            idx = pack.with_suffix(".idx")
+            sidecar = self.root / pack.with_suffix(SUFFIX).name
+            if sidecar.exists():
+                self.known_dir.mkdir(exist_ok=True)
+                os.replace(sidecar, self.known_dir / sidecar.name)
             # The index goes last: git and dulwich look packs up by their .idx.
             os.replace(pack, dest / pack.name)
-            os.replace(idx, dest / idx.name)
+            os.replace(pack.with_suffix(".idx"), dest / pack.with_suffix(".idx").name)
         fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)

@@ -201,7 +201,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
                 ),
                 ctx.rules,
             )
-            if tree_sha256(store, entries, quarantine.blob_sha256) != st.tree_sha256:
+            if tree_sha256(store, entries, quarantine.blob_digests()) != st.tree_sha256:
                 raise BundleError(
                     "tree digest does not match tree-sha256", code="tree-digest-mismatch"
                 )
