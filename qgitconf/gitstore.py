@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from qgitconf.errors import BundleError, RollbackError, TooLargeError
 from qgitconf.limits import Limits
@@ -22,9 +21,11 @@ MODE_LINK = 0o120000
 MODE_GITLINK = 0o160000
 
 
-@dataclass(frozen=True)
-class TreeEntry:
-    """One entry of a flattened tree: full path, mode, object id (hex)."""
+class TreeEntry(NamedTuple):
+    """One entry of a flattened tree: full path, mode, object id (hex).
+
+    A named tuple: walks make one per entry, tens of thousands on large trees.
+    """
 
     path: bytes
     mode: int
