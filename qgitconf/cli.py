@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -777,6 +776,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:
         if debug:
+            import traceback  # only on this path: it costs every command a few ms
+
             traceback.print_exc()
         click.echo(
             f"qgitconf: internal error: {sanitize(repr(e))} (run with --debug for details)",

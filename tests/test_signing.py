@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
+import gnupg
 import pytest
 
 from qgitconf.agent.commands import target_init
 from qgitconf.errors import ConfigError, SignatureError
 from qgitconf.lab.lab import make_key
-from qgitconf.signing import Verifier, inspect_key_file
+from qgitconf.signing import HomeCache, Verifier, inspect_key_file, pin_digest
 
 
 def _export(home: Path, *fprs: str) -> bytes:
@@ -90,3 +92,105 @@ def test_inspect_key_file_reads_uids(keys: tuple[Path, str, str]) -> None:
     home, a, _b = keys
     [info] = inspect_key_file(_export(home, a))
     assert info.fingerprint == a and info.uids == ("A <a@test.invalid>",)
+
+
+# -- kept verification homes (issue 8: no key import per receive) ----------------------
+
+
+def _cache(tmp_path: Path) -> HomeCache:
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return HomeCache(tmp_path / "homes", tmp_path / "tmp")
+
+
+def _kept(cache: HomeCache) -> list[str]:
+    return sorted(os.listdir(cache.root)) if cache.root.exists() else []
+
+
+def test_home_is_kept_after_success_and_reused_without_import(
+    keys: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, a, _b = keys
+    cache, pins = _cache(tmp_path), {a: _export(home, a)}
+    with Verifier(pins, cache) as v:
+        assert v.verify(b"payload", _sign(home, a, b"payload")) == a
+    assert _kept(cache) == [pin_digest(pins)] and os.listdir(cache.tmp) == []
+
+    def no_import(*args: object, **kw: object) -> None:
+        raise AssertionError("keys imported again")
+
+    monkeypatch.setattr(gnupg.GPG, "import_keys", no_import)
+    with Verifier(pins, cache) as v:
+        assert v.verify(b"payload", _sign(home, a, b"payload")) == a
+    assert os.listdir(cache.tmp) == []
+
+
+def test_failed_verification_keeps_nothing(keys: tuple[Path, str, str], tmp_path: Path) -> None:
+    """Rule 8: a rejected update leaves the state as it was."""
+    home, a, b = keys
+    cache = _cache(tmp_path)
+    with pytest.raises(SignatureError), Verifier({a: _export(home, a)}, cache) as v:
+        v.verify(b"payload", _sign(home, b, b"payload"))
+    assert not cache.root.exists() and os.listdir(cache.tmp) == []
+    with pytest.raises(ConfigError), Verifier({a: _export(home, a, b)}, cache):
+        pass
+    assert not cache.root.exists() and os.listdir(cache.tmp) == []
+
+
+def test_changed_pins_make_a_new_home(keys: tuple[Path, str, str], tmp_path: Path) -> None:
+    home, a, b = keys
+    cache = _cache(tmp_path)
+    with Verifier({a: _export(home, a)}, cache) as v:
+        v.verify(b"p", _sign(home, a, b"p"))
+    with Verifier({b: _export(home, b)}, cache) as v:
+        with pytest.raises(SignatureError):  # a is no longer pinned
+            v.verify(b"p", _sign(home, a, b"p"))
+        assert v.verify(b"p", _sign(home, b, b"p")) == b
+    assert _kept(cache) == [pin_digest({b: _export(home, b)})]
+    assert pin_digest({a: _export(home, a)}) != pin_digest({b: _export(home, b)})
+    assert pin_digest({a: _export(home, a)}) != pin_digest({a: _export(home, a) + b"\n"})
+
+
+@pytest.mark.parametrize("tamper", ["extra-key", "gpg.conf", "fifo", "symlink", "open-mode"])
+def test_a_changed_kept_home_is_not_trusted(
+    keys: tuple[Path, str, str], tmp_path: Path, tamper: str
+) -> None:
+    """A kept home that no longer holds exactly what was checked is ignored: a
+    signature by a key planted in it does not count, and the next successful
+    verification replaces it."""
+    home, a, b = keys
+    cache, pins = _cache(tmp_path), {a: _export(home, a)}
+    with Verifier(pins, cache) as v:
+        v.verify(b"p", _sign(home, a, b"p"))
+    kept = cache.root / pin_digest(pins)
+    if tamper == "extra-key":
+        subprocess.run(
+            ["gpg", "--homedir", str(kept), "--batch", "--no-autostart", "--import"],
+            input=_export(home, b),
+            capture_output=True,
+            check=False,  # exit 2: no agent to talk to; the key is in all the same
+        )
+        assert b in _list(kept)
+    elif tamper == "gpg.conf":
+        (kept / "gpg.conf").write_text("trust-model always\n")
+    elif tamper == "fifo":  # must not hang the receive
+        os.mkfifo(kept / "gpg.conf")
+    elif tamper == "symlink":
+        os.rename(kept, tmp_path / "real")
+        kept.symlink_to(tmp_path / "real")
+    else:
+        kept.chmod(0o755)
+    with Verifier(pins, cache) as v:
+        with pytest.raises(SignatureError):
+            v.verify(b"p", _sign(home, b, b"p"))
+        assert v.verify(b"p", _sign(home, a, b"p")) == a
+    assert kept.is_dir() and not kept.is_symlink() and not os.path.lexists(kept / "gpg.conf")
+    listed = _list(kept)
+    assert b not in listed and a in listed
+
+
+def _list(gnupghome: Path) -> str:
+    return subprocess.run(
+        ["gpg", "--homedir", str(gnupghome), "--batch", "--with-colons", "--list-keys"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()

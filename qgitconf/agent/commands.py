@@ -248,24 +248,8 @@ def home_status(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[s
         if held:
             recovered = recover(state, fs, Fault.from_env(env))
         data = state.load()
-        manifest = state.manifest()
-        found: list[tuple[str, str]] = []
-        refreshed = False
-        unchanged = fs.unchanged
-        for path, rec in manifest.items():
-            if unchanged(path, rec):  # one lstat: the stat cache vouches for it
-                continue
-            disk = fs.probe(path, rec)
-            kind = _drift(disk, rec)
-            if kind is not None:
-                found.append((path, kind))
-            elif disk.hashed and disk.st is not None:
-                rec["stat"] = stat_entry_from(disk.st)
-                refreshed = True
+        found, managed = _scan(state, fs, save=held)
         drift = [{"path": sanitize(p), "state": k} for p, k in sorted(found)]
-        if held and refreshed and not state.journal_dir.exists():
-            with contextlib.suppress(OSError):  # only a cache: a full disk may skip it
-                state.save_manifest(manifest)
         interrupted = describe(state)
     staged = data.get("staged") or {}
     gens = state.generations()
@@ -280,7 +264,7 @@ def home_status(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[s
         "last_update": last["time"] if last else None,
         "last_update_age": _age(last["time"]) if last else None,
         "skipped": list(last.get("skipped") or []) if last else [],
-        "managed": len(manifest),
+        "managed": managed,
         "drift": [d["path"] for d in drift],
         "drift_detail": drift,
         "interrupted": interrupted is not None,
@@ -288,6 +272,47 @@ def home_status(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[s
         "busy": not held,
         "recovered": recovered,
     }
+
+
+def _scan(state: AgentState, fs: HomeFS, *, save: bool) -> tuple[list[tuple[str, str]], int]:
+    """Drift of every managed file: ``(path, kind)`` pairs and the number managed.
+
+    Fast path: ``manifest.stat`` vouches for the unchanged regular files with one
+    ``lstat`` each, so the (large) manifest is not parsed; only the entries it cannot
+    vouch for are probed.  If any vouched file changed, the whole manifest is scanned.
+    Entries found unchanged by hashing get a fresh stat cache, and a missing or stale
+    ``manifest.stat`` is written again (if ``save``).
+    """
+    index = state.stat_index()
+    manifest: dict[str, dict[str, Any]] | None = None
+    if index is not None and fs.all_unchanged(index.vouched):
+        records, managed = index.others, index.managed
+    else:
+        manifest = records = state.manifest()
+        managed = len(manifest)
+    found: list[tuple[str, str]] = []
+    refreshed: dict[str, list[int]] = {}
+    unchanged = fs.unchanged
+    for path, rec in records.items():
+        if unchanged(path, rec):  # one lstat: the stat cache vouches for it
+            continue
+        disk = fs.probe(path, rec)
+        kind = _drift(disk, rec)
+        if kind is not None:
+            found.append((path, kind))
+        elif disk.hashed and disk.st is not None:
+            refreshed[path] = stat_entry_from(disk.st)
+    # Nothing managed (never applied): no manifest.stat to write.
+    rebuild = index is None and bool(manifest)
+    if save and (refreshed or rebuild) and not state.journal_dir.exists():
+        if manifest is None:
+            manifest = state.manifest()
+        for path, entry in refreshed.items():
+            if path in manifest:
+                manifest[path]["stat"] = entry
+        with contextlib.suppress(OSError):  # only a cache: a full disk may skip it
+            state.save_manifest(manifest)
+    return found, managed
 
 
 def stat_entry_from(st: tuple[int, int, int, int]) -> list[int]:

@@ -20,12 +20,13 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qgitconf.agent.apply import staged_commit
-from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.errors import LocalStateError, QgitconfError
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.config import TargetConfig
 
 NOTIFY_TIMEOUT_S = 20
 """``notify-send`` is killed after this long (it can hang without a notification daemon)."""
@@ -65,6 +66,32 @@ def notify(env: Mapping[str, str], summary: str, body: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def after_staging(
+    home: Path, env: Mapping[str, str], cfg: TargetConfig, commit: str, sequence: int
+) -> None:
+    """Receive's hook once an update is staged: auto-apply (opt-in), then notify.
+
+    Never raises: the update is staged whatever happens here, and Receive must still
+    answer "staged".  Never blocks on the GUI (see :func:`notify`).  Lives here, not
+    in ``review``, so that Receive imports review and apply only for auto-apply.
+    """
+    try:
+        body = f"update {sequence} ({commit[:12]}) is staged: run `qgitconf review`"
+        if cfg.auto_apply:
+            from qgitconf.agent.review import auto_apply
+
+            rec = auto_apply(home, env, cfg, commit)
+            if rec["result"] == "applied":
+                body = f"update {sequence} ({commit[:12]}) applied automatically"
+            else:
+                body = f"update {sequence} ({commit[:12]}) staged, not applied: {rec['reason']}"
+        notify(env, "qgitconf: configuration update", body)
+    except Exception as e:  # a bug here must not turn "staged" into a failure
+        import sys
+
+        print(f"qgitconf: after staging: {sanitize(repr(e))}", file=sys.stderr)
 
 
 def zenity_available(env: Mapping[str, str]) -> bool:
@@ -133,6 +160,9 @@ def review_dialog(home: Path, env: Mapping[str, str]) -> tuple[str, dict[str, An
     if rc != 0:
         return "cancelled", None
     try:
+        from qgitconf.agent.apply import staged_commit
+        from qgitconf.agent.state import AgentState, state_dir
+
         if staged_commit(AgentState(state_dir(home))) != out["commit"]:
             raise LocalStateError(
                 "another update was staged while the dialog was open; review again",

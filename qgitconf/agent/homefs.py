@@ -21,7 +21,7 @@ import os
 import stat
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 RACY_NS = 2_000_000_000
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns
+# What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns.
+VouchedKey = tuple[int, int, int, int, int]
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -69,6 +71,29 @@ def cache_hit(st: os.stat_result, record: Mapping[str, Any] | None) -> bool:
     if tuple(cached[:4]) != stat_key(st):
         return False
     return bool(cached[3] < cached[4] - RACY_NS)
+
+
+def vouched_key(record: Mapping[str, Any]) -> VouchedKey | None:
+    """What ``lstat`` must show for the stat cache of ``record`` to prove the file
+    unchanged (``HomeFS.unchanged`` in one comparison); None if it never can.
+
+    Exactly the records and conditions ``unchanged`` accepts: a regular file whose
+    cache entry was taken more than ``RACY_NS`` after its ctime.
+    """
+    cached = record.get("stat")
+    mode = record.get("mode")
+    if (
+        record.get("type") != "file"
+        or len(record) != 4
+        or not isinstance(cached, list)
+        or len(cached) != 5
+        or type(mode) is not int
+        or not 0 <= mode <= 0o7777
+        or not all(type(v) is int for v in cached)
+        or not cached[3] < cached[4] - RACY_NS
+    ):
+        return None
+    return (stat.S_IFREG | mode, cached[0], cached[1], cached[2], cached[3])
 
 
 @dataclass(frozen=True)
@@ -269,6 +294,29 @@ class HomeFS:
             and stat.S_IMODE(st.st_mode) == record.get("mode")
             and cache_hit(st, record)
         )
+
+    def all_unchanged(self, entries: Iterable[tuple[str, VouchedKey]]) -> bool:
+        """True if every ``(path, key)`` still ``lstat``s as ``key`` (``vouched_key``),
+        i.e. ``unchanged`` holds for each; False at the first that does not (or whose
+        directory is missing or blocked).  One ``lstat`` per file, nothing read: the
+        fast path of ``status`` on a home without drift.
+        """
+        fds = self._fds
+        stat_at = os.stat
+        for path, want in entries:
+            parents, _, name = path.rpartition("/")
+            d = fds.get(parents)
+            try:
+                if d is None:
+                    d = self._dirfd(parents.split("/") if parents else [], create=False)
+                    if d is None:
+                        return False
+                st = stat_at(name, dir_fd=d, follow_symlinks=False)
+            except (OSError, _Blocked):
+                return False
+            if (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != want:
+                return False
+        return True
 
     def _probe_at(self, d: int, name: str, cached: Mapping[str, Any] | None) -> DiskState:
         try:

@@ -18,6 +18,7 @@ from qgitconf.agent.state import STAGED_REF, AgentState, state_dir
 from qgitconf.agent.verify import VerifiedUpdate, VerifyContext, verify_update
 from qgitconf.envelope import format_time
 from qgitconf.errors import QgitconfError, UntrustedInputError
+from qgitconf.signing import HomeCache
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ def make_context(cfg: TargetConfig, state: AgentState, name: str) -> VerifyConte
         objects=state.objects,
         tmp=state.tmp,
         now=datetime.now(UTC),
+        # The pinned keys' GnuPG home is kept in the state (which no update can write,
+        # rule 7) once a verification with it succeeded: no key import per receive.
+        gnupg_homes=HomeCache(state.verify_homes, state.tmp),
     )
 
 
@@ -115,7 +119,7 @@ def accept_update(stream: BinaryIO, sender: str, home: Path, env: Mapping[str, s
         st = update.statement
         if not update.up_to_date:
             _stage(update, state)
-            from qgitconf.agent.review import after_staging
+            from qgitconf.agent.gui import after_staging
 
             after_staging(home, env, cfg, st.commit, st.sequence)  # notify; opt-in auto-apply
         result = "up-to-date" if update.up_to_date else "staged"

@@ -536,28 +536,3 @@ def auto_apply(
         record["reason"] = f"not applied: [{e.code}] {sanitize(e.detail)}"
     record_auto_apply(state, record)
     return record
-
-
-def after_staging(
-    home: Path, env: Mapping[str, str], cfg: TargetConfig, commit: str, sequence: int
-) -> None:
-    """Receive's hook once an update is staged: auto-apply (opt-in), then notify.
-
-    Never raises: the update is staged whatever happens here, and Receive must still
-    answer "staged".  Never blocks on the GUI (see ``gui.notify``).
-    """
-    from qgitconf.agent.gui import notify
-
-    try:
-        body = f"update {sequence} ({commit[:12]}) is staged: run `qgitconf review`"
-        if cfg.auto_apply:
-            rec = auto_apply(home, env, cfg, commit)
-            if rec["result"] == "applied":
-                body = f"update {sequence} ({commit[:12]}) applied automatically"
-            else:
-                body = f"update {sequence} ({commit[:12]}) staged, not applied: {rec['reason']}"
-        notify(env, "qgitconf: configuration update", body)
-    except Exception as e:  # a bug here must not turn "staged" into a failure
-        import sys
-
-        print(f"qgitconf: after staging: {sanitize(repr(e))}", file=sys.stderr)

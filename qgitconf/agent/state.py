@@ -7,33 +7,61 @@ Layout::
     state.json        last accepted sequence and commit, what is staged and applied
     generations.json  one record per apply (commit, time, files, backups)
     manifest.json     per managed file: type, mode, SHA-256 as written (drift)
+    manifest.stat     the manifest's stat cache in a compact binary form, bound to
+                      manifest.json by its SHA-256 (status reads it, not the JSON)
     originals/        files that existed before qgitconf first overwrote them
     backups/<N>/      files overwritten by generation N after a local change
     rejected.log      append-only, one JSON line per rejected update
     journal/          present only while an apply runs: plan.json, progress, undo/
                       (see qgitconf.agent.journal and docs/apply.md)
     tmp/              quarantines for incoming updates
+    verify-gnupg/     a GnuPG home holding exactly the pinned keys, named by their
+                      SHA-256 (``qgitconf.signing.HomeCache``); kept after a
+                      successful verification, rebuilt when the pins change
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qgitconf.errors import LocalStateError
 from qgitconf.fsutil import append_line, atomic_write, read_json, write_json
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.homefs import VouchedKey
+
 STAGED_REF = b"refs/qgitconf/staged"
 APPLIED_REF = b"refs/qgitconf/applied"
 GENERATION_REF = "refs/qgitconf/generations/{n}"
+
+
+_STAT_MAGIC = b"qgitconf-stat-1\n"
+_STAT_HEAD = struct.Struct("<32sIIII")  # manifest SHA-256; counts and lengths below
+_STAT_REC = struct.Struct("<IQqQq")  # st_mode, size, mtime_ns, ino, ctime_ns
+
+
+class StatIndex(NamedTuple):  # not a dataclass: cheaper to define (start-up)
+    """``manifest.stat``: what status needs to see that no managed file changed.
+
+    ``vouched`` pairs each regular file whose stat cache can prove it unchanged with
+    the ``lstat`` it must show (``homefs.vouched_key``); ``others`` holds the full
+    manifest records of every other entry (symlinks, entries without a usable cache).
+    """
+
+    vouched: Iterator[tuple[str, VouchedKey]]
+    others: dict[str, dict[str, Any]]
+    managed: int  # manifest entries in all
 
 
 def state_dir(home: Path) -> Path:
@@ -57,6 +85,10 @@ class AgentState:
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def verify_homes(self) -> Path:
+        return self.root / "verify-gnupg"
 
     @property
     def journal_dir(self) -> Path:
@@ -146,7 +178,20 @@ class AgentState:
         return data if isinstance(data, dict) else {}
 
     def save_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
-        _save_json(self.root / "manifest.json", manifest)
+        """Write ``manifest.json``, then ``manifest.stat`` for it (a crash between the
+        two leaves a ``manifest.stat`` that no longer matches: ignored)."""
+        data = _save_json(self.root / "manifest.json", manifest)
+        atomic_write(self.root / "manifest.stat", _stat_index_bytes(manifest, data))
+
+    def stat_index(self) -> StatIndex | None:
+        """``manifest.stat`` if it belongs to the current ``manifest.json``; else None
+        (missing, stale, or unreadable: the caller reads the manifest instead)."""
+        try:
+            manifest = (self.root / "manifest.json").read_bytes()
+            raw = (self.root / "manifest.stat").read_bytes()
+        except OSError:
+            return None
+        return _parse_stat_index(raw, hashlib.sha256(manifest).digest())
 
     def originals(self) -> dict[str, dict[str, Any]]:
         data = read_json(self.root / "originals.json", {})
@@ -170,10 +215,63 @@ class AgentState:
             append_line(self.root / "rejected.log", json.dumps(record, sort_keys=True))
 
 
-def _save_json(path: Path, value: Any) -> None:
-    """Atomically write ``value`` as one-line JSON with sorted keys.
+def _save_json(path: Path, value: Any) -> bytes:
+    """Atomically write ``value`` as one-line JSON with sorted keys; return the bytes.
 
     For the records that grow with the number of managed files: ``json.dumps`` without
     ``indent`` runs in C, about ten times faster than an indented dump.
     """
-    atomic_write(path, (json.dumps(value, sort_keys=True) + "\n").encode("utf-8"))
+    data = (json.dumps(value, sort_keys=True) + "\n").encode("utf-8")
+    atomic_write(path, data)
+    return data
+
+
+def _stat_index_bytes(manifest: Mapping[str, Mapping[str, Any]], manifest_json: bytes) -> bytes:
+    """``manifest.stat`` for ``manifest`` (written as ``manifest_json``).
+
+    The magic line; a header (SHA-256 of manifest.json, the number of vouched files
+    and of other entries, the lengths of the path list and of the others' JSON); one
+    fixed-size record per vouched file; their paths, NUL-separated (a path never
+    holds NUL, rule 7); the other entries' records as JSON.
+    """
+    from qgitconf.agent.homefs import vouched_key  # not on the receive path
+
+    records: list[bytes] = []
+    paths: list[bytes] = []
+    others: dict[str, Mapping[str, Any]] = {}
+    for path, rec in manifest.items():
+        key = vouched_key(rec)
+        packed = None
+        if key is not None:
+            with contextlib.suppress(struct.error):  # out of range: not vouched
+                packed = _STAT_REC.pack(*key)
+        if packed is None:
+            others[path] = rec
+        else:
+            records.append(packed)
+            paths.append(path.encode("utf-8", "surrogateescape"))
+    names = b"\0".join(paths)
+    rest = json.dumps(others, sort_keys=True).encode("utf-8")
+    digest = hashlib.sha256(manifest_json).digest()
+    head = _STAT_HEAD.pack(digest, len(records), len(others), len(names), len(rest))
+    return b"".join([_STAT_MAGIC, head, *records, names, rest])
+
+
+def _parse_stat_index(raw: bytes, manifest_sha256: bytes) -> StatIndex | None:
+    start = len(_STAT_MAGIC) + _STAT_HEAD.size
+    if len(raw) < start or not raw.startswith(_STAT_MAGIC):
+        return None
+    digest, n, n_others, len_names, len_rest = _STAT_HEAD.unpack_from(raw, len(_STAT_MAGIC))
+    names_at = start + n * _STAT_REC.size
+    if digest != manifest_sha256 or len(raw) != names_at + len_names + len_rest:
+        return None
+    names = raw[names_at : names_at + len_names]
+    paths = names.decode("utf-8", "surrogateescape").split("\0") if n else []
+    try:
+        others = json.loads(raw[names_at + len_names :])
+    except ValueError:
+        return None
+    if len(paths) != n or not isinstance(others, dict) or len(others) != n_others:
+        return None
+    keys = _STAT_REC.iter_unpack(raw[start:names_at])
+    return StatIndex(zip(paths, keys, strict=True), others, n + n_others)

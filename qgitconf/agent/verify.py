@@ -27,14 +27,12 @@ objects; the caller promotes them (rule 8) or closes it.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from qgitconf.bundle import Quarantine, read_bundle_header
 from qgitconf.envelope import Statement, parse_statement, read_envelope
 from qgitconf.errors import (
     BundleError,
@@ -47,11 +45,13 @@ from qgitconf.errors import (
     WrongSourceError,
     WrongTargetError,
 )
-from qgitconf.gitstore import check_descends, read_commit, tree_sha256, walk_tree
 from qgitconf.limits import Limits
-from qgitconf.paths import PathRules, check_tree
 from qgitconf.sanitize import sanitize
-from qgitconf.signing import Verifier
+from qgitconf.signing import HomeCache, Verifier
+
+if TYPE_CHECKING:
+    from qgitconf.bundle import Quarantine
+    from qgitconf.paths import PathRules
 
 _CHUNK = 1 << 16
 
@@ -70,6 +70,7 @@ class VerifyContext:
     objects: Path
     tmp: Path
     now: datetime
+    gnupg_homes: HomeCache | None = None  # where the verification home is kept
 
 
 @dataclass
@@ -133,6 +134,8 @@ def _spool_bundle(stream: BinaryIO, st: Statement, limits: Limits, spool: Binary
 
 
 def _check_header(spool: BinaryIO, st: Statement, ctx: VerifyContext) -> None:
+    from qgitconf.bundle import read_bundle_header
+
     header = read_bundle_header(spool, ctx.limits)
     (ref, sha) = header.refs[0]
     if ref != f"refs/heads/{st.target}":
@@ -175,11 +178,18 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
     if sender != ctx.source:  # step 1, rule 3
         raise WrongSourceError(f"updates are accepted from {ctx.source!r} only")
     raw = read_envelope(stream)  # step 2, rule 1
-    with Verifier(ctx.pinned) as verifier:
+    with Verifier(ctx.pinned, ctx.gnupg_homes) as verifier:
         signer = verifier.verify(raw.statement, raw.signature)  # step 3, rule 2
         st = parse_statement(raw.statement)  # step 4
         if _check_statement(st, ctx):
             return VerifiedUpdate(st, signer, True, None, [])
+        # Imported only now: an up-to-date update (the common no-op) never needs them.
+        import tempfile
+
+        from qgitconf.bundle import Quarantine
+        from qgitconf.gitstore import check_descends, read_commit, tree_sha256, walk_tree
+        from qgitconf.paths import check_tree
+
         quarantine = Quarantine(ctx.tmp, ctx.objects)
         try:
             with tempfile.TemporaryFile(dir=quarantine.root) as spool:

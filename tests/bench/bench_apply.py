@@ -37,7 +37,7 @@ from qgitconf.agent.homefs import RACY_NS, HomeFS
 from qgitconf.agent.state import AgentState
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules
-from tests.bench.common import row
+from tests.bench.common import compile_package, row
 
 
 def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -185,6 +185,7 @@ def bench_status(root: Path, n: int, runs: int) -> tuple[float, float, int]:
 
 
 def main() -> None:
+    compile_package()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=None, help="where to build the trees [default: $TMPDIR]")
     ap.add_argument("--runs", type=int, default=3)

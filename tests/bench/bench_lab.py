@@ -14,7 +14,6 @@ Run: ``.venv/bin/python -m tests.bench.bench_lab``.
 
 from __future__ import annotations
 
-import compileall
 import shutil
 import statistics
 import sys
@@ -22,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import qgitconf
 from qgitconf.lab.lab import Lab, init_lab
-from tests.bench.common import print_rows, row
+from tests.bench.common import compile_package, print_rows, row
 from tests.labkit import commit_files, publish, qg, run, setup_lab, tip
 
 RUNS = 5
@@ -34,7 +32,7 @@ TRANSFER_SERVICE = '#!/bin/sh\nexec cat > "$HOME/u.transfer"\n'
 
 
 def main() -> int:
-    compileall.compile_dir(Path(qgitconf.__file__).parent, quiet=1)
+    compile_package()
     base = Path(tempfile.mkdtemp(prefix="qgbl-"))
     lab: Lab = init_lab(base / "lab")
     try:

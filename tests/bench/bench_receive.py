@@ -22,7 +22,16 @@ from typing import Any
 from qgitconf.agent.commands import target_init
 from qgitconf.mgmt.publish import build_update
 from qgitconf.mgmt.repo import MgmtRepo
-from tests.bench.common import git, median_time, print_rows, row, run, vault, write_tree
+from tests.bench.common import (
+    compile_package,
+    git,
+    median_time,
+    print_rows,
+    row,
+    run,
+    vault,
+    write_tree,
+)
 
 SERVICE = str(Path(sys.executable).parent / "qgitconf-service")
 QGITCONF = str(Path(sys.executable).parent / "qgitconf")
@@ -196,6 +205,7 @@ def one_line_change_rows(s: Setup) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
+    compile_package()
     quick = "--quick" in argv
     sizes = [(1000, 10 << 20)] if quick else [(1000, 10 << 20), (10_000, 100 << 20)]
     rows = []

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench.common import print_rows
+from tests.bench.common import compile_package, print_rows
 
 SCRIPTS = ["bench_receive", "bench_lab", "bench_apply", "bench_publish", "rss_receive"]
 
@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
     here = Path(__file__).parent
     out = Path(tempfile.mkdtemp(prefix="qgbench-")) / "rows.jsonl"
     env = dict(os.environ, QGITCONF_BENCH_OUT=str(out))
+    compile_package()
     t0 = time.time()
     for name in SCRIPTS:
         if not (here / f"{name}.py").exists():
