@@ -194,3 +194,30 @@ def _list(gnupghome: Path) -> str:
         capture_output=True,
         check=True,
     ).stdout.decode()
+
+
+def test_target_init_keeps_the_verification_home(
+    keys: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first receive after `target init` finds the pinned key's home ready."""
+    from qgitconf.agent.commands import target_init
+    from qgitconf.agent.config import load_target_config
+    from qgitconf.agent.state import AgentState, state_dir
+
+    home, a, _b = keys
+    key_file = tmp_path / "key.asc"
+    key_file.write_bytes(_export(home, a))
+    target = tmp_path / "target"
+    target.mkdir()
+    target_init(target, "config-mgmt", key_file, a, [])
+    env = {"HOME": str(target), "QGITCONF_SYSCONFDIR": str(tmp_path / "no-etc")}
+    pinned = load_target_config(target, env).pinned
+    state = AgentState(state_dir(target))
+    assert _kept(HomeCache(state.verify_homes, state.tmp)) == [pin_digest(pinned)]
+
+    def no_import(*args: object, **kw: object) -> None:
+        raise AssertionError("keys imported again")
+
+    monkeypatch.setattr(gnupg.GPG, "import_keys", no_import)
+    with Verifier(pinned, HomeCache(state.verify_homes, state.tmp)) as v:
+        assert v.verify(b"payload", _sign(home, a, b"payload")) == a

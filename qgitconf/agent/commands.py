@@ -29,7 +29,7 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, LocalStateError, UsageError
 from qgitconf.sanitize import sanitize
-from qgitconf.signing import inspect_key_file
+from qgitconf.signing import HomeCache, Verifier, inspect_key_file
 
 
 def target_init(
@@ -55,7 +55,14 @@ def target_init(
         if not FPR.fullmatch(fpr) or fpr != key.fingerprint:
             raise ConfigError(f"{key_file} holds {key.fingerprint}, not the given {fingerprint}")
     path = write_target_config(home, source, key.fingerprint, key.armored, list(allow) or ["**"])
-    AgentState(state_dir(home)).ensure()
+    state = AgentState(state_dir(home))
+    state.ensure()
+    # Build the verification home for this pin now, as Receive would keep it after its
+    # first success: the first update then does not import the key (the pin's digest
+    # covers the key file's bytes as Receive reads them).
+    pinned = {key.fingerprint: (path.parent / "keys" / f"{key.fingerprint}.asc").read_bytes()}
+    with Verifier(pinned, HomeCache(state.verify_homes, state.tmp)):
+        pass
     return {
         "config": str(path),
         "fingerprint": key.fingerprint,
