@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,10 @@ class _Resolver:
     """Delta resolution over one pack file, with a bounded cache of bases."""
 
     def __init__(self, f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) -> None:
-        from dulwich.pack import apply_delta
+        try:  # the C version itself: dulwich.pack would import far more (start-up)
+            from dulwich._pack import apply_delta
+        except ImportError:  # a dulwich built without its extensions
+            from dulwich.pack import apply_delta
 
         self._apply_delta = apply_delta
         self._f = f
@@ -329,6 +333,46 @@ def _copy(src: BinaryIO, start: int, length: int) -> Iterator[bytes]:
         yield chunk
 
 
+def _write_index_v2(out: BinaryIO, index: list[tuple[bytes, int, int]], checksum: bytes) -> None:
+    """Write a version 2 pack index (git's ``Documentation/gitformat-pack``).
+
+    The same bytes as dulwich's ``write_pack_index_v2`` (a test compares them), written
+    here so that a receive does not import ``dulwich.pack`` for it.
+    """
+    entries = sorted(index)
+    counts = [0] * 256
+    for sha, _, _ in entries:
+        counts[sha[0]] += 1
+    fanout: list[int] = []
+    total = 0
+    for n in counts:
+        total += n
+        fanout.append(total)
+    offsets: list[int] = []
+    large: list[int] = []
+    for _, offset, _ in entries:
+        if offset < 1 << 31:
+            offsets.append(offset)
+        else:  # in the 64-bit table, flagged by the high bit
+            offsets.append(1 << 31 | len(large))
+            large.append(offset)
+    n = len(entries)
+    body = b"".join(
+        [
+            b"\377tOc",
+            struct.pack(">L", 2),
+            struct.pack(">256L", *fanout),
+            b"".join(sha for sha, _, _ in entries),
+            struct.pack(f">{n}L", *(crc & 0xFFFFFFFF for _, _, crc in entries)),
+            struct.pack(f">{n}L", *offsets),
+            struct.pack(f">{len(large)}Q", *large),
+            checksum,
+        ]
+    )
+    out.write(body)
+    out.write(hashlib.sha1(body).digest())  # noqa: S324 - the index checksum is SHA-1
+
+
 def write_pack(
     f: BinaryIO,
     start: int,
@@ -342,8 +386,6 @@ def write_pack(
     Returns:
         The path of the written ``pack-<sha>.pack`` (its ``.idx`` beside it).
     """
-    from dulwich.pack import write_pack_index_v2
-
     tmp = dest / f"tmp-{os.getpid()}.pack"
     index = list(indexed.index)
     body = summary.entries[-1].end if summary.entries else 12
@@ -377,7 +419,7 @@ def write_pack(
     pack = dest / f"{name}.pack"
     idx_tmp = dest / f"tmp-{os.getpid()}.idx"
     with idx_tmp.open("wb") as out:
-        write_pack_index_v2(out, sorted(index), checksum)
+        _write_index_v2(out, index, checksum)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, pack)

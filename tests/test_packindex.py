@@ -259,3 +259,18 @@ def test_long_ref_delta_chain_is_refused_early(tmp_path: Path) -> None:
     packgen.write_ref_delta_chain(path, 5000)  # far past Python's recursion limit
     with pytest.raises(TooLargeError):
         _index(path.read_bytes())
+
+
+def test_index_bytes_equal_dulwichs(repo: GitRepo, tmp_path: Path) -> None:
+    """Our version 2 index writer gives the bytes dulwich's write_pack_index_v2 gives,
+    large (64-bit) offsets included."""
+    from dulwich.pack import write_pack_index_v2
+
+    pack = _pack(repo, "idx", "main", "--delta-base-offset")
+    indexed = _index(pack.read_bytes())
+    checksum = pack.read_bytes()[-20:]
+    for index in (indexed.index, [*indexed.index[:-1], (indexed.index[-1][0], 3 << 31, 7)]):
+        ours, theirs = io.BytesIO(), io.BytesIO()
+        packindex._write_index_v2(ours, list(index), checksum)
+        write_pack_index_v2(theirs, sorted(index), checksum)
+        assert ours.getvalue() == theirs.getvalue()

@@ -92,11 +92,7 @@ def _stage(update: VerifiedUpdate, state: AgentState) -> None:
         },
     )
     state.save(data)
-    repo = state.repo()
-    try:
-        repo.refs[STAGED_REF] = st.commit.encode("ascii")
-    finally:
-        repo.close()
+    state.refs()[STAGED_REF] = st.commit.encode("ascii")
 
 
 def accept_update(stream: BinaryIO, sender: str, home: Path, env: Mapping[str, str]) -> Outcome:

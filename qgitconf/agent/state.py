@@ -126,6 +126,15 @@ class AgentState:
         if not (self.repo_path / "HEAD").exists():
             Repo.init_bare(str(self.repo_path), mkdir=True)
 
+    def refs(self) -> Any:
+        """The agent repo's refs (dulwich's loose-ref writer, with its lock files);
+        cheaper to load than the whole ``Repo`` (Receive only moves one ref)."""
+        from dulwich.refs import DiskRefsContainer
+
+        if not (self.repo_path / "HEAD").exists():
+            raise LocalStateError(f"no agent repository at {self.repo_path}")
+        return DiskRefsContainer(str(self.repo_path))
+
     def repo(self) -> Any:
         from dulwich.repo import Repo
 
