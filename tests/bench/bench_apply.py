@@ -37,7 +37,7 @@ from qgitconf.agent.homefs import RACY_NS, HomeFS
 from qgitconf.agent.state import AgentState
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules
-from tests.bench.common import compile_package, row
+from tests.bench.common import compile_package, paired_medians, row
 
 
 def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -85,26 +85,6 @@ def median_of(runs: int, setup: Callable[[], object], fn: Callable[[], object]) 
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def paired_medians(
-    runs: int,
-    ours: tuple[Callable[[], object], Callable[[], object]],
-    ref: tuple[Callable[[], object], Callable[[], object]],
-) -> tuple[float, float]:
-    """Medians of ``runs`` timings of each ``(setup, fn)``, taken alternately (so a
-    change in the machine's load hits both sides), each from a clean page cache state:
-    ``sync`` (untimed) after the setup, so neither side pays for the other's writeback."""
-    t_ours: list[float] = []
-    t_ref: list[float] = []
-    for _ in range(runs):
-        for (setup, fn), out in ((ours, t_ours), (ref, t_ref)):
-            setup()
-            os.sync()
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-    return statistics.median(t_ours), statistics.median(t_ref)
 
 
 def reset_state(state: AgentState) -> None:

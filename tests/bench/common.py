@@ -42,18 +42,24 @@ def compile_package() -> None:
     compileall.compile_dir(Path(qgitconf.__file__).parent, quiet=1)
 
 
-def median_time(
-    fn: Callable[[], Any], runs: int = 3, setup: Callable[[], Any] | None = None
-) -> float:
-    """Median wall time of ``fn`` over ``runs`` runs (``setup`` untimed before each)."""
-    times = []
+def paired_medians(
+    runs: int,
+    ours: tuple[Callable[[], object], Callable[[], object]],
+    ref: tuple[Callable[[], object], Callable[[], object]],
+) -> tuple[float, float]:
+    """Medians of ``runs`` timings of each ``(setup, fn)``, taken alternately (so a
+    change in the machine's load hits both sides), each from a clean page cache state:
+    ``sync`` (untimed) after the setup, so neither side pays for the other's writeback."""
+    t_ours: list[float] = []
+    t_ref: list[float] = []
     for _ in range(runs):
-        if setup is not None:
+        for (setup, fn), out in ((ours, t_ours), (ref, t_ref)):
             setup()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            os.sync()
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return statistics.median(t_ours), statistics.median(t_ref)
 
 
 def run(
