@@ -10,9 +10,8 @@ publish, so both sides share one definition of the format.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from qgitconf.errors import MalformedError, TooLargeError
 from qgitconf.limits import MAX_HEADER_LINE, MAX_SIGNATURE_BYTES, MAX_STATEMENT_BYTES
@@ -40,16 +39,14 @@ _KEYS = (
 _OPTIONAL_LAST = "expires"
 
 
-@dataclass(frozen=True)
-class RawEnvelope:
+class RawEnvelope(NamedTuple):
     """The statement and signature bytes as read, not yet trusted or parsed."""
 
     statement: bytes
     signature: bytes
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(NamedTuple):
     """A parsed statement; only built by ``parse_statement`` after the signature checks."""
 
     target: str

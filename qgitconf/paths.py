@@ -39,8 +39,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from qgitconf.errors import UnsafePathError
 from qgitconf.sanitize import sanitize
@@ -116,8 +115,7 @@ def _refuse(path: str | bytes, reason: str) -> UnsafePathError:
     return UnsafePathError(f"'{shown}': {reason}")
 
 
-@dataclass(frozen=True)
-class PathRules:
+class PathRules(NamedTuple):
     """What a target accepts in a tree, beyond the fixed rules.
 
     Attributes:

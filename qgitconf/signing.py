@@ -25,7 +25,6 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -41,8 +40,7 @@ def _gpg(home: str):  # type: ignore[no-untyped-def]
     return gnupg.GPG(gnupghome=home, options=list(_GPG_OPTIONS))
 
 
-@dataclass(frozen=True)
-class KeyInfo:
+class KeyInfo(NamedTuple):
     """One public key as found in a key file."""
 
     fingerprint: str
@@ -70,7 +68,7 @@ def inspect_key_file(data: bytes) -> list[KeyInfo]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-class HomeCache(NamedTuple):  # not a dataclass: cheaper to define (start-up)
+class HomeCache(NamedTuple):
     """Where verification homes are kept, one per set of pinned keys.
 
     ``root/<digest>`` is named by the SHA-256 of the pinned fingerprints and key

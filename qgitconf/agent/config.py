@@ -14,8 +14,8 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError
@@ -26,15 +26,14 @@ from qgitconf.paths import PathRules
 FPR = re.compile(r"[0-9A-F]{40}")
 
 
-@dataclass(frozen=True)
-class TargetConfig:
+class TargetConfig(NamedTuple):
     """Everything the agent trusts, loaded from this qube's own files."""
 
     path: Path
     source: str
     pinned: Mapping[str, bytes]
-    rules: PathRules = field(default_factory=PathRules)
-    limits: Limits = field(default_factory=Limits)
+    rules: PathRules = PathRules()
+    limits: Limits = Limits()
     auto_apply: bool = False
 
 

@@ -8,10 +8,9 @@ result.  A rejection writes nothing but one line of ``rejected.log`` (rule 8).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from qgitconf.agent.config import TargetConfig, load_target_config
 from qgitconf.agent.state import STAGED_REF, AgentState, state_dir
@@ -21,8 +20,7 @@ from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.signing import HomeCache
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What happened to one update; ``reply()`` is the JSON line sent back."""
 
     result: str  # "staged" | "up-to-date"

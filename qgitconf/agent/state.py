@@ -29,7 +29,6 @@ import json
 import os
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -51,7 +50,7 @@ _STAT_HEAD = struct.Struct("<32sIIII")  # manifest SHA-256; counts and lengths b
 _STAT_REC = struct.Struct("<IQqQq")  # st_mode, size, mtime_ns, ino, ctime_ns
 
 
-class StatIndex(NamedTuple):  # not a dataclass: cheaper to define (start-up)
+class StatIndex(NamedTuple):
     """``manifest.stat``: what status needs to see that no managed file changed.
 
     ``vouched`` pairs each regular file whose stat cache can prove it unchanged with
@@ -68,11 +67,16 @@ def state_dir(home: Path) -> Path:
     return home / ".local" / "share" / "qgitconf"
 
 
-@dataclass
 class AgentState:
     """Paths and small JSON records of the agent's state; the orchestrators' view."""
 
-    root: Path
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"AgentState({self.root!r})"
 
     @property
     def repo_path(self) -> Path:

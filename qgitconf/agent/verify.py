@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from qgitconf.envelope import Statement, parse_statement, read_envelope
 from qgitconf.errors import (
@@ -56,8 +55,7 @@ if TYPE_CHECKING:
 _CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class VerifyContext:
+class VerifyContext(NamedTuple):
     """What the agent knows and trusts when an update arrives."""
 
     own_name: str
@@ -73,8 +71,7 @@ class VerifyContext:
     gnupg_homes: HomeCache | None = None  # where the verification home is kept
 
 
-@dataclass
-class VerifiedUpdate:
+class VerifiedUpdate(NamedTuple):
     """An update that passed every rule.  Built only by ``verify_update``."""
 
     statement: Statement

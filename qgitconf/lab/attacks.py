@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from qgitconf.envelope import (
@@ -39,6 +38,6 @@ def resign(update: bytes, sign: Signer) -> bytes:
 def restate(update: bytes, sign: Signer, bundle: bytes | None = None, **fields: Any) -> bytes:
     """The update with statement ``fields`` replaced (and optionally another bundle)."""
     statement, _sig, old_bundle = split_update(update)
-    st = replace(parse_statement(statement), **fields)
+    st = parse_statement(statement)._replace(**fields)
     new = format_statement(st)
     return format_envelope_header(new, sign(new)) + (old_bundle if bundle is None else bundle)
