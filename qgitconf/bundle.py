@@ -221,20 +221,18 @@ class Quarantine:
             BundleError: a blob or tree id is known with other content.
         """
         known = self.known
-        for sha, digest in blob_sha256.items():
-            old = known.blob_sha256.get(sha)
-            if old is not None and old != digest:
-                raise BundleError(
-                    f"blob {sha} is known here with other content (a SHA-1 collision)",
-                    code="sha1-collision",
-                )
-        for hexsha, raw in trees.items():
-            old_raw = known.trees.get(hexsha)
-            if old_raw is not None and old_raw != raw:
-                raise BundleError(
-                    f"tree {hexsha.decode()} is known here with other content (a SHA-1 collision)",
-                    code="sha1-collision",
-                )
+        checks: tuple[tuple[str, Mapping[Any, bytes], Mapping[Any, bytes]], ...] = (
+            ("blob", blob_sha256, known.blob_sha256),  # by hex id (str): SHA-256
+            ("tree", trees, known.trees),  # by hex id (bytes): content
+        )
+        for kind, new, old in checks:
+            for sha, content in new.items():
+                if old.get(sha, content) != content:
+                    name = sha.decode("ascii") if isinstance(sha, bytes) else sha
+                    raise BundleError(
+                        f"{kind} {name} is known here with other content (a SHA-1 collision)",
+                        code="sha1-collision",
+                    )
 
     def promote(self) -> None:
         """Move the verified pack files into the real object store (rule 8: last step)."""

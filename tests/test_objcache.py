@@ -139,3 +139,16 @@ def test_known_id_with_other_content_is_a_collision(world: World, tmp_path: Path
     full = Objects(dict(world.base.items))
     update = world.update(full, world.c1, prereq=None, sequence=2)
     assert _reject(world, home, update) == "sha1-collision"
+
+
+def test_known_tree_with_other_content_is_a_collision(world: World, tmp_path: Path) -> None:
+    home = _home(world, tmp_path)
+    for path in _known_dir(home).iterdir():
+        known = parse_sidecar(path.read_bytes())
+        tree = next(iter(known.trees))
+        known.trees[tree] += b"100644 x\0" + bytes(20)
+        path.chmod(0o644)
+        path.write_bytes(format_sidecar(known.blob_sha256, known.trees))
+    full = Objects(dict(world.base.items))
+    update = world.update(full, world.c1, prereq=None, sequence=2)
+    assert _reject(world, home, update) == "sha1-collision"
