@@ -152,6 +152,11 @@ class Quarantine:
         new = {*self.parsed, *self.trees, *(s.encode("ascii") for s in self.blob_sha256)}
         return list(new)
 
+    def raw_tree(self, sha: bytes) -> bytes | None:
+        """A new or known tree's checked content by hex id, or None (``gitstore`` walks)."""
+        data = self.trees.get(sha)
+        return data if data is not None else self.known.trees.get(sha)
+
     def __getitem__(self, sha: bytes) -> Any:
         """An object by id: the new ones (checked on ingestion) first, then the store."""
         obj = self.parsed.get(sha)

@@ -68,17 +68,34 @@ def walk_tree(store: Any, tree_sha: str, limits: Limits) -> list[TreeEntry]:
         prefix, sha, depth = stack.pop()
         if depth > limits.max_tree_depth:
             raise TooLargeError(f"tree deeper than {limits.max_tree_depth} levels")
-        tree = _get(store, sha, b"tree", "tree")
-        for item in tree.iteritems():
-            path = prefix + item.path
-            entry = TreeEntry(path, item.mode, item.sha.decode("ascii"))
+        for name, mode, item_sha in _tree_items(store, sha):
+            path = prefix + name
+            entry = TreeEntry(path, mode, item_sha.decode("ascii"))
             out.append(entry)
             if len(out) > limits.max_tree_entries:
                 raise TooLargeError(f"tree has more than {limits.max_tree_entries} entries")
-            if stat.S_ISDIR(item.mode) and item.mode == MODE_TREE:
+            if stat.S_ISDIR(mode) and mode == MODE_TREE:
                 stack.append((path + b"/", entry.sha, depth + 1))
     out.sort(key=lambda e: e.path)
     return out
+
+
+def _tree_items(store: Any, sha: str) -> list[tuple[bytes, int, bytes]]:
+    """``(name, mode, hex id)`` of each entry of tree ``sha``.
+
+    A store that keeps trees raw (the quarantine: checked when they came in, or
+    read from the agent's cache of checked trees) offers ``raw_tree``; its content is
+    parsed by dulwich's C parser without building a ``Tree``.  Other stores give
+    dulwich objects.
+    """
+    raw_tree = getattr(store, "raw_tree", None)
+    data = raw_tree(sha.encode("ascii")) if raw_tree is not None else None
+    if data is None:
+        tree = _get(store, sha, b"tree", "tree")
+        return [(item.path, item.mode, item.sha) for item in tree.iteritems()]
+    from dulwich.objects import parse_tree
+
+    return list(parse_tree(data, 20))
 
 
 def blob_bytes(store: Any, sha: str) -> bytes:
