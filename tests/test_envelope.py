@@ -141,3 +141,41 @@ def test_statement_with_crlf_is_rejected() -> None:
     )
     with pytest.raises(MalformedError):
         parse_statement(format_statement(s).replace(b"\n", b"\r\n"))
+
+
+SAMPLE = Statement(
+    target="personal",
+    sequence=7,
+    commit="a" * 40,
+    prerequisite=None,
+    bundle_size=100,
+    bundle_sha256="b" * 64,
+    tree_sha256="c" * 64,
+    created=datetime(2026, 11, 28, 22, 5, 45, tzinfo=UTC),
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-13-28T22:05:45Z",
+        "2026-02-30T22:05:45Z",
+        "2026-11-28T24:05:45Z",
+        "2026-11-28T22:60:45Z",
+        "2026-11-28T22:05:60Z",
+        "2026-11-28T22:05:45+00:00",
+        "2026-11-28 22:05:45Z",
+        "2026-11-28T22:05:45.5Z",
+        "2026-1-28T22:05:45Z",
+    ],
+)
+def test_statement_times_out_of_range_or_format_are_malformed(value: str) -> None:
+    text = format_statement(SAMPLE).replace(b"2026-11-28T22:05:45Z", value.encode())
+    with pytest.raises(MalformedError):
+        parse_statement(text)
+
+
+def test_statement_time_is_utc_seconds() -> None:
+    assert parse_statement(format_statement(SAMPLE)).created == datetime(
+        2026, 11, 28, 22, 5, 45, tzinfo=UTC
+    )
