@@ -162,9 +162,7 @@ class Quarantine:
         obj = self.parsed.get(sha)
         if obj is not None:
             return obj
-        data = self.trees.get(sha)
-        if data is None:
-            data = self.known.trees.get(sha)
+        data = self.raw_tree(sha)
         if data is None:
             return self.store[sha]
         from dulwich.objects import ObjectID, Tree

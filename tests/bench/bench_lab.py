@@ -54,29 +54,20 @@ def main() -> int:
         for k in key.iterdir():
             run(lab, "personal", "gpg", "--homedir", str(gnupg), "--batch", "--import", str(k))
         first = tip(lab, "personal")
+
+        def bundle(path: Path, revs: str) -> None:
+            git_mgmt = ["git", "--git-dir=qgitconf.git"]
+            run(lab, "config-mgmt", *git_mgmt, "bundle", "create", "-q", str(path), revs)
+
+        def target_git_cmd(*args: str) -> None:
+            run(lab, "personal", "git", "--git-dir", str(target_git), *args)
+
+        def fetch(path: Path) -> None:
+            target_git_cmd("fetch", "-q", str(path), "refs/heads/personal:refs/heads/personal")
+
         bundle0 = lab.home("config-mgmt") / "full.bundle"
-        run(
-            lab,
-            "config-mgmt",
-            "git",
-            "--git-dir=qgitconf.git",
-            "bundle",
-            "create",
-            "-q",
-            str(bundle0),
-            "personal",
-        )
-        run(
-            lab,
-            "personal",
-            "git",
-            "--git-dir",
-            str(target_git),
-            "fetch",
-            "-q",
-            str(bundle0),
-            "refs/heads/personal:refs/heads/personal",
-        )
+        bundle(bundle0, "personal")
+        fetch(bundle0)
         counter = [0]
 
         def change() -> None:
@@ -94,17 +85,7 @@ def main() -> int:
         def reference() -> None:
             new = tip(lab, "personal")
             b = lab.home("config-mgmt") / "u.bundle"
-            run(
-                lab,
-                "config-mgmt",
-                "git",
-                "--git-dir=qgitconf.git",
-                "bundle",
-                "create",
-                "-q",
-                str(b),
-                f"{prev[0]}..personal",
-            )
+            bundle(b, f"{prev[0]}..personal")
             data = b.read_bytes()
             sig = run(
                 lab,
@@ -131,28 +112,8 @@ def main() -> int:
             dst.write_bytes(sent[cut:])
             env_g = ["--homedir", str(gnupg), "--batch"]
             run(lab, "personal", "gpg", *env_g, "--verify", "u.sig", "u.bundle")
-            run(
-                lab,
-                "personal",
-                "git",
-                "--git-dir",
-                str(target_git),
-                "bundle",
-                "verify",
-                "-q",
-                str(dst),
-            )
-            run(
-                lab,
-                "personal",
-                "git",
-                "--git-dir",
-                str(target_git),
-                "fetch",
-                "-q",
-                str(dst),
-                "refs/heads/personal:refs/heads/personal",
-            )
+            target_git_cmd("bundle", "verify", "-q", str(dst))
+            fetch(dst)
             verify = ["git", "--git-dir", str(target_git), "verify-commit", new]
             proc = lab.run("personal", verify, extra_env={"GNUPGHOME": str(gnupg)})
             if proc.returncode != 0:
