@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from qgitconf.agent.commands import home_status
-from qgitconf.agent.homefs import RACY_NS, stat_entry, vouched_key
+from qgitconf.agent.homefs import RACY_NS, VOUCHED_RECORD, stat_entry, vouched_key
 from qgitconf.agent.state import AgentState
 
 FILES = {".bashrc": b"PS1='$ '\n", ".config/git/config": b"[user]\n", "bin/tool": b"#!/bin/sh\n"}
@@ -140,7 +140,7 @@ def test_a_missing_or_damaged_index_is_rebuilt(
     elif damage == "truncated":
         index.write_bytes(index.read_bytes()[:-3])
     else:
-        index.write_bytes(b"qgitconf-stat-1\n" + os.urandom(200))
+        index.write_bytes(b"qgitconf-stat-2\n" + os.urandom(200))
     assert state.stat_index() is None
     assert home_status(state, home, {})["drift"] == []
     index_now = state.stat_index()
@@ -182,3 +182,37 @@ def test_status_before_any_apply_writes_nothing(tmp_path: Path) -> None:
     out = home_status(state, home, {})
     assert out["managed"] == 0 and out["drift"] == []
     assert os.listdir(state.root) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"config\0", b"con/ig\0"),  # a base name with a slash: not one lstat in its dir
+        (b".config/git\0", b"x/../config\0"),  # a directory that climbs out of the home
+    ],
+)
+def test_an_index_naming_paths_outside_its_groups_is_not_used(
+    setup: tuple[AgentState, Path, dict[str, dict[str, Any]]], old: bytes, new: bytes
+) -> None:
+    """Names of the same length changed in place: the index is well-sized and bound
+    to the manifest, but names a path status must not lstat; the manifest decides."""
+    state, home, _manifest = setup
+    index = state.root / "manifest.stat"
+    raw = index.read_bytes()
+    assert raw.count(old) == 1 and len(old) == len(new)
+    index.write_bytes(raw.replace(old, new))
+    assert state.stat_index() is None
+    out = home_status(state, home, {})
+    assert out["managed"] == 4 and out["drift"] == []
+
+
+def test_the_index_groups_files_by_directory(
+    setup: tuple[AgentState, Path, dict[str, dict[str, Any]]],
+) -> None:
+    state, _home, manifest = setup
+    index = state.stat_index()
+    assert index is not None
+    assert dict(index.vouched) == {"": [".bashrc"], ".config/git": ["config"], "bin": ["tool"]}
+    paths = [f"{parent}/{name}".lstrip("/") for parent, names in index.vouched for name in names]
+    keys = dict(zip(paths, VOUCHED_RECORD.iter_unpack(index.records), strict=True))
+    assert keys == {path: vouched_key(manifest[path]) for path in FILES}

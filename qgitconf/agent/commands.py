@@ -292,7 +292,7 @@ def _scan(state: AgentState, fs: HomeFS, *, save: bool) -> tuple[list[tuple[str,
     """
     index = state.stat_index()
     manifest: dict[str, dict[str, Any]] | None = None
-    if index is not None and fs.all_unchanged(index.vouched):
+    if index is not None and fs.all_unchanged(index.vouched, index.records):
         records, managed = index.others, index.managed
     else:
         manifest = records = state.manifest()

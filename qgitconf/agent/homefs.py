@@ -19,6 +19,7 @@ import errno
 import hashlib
 import os
 import stat
+import struct
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,8 +44,10 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 RACY_NS = 2_000_000_000
 
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns
-# What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns.
+# What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns;
+# packed as VOUCHED_RECORD in manifest.stat (status compares the packed bytes).
 VouchedKey = tuple[int, int, int, int, int]
+VOUCHED_RECORD = struct.Struct("<IQqQq")
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -295,28 +298,33 @@ class HomeFS:
             and cache_hit(st, record)
         )
 
-    def all_unchanged(self, entries: Iterable[tuple[str, VouchedKey]]) -> bool:
-        """True if every ``(path, key)`` still ``lstat``s as ``key`` (``vouched_key``),
-        i.e. ``unchanged`` holds for each; False at the first that does not (or whose
-        directory is missing or blocked).  One ``lstat`` per file, nothing read: the
-        fast path of ``status`` on a home without drift.
+    def all_unchanged(self, groups: Iterable[tuple[str, list[str]]], records: bytes) -> bool:
+        """True if every file named in the ``(directory, names)`` groups still
+        ``lstat``s as its key in ``records`` (one ``VOUCHED_RECORD`` per file, in the
+        same order), i.e. ``unchanged`` holds for each; False if one does not, or a
+        directory is missing or blocked.  One ``lstat`` per file, by name in its
+        directory's fd, nothing read: the fast path of ``status`` on a home without
+        drift.  The keys are packed as they come and compared in one go at the end.
         """
-        fds = self._fds
+        seen = bytearray(len(records))
+        at = 0
+        pack_into = VOUCHED_RECORD.pack_into
+        step = VOUCHED_RECORD.size
         stat_at = os.stat
-        for path, want in entries:
-            parents, _, name = path.rpartition("/")
-            d = fds.get(parents)
+        for parent, names in groups:
             try:
+                d = self._dirfd(parent.split("/") if parent else [], create=False)
                 if d is None:
-                    d = self._dirfd(parents.split("/") if parents else [], create=False)
-                    if d is None:
-                        return False
-                st = stat_at(name, dir_fd=d, follow_symlinks=False)
-            except (OSError, _Blocked):
+                    return False
+                for name in names:
+                    st = stat_at(name, dir_fd=d, follow_symlinks=False)
+                    pack_into(
+                        seen, at, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+                    )
+                    at += step
+            except (OSError, _Blocked, struct.error):  # struct.error: beyond any key
                 return False
-            if (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != want:
-                return False
-        return True
+        return at == len(records) and seen == records
 
     def _probe_at(self, d: int, name: str, cached: Mapping[str, Any] | None) -> DiskState:
         try:

@@ -31,34 +31,34 @@ import struct
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from qgitconf.errors import LocalStateError
 from qgitconf.fsutil import append_line, atomic_write, read_json, write_json
 from qgitconf.sanitize import sanitize
-
-if TYPE_CHECKING:
-    from qgitconf.agent.homefs import VouchedKey
 
 STAGED_REF = b"refs/qgitconf/staged"
 APPLIED_REF = b"refs/qgitconf/applied"
 GENERATION_REF = "refs/qgitconf/generations/{n}"
 
 
-_STAT_MAGIC = b"qgitconf-stat-1\n"
-_STAT_HEAD = struct.Struct("<32sIIII")  # manifest SHA-256; counts and lengths below
-_STAT_REC = struct.Struct("<IQqQq")  # st_mode, size, mtime_ns, ino, ctime_ns
+_STAT_MAGIC = b"qgitconf-stat-2\n"
+_STAT_HEAD = struct.Struct("<32sIIIIII")  # manifest SHA-256; counts and lengths below
+_STAT_COUNT = struct.Struct("<I")  # vouched files in one directory
 
 
 class StatIndex(NamedTuple):
     """``manifest.stat``: what status needs to see that no managed file changed.
 
-    ``vouched`` pairs each regular file whose stat cache can prove it unchanged with
-    the ``lstat`` it must show (``homefs.vouched_key``); ``others`` holds the full
-    manifest records of every other entry (symlinks, entries without a usable cache).
+    ``vouched`` holds, directory by directory (``""`` for the home itself), the names
+    of the regular files whose stat cache can prove them unchanged; ``records`` the
+    ``lstat`` each must show, in the same order (``homefs.vouched_key`` packed as
+    ``homefs.VOUCHED_RECORD``); ``others`` the full manifest records of every other
+    entry (symlinks, entries without a usable cache).
     """
 
-    vouched: Iterator[tuple[str, VouchedKey]]
+    vouched: list[tuple[str, list[str]]]
+    records: bytes
     others: dict[str, dict[str, Any]]
     managed: int  # manifest entries in all
 
@@ -242,49 +242,87 @@ def _save_json(path: Path, value: Any) -> bytes:
 def _stat_index_bytes(manifest: Mapping[str, Mapping[str, Any]], manifest_json: bytes) -> bytes:
     """``manifest.stat`` for ``manifest`` (written as ``manifest_json``).
 
-    The magic line; a header (SHA-256 of manifest.json, the number of vouched files
-    and of other entries, the lengths of the path list and of the others' JSON); one
-    fixed-size record per vouched file; their paths, NUL-separated (a path never
-    holds NUL, rule 7); the other entries' records as JSON.
+    The magic line; a header (SHA-256 of manifest.json, the numbers of vouched files,
+    of their directories and of other entries, the lengths of the two name lists and
+    of the others' JSON); per directory the number of its vouched files; one
+    fixed-size record per vouched file, grouped by directory; the directories' names,
+    then the files' base names, each list NUL-separated (a path never holds NUL, rule
+    7); the other entries' records as JSON.  Grouping lets status open each directory once and
+    ``lstat`` its files by name.
     """
-    from qgitconf.agent.homefs import vouched_key  # not on the receive path
+    from qgitconf.agent.homefs import VOUCHED_RECORD, vouched_key  # not on the receive path
 
-    records: list[bytes] = []
-    paths: list[bytes] = []
+    groups: dict[str, list[tuple[str, bytes]]] = {}
     others: dict[str, Mapping[str, Any]] = {}
     for path, rec in manifest.items():
         key = vouched_key(rec)
         packed = None
         if key is not None:
             with contextlib.suppress(struct.error):  # out of range: not vouched
-                packed = _STAT_REC.pack(*key)
+                packed = VOUCHED_RECORD.pack(*key)
         if packed is None:
             others[path] = rec
         else:
-            records.append(packed)
-            paths.append(path.encode("utf-8", "surrogateescape"))
-    names = b"\0".join(paths)
+            parent, _, name = path.rpartition("/")
+            groups.setdefault(parent, []).append((name, packed))
+    dirs = sorted(groups)
+    counts = [_STAT_COUNT.pack(len(groups[d])) for d in dirs]
+    records = [packed for d in dirs for _, packed in groups[d]]
+    dir_names = "\0".join(dirs).encode("utf-8", "surrogateescape")
+    files = "\0".join(name for d in dirs for name, _ in groups[d])
+    file_names = files.encode("utf-8", "surrogateescape")
     rest = json.dumps(others, sort_keys=True).encode("utf-8")
     digest = hashlib.sha256(manifest_json).digest()
-    head = _STAT_HEAD.pack(digest, len(records), len(others), len(names), len(rest))
-    return b"".join([_STAT_MAGIC, head, *records, names, rest])
+    head = _STAT_HEAD.pack(
+        digest, len(records), len(dirs), len(others), len(dir_names), len(file_names), len(rest)
+    )
+    return b"".join([_STAT_MAGIC, head, *counts, *records, dir_names, file_names, rest])
 
 
 def _parse_stat_index(raw: bytes, manifest_sha256: bytes) -> StatIndex | None:
+    """The index in ``raw`` if it is well-formed and bound to ``manifest_sha256``."""
+    from qgitconf.agent.homefs import VOUCHED_RECORD  # not on the receive path
+
     start = len(_STAT_MAGIC) + _STAT_HEAD.size
     if len(raw) < start or not raw.startswith(_STAT_MAGIC):
         return None
-    digest, n, n_others, len_names, len_rest = _STAT_HEAD.unpack_from(raw, len(_STAT_MAGIC))
-    names_at = start + n * _STAT_REC.size
-    if digest != manifest_sha256 or len(raw) != names_at + len_names + len_rest:
+    digest, n, n_dirs, n_others, len_dirs, len_files, len_rest = _STAT_HEAD.unpack_from(
+        raw, len(_STAT_MAGIC)
+    )
+    records_at = start + n_dirs * _STAT_COUNT.size
+    names_at = records_at + n * VOUCHED_RECORD.size
+    files_at = names_at + len_dirs
+    rest_at = files_at + len_files
+    if digest != manifest_sha256 or len(raw) != rest_at + len_rest:
         return None
-    names = raw[names_at : names_at + len_names]
-    paths = names.decode("utf-8", "surrogateescape").split("\0") if n else []
+    counts = [c for (c,) in _STAT_COUNT.iter_unpack(raw[start:records_at])]
+    dir_names = raw[names_at:files_at]
+    file_names = raw[files_at:rest_at]
+    dirs = dir_names.decode("utf-8", "surrogateescape").split("\0") if n_dirs else []
+    names = file_names.decode("utf-8", "surrogateescape").split("\0") if n else []
     try:
-        others = json.loads(raw[names_at + len_names :])
+        others = json.loads(raw[rest_at:])
     except ValueError:
         return None
-    if len(paths) != n or not isinstance(others, dict) or len(others) != n_others:
+    if (
+        len(dirs) != n_dirs
+        or len(names) != n
+        or sum(counts) != n
+        or 0 in counts
+        or b"/" in file_names  # base names: each one lstat in its directory
+        or not all(_is_relative_dir(d) for d in dirs)
+        or not isinstance(others, dict)
+        or len(others) != n_others
+    ):
         return None
-    keys = _STAT_REC.iter_unpack(raw[start:names_at])
-    return StatIndex(zip(paths, keys, strict=True), others, n + n_others)
+    vouched = []
+    at = 0
+    for parent, count in zip(dirs, counts, strict=True):
+        vouched.append((parent, names[at : at + count]))
+        at += count
+    return StatIndex(vouched, raw[records_at:names_at], others, n + n_others)
+
+
+def _is_relative_dir(parent: str) -> bool:
+    """``parent`` names a directory below the home (``""``: the home itself)."""
+    return parent == "" or all(part not in ("", ".", "..") for part in parent.split("/"))
