@@ -14,9 +14,8 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from qgitconf.errors import BundleError, TooLargeError
 from qgitconf.fsutil import atomic_write
@@ -29,8 +28,7 @@ _HEX40 = re.compile(rb"[0-9a-f]{40}")
 _REFNAME = re.compile(rb"refs/heads/[A-Za-z][A-Za-z0-9_.-]{0,30}")
 
 
-@dataclass(frozen=True)
-class BundleHeader:
+class BundleHeader(NamedTuple):
     """What a bundle header declares."""
 
     prerequisites: tuple[str, ...]

@@ -20,7 +20,6 @@ or ``T`` + 20-byte id + 4-byte big-endian length + the tree's content.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["KNOWN_DIR", "SUFFIX", "Known", "format_sidecar", "load_known", "parse_sidecar"]
@@ -34,12 +33,14 @@ _LEN = 4
 MAX_SIDECAR_BYTES = 256 << 20  # a bigger file is not ours: ignored
 
 
-@dataclass
 class Known:
     """Blob SHA-256s (by hex id) and raw trees (by hex id, bytes) from the sidecars."""
 
-    blob_sha256: dict[str, bytes] = field(default_factory=dict)
-    trees: dict[bytes, bytes] = field(default_factory=dict)
+    __slots__ = ("blob_sha256", "trees")
+
+    def __init__(self) -> None:
+        self.blob_sha256: dict[str, bytes] = {}
+        self.trees: dict[bytes, bytes] = {}
 
 
 def format_sidecar(blob_sha256: Mapping[str, bytes], trees: Mapping[bytes, bytes]) -> bytes:

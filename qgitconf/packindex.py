@@ -29,13 +29,16 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from qgitconf.errors import BundleError, TooLargeError
+from dulwich.errors import ObjectFormatException
+from dulwich.objects import ObjectID, ShaFile, parse_tree
+
+from qgitconf.errors import BundleError, TooLargeError, UnsafePathError
 from qgitconf.limits import Limits
 from qgitconf.packscan import PackEntry, PackSummary
+from qgitconf.sanitize import sanitize
 
 __all__ = ["IndexedPack", "index_pack", "write_pack"]
 
@@ -47,13 +50,13 @@ _MODE_DIR = 0o040000
 # The modes dulwich's Tree.check accepts (gitlinks are refused later, by the path rules).
 _TREE_MODES = frozenset({0o100755, 0o100644, 0o120000, _MODE_DIR, 0o160000, 0o100664})
 _TYPE_NAMES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+_BAD_NAMES = frozenset({b"", b".", b"..", b".git"})
 
 # An object as the resolver hands it around: (type number, content).
 Resolved = tuple[int, bytes]
 Lookup = Callable[[bytes], Resolved]
 
 
-@dataclass
 class IndexedPack:
     """What a pack holds, once every entry is resolved and checked.
 
@@ -65,11 +68,14 @@ class IndexedPack:
         external: raw ids of the thin pack's bases, found outside the pack.
     """
 
-    index: list[tuple[bytes, int, int]] = field(default_factory=list)
-    parsed: dict[bytes, Any] = field(default_factory=dict)
-    trees: dict[bytes, bytes] = field(default_factory=dict)
-    blob_sha256: dict[str, bytes] = field(default_factory=dict)
-    external: list[bytes] = field(default_factory=list)
+    __slots__ = ("blob_sha256", "external", "index", "parsed", "trees")
+
+    def __init__(self) -> None:
+        self.index: list[tuple[bytes, int, int]] = []
+        self.parsed: dict[bytes, Any] = {}
+        self.trees: dict[bytes, bytes] = {}
+        self.blob_sha256: dict[str, bytes] = {}
+        self.external: list[bytes] = []
 
 
 class _Resolver:
@@ -115,7 +121,10 @@ class _Resolver:
         return None
 
     def inflate(self, e: PackEntry) -> bytes:
-        """The inflated data of one entry (the pre-scan checked its stream and size)."""
+        """The inflated data of one entry (the pre-scan checked its stream and size,
+        and may have kept the data)."""
+        if e.data is not None:
+            return e.data
         self._f.seek(self._start + e.data_start)
         left = e.end - e.data_start
         d = zlib.decompressobj()
@@ -260,12 +269,6 @@ def _check_object(kind: int, data: bytes, hexsha: bytes, out: IndexedPack) -> No
         UnsafePathError: a tree entry git itself would refuse (rule 7).
         BundleError: any other malformation.
     """
-    from dulwich.errors import ObjectFormatException
-    from dulwich.objects import ObjectID, ShaFile
-
-    from qgitconf.errors import UnsafePathError
-    from qgitconf.sanitize import sanitize
-
     try:
         if kind == _TREE:
             check_tree_object(data)
@@ -293,16 +296,26 @@ def check_tree_object(data: bytes) -> None:
         ObjectFormatException: the tree is malformed; the message starts with
             ``invalid name`` or ``invalid mode`` for an entry git itself would refuse.
     """
-    from dulwich.errors import ObjectFormatException
-    from dulwich.objects import parse_tree
-
     try:
         entries = list(parse_tree(data, 20, strict=True))
     except ValueError as exc:
         raise ObjectFormatException(exc) from exc
+    # The common case in one sweep of C-level operations: good names and modes,
+    # strictly sorted, no name twice.  Anything else takes the entry-by-entry walk
+    # below, which finds the first bad entry and words the error as Tree.check does.
+    names = [name for name, _, _ in entries]
+    keys = [name + b"/" if mode == _MODE_DIR else name for name, mode, _ in entries]
+    if (
+        _TREE_MODES.issuperset([mode for _, mode, _ in entries])
+        and _BAD_NAMES.isdisjoint(names)
+        and b"/" not in b"\0".join(names)
+        and keys == sorted(keys)
+        and len(set(names)) == len(names)
+    ):
+        return
     last_key = last_name = None
     for name, mode, _sha in entries:
-        if b"/" in name or name in (b"", b".", b"..", b".git"):
+        if b"/" in name or name in _BAD_NAMES:
             raise ObjectFormatException(f"invalid name {name.decode('utf-8', 'replace')}")
         if mode not in _TREE_MODES:
             raise ObjectFormatException(f"invalid mode {mode:06o}")

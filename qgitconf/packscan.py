@@ -20,7 +20,10 @@ inflate to a 1 GiB blob.  ``prescan_pack`` reads the pack once, in chunks of at 
 The function is pure: it reads from the file it is given and touches nothing else.
 Besides its verdict it returns the table of entries it read (offsets, sizes, bases,
 CRC-32s, and the ids and SHA-256s of whole objects it already hashed while inflating),
-so ``packindex`` can resolve the deltas without parsing the pack a second time.
+so ``packindex`` can resolve the deltas without parsing the pack a second time.  It
+also hands over the inflated data of the entries ``packindex`` reads anyway - deltas,
+commits, trees and tags, not blobs - while they add up to at most
+``KEEP_INFLATED_BYTES`` (the rest are inflated again from the pack when needed).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 from qgitconf.errors import BundleError, TooLargeError
@@ -48,6 +50,8 @@ _OBJ_BLOB = 3
 _OBJ_OFS_DELTA = 6
 _OBJ_REF_DELTA = 7
 _WHOLE_TYPES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+# Inflated entry data handed to packindex (see the module docstring), in all.
+KEEP_INFLATED_BYTES = 16 << 20
 
 
 class PackEntry(NamedTuple):
@@ -64,6 +68,8 @@ class PackEntry(NamedTuple):
         base: the base's offset (OFS_DELTA), the base's raw id (REF_DELTA), else None.
         sha: the raw object id of a whole object, else None.
         sha256: SHA-256 of a whole blob's content, else None.
+        data: the inflated data of a delta, commit, tree or tag while the pre-scan's
+            budget for them lasts, else None (inflate it from the pack).
     """
 
     offset: int
@@ -75,10 +81,10 @@ class PackEntry(NamedTuple):
     base: int | bytes | None
     sha: bytes | None
     sha256: bytes | None
+    data: bytes | None = None
 
 
-@dataclass(frozen=True)
-class PackSummary:
+class PackSummary(NamedTuple):
     """What a pack that passed the pre-scan holds.
 
     Attributes:
@@ -245,6 +251,23 @@ class _Scan:
         self.whole: dict[bytes, int] = {}
         self.ref_bases: set[bytes] = set()
         self.table: list[PackEntry] = []
+        self.keep_left = KEEP_INFLATED_BYTES  # budget for PackEntry.data
+
+    def _keeper(
+        self, size: int, sink: Callable[[bytes], object]
+    ) -> tuple[Callable[[bytes], object], list[bytes] | None]:
+        """``sink``, or - while the budget lasts - ``sink`` plus a list that collects
+        the inflated data for ``PackEntry.data``."""
+        if size > self.keep_left:
+            return sink, None
+        self.keep_left -= size
+        parts: list[bytes] = []
+
+        def keep(data: bytes) -> None:
+            parts.append(data)
+            sink(data)
+
+        return keep, parts
 
     def _add_result(self, size: int, start: int) -> None:
         self.results += size
@@ -290,20 +313,25 @@ class _Scan:
             if kind == _OBJ_BLOB:
                 content = hashlib.sha256()
 
-                def sink(data: bytes) -> None:
+                def both(data: bytes) -> None:
                     hasher.update(data)
                     content.update(data)
 
-                self.inflated += _inflate(r, size, start, sink)
+                self.inflated += _inflate(r, size, start, both)
                 sha256: bytes | None = content.digest()
+                kept = None
             else:
-                self.inflated += _inflate(r, size, start, hasher.update)
+                feed, kept = self._keeper(size, hasher.update)
+                self.inflated += _inflate(r, size, start, feed)
                 sha256 = None
             self.entries[start] = (0, size)
             sha = hasher.digest()
             self.whole[sha] = size
+            data = b"".join(kept) if kept is not None else None
             self.table.append(
-                PackEntry(start, kind, size, data_start, r.offset, r.entry_crc(), None, sha, sha256)
+                PackEntry(
+                    start, kind, size, data_start, r.offset, r.entry_crc(), None, sha, sha256, data
+                )
             )
             return
         base_size: int | None
@@ -329,12 +357,15 @@ class _Scan:
         self.max_depth = max(self.max_depth, depth)
         delta = _DeltaHead(self, start, base_size)
         data_start = r.offset
-        self.inflated += _inflate(r, size, start, delta.feed)
+        feed, kept = self._keeper(size, delta.feed)
+        self.inflated += _inflate(r, size, start, feed)
         if delta.target is None:
             raise BundleError(f"delta at offset {start} is too short for its size header")
         self.entries[start] = (depth, delta.target)
+        data = b"".join(kept) if kept is not None else None
+        crc = r.entry_crc()
         self.table.append(
-            PackEntry(start, kind, size, data_start, r.offset, r.entry_crc(), base, None, None)
+            PackEntry(start, kind, size, data_start, r.offset, crc, base, None, None, data)
         )
 
     def _ofs_distance(self, r: _Reader, start: int) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf import packindex
+from qgitconf import packindex, packscan
 from qgitconf.errors import BundleError, TooLargeError
 from qgitconf.limits import Limits
 from qgitconf.packindex import IndexedPack, index_pack, write_pack
@@ -116,6 +116,25 @@ def test_evicted_bases_are_rebuilt(
     assert again.blob_sha256 == expected.blob_sha256
 
 
+def test_data_kept_by_the_prescan_changes_nothing(
+    repo: GitRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-scan hands over the inflated deltas, commits and trees it can keep;
+    without them (budget 0) everything is inflated again, to the same result."""
+    pack = _pack(repo, "keep", "main", "--delta-base-offset", "--window=50", "--depth=50")
+    data = pack.read_bytes()
+    kept = prescan_pack(io.BytesIO(data), len(data), Limits()).entries
+    assert all(e.data is None for e in kept if e.kind == BLOB)
+    assert all(e.data is not None for e in kept if e.kind != BLOB)
+    expected = _index(data)
+    monkeypatch.setattr(packscan, "KEEP_INFLATED_BYTES", 0)
+    assert all(e.data is None for e in prescan_pack(io.BytesIO(data), len(data), Limits()).entries)
+    again = _index(data)
+    assert again.index == expected.index
+    assert again.blob_sha256 == expected.blob_sha256
+    assert again.trees == expected.trees and again.parsed.keys() == expected.parsed.keys()
+
+
 def test_delta_that_does_not_apply_is_refused() -> None:
     base = b"0123456789"
     bad = packgen.make_delta(len(base), 5, packgen.delta_copy(8, 5))  # copies past the end
@@ -192,6 +211,8 @@ TREES = {
     "unsorted": _tree((b"100644", b"b"), (b"100644", b"a")),
     "duplicate": _tree((b"100644", b"a"), (b"100644", b"a")),
     "file and dir of one name": _tree((b"100644", b"a"), (b"40000", b"a")),
+    # Sorted, the same name twice but not side by side: dulwich's check lets it pass.
+    "one name twice, apart": _tree((b"100644", b"a"), (b"100644", b"a-b"), (b"40000", b"a")),
     "dot": _tree((b"100644", b".")),
     "dotdot": _tree((b"40000", b"..")),
     "dotgit": _tree((b"40000", b".git")),
@@ -220,7 +241,7 @@ def test_tree_check_agrees_with_dulwich_on_random_trees() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    names = st.sampled_from([b"a", b"b", b"a.b", b"a0", b".", b"..", b".git", b"", b"x/y"])
+    names = st.sampled_from([b"a", b"b", b"a.b", b"a-b", b"a0", b".", b"..", b".git", b"", b"x/y"])
     modes = st.sampled_from([b"100644", b"100755", b"120000", b"40000", b"160000", b"100600"])
 
     @settings(max_examples=300, deadline=None)
