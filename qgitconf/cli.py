@@ -16,7 +16,13 @@ from typing import Any, NoReturn
 import click
 
 from qgitconf import __version__
-from qgitconf.errors import EXIT_BUG, EXIT_INTERRUPTED, QgitconfError, UsageError
+from qgitconf.errors import (
+    EXIT_BUG,
+    EXIT_INTERRUPTED,
+    QgitconfError,
+    UsageError,
+    leaving_process,
+)
 from qgitconf.sanitize import sanitize
 
 
@@ -756,11 +762,19 @@ def lab_demo(directory: str | None) -> None:
 # -- entry point -----------------------------------------------------------------------------
 
 
+def _run(argv: list[str] | None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="qgitconf", standalone_mode=False)
+    finally:
+        if argv is None:  # the qgitconf command's process: it exits now
+            leaving_process()
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; the one place where errors become exit statuses."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        rv = cli.main(args=argv, prog_name="qgitconf", standalone_mode=False)
+        rv = _run(argv)
     except QgitconfError as e:
         click.echo(
             f"qgitconf: error [{e.code}]: {sanitize(e.detail, keep_newlines=True)}", err=True

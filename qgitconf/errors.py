@@ -28,6 +28,16 @@ EXIT_BUG = 70
 EXIT_INTERRUPTED = 130
 
 
+def leaving_process() -> None:
+    """Call once the process has done its work and only exits: spares it the cyclic
+    collector's passes over every live object at interpreter shutdown (about 15 ms
+    after receiving 1,000 files).  Never in a process that goes on: the objects alive
+    now are never collected afterwards (``gc.freeze``)."""
+    import gc
+
+    gc.freeze()
+
+
 class QgitconfError(Exception):
     """Base of every error qgitconf raises on purpose."""
 

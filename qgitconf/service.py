@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from qgitconf.errors import EXIT_BUG, QgitconfError
+from qgitconf.errors import EXIT_BUG, QgitconfError, leaving_process
 from qgitconf.sanitize import sanitize
 
 
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"result": "error", "reason": "internal", "detail": type(e).__name__}))
         print(f"qgitconf: internal error: {sanitize(repr(e))}", file=sys.stderr)
         return EXIT_BUG
+    finally:
+        if argv is None:  # the rpc service's process: it exits now
+            leaving_process()
 
 
 if __name__ == "__main__":

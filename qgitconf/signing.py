@@ -6,10 +6,12 @@ count.  The home is made afresh for each ``Verifier``, or - when the caller name
 ``HomeCache`` (the agent state, which no update may write, rule 7) - kept
 there per set of pinned keys, so that a receive does not import the keys again; a
 kept home is used only while it still holds exactly what was checked when it was
-built (see ``HomeCache``).  A signature counts only when python-gnupg reports it
-valid, gpg exits 0, no problem is reported, there is exactly one signature, and the
-``VALIDSIG`` primary-key fingerprint is one of the pins.  User-id text and short key
-ids are never looked at.
+built (see ``HomeCache``).  ``gpg --verify`` runs there with ``--status-fd``, and
+``counted_signer`` judges its status lines: a signature counts only when gpg exits 0,
+there is exactly one signature, it is reported good and valid, nothing else is
+reported but a fixed list of informational lines, and the ``VALIDSIG`` primary-key
+fingerprint is one of the pins.  User-id text and short key ids are never looked at.
+python-gnupg imports the pinned keys into a home and reads key files.
 
 Signing goes through the configured ``gpg.program`` (``qubes-gpg-client-wrapper`` in
 Qubes, which forwards to the vault) with only the options split-GPG allows.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -27,11 +30,37 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from qgitconf.errors import ConfigError, GitError, SignatureError, UntrustedInputError
 
 _GPG_OPTIONS = ["--no-auto-key-retrieve", "--no-autostart", "--no-greeting"]
+
+# What ``gpg --verify --status-fd`` may report for a signature that counts (GnuPG's
+# doc/DETAILS): exactly one each of these ...
+_COUNTED = ("NEWSIG", "GOODSIG", "VALIDSIG")
+# ... and any number of these, which only inform.  Any other keyword (BADSIG, ERRSIG,
+# EXPSIG, EXPKEYSIG, REVKEYSIG, KEYEXPIRED, KEYREVOKED, NO_PUBKEY, TRUST_NEVER,
+# FAILURE, ERROR, PLAINTEXT, one gpg adds in a later version, ...) means it does not.
+_INFORMATIONAL = frozenset(
+    {
+        "KEY_CONSIDERED",
+        "SIG_ID",
+        "TRUST_UNDEFINED",
+        "TRUST_MARGINAL",
+        "TRUST_FULLY",
+        "TRUST_ULTIMATE",
+        "VERIFICATION_COMPLIANCE_MODE",
+        "NOTATION_NAME",
+        "NOTATION_FLAGS",
+        "NOTATION_DATA",
+        "POLICY_URL",
+    }
+)
+_STATUS_PREFIX = b"[GNUPG:] "
+_MAX_STATUS_BYTES = 1 << 16  # far more than one signature's status lines
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")  # v4 or v5 key
+_KEY_ID = re.compile(r"[0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64}")  # long id or fingerprint
 
 
 def _gpg(home: str):  # type: ignore[no-untyped-def]
@@ -169,6 +198,55 @@ def _kept_home_ok(home: Path, digest: str, fprs: list[str]) -> bool:
     return files is not None and marker == _marker_text(digest, fprs, files)
 
 
+def counted_signer(status: bytes, returncode: int) -> str:
+    """Judge what one ``gpg --verify --status-fd`` run reported.
+
+    Pure: it only reads its arguments.
+
+    Args:
+        status: everything gpg wrote to its status fd.
+        returncode: gpg's exit status.
+
+    Returns:
+        The primary-key fingerprint (upper-case hex) of the one good, valid signature.
+
+    Raises:
+        ValueError: the signature does not count; the message says why.
+    """
+    if len(status) > _MAX_STATUS_BYTES:
+        raise ValueError("gpg reported too much")
+    seen: dict[str, list[list[str]]] = {}
+    for line in status.split(b"\n"):
+        if not line:
+            continue
+        if not line.startswith(_STATUS_PREFIX):
+            raise ValueError("gpg status output is malformed")
+        keyword, *args = line[len(_STATUS_PREFIX) :].decode("utf-8", "replace").split(" ")
+        seen.setdefault(keyword, []).append(args)
+    signatures = len(seen.get("NEWSIG", ()))
+    if signatures != 1:
+        raise ValueError(f"{signatures} signatures, exactly one is required")
+    others = sorted(k for k in seen if k not in _COUNTED and k not in _INFORMATIONAL)
+    if others:
+        raise ValueError(f"signature does not count ({', '.join(others)})")
+    if returncode != 0:
+        raise ValueError(f"signature does not count (gpg exit status {returncode})")
+    good, valid = seen.get("GOODSIG", []), seen.get("VALIDSIG", [])
+    if len(good) != 1 or len(valid) != 1:
+        raise ValueError("signature does not count (not reported good and valid)")
+    if len(valid[0]) < 10 or not good[0]:
+        raise ValueError("gpg status output is malformed")
+    signing_key, primary, key_id = valid[0][0], valid[0][9], good[0][0]
+    if not (
+        _FINGERPRINT.fullmatch(signing_key)
+        and _FINGERPRINT.fullmatch(primary)
+        and _KEY_ID.fullmatch(key_id)
+        and signing_key.endswith(key_id)
+    ):
+        raise ValueError("gpg status output is malformed")
+    return primary
+
+
 class Verifier:
     """A private GnuPG home holding exactly the pinned keys; use as a context manager.
 
@@ -186,22 +264,20 @@ class Verifier:
         self._home: str | None = None
         self._kept = False  # the home is a kept one: never removed here
         self._files: dict[str, str] | None = None  # a fresh home's files, as checked
-        self._gpg: Any = None
 
     def __enter__(self) -> Verifier:
         cache = self._cache
         digest = pin_digest(self._pinned)
         if cache is not None and _kept_home_ok(cache.root / digest, digest, list(self._pinned)):
             self._home = str(cache.root / digest)
-            self._kept = True
-            self._gpg = _gpg(self._home)
+            self._kept = True  # the keys are in: verify() needs no python-gnupg
             return self
         self._home = _fresh_home(cache)
         try:
-            self._gpg = _gpg(self._home)
+            gpg = _gpg(self._home)
             imported: set[str] = set()
             for data in self._pinned.values():
-                result = self._gpg.import_keys(data)
+                result = gpg.import_keys(data)
                 imported.update(str(f).upper() for f in result.fingerprints)
             # A key file that smuggles in extra keys must not widen the trust set (rule 2).
             if imported != set(self._pinned):
@@ -226,7 +302,6 @@ class Verifier:
 
     def _close(self, *, promote: bool) -> None:
         home, self._home = self._home, None
-        self._gpg = None
         if home is None or self._kept:
             return
         if promote and self._cache is not None and self._files is not None:
@@ -249,27 +324,112 @@ class Verifier:
         Raises:
             UntrustedInputError: of class ``error``, for any signature that does not count.
         """
-        if self._gpg is None or self._home is None:
+        with self.start(payload, signature, error) as pending:
+            return pending.result()
+
+    def start(
+        self,
+        payload: bytes,
+        signature: bytes,
+        error: type[UntrustedInputError] = SignatureError,
+    ) -> PendingSignature:
+        """``verify``, with gpg left running: the caller may go on with other work and
+        asks ``result()`` of the returned ``PendingSignature`` (a context manager)."""
+        if self._home is None:
             raise RuntimeError("Verifier used outside its context")
         if b"-----BEGIN PGP SIGNATURE-----" not in signature:
             raise error("signature is not an ASCII-armored OpenPGP signature")
         # Not inside a kept home: other receives may use it at the same time.
         spool = self._cache.tmp if self._kept and self._cache is not None else self._home
-        fd, sig_path = tempfile.mkstemp(prefix="signature-", suffix=".asc", dir=spool)
+        files: list[str] = []
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(signature)
-            v = self._gpg.verify_data(sig_path, payload)
-        finally:
-            Path(sig_path).unlink(missing_ok=True)
-        fpr = str(v.pubkey_fingerprint or "").upper()
-        if v.returncode != 0 or not v.valid or v.problems or len(v.sig_info) != 1:
-            raise error(_describe_failure(v))
-        if v.status != "signature valid":
-            raise error(f"signature not valid ({v.status})")
-        if fpr not in self._pinned:
-            raise error("signature is not by a pinned key")
-        return fpr
+            for data, suffix in ((signature, ".asc"), (payload, ".data")):
+                fd, path = tempfile.mkstemp(prefix="signature-", suffix=suffix, dir=spool)
+                files.append(path)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            cmd = ["gpg", "--batch", "--no-tty", "--homedir", self._home, *_GPG_OPTIONS]
+            cmd += ["--status-fd", "1", "--verify", *files]
+            try:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+            except OSError as e:
+                raise ConfigError(f"cannot run gpg: {e}") from e
+        except BaseException:
+            _unlink_all(files)
+            raise
+        return PendingSignature(proc, files, frozenset(self._pinned), error)
+
+
+class PendingSignature:
+    """One ``gpg --verify`` started by ``Verifier.start``; use as a context manager
+    (leaving it stops gpg if it still runs and removes the spooled files)."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        files: list[str],
+        pinned: frozenset[str],
+        error: type[UntrustedInputError],
+    ) -> None:
+        self._proc = proc
+        self._files = files
+        self._pinned = pinned
+        self._error = error
+        self._signer: str | None = None
+        self._refusal: str | None = None
+
+    def result(self) -> str:
+        """Wait for gpg and judge what it reported (``counted_signer``).
+
+        Returns:
+            The signer's primary-key fingerprint.
+
+        Raises:
+            UntrustedInputError: of the class given to ``start``, for any signature
+                that does not count.
+        """
+        if self._signer is None and self._refusal is None:
+            status, _ = self._proc.communicate()
+            _unlink_all(self._files)
+            self._files = []
+            try:
+                fpr = counted_signer(status, self._proc.returncode)
+            except ValueError as e:
+                self._refusal = str(e)
+            else:
+                if fpr in self._pinned:
+                    self._signer = fpr
+                else:
+                    self._refusal = "signature is not by a pinned key"
+        if self._refusal is not None:
+            raise self._error(self._refusal)
+        return str(self._signer)
+
+    def __enter__(self) -> PendingSignature:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.communicate()
+        _unlink_all(self._files)
+        self._files = []
+
+
+def _unlink_all(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _fresh_home(cache: HomeCache | None) -> str:
@@ -315,18 +475,6 @@ def _discard(path: Path, cache: HomeCache) -> None:
     with contextlib.suppress(OSError):
         os.rename(path, Path(aside) / "home")
     shutil.rmtree(aside, ignore_errors=True)
-
-
-def _describe_failure(v: object) -> str:
-    problems = getattr(v, "problems", []) or []
-    sig_info = getattr(v, "sig_info", {}) or {}
-    if len(sig_info) > 1:
-        return f"{len(sig_info)} signatures, exactly one is required"
-    if problems:
-        status = problems[-1].get("status", "problem")
-        return f"signature does not count ({status})"
-    status = getattr(v, "status", None) or "no valid signature"
-    return f"signature does not count ({status})"
 
 
 def sign_detached(gpg_program: str, key: str, payload: bytes, env: Mapping[str, str]) -> bytes:

@@ -10,9 +10,9 @@ import gnupg
 import pytest
 
 from qgitconf.agent.commands import target_init
-from qgitconf.errors import ConfigError, SignatureError
+from qgitconf.errors import CommitSignatureError, ConfigError, SignatureError
 from qgitconf.lab.lab import make_key
-from qgitconf.signing import HomeCache, Verifier, inspect_key_file, pin_digest
+from qgitconf.signing import HomeCache, Verifier, counted_signer, inspect_key_file, pin_digest
 
 
 def _export(home: Path, *fprs: str) -> bytes:
@@ -136,6 +136,34 @@ def test_failed_verification_keeps_nothing(keys: tuple[Path, str, str], tmp_path
     assert not cache.root.exists() and os.listdir(cache.tmp) == []
 
 
+def test_a_started_verification_runs_beside_other_work(
+    keys: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """``start`` leaves gpg running; ``result`` judges it like ``verify``; leaving the
+    context stops gpg and removes the spooled signature and payload either way."""
+    home, a, b = keys
+    cache, pins = _cache(tmp_path), {a: _export(home, a)}
+
+    def spooled() -> int:
+        return len(list(tmp_path.glob("**/signature-*")))
+
+    with Verifier(pins, cache) as v:
+        with v.start(b"payload", _sign(home, a, b"payload")) as good:
+            assert spooled() == 2  # the signature and the payload
+            assert good.result() == a and good.result() == a
+        with v.start(b"payload", _sign(home, b, b"payload"), CommitSignatureError) as bad:
+            for _ in range(2):  # asked twice, refused twice
+                with pytest.raises(CommitSignatureError, match="does not count"):
+                    bad.result()
+        with v.start(b"payload", _sign(home, a, b"payload")) as left:
+            pass  # never asked: stopped
+        assert left._proc.returncode is not None
+        assert spooled() == 0
+    with Verifier(pins, cache) as v, v.start(b"payload", _sign(home, a, b"payload")):
+        assert spooled() == 2  # beside the kept home, in its scratch directory
+    assert spooled() == 0 and os.listdir(cache.tmp) == []
+
+
 def test_changed_pins_make_a_new_home(keys: tuple[Path, str, str], tmp_path: Path) -> None:
     home, a, b = keys
     cache = _cache(tmp_path)
@@ -221,3 +249,54 @@ def test_target_init_keeps_the_verification_home(
     monkeypatch.setattr(gnupg.GPG, "import_keys", no_import)
     with Verifier(pinned, HomeCache(state.verify_homes, state.tmp)) as v:
         assert v.verify(b"payload", _sign(home, a, b"payload")) == a
+
+
+# --- counted_signer: the status lines of one gpg --verify ---------------------------
+
+_PRIMARY = "277E0A5E027F5A068CEBABE7ECE60B11D2DDF09C"
+_SUBKEY = "0123456789ABCDEF0123456789ABCDEF01234567"
+_GOOD = (
+    "[GNUPG:] NEWSIG\n"
+    f"[GNUPG:] KEY_CONSIDERED {_PRIMARY} 0\n"
+    "[GNUPG:] SIG_ID NmJuMlxGQ2mWRFz+7ZYi2v7RyG8 2026-11-29 1795913905\n"
+    "[GNUPG:] GOODSIG ECE60B11D2DDF09C vault <vault@test.invalid>\n"
+    f"[GNUPG:] VALIDSIG {_PRIMARY} 2026-11-29 1795913905 0 4 0 22 8 00 {_PRIMARY}\n"
+    "[GNUPG:] TRUST_UNDEFINED 0 pgp\n"
+)
+_BY_SUBKEY = _GOOD.replace(f"VALIDSIG {_PRIMARY}", f"VALIDSIG {_SUBKEY}").replace(
+    "GOODSIG ECE60B11D2DDF09C", "GOODSIG 89ABCDEF01234567"
+)
+
+
+def test_a_good_signature_counts() -> None:
+    assert counted_signer(_GOOD.encode(), 0) == _PRIMARY
+    assert counted_signer(_BY_SUBKEY.encode(), 0) == _PRIMARY  # the primary, not the subkey
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "reason"),
+    [
+        ("", 2, "0 signatures"),
+        (_GOOD + _GOOD, 0, "2 signatures"),
+        (_GOOD, 1, "gpg exit status 1"),
+        (_GOOD.replace("GOODSIG", "EXPKEYSIG"), 0, "EXPKEYSIG"),
+        (_GOOD.replace("GOODSIG", "REVKEYSIG"), 0, "REVKEYSIG"),
+        (_GOOD.replace("GOODSIG", "EXPSIG"), 0, "EXPSIG"),
+        (_GOOD + "[GNUPG:] KEYEXPIRED 1700000000\n", 0, "KEYEXPIRED"),
+        (_GOOD + "[GNUPG:] KEYREVOKED\n", 0, "KEYREVOKED"),
+        (_GOOD.replace("TRUST_UNDEFINED", "TRUST_NEVER"), 0, "TRUST_NEVER"),
+        (_GOOD + "[GNUPG:] FAILURE gpg-exit 33554433\n", 0, "FAILURE"),
+        (_GOOD + "[GNUPG:] SOMETHING_NEW 1\n", 0, "SOMETHING_NEW"),  # unknown: refused
+        ("[GNUPG:] NEWSIG\n[GNUPG:] ERRSIG ECE60B11D2DDF09C 22 8 00 1 9\n", 2, "ERRSIG"),
+        ("[GNUPG:] NEWSIG\n[GNUPG:] BADSIG ECE60B11D2DDF09C vault\n", 1, "BADSIG"),
+        (_GOOD.replace(f"[GNUPG:] VALIDSIG {_PRIMARY}", "[GNUPG:] SIG_ID"), 0, "not reported"),
+        (_GOOD.replace("GOODSIG ECE60B11D2DDF09C", "GOODSIG 1111111111111111"), 0, "malformed"),
+        (_GOOD.replace(f" 00 {_PRIMARY}", " 00"), 0, "malformed"),  # no primary fingerprint
+        (_GOOD.replace(f" 00 {_PRIMARY}", " 00 277e0a5e"), 0, "malformed"),
+        ("gpg: Signature made ...\n" + _GOOD, 0, "malformed"),  # not a status line
+        (_GOOD + "[GNUPG:] NOTATION_NAME x\n" * 5000, 0, "too much"),
+    ],
+)
+def test_anything_else_does_not_count(status: str, code: int, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        counted_signer(status.encode(), code)

@@ -184,8 +184,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         import tempfile
 
         from qgitconf.bundle import Quarantine
-        from qgitconf.gitstore import check_descends, read_commit, tree_sha256, walk_tree
-        from qgitconf.paths import check_tree
+        from qgitconf.gitstore import read_commit
 
         quarantine = Quarantine(ctx.tmp, ctx.objects)
         try:
@@ -198,24 +197,44 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
             payload, signature, _kind = commit.extract_signature()
             if not signature:
                 raise CommitSignatureError(f"commit {st.commit} is not signed")
-            verifier.verify(bytes(payload), bytes(signature), CommitSignatureError)
-            check_descends(store, st.commit, ctx.last_commit, ctx.limits.max_objects)
-            entries = walk_tree(store, commit.tree.decode("ascii"), ctx.limits)  # step 9
-            paths = check_tree(
-                (
-                    (e.path, e.mode, _link_target(store, e.sha) if e.is_link else None)
-                    for e in entries
-                ),
-                ctx.rules,
-            )
-            if tree_sha256(store, entries, quarantine.blob_digests()) != st.tree_sha256:
-                raise BundleError(
-                    "tree digest does not match tree-sha256", code="tree-digest-mismatch"
-                )
+            # gpg checks the commit's signature while the tree is walked (the signed
+            # statement already names this commit); a signature that does not count
+            # is the error reported, whatever the later steps find.
+            with verifier.start(
+                bytes(payload), bytes(signature), CommitSignatureError
+            ) as commit_signature:
+                try:
+                    paths = _check_tip(store, st, ctx, commit.tree.decode("ascii"), quarantine)
+                except Exception:
+                    commit_signature.result()
+                    raise
+                commit_signature.result()
         except BaseException:
             quarantine.close()
             raise
     return VerifiedUpdate(st, signer, False, quarantine, paths)
+
+
+def _check_tip(
+    store: Any, st: Statement, ctx: VerifyContext, tree: str, quarantine: Quarantine
+) -> list[str]:
+    """Steps 8 (descent) and 9 (paths, tree digest) for the tip ``st.commit``.
+
+    Returns:
+        The tree's paths, decoded.
+    """
+    from qgitconf.gitstore import check_descends, tree_sha256, walk_tree
+    from qgitconf.paths import check_tree
+
+    check_descends(store, st.commit, ctx.last_commit, ctx.limits.max_objects)
+    entries = walk_tree(store, tree, ctx.limits)  # step 9
+    paths = check_tree(
+        ((e.path, e.mode, _link_target(store, e.sha) if e.is_link else None) for e in entries),
+        ctx.rules,
+    )
+    if tree_sha256(store, entries, quarantine.blob_digests()) != st.tree_sha256:
+        raise BundleError("tree digest does not match tree-sha256", code="tree-digest-mismatch")
+    return paths
 
 
 def _link_target(store: object, sha: str) -> bytes:

@@ -773,6 +773,18 @@ CASES: list[Case] = [
         "commit-signature-untrusted",
         lambda w: w.update(*w.child(lambda o: w.files(o, {".bashrc": b"x\n"}), signer="expired")),
     ),
+    Case(
+        # gpg checks the tip's signature while the tree is walked: the signature is
+        # still the error reported when the tree is refused too.
+        "tip signed by another key, with an unsafe path",
+        "commit-signature-untrusted",
+        lambda w: w.update(
+            *w.child(
+                lambda o: w.files(o, {".bashrc": b"x\n", ".config/qgitconf/target.toml": b""}),
+                signer="rogue",
+            )
+        ),
+    ),
     Case("tip not descending from the last accepted", "rollback", _not_descending),
     # rule 7: paths
     Case("path ..", "unsafe-path", _path("../escape"), "invalid name"),
