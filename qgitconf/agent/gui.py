@@ -15,7 +15,6 @@ arrived, ``zenity`` to ask.  Two rules:
 
 from __future__ import annotations
 
-import html
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -47,6 +46,8 @@ def notify(env: Mapping[str, str], summary: str, body: str) -> bool:
     tool = shutil.which("notify-send", path=path)
     if tool is None:
         return False
+    import html  # only with a display: a receive without a session never needs it
+
     # Some notification daemons read a markup subset in the body: escape it.
     text = html.escape(sanitize(body), quote=False)
     cmd = [tool, "--app-name=qgitconf", "--expire-time=15000", sanitize(summary), text]

@@ -5,9 +5,11 @@ alternately so a change in the machine's load hits both alike.
 
 Both transfers go through the lab's ``qrexec-client-vm`` (dom0 policy evaluated from
 the policy files), because moving data between qubes costs a qrexec call either way;
-the reference's service only stores what it is sent.  qgitconf is byte-compiled first,
-as an installed package is (the lab runs Python with ``PYTHONDONTWRITEBYTECODE``, so a
-checkout whose ``.pyc`` files are missing or stale would be compiled in every process).
+the reference's service only stores what it is sent.  Each run starts after a ``sync``
+(``paired_medians``), so neither flow pays for the other's writeback.  qgitconf is
+byte-compiled first, as an installed package is (the lab runs Python with
+``PYTHONDONTWRITEBYTECODE``, so a checkout whose ``.pyc`` files are missing or stale
+would be compiled in every process).
 
 Run: ``.venv/bin/python -m tests.bench.bench_lab``.
 """
@@ -15,14 +17,12 @@ Run: ``.venv/bin/python -m tests.bench.bench_lab``.
 from __future__ import annotations
 
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from qgitconf.lab.lab import Lab, init_lab
-from tests.bench.common import compile_package, print_rows, row
+from tests.bench.common import compile_package, paired_medians, print_rows, row
 from tests.labkit import commit_files, publish, qg, run, setup_lab, tip
 
 RUNS = 5
@@ -121,15 +121,8 @@ def main() -> int:
             prev[0] = new
 
         prev = [first]
-        times: dict[str, list[float]] = {"ours": [], "reference": []}
-        for _ in range(RUNS):  # alternate, each after its own one-line change
-            for name, fn in (("reference", reference), ("ours", ours)):
-                change()
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-        ours_t = statistics.median(times["ours"])
-        ref_t = statistics.median(times["reference"])
+        # Alternated, each after its own one-line change (and a sync: both flows write).
+        ours_t, ref_t = paired_medians(RUNS, (change, ours), (change, reference))
         r = row(
             "one-line change, publish->staged end to end in the lab",
             ours_t,
