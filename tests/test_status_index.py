@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from qgitconf.agent import homefs
 from qgitconf.agent.commands import home_status
 from qgitconf.agent.homefs import RACY_NS, VOUCHED_RECORD, stat_entry, vouched_key
 from qgitconf.agent.state import AgentState
@@ -216,3 +217,72 @@ def test_the_index_groups_files_by_directory(
     paths = [f"{parent}/{name}".lstrip("/") for parent, names in index.vouched for name in names]
     keys = dict(zip(paths, VOUCHED_RECORD.iter_unpack(index.records), strict=True))
     assert keys == {path: vouched_key(manifest[path]) for path in FILES}
+
+
+# --- the forked half (homefs.PARALLEL_MIN_FILES) --------------------------------------
+
+
+@pytest.fixture
+def wide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[AgentState, Path]:
+    """40 files in 8 directories, and the forked path taken from 2 files on."""
+    home = tmp_path / "h"
+    manifest: dict[str, dict[str, Any]] = {}
+    for i in range(40):
+        path = home / f"d{i % 8}" / f"f{i:02d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%d\n" % i)
+        manifest[f"d{i % 8}/f{i:02d}"] = _record(path)
+    state = AgentState(tmp_path / "state")
+    state.root.mkdir()
+    state.save_manifest(manifest)
+    monkeypatch.setattr(homefs, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(homefs, "_may_fork", lambda: True)  # even on one CPU
+    return state, home
+
+
+def test_the_forked_half_vouches_for_its_files(
+    wide: tuple[AgentState, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, home = wide
+    forks = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    _no_manifest(monkeypatch)
+    out = home_status(state, home, {})
+    assert out["managed"] == 40 and out["drift"] == [] and len(forks) == 1
+
+
+@pytest.mark.parametrize("where", ["d0/f00", "d7/f39"])  # the parent's half, the child's
+def test_a_change_in_either_half_is_drift(wide: tuple[AgentState, Path], where: str) -> None:
+    state, home = wide
+    (home / where).write_bytes(b"changed\n")
+    assert home_status(state, home, {})["drift_detail"] == [{"path": where, "state": "modified"}]
+
+
+def test_a_child_without_an_answer_vouches_for_nothing(
+    wide: tuple[AgentState, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child dies before it answers: the manifest decides (no drift, found slowly)."""
+    state, home = wide
+
+    def die(fd: int, unchanged: bool) -> None:
+        raise RuntimeError("the child dies")
+
+    monkeypatch.setattr(homefs, "_report", die)
+    parsed = []
+    real_manifest = AgentState.manifest
+
+    def manifest(self: AgentState) -> dict[str, dict[str, Any]]:
+        parsed.append(1)
+        return real_manifest(self)
+
+    monkeypatch.setattr(AgentState, "manifest", manifest)
+    out = home_status(state, home, {})
+    assert out["drift"] == [] and out["managed"] == 40 and parsed
