@@ -40,11 +40,16 @@ _GPG_OPTIONS = ["--no-auto-key-retrieve", "--no-autostart", "--no-greeting"]
 # doc/DETAILS): exactly one each of these ...
 _COUNTED = ("NEWSIG", "GOODSIG", "VALIDSIG")
 # ... and any number of these, which only inform.  Any other keyword (BADSIG, ERRSIG,
-# EXPSIG, EXPKEYSIG, REVKEYSIG, KEYEXPIRED, KEYREVOKED, NO_PUBKEY, TRUST_NEVER,
-# FAILURE, ERROR, PLAINTEXT, one gpg adds in a later version, ...) means it does not.
+# EXPSIG, EXPKEYSIG, REVKEYSIG, NO_PUBKEY, TRUST_NEVER, FAILURE, ERROR, PLAINTEXT, one
+# gpg adds in a later version, ...) means it does not.  KEYEXPIRED and KEYREVOKED only
+# inform: gpg prints them for any expired or revoked subkey of the key, used or not
+# (DETAILS: "not very useful"); an expired or revoked key that made the signature
+# turns GOODSIG into EXPKEYSIG or REVKEYSIG.
 _INFORMATIONAL = frozenset(
     {
         "KEY_CONSIDERED",
+        "KEYEXPIRED",
+        "KEYREVOKED",
         "SIG_ID",
         "TRUST_UNDEFINED",
         "TRUST_MARGINAL",
