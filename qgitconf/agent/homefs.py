@@ -320,7 +320,7 @@ class HomeFS:
         if len(records) < PARALLEL_MIN_FILES * step or not _may_fork():
             return self._unchanged_run(groups, records)
         cut, files = 0, 0
-        while files * 2 < len(records) // step:
+        while cut < len(groups) and files * 2 < len(records) // step:
             files += len(groups[cut][1])
             cut += 1
         first, second = groups[:cut], groups[cut:]
@@ -663,7 +663,10 @@ def _may_fork() -> bool:
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
         return False
-    return hasattr(os, "fork") and len(os.sched_getaffinity(0)) > 1
+    if not hasattr(os, "fork"):
+        return False
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cpus or 1) > 1
 
 
 def _report(fd: int, unchanged: bool) -> None:
