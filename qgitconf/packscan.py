@@ -5,7 +5,8 @@ and delta results (dulwich does not cap these itself)".  dulwich's ``add_thin_pa
 caps only the compressed input: a 243-byte pack holding a 64 KiB blob and a delta of
 16,384 "copy 64 KiB" instructions inflates to a 1 GiB object, and a few MB of zlib
 inflate to a 1 GiB blob.  ``prescan_pack`` reads the pack once, in chunks of at most
-64 KiB, holding no object whole, and refuses it before ingestion when it:
+64 KiB, holding no blob whole (and at most ``KEEP_INFLATED_BYTES`` of other entries,
+see below), and refuses it before ingestion when it:
 
 * is not a v2/v3 pack, is truncated, has a wrong trailing SHA-1 or data after it;
 * declares more than ``max_objects`` objects (checked before any entry is read);
