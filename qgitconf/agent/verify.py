@@ -30,7 +30,7 @@ import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from qgitconf.envelope import Statement, parse_statement, read_envelope
 from qgitconf.errors import (
@@ -130,7 +130,9 @@ def _spool_bundle(stream: BinaryIO, st: Statement, limits: Limits, spool: Binary
     spool.seek(0)
 
 
-def _check_header(spool: BinaryIO, st: Statement, ctx: VerifyContext) -> None:
+def _check_header(
+    spool: BinaryIO, st: Statement, ctx: VerifyContext, quarantine: Quarantine
+) -> None:
     from qgitconf.bundle import read_bundle_header
 
     header = read_bundle_header(spool, ctx.limits)
@@ -144,18 +146,12 @@ def _check_header(spool: BinaryIO, st: Statement, ctx: VerifyContext) -> None:
     expected = (st.prerequisite,) if st.prerequisite else ()
     if header.prerequisites != expected:
         raise BundleError("bundle prerequisites differ from the statement's")
-    if st.prerequisite and not _has_object(ctx.objects, st.prerequisite):
+    # The store that the thin pack's bases will come from (opened only for a thin pack).
+    if st.prerequisite and st.prerequisite.encode("ascii") not in quarantine.real_store:
         raise BundleError(
             f"prerequisite {st.prerequisite} is not in this qube's repository",
             code="missing-prerequisite",
         )
-
-
-def _has_object(objects: Path, sha: str) -> bool:
-    from dulwich.object_store import DiskObjectStore
-
-    store: Any = DiskObjectStore(str(objects))
-    return sha.encode("ascii") in store
 
 
 def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> VerifiedUpdate:
@@ -190,10 +186,10 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         try:
             with tempfile.TemporaryFile(dir=quarantine.root) as spool:
                 _spool_bundle(stream, st, ctx.limits, spool)  # step 5
-                _check_header(spool, st, ctx)  # step 6
+                _check_header(spool, st, ctx, quarantine)  # step 6
                 quarantine.ingest(spool, st.bundle_size, ctx.limits)  # step 7
-            store = quarantine  # new objects as already parsed, then the stores
-            commit = read_commit(store, st.commit)  # step 8, rule 6
+            # The quarantine is the store: new objects as already parsed, then the stores.
+            commit = read_commit(quarantine, st.commit)  # step 8, rule 6
             payload, signature, _kind = commit.extract_signature()
             if not signature:
                 raise CommitSignatureError(f"commit {st.commit} is not signed")
@@ -204,7 +200,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
                 bytes(payload), bytes(signature), CommitSignatureError
             ) as commit_signature:
                 try:
-                    paths = _check_tip(store, st, ctx, commit.tree.decode("ascii"), quarantine)
+                    paths = _check_tip(quarantine, st, ctx, commit.tree.decode("ascii"))
                 except Exception:
                     commit_signature.result()
                     raise
@@ -215,10 +211,9 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
     return VerifiedUpdate(st, signer, False, quarantine, paths)
 
 
-def _check_tip(
-    store: Any, st: Statement, ctx: VerifyContext, tree: str, quarantine: Quarantine
-) -> list[str]:
-    """Steps 8 (descent) and 9 (paths, tree digest) for the tip ``st.commit``.
+def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) -> list[str]:
+    """Steps 8 (descent) and 9 (paths, tree digest) for the tip ``st.commit``, whose
+    ``tree`` is read from ``store``.
 
     Returns:
         The tree's paths, decoded.
@@ -232,7 +227,7 @@ def _check_tip(
         ((e.path, e.mode, _link_target(store, e.sha) if e.is_link else None) for e in entries),
         ctx.rules,
     )
-    if tree_sha256(store, entries, quarantine.blob_digests()) != st.tree_sha256:
+    if tree_sha256(store, entries, store.blob_digests()) != st.tree_sha256:
         raise BundleError("tree digest does not match tree-sha256", code="tree-digest-mismatch")
     return paths
 
