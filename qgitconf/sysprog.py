@@ -1,0 +1,99 @@
+"""The programs the agent runs, and the environment it runs them in (DESIGN rule 12).
+
+Nothing an update writes may change how the next update is verified, reviewed or
+applied.  Real qrexec starts a service through ``sh -lc`` as the qube's user, so the
+user's ``~/.profile`` (which on Debian puts ``~/bin`` and ``~/.local/bin`` first on
+``PATH``) has run before the agent starts; an update that places ``~/bin/gpg`` would
+otherwise replace the verifier.  So:
+
+* every program is found once on :data:`SYSTEM_PATH`, a fixed list of root-owned
+  directories, never on the caller's ``PATH`` (:func:`program`);
+* children get an environment built here from nothing (:func:`base_env`), never a
+  copy of the one the process started with;
+* git never reads the user's or the system's config, attributes or hooks
+  (:func:`git_env`, :data:`GIT_ISOLATION`): an earlier update could have written
+  ``~/.gitconfig`` or ``~/.config/git/attributes``.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from qgitconf.errors import ConfigError
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""Root-owned directories only: no ``~/bin``, no ``~/.local/bin``, no relative entry."""
+
+# Variables a child may inherit because the user's session needs them to show a
+# notification or a dialog; none of them changes what a program loads or executes.
+_SESSION_VARS = ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")
+
+GIT_ISOLATION = (
+    "-c",
+    "core.attributesFile=/dev/null",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "diff.external=",
+    "-c",
+    "core.bigFileThreshold=512m",
+)
+"""``-c`` options for every git the agent runs: no attributes file from $HOME (git reads
+``~/.config/git/attributes`` even without a global config), no hooks, no fsmonitor, no
+external diff, and the default big-file threshold."""
+
+
+@functools.cache
+def find(name: str) -> str | None:
+    """The absolute path of ``name`` on :data:`SYSTEM_PATH`, or None."""
+    return shutil.which(name, path=SYSTEM_PATH)
+
+
+def program(name: str) -> str:
+    """The absolute path of the system program ``name``.
+
+    Raises:
+        ConfigError: ``name`` is not installed in any directory of :data:`SYSTEM_PATH`.
+    """
+    path = find(name)
+    if path is None:
+        raise ConfigError(
+            f"{name} is not installed (looked in {SYSTEM_PATH})", code="missing-program"
+        )
+    return path
+
+
+def base_env(home: Path | str, session: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A child's environment, built from nothing: the system PATH, HOME and a UTF-8 locale.
+
+    Args:
+        home: the user's home directory.
+        session: where to take the display and session-bus variables from (for
+            ``notify-send`` and ``zenity``); None for none.
+    """
+    env = {"PATH": SYSTEM_PATH, "HOME": str(home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    if session is not None:
+        env.update({k: session[k] for k in _SESSION_VARS if k in session})
+    return env
+
+
+def git_env(
+    home: Path | str, git_dir: Path | str, session: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a git the agent runs on its own repository: no global or
+    system config, no replace refs, no prompts, no optional locks."""
+    env = base_env(home, session)
+    env.update(
+        GIT_DIR=str(git_dir),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL="/dev/null",
+        GIT_NO_REPLACE_OBJECTS="1",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_OPTIONAL_LOCKS="0",
+    )
+    return env
