@@ -64,16 +64,19 @@ install-python:
 	$(INSTALL_PYTHON) -m pip install --quiet --no-deps --no-build-isolation --no-index --ignore-installed \
 	  --no-warn-script-location $(if $(DESTDIR),--root "$(DESTDIR)") --prefix "$(PREFIX)" .
 	for s in qgitconf qgitconf-service; do \
-	  sed -i '1s|^#!.*|#!$(PYTHON_SHEBANG)|' "$(DESTDIR)$(PREFIX)/bin/$$s"; done
+	  sed -i '1s|^#!.*|#!$(PYTHON_SHEBANG) -I|' "$(DESTDIR)$(PREFIX)/bin/$$s"; done
 
 # Everything but the Python package: what debian/rules adds after pybuild.
 install-vm:
 	install -d "$(DESTDIR)$(SYSCONFDIR)/qubes-rpc" "$(DESTDIR)$(SYSCONFDIR)/qubes/rpc-config"
 	install -m 0755 rpc/qgitconf.* "$(DESTDIR)$(SYSCONFDIR)/qubes-rpc/"
+	sed -i 's|/usr/bin/qgitconf-service|$(PREFIX)/bin/qgitconf-service|' \
+	  "$(DESTDIR)$(SYSCONFDIR)"/qubes-rpc/qgitconf.*
 	install -m 0644 rpc-config/qgitconf.* "$(DESTDIR)$(SYSCONFDIR)/qubes/rpc-config/"
 	if [ -d systemd ] && ls systemd/*.service systemd/*.timer >/dev/null 2>&1; then \
 	  install -d "$(DESTDIR)$(USERUNITDIR)"; \
-	  install -m 0644 $$(ls systemd/*.service systemd/*.timer 2>/dev/null) "$(DESTDIR)$(USERUNITDIR)/"; fi
+	  install -m 0644 $$(ls systemd/*.service systemd/*.timer 2>/dev/null) "$(DESTDIR)$(USERUNITDIR)/"; \
+	  sed -i 's|=/usr/bin/qgitconf |=$(PREFIX)/bin/qgitconf |' "$(DESTDIR)$(USERUNITDIR)"/*.service; fi
 	install -D -m 0644 completion/qgitconf.bash "$(DESTDIR)$(DATADIR)/bash-completion/completions/qgitconf"
 	install -D -m 0644 completion/_qgitconf "$(DESTDIR)$(DATADIR)/zsh/site-functions/_qgitconf"
 	install -D -m 0644 completion/qgitconf.fish "$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/qgitconf.fish"

@@ -44,7 +44,7 @@ def _mgmt_repo(repo: str | None = None) -> Any:
 def _is_target() -> bool:
     from qgitconf.agent.config import system_config_path, user_config_path
 
-    return user_config_path(_home()).is_file() or system_config_path(_env()).is_file()
+    return user_config_path(_home()).is_file() or system_config_path().is_file()
 
 
 def _print_json(value: Any) -> None:
@@ -658,9 +658,9 @@ def persist(target: str | None, home_dir: str, user: str) -> None:
     from qgitconf import persist as p
 
     if _is_target():
-        from qgitconf.agent.receive import own_name
+        from qgitconf.qubesdb import own_name
 
-        name = target or own_name(_env())
+        name = target or own_name()
         paths = p.managed_paths_from_state(_home())
     else:
         if target is None:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from qgitconf import sysprog
 from qgitconf.errors import QgitconfError
 from qgitconf.sanitize import sanitize
 
@@ -105,12 +106,16 @@ def gpg_version_check(first_line: str) -> Check:
 
 
 def _check_gpg(env: Mapping[str, str]) -> Check:
-    gpg = shutil.which("gpg", path=env.get("PATH"))
+    gpg = sysprog.find("gpg")
     if gpg is None:
-        return Check("gpg", "fail", "gpg not found on PATH")
+        return Check("gpg", "fail", f"gpg not found in {sysprog.SYSTEM_PATH}")
     try:
         proc = subprocess.run(
-            [gpg, "--version"], capture_output=True, check=False, timeout=30, env=dict(env)
+            [gpg, "--version"],
+            capture_output=True,
+            check=False,
+            timeout=30,
+            env=sysprog.base_env(env.get("HOME", "/")),
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         return Check("gpg", "fail", f"cannot run gpg: {sanitize(str(e))}")
@@ -184,7 +189,7 @@ def key_status(colons: str, now: float) -> KeyStatus:
 
 
 def _show_keys(path: Path, env: Mapping[str, str]) -> str:
-    gpg = shutil.which("gpg", path=env.get("PATH")) or "gpg"
+    gpg = sysprog.program("gpg")
     home = tempfile.mkdtemp(prefix="qgitconf-doctor-")
     try:
         proc = subprocess.run(
@@ -192,7 +197,7 @@ def _show_keys(path: Path, env: Mapping[str, str]) -> str:
             capture_output=True,
             check=False,
             timeout=30,
-            env=dict(env),
+            env=sysprog.base_env(home),
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -225,11 +230,18 @@ def _check_pinned(fpr: str, path: Path, env: Mapping[str, str], now: float) -> C
 def _git_fsck(name: str, git_dir: Path, env: Mapping[str, str]) -> Check:
     try:
         proc = subprocess.run(
-            ["git", f"--git-dir={git_dir}", "fsck", "--strict", "--no-dangling", "--no-progress"],
+            [
+                sysprog.program("git"),
+                *sysprog.GIT_ISOLATION,
+                "fsck",
+                "--strict",
+                "--no-dangling",
+                "--no-progress",
+            ],
             capture_output=True,
             check=False,
             timeout=600,
-            env=dict(env),
+            env=sysprog.git_env(env.get("HOME", "/"), git_dir),
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         return Check(name, "fail", f"cannot run git fsck: {sanitize(str(e))}")
@@ -284,7 +296,7 @@ def _persistence_check(home: Path, env: Mapping[str, str]) -> Check:
     from qgitconf.agent.state import state_dir
     from qgitconf.persist import qubesdb_reader, state_persistence
 
-    read, entries = qubesdb_reader(env)
+    read, entries = qubesdb_reader()
     # QubesDB sees the qube's real paths; $HOME is the same path inside the qube.
     verdict = state_persistence(read, str(state_dir(home)), entries)
     return Check("persistence", verdict.result, verdict.message)
@@ -295,7 +307,9 @@ def _rpc_check(env: Mapping[str, str], service: str) -> Check:
     for d in dirs:
         if (d / service).is_file():
             return Check(f"service {service}", "ok", f"installed: {d / service}")
-    if shutil.which("qubesdb-read", path=env.get("PATH")) is None:
+    from qgitconf import qubesdb
+
+    if not qubesdb.available():
         return Check(f"service {service}", "skip", "not in a Qubes qube")
     return Check(
         f"service {service}",

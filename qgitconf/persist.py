@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -207,44 +206,17 @@ def state_persistence(read: QubesDB, state: str, entries: Sequence[str]) -> Pers
     )
 
 
-def qubesdb_reader(env: Mapping[str, str]) -> tuple[QubesDB, list[str]]:
-    """A QubesDB reader through ``qubesdb-read``/``qubesdb-list`` on ``env``'s PATH.
-
-    Args:
-        env: The environment (its PATH is searched).
+def qubesdb_reader() -> tuple[QubesDB, list[str]]:
+    """This qube's QubesDB (:mod:`qgitconf.qubesdb`, the one reader) and the entries
+    under ``/persist/``.
 
     Returns:
         The reader (``None`` for missing keys or no QubesDB) and the entries under
         ``/persist/``.
     """
-    path = env.get("PATH")
-    reader = shutil.which("qubesdb-read", path=path)
-    lister = shutil.which("qubesdb-list", path=path)
+    from qgitconf import qubesdb
 
-    def read(key: str) -> str | None:
-        if reader is None:
-            return None
-        try:
-            proc = subprocess.run(
-                [reader, key], capture_output=True, check=False, timeout=10, env=dict(env)
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if proc.returncode != 0:
-            return None
-        return proc.stdout.decode("utf-8", "replace").strip()
-
-    entries: list[str] = []
-    if lister is not None:
-        try:
-            proc = subprocess.run(
-                [lister, "/persist/"], capture_output=True, check=False, timeout=10, env=dict(env)
-            )
-            if proc.returncode == 0:
-                entries = [e for e in proc.stdout.decode("utf-8", "replace").split() if e]
-        except (OSError, subprocess.TimeoutExpired):
-            entries = []
-    return read, entries
+    return qubesdb.read, qubesdb.list_keys("/persist/")
 
 
 # -- where the managed paths come from ----------------------------------------------------

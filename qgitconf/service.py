@@ -2,6 +2,13 @@
 
 Deliberately tiny and free of click: parse nothing from the caller but stdin, take
 the caller's name from ``QREXEC_REMOTE_DOMAIN`` (set by dom0), answer one JSON line.
+
+DESIGN rule 12: real qrexec starts a service through ``sh -lc`` as the qube's user, so
+the environment it inherits is whatever the user's ``~/.profile`` left.  The rpc files
+start this module with ``env -i`` and an interpreter in isolated mode (``-I``: no user
+site-packages, no ``PYTHON*`` variables, no current directory on ``sys.path``), and
+:func:`service_env` keeps only the variables qrexec sets and the ones a notification
+needs.  ``$HOME`` comes from the password database, this qube's name from QubesDB.
 """
 
 from __future__ import annotations
@@ -9,17 +16,51 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from qgitconf.errors import EXIT_BUG, QgitconfError, leaving_process
 from qgitconf.sanitize import sanitize
+
+# What a service keeps of the environment it was started with: what qrexec itself
+# sets, and what ``notify-send`` needs to reach the user's session.  Nothing here
+# changes what a program loads or runs.
+KEPT = (
+    "QREXEC_REMOTE_DOMAIN",
+    "QREXEC_SERVICE_FULL_NAME",
+    "QREXEC_SERVICE_ARGUMENT",
+    "QREXEC_REQUESTED_TARGET",
+    "QREXEC_REQUESTED_TARGET_TYPE",
+    "QREXEC_REQUESTED_TARGET_KEYWORD",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XDG_RUNTIME_DIR",
+    "DBUS_SESSION_BUS_ADDRESS",
+)
+
+
+def service_env(environ: Mapping[str, str], home: Path) -> dict[str, str]:
+    """The environment a service runs with: :data:`KEPT` from ``environ``, the system
+    PATH, ``HOME`` and a UTF-8 locale; nothing else."""
+    from qgitconf.sysprog import base_env
+
+    env = base_env(home)
+    env.update({k: environ[k] for k in KEPT if k in environ})
+    return env
+
+
+def _user_home() -> Path:
+    """$HOME from the password database: ``~/.profile`` can export another HOME."""
+    import pwd
+
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
 
 
 def _receive() -> int:
     from qgitconf.agent.receive import accept_update, rejection_reply
 
     sender = os.environ.get("QREXEC_REMOTE_DOMAIN", "")
-    home = Path(os.environ.get("HOME") or Path.home())
+    home = Path(os.environ["HOME"])
     try:
         outcome = accept_update(sys.stdin.buffer, sender, home, os.environ)
     except QgitconfError as e:
@@ -36,7 +77,7 @@ def _fetch() -> int:
     from qgitconf.mgmt.repo import MgmtRepo, default_repo_path
 
     caller = os.environ.get("QREXEC_REMOTE_DOMAIN", "")
-    home = Path(os.environ.get("HOME") or Path.home())
+    home = Path(os.environ["HOME"])
     try:
         repo = MgmtRepo(default_repo_path(home, os.environ), home, os.environ)
         update = kept_update_for(repo, caller)
@@ -52,7 +93,7 @@ def _export() -> int:
     """target: one regular file from $HOME, named on stdin (policy: ask)."""
     from qgitconf.agent.export import format_export, read_home_file, read_request
 
-    home = Path(os.environ.get("HOME") or Path.home())
+    home = Path(os.environ["HOME"])
     try:
         mode, content = read_home_file(home, read_request(sys.stdin.buffer))
     except QgitconfError as e:
@@ -72,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0] not in SERVICES:
         print("usage: qgitconf-service receive|fetch|export", file=sys.stderr)
         return 2
+    if argv is None:  # the rpc service's own process: start from a reduced environment
+        reduced = service_env(os.environ, _user_home())
+        os.environ.clear()
+        os.environ.update(reduced)
     try:
         return SERVICES[args[0]]()
     except Exception as e:  # a bug: answer something parseable, never a traceback

@@ -105,10 +105,13 @@ def run_capped(
 
 
 class QrexecClient:
-    """The real adapter: ``qrexec-client-vm TARGET SERVICE``."""
+    """The real adapter: ``qrexec-client-vm TARGET SERVICE``, found on the system PATH
+    (never ``~/bin``: DESIGN rule 12)."""
 
-    def __init__(self, program: str = "qrexec-client-vm", env: Mapping[str, str] | None = None):
-        self.program = program
+    def __init__(self, program: str | None = None, env: Mapping[str, str] | None = None):
+        from qgitconf import sysprog
+
+        self.program = program or sysprog.program("qrexec-client-vm")
         self.env = env
 
     def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:

@@ -79,7 +79,8 @@ def test_make_install_full_tree_runs(tmp_path: Path) -> None:
     _make("install", f"DESTDIR={dest}", "PREFIX=/usr")
     bin_ = dest / "usr/bin"
     for script in ("qgitconf", "qgitconf-service"):
-        assert (bin_ / script).read_text().splitlines()[0] == "#!/usr/bin/python3"
+        # Isolated mode (DESIGN rule 12): no user site-packages, no PYTHON* variables.
+        assert (bin_ / script).read_text().splitlines()[0] == "#!/usr/bin/python3 -I"
         assert _mode(bin_ / script) & 0o111
     sites = list(dest.glob("usr/lib/python3*/site-packages"))
     assert len(sites) == 1
@@ -88,6 +89,10 @@ def test_make_install_full_tree_runs(tmp_path: Path) -> None:
     assert (site / "qgitconf" / "py.typed").is_file()
     assert list(site.glob("qgitconf-*.dist-info/entry_points.txt"))
     assert (dest / "etc/qubes-rpc/qgitconf.Receive").is_file()
+    for svc in ("Receive", "Fetch", "Export"):
+        text = (dest / f"etc/qubes-rpc/qgitconf.{svc}").read_text()
+        assert f"/usr/bin/qgitconf-service {svc.lower()}" in text
+        assert "exec /usr/bin/env -i" in text
     # The installed copy runs (with the venv's dependencies) and reports the version.
     env = dict(os.environ, PYTHONPATH=str(site))
     out = subprocess.run(

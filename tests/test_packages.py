@@ -136,6 +136,15 @@ def test_make_packages_builds_deb_and_rpm() -> None:
     ):
         assert path in listing, path
     assert "policy.d" not in listing  # dom0 files never go into the template package
+    # The installed scripts run isolated (DESIGN rule 12: no user site-packages).
+    unpacked = ROOT / "build" / "deb-contents"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+    for script in ("qgitconf", "qgitconf-service"):
+        first = (unpacked / "usr/bin" / script).read_text().splitlines()[0]
+        assert first == "#!/usr/bin/python3 -I", (script, first)
+    receive = (unpacked / "etc/qubes-rpc/qgitconf.Receive").read_text()
+    assert "/usr/bin/qgitconf-service receive" in receive
     if shutil.which("rpmbuild"):
         rpms = {p.name for p in (ROOT / "dist").glob(f"qgitconf*-{__version__}-1*.noarch.rpm")}
         assert any(n.startswith("qgitconf-dom0-") for n in rpms), rpms

@@ -1,18 +1,19 @@
 """Pinning from dom0: `qvm-features QUBE vm-config.qgitconf-key FPR` wins over target.toml.
 
-A lab-style `qubesdb-read` shim on PATH answers from files under a directory, the way
-the real tool answers from QubesDB: the value and a newline, or exit 1 when absent.
+The unit tests hand ``load_target_config`` a reader; the lab test runs the real agent
+against the lab's QubesDB (``qubesdb-read`` in the qube's /usr/bin).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from qgitconf.agent.config import load_target_config
-from qgitconf.agent.receive import own_name
+from qgitconf.qubesdb import own_name
 from qgitconf.errors import ConfigError
 from qgitconf.lab.lab import Lab, make_key
 from tests.labkit import commit_files, publish, target_snapshot
@@ -20,64 +21,40 @@ from tests.labkit import commit_files, publish, target_snapshot
 A = "A" * 40
 B = "B" * 40
 
-SHIM = """#!/bin/sh
-# qubesdb-read shim: answers KEY from $QUBESDB_ROOT/KEY (lab-style), exit 1 if absent.
-f="{root}$1"
-if [ ! -f "$f" ]; then echo "Failed to read $1" >&2; exit 1; fi
-cat "$f"; echo
-"""
 
-
-def install_shim(bindir: Path, db: Path, values: dict[str, str]) -> None:
-    bindir.mkdir(parents=True, exist_ok=True)
-    for key, value in values.items():
-        p = db / key.lstrip("/")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(value)
-    shim = bindir / "qubesdb-read"
-    shim.write_text(SHIM.format(root=str(db)))
-    shim.chmod(0o755)
+def reader(values: dict[str, str]) -> Callable[[str], str | None]:
+    """A QubesDB as the agent's reader sees it: the value, or None when absent."""
+    return values.get
 
 
 @pytest.fixture
-def target(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     conf = home / ".config" / "qgitconf"
     (conf / "keys").mkdir(parents=True)
     (conf / "target.toml").write_text(f'source = "config-mgmt"\nkeys = ["{A}"]\n')
     (conf / "keys" / f"{A}.asc").write_bytes(b"key A")
     (conf / "keys" / f"{B}.asc").write_bytes(b"key B")
-    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    return home, env
+    return home
 
 
-def test_no_qubesdb_uses_toml_keys(target: tuple[Path, dict[str, str]]) -> None:
-    home, _ = target
-    cfg = load_target_config(home, {"PATH": "/nonexistent"})
-    assert list(cfg.pinned) == [A]
+def test_no_qubesdb_uses_toml_keys(home: Path) -> None:
+    assert list(load_target_config(home, read_qubesdb=reader({})).pinned) == [A]
 
 
-def test_qubesdb_pin_wins_over_toml(tmp_path: Path, target: tuple[Path, dict[str, str]]) -> None:
-    home, env = target
-    install_shim(tmp_path / "bin", tmp_path / "db", {"/vm-config/qgitconf-key": B})
-    cfg = load_target_config(home, env)
+def test_qubesdb_pin_wins_over_toml(home: Path) -> None:
+    cfg = load_target_config(home, read_qubesdb=reader({"/vm-config/qgitconf-key": B}))
     assert dict(cfg.pinned) == {B: b"key B"}
 
 
-def test_qubesdb_pin_lowercase_accepted(
-    tmp_path: Path, target: tuple[Path, dict[str, str]]
-) -> None:
-    home, env = target
-    install_shim(tmp_path / "bin", tmp_path / "db", {"/vm-config/qgitconf-key": B.lower()})
-    assert list(load_target_config(home, env).pinned) == [B]
+def test_qubesdb_pin_lowercase_accepted(home: Path) -> None:
+    read = reader({"/vm-config/qgitconf-key": B.lower()})
+    assert list(load_target_config(home, read_qubesdb=read).pinned) == [B]
 
 
-def test_absent_qubesdb_key_falls_back_to_toml(
-    tmp_path: Path, target: tuple[Path, dict[str, str]]
-) -> None:
-    home, env = target
-    install_shim(tmp_path / "bin", tmp_path / "db", {"/name": "personal"})
-    assert list(load_target_config(home, env).pinned) == [A]
+def test_absent_qubesdb_key_falls_back_to_toml(home: Path) -> None:
+    read = reader({"/name": "personal"})
+    assert list(load_target_config(home, read_qubesdb=read).pinned) == [A]
 
 
 @pytest.mark.parametrize(
@@ -85,30 +62,56 @@ def test_absent_qubesdb_key_falls_back_to_toml(
     ["not-a-fingerprint", B[:39], B + "0", f"{B} {A}", "0x" + B[2:], B[:20] + "\x1b" + B[21:]],
     ids=["word", "short", "long", "two", "0x", "control"],
 )
-def test_bad_qubesdb_value_is_config_error(
-    tmp_path: Path, target: tuple[Path, dict[str, str]], value: str
-) -> None:
-    home, env = target
-    install_shim(tmp_path / "bin", tmp_path / "db", {"/vm-config/qgitconf-key": value})
+def test_bad_qubesdb_value_is_config_error(home: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="qgitconf-key"):
-        load_target_config(home, env)
+        load_target_config(home, read_qubesdb=reader({"/vm-config/qgitconf-key": value}))
 
 
-def test_qubesdb_pin_needs_its_public_key(
-    tmp_path: Path, target: tuple[Path, dict[str, str]]
-) -> None:
-    home, env = target
+def test_qubesdb_pin_needs_its_public_key(home: Path) -> None:
     (home / ".config/qgitconf/keys" / f"{B}.asc").unlink()
-    install_shim(tmp_path / "bin", tmp_path / "db", {"/vm-config/qgitconf-key": B})
     with pytest.raises(ConfigError, match=B):
-        load_target_config(home, env)
+        load_target_config(home, read_qubesdb=reader({"/vm-config/qgitconf-key": B}))
 
 
-def test_own_name_from_qubesdb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install_shim(tmp_path / "bin", tmp_path / "db", {"/name": "personal"})
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    assert own_name({}) == "personal"
-    assert own_name({"QGITCONF_QUBE_NAME": "work"}) == "work"
+# DESIGN rule 12: the environment a service starts with is what ~/.profile left.  Each
+# row is a way an update (through ~/.profile or ~/bin) could try to tell the agent who
+# it is or where its configuration is; none of them may be heard.
+ENV_ATTACKS = [
+    ("QGITCONF_QUBE_NAME", "work"),
+    ("QGITCONF_SYSCONFDIR", "/tmp/attacker-etc"),
+    ("PATH", "{bin}:/usr/bin:/bin"),
+]
+
+
+@pytest.mark.parametrize(("var", "value"), ENV_ATTACKS, ids=[v for v, _ in ENV_ATTACKS])
+def test_environment_never_names_the_qube(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    """A `qubesdb-read` in ~/bin and QGITCONF_* variables are not consulted: on a
+    machine without QubesDB the agent has no name at all."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "qubesdb-read"
+    fake.write_text("#!/bin/sh\necho work\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(var, value.format(bin=bindir))
+    if Path("/usr/bin/qubesdb-read").exists():
+        pytest.skip("this machine has a real QubesDB")
+    with pytest.raises(ConfigError) as e:
+        own_name()
+    assert e.value.code == "no-qubesdb"
+
+
+def test_environment_never_moves_the_system_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "target.toml").write_text(f'source = "attacker"\nkeys = ["{A}"]\n')
+    monkeypatch.setenv("QGITCONF_SYSCONFDIR", str(etc))
+    home = tmp_path / "home"  # made empty by the hermetic fixture
+    with pytest.raises(ConfigError, match="not set up"):
+        load_target_config(home, dict(os.environ), read_qubesdb=reader({}))
 
 
 def test_lab_qubesdb_pin_overrides_toml_in_receive(lab: Lab, tmp_path: Path) -> None:

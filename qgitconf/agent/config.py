@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from qgitconf import qubesdb
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError
 from qgitconf.fsutil import atomic_write
@@ -24,6 +23,7 @@ from qgitconf.limits import Limits
 from qgitconf.paths import PathRules
 
 FPR = re.compile(r"[0-9A-F]{40}")
+QubesDBRead = Callable[[str], "str | None"]
 
 
 class TargetConfig(NamedTuple):
@@ -41,32 +41,47 @@ def user_config_path(home: Path) -> Path:
     return home / ".config" / "qgitconf" / "target.toml"
 
 
-def system_config_path(env: Mapping[str, str]) -> Path:
-    return Path(env.get("QGITCONF_SYSCONFDIR", "/etc/qgitconf")) / "target.toml"
+SYSTEM_CONFIG = Path("/etc/qgitconf/target.toml")
+"""The template-wide configuration: root-owned, never taken from the environment."""
 
 
-def _qubesdb_pin(env: Mapping[str, str]) -> str | None:
-    tool = shutil.which("qubesdb-read", path=env.get("PATH"))
-    if tool is None:
-        return None
-    proc = subprocess.run(
-        [tool, "/vm-config/qgitconf-key"], capture_output=True, check=False, env=dict(env)
-    )
-    value = proc.stdout.decode("ascii", "replace").strip().upper()
-    if proc.returncode != 0 or not value:
+def system_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """``/etc/qgitconf/target.toml``; ``env`` is not consulted (DESIGN rule 12)."""
+    return SYSTEM_CONFIG
+
+
+def _qubesdb_pin(read: QubesDBRead) -> str | None:
+    value = (read("/vm-config/qgitconf-key") or "").upper()
+    if not value:
         return None
     if not FPR.fullmatch(value):
         raise ConfigError("QubesDB /vm-config/qgitconf-key is not a 40-hex fingerprint")
     return value
 
 
-def load_target_config(home: Path, env: Mapping[str, str]) -> TargetConfig:
+def load_target_config(
+    home: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    read_qubesdb: QubesDBRead = qubesdb.read,
+    system_config: Path | None = None,
+) -> TargetConfig:
     """Load this qube's target configuration.
+
+    Where it is looked up is fixed (QubesDB, ``/etc/qgitconf``, ``~/.config/qgitconf``);
+    ``env`` is not consulted: the environment of a qrexec service is what the user's
+    ``~/.profile`` left, which an update can write (DESIGN rule 12).
+
+    Args:
+        home: $HOME.
+        env: unused; kept for the callers' symmetry.
+        read_qubesdb: the QubesDB reader (tests give their own).
+        system_config: the template-wide file (default :data:`SYSTEM_CONFIG`).
 
     Raises:
         ConfigError: not set up, unreadable, or invalid.
     """
-    candidates = [system_config_path(env), user_config_path(home)]
+    candidates = [system_config or SYSTEM_CONFIG, user_config_path(home)]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ConfigError(
@@ -80,7 +95,7 @@ def load_target_config(home: Path, env: Mapping[str, str]) -> TargetConfig:
     source = data.get("source")
     if not isinstance(source, str) or not QUBE_NAME.fullmatch(source):
         raise ConfigError(f"{path}: 'source' must be a qube name")
-    pin = _qubesdb_pin(env)
+    pin = _qubesdb_pin(read_qubesdb)
     fprs = [pin] if pin else data.get("keys")
     if (
         not isinstance(fprs, list)

@@ -37,22 +37,6 @@ class Outcome(NamedTuple):
         }
 
 
-def own_name(env: Mapping[str, str]) -> str:
-    """This qube's name: ``QGITCONF_QUBE_NAME`` or ``qubesdb-read /name``."""
-    name = env.get("QGITCONF_QUBE_NAME")
-    if name:
-        return name
-    import subprocess
-
-    from qgitconf.errors import ConfigError
-
-    try:
-        proc = subprocess.run(["qubesdb-read", "/name"], capture_output=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise ConfigError("cannot learn this qube's name (qubesdb-read /name failed)") from e
-    return proc.stdout.decode("ascii", "replace").strip()
-
-
 def make_context(cfg: TargetConfig, state: AgentState, name: str) -> VerifyContext:
     data = state.load()
     return VerifyContext(
@@ -93,8 +77,18 @@ def _stage(update: VerifiedUpdate, state: AgentState) -> None:
     state.refs()[STAGED_REF] = st.commit.encode("ascii")
 
 
-def accept_update(stream: BinaryIO, sender: str, home: Path, env: Mapping[str, str]) -> Outcome:
+def accept_update(
+    stream: BinaryIO, sender: str, home: Path, env: Mapping[str, str], *, name: str | None = None
+) -> Outcome:
     """Verify an update from ``sender`` and stage it.
+
+    Args:
+        stream: the untrusted update (read with caps by the verifier).
+        sender: the calling qube, as qrexec named it (``QREXEC_REMOTE_DOMAIN``).
+        home: $HOME.
+        env: the display/session variables for the notification (nothing else is read).
+        name: this qube's name; None asks QubesDB, the only source the agent trusts
+            for it (never the environment; tests pass it).
 
     Raises:
         QgitconfError: ``UntrustedInputError`` subclasses for rejected updates (already
@@ -103,7 +97,11 @@ def accept_update(stream: BinaryIO, sender: str, home: Path, env: Mapping[str, s
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
     state.ensure()
-    ctx = make_context(cfg, state, own_name(env))
+    if name is None:
+        from qgitconf.qubesdb import own_name
+
+        name = own_name()
+    ctx = make_context(cfg, state, name)
     try:
         update = verify_update(stream, sender, ctx)
     except UntrustedInputError as e:
