@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from qgitconf.agent.config import load_target_config
-from qgitconf.qubesdb import own_name
 from qgitconf.errors import ConfigError
 from qgitconf.lab.lab import Lab, make_key
+from qgitconf.qubesdb import own_name
 from tests.labkit import commit_files, publish, target_snapshot
 
 A = "A" * 40
@@ -130,11 +130,7 @@ def test_lab_qubesdb_pin_overrides_toml_in_receive(lab: Lab, tmp_path: Path) -> 
         subprocess.run(["gpgconf", "--homedir", str(other_home), "--kill", "all"], check=False)
     keys = lab.home("personal") / ".config/qgitconf/keys"
     (keys / f"{other}.asc").write_bytes(public)
-    install_shim(
-        lab.qube("personal") / "bin",
-        lab.qube("personal") / "qubesdb",
-        {"/vm-config/qgitconf-key": other, "/name": "personal"},
-    )
+    lab.set_qubesdb("personal", "/vm-config/qgitconf-key", other)
     commit_files(lab, "personal", {".gitconfig": "[alias]\n\tst = status\n"}, "aliases")
     before = target_snapshot(lab, "personal")
     out = publish(lab, "personal", expect=1)
@@ -143,5 +139,5 @@ def test_lab_qubesdb_pin_overrides_toml_in_receive(lab: Lab, tmp_path: Path) -> 
     assert target_snapshot(lab, "personal") == before
 
     # dom0 now pins the vault key: the same update is accepted.
-    (lab.qube("personal") / "qubesdb/vm-config/qgitconf-key").write_text(lab.fingerprint)
+    lab.set_qubesdb("personal", "/vm-config/qgitconf-key", lab.fingerprint)
     assert publish(lab, "personal")["status"] == "staged"
