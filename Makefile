@@ -50,9 +50,9 @@ SRCNAME        := qgitconf-$(VERSION)
 
 .PHONY: install install-python install-vm install-dom0 build-deps packages deb rpm srctree man completion
 
-# The wheel build backend needs `wheel` next to setuptools < 70.1 (one-time, into the venv).
+# `wheel` and `setuptools` come with the dev extras (the venv of `make test`); kept for
+# scripts that call it.
 build-deps: $(STAMP)
-	$(BIN)/pip install --quiet wheel
 
 install: install-python install-vm
 
