@@ -139,3 +139,25 @@ fuzz: $(STAMP)
 	QGITCONF_FUZZ_SECONDS=$(FUZZ_TIME) $(BIN)/pytest -q -p no:cacheprovider \
 	    --hypothesis-profile=fuzz tests/test_envelope.py tests/test_paths.py \
 	    tests/test_policy.py tests/test_packscan.py
+
+# -- the real lab's Qubes sources (see docs/lab.md) -----------------------------------------
+# For a newcomer with network: fetch the pinned upstream tarballs the real lab builds
+# from (qgitconf/lab/qubes-src.sha256) into QUBES_SRC_DIR and check their SHA-256.
+# Tests never download; they look in $$QUBES_SRC_DIR, then ../shared/qubes-src.
+QUBES_SRC_DIR ?= ../shared/qubes-src
+QUBES_SRC_SUMS := qgitconf/lab/qubes-src.sha256
+
+.PHONY: qubes-src
+
+qubes-src:
+	mkdir -p "$(QUBES_SRC_DIR)"
+	grep -v '^#' $(QUBES_SRC_SUMS) | while read -r sum file commit; do \
+	  [ -n "$$file" ] || continue; \
+	  if ! echo "$$sum  $(QUBES_SRC_DIR)/$$file" | sha256sum -c --quiet 2>/dev/null; then \
+	    repo=$${file%.tar.gz}; \
+	    curl -fsSL -o "$(QUBES_SRC_DIR)/$$file.part" \
+	      "https://github.com/QubesOS/$$repo/archive/$$commit.tar.gz" || exit 1; \
+	    mv "$(QUBES_SRC_DIR)/$$file.part" "$(QUBES_SRC_DIR)/$$file"; \
+	  fi; \
+	  echo "$$sum  $(QUBES_SRC_DIR)/$$file" | sha256sum -c - || exit 1; \
+	done

@@ -14,6 +14,29 @@ MAX_STATEMENT_BYTES = 4096
 MAX_SIGNATURE_BYTES = 16384
 MAX_REPLY_BYTES = 4096
 
+# What the filesystem allows, in bytes (Linux; ext4, btrfs, xfs and tmpfs alike).  Every
+# name the agent accepts must be writable together with every name it derives from it
+# (issue 14): the temp names of the journal are short and fixed-length (``.qgc-<id>-<i>``,
+# under 32 bytes), and kept copies are named by the SHA-256 of their path, so a
+# component may use all of NAME_MAX and only the path as a whole needs room.
+NAME_MAX = 255
+"""Longest file name (one path component), in bytes."""
+PATH_MAX = 4096
+"""Longest path the kernel takes in one call, in bytes, the terminating NUL included."""
+HOME_PREFIX_RESERVE = 256
+"""Bytes kept free in front of a tree path for ``$HOME/`` (``/home/user/`` in a qube),
+so that ``$HOME/<path>`` still fits PATH_MAX for every program that opens it by name."""
+MAX_HOME_PATH_BYTES = PATH_MAX - 1 - HOME_PREFIX_RESERVE
+"""Longest tree path accepted, in bytes (3839), whatever a target's rules say."""
+MAX_TEMP_NAME_BYTES = 32
+"""Longest temp name the agent derives for a write (``journal.temp_name``)."""
+
+MAX_REJECTED_LOG_BYTES = 256 * 1024
+"""``rejected.log`` is rotated to ``rejected.log.1`` before it grows past this size, so a
+stream of rejected updates uses at most twice this much of the private volume."""
+MAX_REJECTED_DETAIL_CHARS = 1024
+"""Longest error detail written to one line of ``rejected.log``."""
+
 
 class Limits(NamedTuple):
     """Caps on one update; a target's toml may lower or raise them.

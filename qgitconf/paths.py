@@ -31,6 +31,42 @@ Choices beyond the letter of rule 7 (all of them refuse more, never less):
   never follows them (rule 9).
 * Collisions are found on a caseless, NFC-normalised key with HFS ignorables removed,
   over every path and every directory a path implies (``A/x`` and ``a/y`` collide).
+* A component is at most NAME_MAX (255) bytes and a path at most
+  :data:`~qgitconf.limits.MAX_HOME_PATH_BYTES` (PATH_MAX less room for ``$HOME/``),
+  whatever a target's rules say: every name accepted here must be writable, with the
+  temp and backup names the agent derives from it (issue 14; those are short and
+  fixed-length, see ``qgitconf.agent.journal.temp_name``).  A name that could not be
+  written is refused at receive instead of failing half-way through an apply.
+
+Paths that load code (DESIGN rule 12, issue 14 §1): nothing an update writes may change
+how the next update is verified.  The agent itself runs programs by absolute system
+path, with ``python3 -I`` and an environment built from nothing
+(``qgitconf.sysprog``), but the programs around it do not: real qrexec starts a
+service with ``sh -lc``, so the user's login environment is in force, and notifications,
+dialogs and the user's own shells run with the user's ``PATH``.  These paths are
+therefore refused outright (:data:`CODE_LOADING_RULES`; an error, not a risk finding:
+no review can make them safe, and a harmless-looking update must not be able to place
+them); everything else that runs code is left to the risk report:
+
+* ``.local/lib/python*`` (any case or variant, anything below): the user
+  site-packages.  Every Python start that does not pass ``-I``/``-s`` - a qrexec
+  service script, ``notify-send`` helpers, the user's own tools - runs the ``.pth``
+  files and ``usercustomize`` found there, which could patch the verifier of the next
+  program that imports qgitconf.
+* ``.pam_environment``: read by ``pam_env`` for every PAM session, qrexec services
+  included, so it sets ``PATH``, ``LD_PRELOAD`` or ``PYTHONPATH`` for everything the
+  agent starts.
+* in ``bin`` and ``.local/bin`` (Debian's ``~/.profile`` puts them first on ``PATH``):
+  the names of the programs qgitconf runs or that run qgitconf
+  (:data:`PROTECTED_PROGRAMS`, and ``python3.*``), as files, symlinks or directories.
+  Other executables there stay allowed (the risk report flags them high).
+* The same names reached through a symlink of the tree: if the tree makes ``bin`` (or
+  ``.local/bin``, ``.local/lib``) a symlink, the directory it resolves to, through the
+  tree's other symlinks, is checked the same way (``bin -> tools`` with ``tools/gpg``
+  is refused; ``bin -> tools`` with ``tools/mytool`` is not).  ``.local`` itself can
+  never be a symlink or a file (it is an ancestor of the agent's state).  A symlink
+  the user made on disk is not visible here; apply never follows links it did not
+  validate, but a user's own ``~/bin -> elsewhere`` puts ``elsewhere`` on ``PATH``.
 """
 
 from __future__ import annotations
@@ -38,14 +74,16 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from qgitconf.errors import UnsafePathError
+from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
 from qgitconf.sanitize import sanitize
 
 __all__ = [
     "ALLOWED_MODES",
+    "CODE_LOADING_RULES",
     "DENIED_PREFIXES",
     "MAX_SYMLINK_TARGET_BYTES",
     "MODE_EXECUTABLE",
@@ -53,6 +91,7 @@ __all__ = [
     "MODE_GITLINK",
     "MODE_SYMLINK",
     "MODE_TREE",
+    "PROTECTED_PROGRAMS",
     "PathRules",
     "check_component",
     "check_symlink_target",
@@ -63,6 +102,84 @@ __all__ = [
 
 DENIED_PREFIXES: tuple[str, ...] = (".config/qgitconf", ".local/share/qgitconf", ".gnupg")
 """The agent's own config and state directories and the GnuPG home: never written."""
+
+PROTECTED_PROGRAMS: frozenset[str] = frozenset(
+    {
+        "qgitconf",
+        "qgitconf-service",
+        "git",
+        "gpg",
+        "gpgv",
+        "gpg-agent",
+        "gpgconf",
+        "python3",
+        "python",
+        "sh",
+        "bash",
+        "dash",
+        "env",
+        "notify-send",
+        "zenity",
+        "timeout",
+        "qubesdb-read",
+        "qubesdb-list",
+        "qrexec-client-vm",
+        "qubes-gpg-client-wrapper",
+        "qubes-gpg-client",
+        "sudo",
+        "su",
+        "pkexec",
+    }
+)
+"""Programs qgitconf runs, or that run qgitconf: never placed in a ``PATH`` directory of
+$HOME (``python3.*`` neither)."""
+
+
+def _protected_program(name: str) -> bool:
+    """``name`` (folded) is a program qgitconf runs or that runs qgitconf."""
+    return name in PROTECTED_PROGRAMS or name.startswith("python3.")
+
+
+def _user_site(name: str) -> bool:
+    """``name`` (folded) is a Python user site directory (``python3.11``, ``python``)."""
+    return name.startswith("python")
+
+
+def _pam_environment(name: str) -> bool:
+    return name == ".pam_environment"
+
+
+class CodeLoadingRule(NamedTuple):
+    """A place from which the agent or the programs around it load code.
+
+    Attributes:
+        parent: the directory, as folded components (``()`` for $HOME).
+        match: tells, for a folded name in ``parent``, whether it is refused (and
+            everything below it).
+        reason: why, for the error detail.
+    """
+
+    parent: tuple[str, ...]
+    match: Callable[[str], bool]
+    reason: str
+
+
+_PATH_REASON = "a program qgitconf runs or that runs it, shadowed on the PATH ~/.profile sets"
+CODE_LOADING_RULES: tuple[CodeLoadingRule, ...] = (
+    CodeLoadingRule(
+        (".local", "lib"),
+        _user_site,
+        "Python user site-packages: every Python start runs its .pth files and usercustomize",
+    ),
+    CodeLoadingRule(
+        (),
+        _pam_environment,
+        "sets the environment of every PAM session, qrexec services included",
+    ),
+    CodeLoadingRule(("bin",), _protected_program, _PATH_REASON),
+    CodeLoadingRule((".local", "bin"), _protected_program, _PATH_REASON),
+)
+"""Refused like :data:`DENIED_PREFIXES` (module docstring, "Paths that load code")."""
 
 MODE_FILE = 0o100644
 MODE_EXECUTABLE = 0o100755
@@ -230,6 +347,8 @@ def _component(name: bytes) -> str:
     Pure, so cached (a refusal raises and is not cached)."""
     if not name:
         raise _Refused("empty component")
+    if len(name) > NAME_MAX:
+        raise _Refused(f"name longer than {NAME_MAX} bytes (NAME_MAX)")
     if _BAD_BYTE.search(name):  # then find the first reason, in this order
         if b"\0" in name:
             raise _Refused("NUL byte in a component")
@@ -262,9 +381,10 @@ def _component(name: bytes) -> str:
 def check_component(name: bytes) -> str:
     """Check one path component from an untrusted tree.
 
-    Refused: empty, ``.``, ``..``; any ``.git`` variant (case-insensitive ``.git``,
-    NTFS ``.git.``/``.git ``/``.git::$INDEX_ALLOCATION``/``git~1``, HFS+ ``.git`` with
-    ignorable code points such as U+200C); NUL, ``/``, backslash, C0 controls, DEL;
+    Refused: empty, ``.``, ``..``; longer than NAME_MAX (255) bytes; any ``.git``
+    variant (case-insensitive ``.git``, NTFS ``.git.``/``.git ``/
+    ``.git::$INDEX_ALLOCATION``/``git~1``, HFS+ ``.git`` with ignorable code points
+    such as U+200C); NUL, ``/``, backslash, C0 controls, DEL;
     invalid UTF-8; C1 controls; bidi overrides, isolates and marks; U+2028/U+2029.
 
     Args:
@@ -291,6 +411,10 @@ def _split_path(path: bytes, rules: PathRules) -> list[str]:
         raise _Refused("empty path")
     if len(path) > rules.max_path_bytes:
         raise _Refused(f"path longer than {rules.max_path_bytes} bytes")
+    if len(path) > MAX_HOME_PATH_BYTES:
+        raise _Refused(
+            f"path longer than {MAX_HOME_PATH_BYTES} bytes (PATH_MAX less room for $HOME)"
+        )
     if path.startswith(b"/"):
         raise _Refused("absolute path")
     if path.endswith(b"/"):
@@ -334,6 +458,20 @@ def _denied_walk(parts: Sequence[str]) -> tuple[str | None, str | None]:
         if "" in node:
             return node[""], None
     return None, node.get("/")
+
+
+def _code_loading(folded: Sequence[str], rule: CodeLoadingRule, at: Sequence[str]) -> bool:
+    """``folded`` lies at or below a name ``rule`` refuses in directory ``at`` (folded)."""
+    n = len(at)
+    return len(folded) > n and tuple(folded[:n]) == tuple(at) and rule.match(folded[n])
+
+
+def _code_loading_reason(folded: Sequence[str]) -> str | None:
+    """Why the path with folded components ``folded`` loads code; None if it does not."""
+    for rule in CODE_LOADING_RULES:
+        if _code_loading(folded, rule, rule.parent):
+            return rule.reason
+    return None
 
 
 def _denied_prefix(parts: Sequence[str]) -> str | None:
@@ -414,6 +552,9 @@ def _tree_entry(
     denied, ancestor = _denied_walk(parts)
     if denied is not None:
         raise _Refused(f"inside '{denied}', which qgitconf never writes")
+    code = _code_loading_reason(_fold_parts(parts))
+    if code is not None:
+        raise _Refused(f"code-loading path ({code}), which qgitconf never writes")
     if mode != MODE_TREE:
         if ancestor is not None:
             raise _Refused(f"a file or symlink here would replace a parent of '{ancestor}'")
@@ -448,9 +589,11 @@ def check_tree_entry(
     The path is slash-separated as git stores it (no leading or trailing ``/``, no
     ``//``), at most ``rules.max_path_bytes`` bytes and ``rules.max_depth``
     components, each passing :func:`check_component`.  The mode must be in
-    :data:`ALLOWED_MODES` (gitlinks are refused: no submodules).  The path must not
-    lie in :data:`DENIED_PREFIXES`; a file or symlink must also not be an ancestor of
-    one, and must match ``rules.allow`` (trees are not checked against the allowlist:
+    :data:`ALLOWED_MODES` (gitlinks are refused: no submodules).  The path must be at
+    most :data:`~qgitconf.limits.MAX_HOME_PATH_BYTES` bytes, must not lie in
+    :data:`DENIED_PREFIXES` nor be a path that loads code (:data:`CODE_LOADING_RULES`);
+    a file or symlink must also not be an ancestor of a denied prefix, and must match
+    ``rules.allow`` (trees are not checked against the allowlist:
     a directory that holds allowed files must pass).  A symlink (mode 120000) needs
     ``link_target``, checked by :func:`check_symlink_target`; for other modes
     ``link_target`` is ignored.
@@ -507,7 +650,8 @@ def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRu
     only by case, Unicode normalisation or HFS+ ignorable code points; a path below a
     file or symlink of the same tree (e.g. symlink ``x`` and file ``x/passwd``); a
     symlink whose target, followed through the tree's other symlinks, loops or ends in
-    a denied prefix.
+    a denied prefix; a path that loads code because a symlink of the tree redirects
+    ``bin``, ``.local/bin`` or ``.local/lib`` to its directory.
 
     Args:
         entries: ``(path bytes, mode, symlink target bytes or None)`` for every entry.
@@ -563,4 +707,36 @@ def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRu
         denied = _denied_prefix(final)
         if denied is not None:
             raise _refuse(text, f"symlink target, through other symlinks, inside '{denied}'")
+    if links:
+        _check_redirected_code_dirs(paths, links)
     return paths
+
+
+def _check_redirected_code_dirs(
+    paths: Sequence[str], links: dict[tuple[str, ...], list[str]]
+) -> None:
+    """Refuse a path that a tree symlink puts where code is loaded from.
+
+    If the tree's symlinks make the directory of a :data:`CODE_LOADING_RULES` rule
+    (``bin``, ``.local/bin``, ``.local/lib``) resolve elsewhere, the names that rule
+    refuses are refused in the directory it resolves to (``bin -> tools`` with
+    ``tools/gpg``).  Compared after folding, like the rules themselves; loops were
+    refused before.
+    """
+    folded_links = {_fold_parts(link): list(_fold_parts(target)) for link, target in links.items()}
+    redirected: list[tuple[CodeLoadingRule, list[str], str]] = []
+    for rule in CODE_LOADING_RULES:
+        if not rule.parent:
+            continue  # $HOME itself is never a symlink of the tree
+        final = _resolve_through_links(list(rule.parent), folded_links)
+        if final is not None and tuple(final) != rule.parent:
+            redirected.append((rule, final, "/".join(rule.parent)))
+    for text in paths:
+        folded = _fold_parts(text.split("/"))
+        for rule, final, via in redirected:
+            if _code_loading(folded, rule, final):
+                raise _refuse(
+                    text,
+                    f"code-loading path through the symlink '{via}' ({rule.reason}), "
+                    "which qgitconf never writes",
+                )

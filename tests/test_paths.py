@@ -10,9 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qgitconf.errors import UnsafePathError
+from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
 from qgitconf.paths import (
     ALLOWED_MODES,
     DENIED_PREFIXES,
+    PROTECTED_PROGRAMS,
     PathRules,
     check_component,
     check_symlink_target,
@@ -177,6 +179,54 @@ HOSTILE: list[tuple[str, bytes, int, bytes | None, PathRules, str]] = [
     ("too-long-narrow", b"a" * 101, F, None, PathRules(max_path_bytes=100), "longer than 100"),
     ("too-deep", b"/".join([b"d"] * 65), F, None, DEFAULT, "deeper than 64"),
     ("too-deep-narrow", b"a/b/c/d", F, None, PathRules(max_depth=3), "deeper than 3"),
+    # Names that cannot be written with the names the agent derives (issue 14 §4).
+    ("name-max-256", b"a" * 256, F, None, DEFAULT, "NAME_MAX"),
+    ("name-max-utf8-256", u("\u00e9" * 128), F, None, DEFAULT, "NAME_MAX"),
+    ("name-max-utf8-3byte", u("\u65e5" * 86), F, None, DEFAULT, "NAME_MAX"),
+    ("name-max-deep", b"d/" + b"a" * 256 + b"/f", F, None, DEFAULT, "NAME_MAX"),
+    ("name-max-dir", b"a" * 300, T, None, DEFAULT, "NAME_MAX"),
+    ("name-max-link-target", b"x", L, b"a" * 256, DEFAULT, "NAME_MAX"),
+    ("path-max", b"/".join([b"a" * 255] * 15) + b"x", F, None, DEFAULT, "PATH_MAX"),
+    (
+        "path-max-wide-rules",
+        b"/".join([b"a" * 200] * 20),
+        F,
+        None,
+        PathRules(max_path_bytes=8192),
+        "PATH_MAX",
+    ),
+    # Paths that load code (DESIGN rule 12, issue 14 §1).
+    ("site-pth", b".local/lib/python3.11/site-packages/evil.pth", F, None, DEFAULT, "code-"),
+    (
+        "site-usercustomize",
+        b".local/lib/python3.13/site-packages/usercustomize.py",
+        F,
+        None,
+        DEFAULT,
+        "site-packages",
+    ),
+    ("site-plain-python", b".local/lib/python/site-packages/x.pth", F, None, DEFAULT, "code-"),
+    ("site-dir", b".local/lib/python3.11", T, None, DEFAULT, "site-packages"),
+    ("site-symlink", b".local/lib/python3.11", L, b"../../x", DEFAULT, "site-packages"),
+    ("site-case", b".Local/LIB/Python3.11/site-packages/x.pth", F, None, DEFAULT, "code-"),
+    ("site-ntfs-dot", b".local/lib./python3.11./x.pth", F, None, DEFAULT, "code-"),
+    ("site-hfs", u(".local/li\u200cb/py\u200dthon3/x.pth"), F, None, DEFAULT, "code-"),
+    ("pam-environment", b".pam_environment", F, None, DEFAULT, "PAM session"),
+    ("pam-environment-case", b".PAM_Environment.", F, None, DEFAULT, "PAM session"),
+    ("pam-environment-link", b".pam_environment", L, b".config/env", DEFAULT, "PAM"),
+    ("pam-environment-dir", b".pam_environment/x", F, None, DEFAULT, "PAM session"),
+    ("bin-gpg", b"bin/gpg", X, None, DEFAULT, "shadowed on the PATH"),
+    ("bin-gpg-plain-file", b"bin/gpg", F, None, DEFAULT, "shadowed on the PATH"),
+    ("bin-gpg-symlink", b"bin/gpg", L, b"../tools/g", DEFAULT, "shadowed on the PATH"),
+    ("bin-gpg-dir", b"bin/gpg/x", F, None, DEFAULT, "shadowed on the PATH"),
+    ("bin-gpg-upper", b"BIN/GPG", X, None, DEFAULT, "shadowed on the PATH"),
+    ("bin-gpg-ntfs", b"bin/gpg. ", X, None, DEFAULT, "shadowed on the PATH"),
+    ("bin-gpg-stream", b"bin/gpg:x", X, None, DEFAULT, "shadowed on the PATH"),
+    ("bin-gpg-hfs", u("bin/g\u200cpg"), X, None, DEFAULT, "shadowed on the PATH"),
+    ("bin-python3-minor", b"bin/python3.11", X, None, DEFAULT, "shadowed on the PATH"),
+    ("local-bin-git", b".local/bin/git", X, None, DEFAULT, "shadowed on the PATH"),
+    ("local-bin-qgitconf", b".local/bin/qgitconf", L, b"../../x", DEFAULT, "shadowed"),
+    ("local-bin-case", b".LOCAL/Bin/Notify-Send", X, None, DEFAULT, "shadowed on the PATH"),
 ]
 
 
@@ -250,6 +300,74 @@ def test_check_symlink_target_refuses(link: str, target: bytes) -> None:
         check_symlink_target(link, target)
 
 
+# A tree symlink that makes a directory code is loaded from resolve elsewhere: the
+# names refused there are refused where it resolves to (issue 14 §1).
+REDIRECTED_CODE_DIRS: list[tuple[str, list[tuple[bytes, int, bytes | None]], str]] = [
+    ("bin-redirect", [(b"bin", L, b"tools"), (b"tools/gpg", X, None)], "bin"),
+    ("bin-redirect-link", [(b"bin", L, b"tools"), (b"tools/git", L, b"../g")], "bin"),
+    ("bin-redirect-order", [(b"tools/sh", X, None), (b"bin", L, b"tools")], "bin"),
+    ("bin-redirect-case", [(b"bin", L, b"Tools"), (b"tools/GPG", X, None)], "bin"),
+    ("bin-redirect-deep", [(b"bin", L, b"a/b"), (b"a/b/python3.12", X, None)], "bin"),
+    (
+        "bin-redirect-chain",
+        [(b"bin", L, b"a"), (b"a", L, b"c/d"), (b"c/d/qgitconf-service", X, None)],
+        "bin",
+    ),
+    ("local-bin-redirect", [(b".local/bin", L, b"../t"), (b"t/env", X, None)], ".local/bin"),
+    ("local-bin-to-home", [(b".local/bin", L, b".."), (b"git", X, None)], ".local/bin"),
+    (
+        "local-lib-redirect",
+        [(b".local/lib", L, b"../py"), (b"py/python3.11/site-packages/x.pth", F, None)],
+        ".local/lib",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("entries", "via"),
+    [pytest.param(entries, via, id=name) for name, entries, via in REDIRECTED_CODE_DIRS],
+)
+def test_code_dir_redirected_by_a_tree_symlink(
+    entries: list[tuple[bytes, int, bytes | None]], via: str
+) -> None:
+    with pytest.raises(UnsafePathError) as info:
+        check_tree(entries, DEFAULT)
+    assert info.value.code == "unsafe-path"
+    assert f"code-loading path through the symlink '{via}'" in info.value.detail
+
+
+@pytest.mark.parametrize("directory", [b"bin", b".local/bin"])
+@pytest.mark.parametrize("mode", [F, X, L])
+@pytest.mark.parametrize("name", [*sorted(PROTECTED_PROGRAMS), "python3.11", "python3.13"])
+def test_every_protected_program_is_refused_in_path_dirs(
+    directory: bytes, mode: int, name: str
+) -> None:
+    target = b"../somewhere" if mode == L else None
+    path = directory + b"/" + name.encode()
+    with pytest.raises(UnsafePathError, match="shadowed on the PATH") as info:
+        check_tree_entry(path, mode, DEFAULT, target)
+    assert info.value.code == "unsafe-path"
+    with pytest.raises(UnsafePathError, match="code-loading"):
+        check_tree([(b".bashrc", F, None), (path, mode, target)], DEFAULT)
+
+
+@given(
+    st.sampled_from(sorted(PROTECTED_PROGRAMS)),
+    st.sampled_from(["bin", ".local/bin"]),
+    st.booleans(),
+    st.sampled_from(["", ".", " ", ". ", ":x"]),
+    st.sampled_from(["", "\u200c", "\ufeff"]),
+)
+def test_protected_program_variants(
+    name: str, directory: str, upper: bool, tail: str, ignorable: str
+) -> None:
+    if upper:
+        name, directory = name.upper(), directory.upper()
+    name = name[:1] + ignorable + name[1:] + tail
+    with pytest.raises(UnsafePathError, match="code-loading"):
+        check_tree_entry(u(f"{directory}/{name}"), X, DEFAULT)
+
+
 @pytest.mark.parametrize(
     ("name", "entries"),
     [
@@ -273,6 +391,7 @@ def test_check_symlink_target_refuses(link: str, target: bytes) -> None:
         ),
         ("symlink-loop", [(b"x", L, b"y"), (b"y", L, b"x")]),
         ("symlink-self-loop", [(b"x", L, b"x")]),
+        *[(name, entries) for name, entries, _via in REDIRECTED_CODE_DIRS],
     ],
 )
 def test_check_tree_refuses(name: str, entries: list[tuple[bytes, int, bytes | None]]) -> None:
@@ -317,6 +436,21 @@ BENIGN: list[tuple[str, bytes, int, bytes | None, PathRules]] = [
     ("space", b"my file", F, None, DEFAULT),
     ("exactly-max-depth", b"/".join([b"d"] * 64), F, None, DEFAULT),
     ("exactly-max-bytes", b"a" * 100, F, None, PathRules(max_path_bytes=100)),
+    ("exactly-name-max", b"a" * 255, F, None, DEFAULT),
+    ("exactly-name-max-utf8", u("\u00e9" * 127) + b"a", F, None, DEFAULT),
+    ("exactly-path-max", b"/".join([b"a" * 255] * 15), F, None, DEFAULT),
+    ("bin-tool", b"bin/mytool", X, None, DEFAULT),
+    ("bin-git-subcommand", b"bin/git-foo", X, None, DEFAULT),
+    ("bin-gpg-suffix", b"bin/gpg2x", X, None, DEFAULT),
+    ("bin-pythonista", b"bin/pythonista", X, None, DEFAULT),
+    ("local-bin-tool", b".local/bin/tool", X, None, DEFAULT),
+    ("gpg-outside-path-dirs", b"tools/gpg", X, None, DEFAULT),
+    ("bin-deeper", b"bin/sub/gpg", X, None, DEFAULT),
+    ("local-lib-other", b".local/lib/node_modules/x.js", F, None, DEFAULT),
+    ("local-lib-tree", b".local/lib", T, None, DEFAULT),
+    ("pam-environment-like", b".pam_environment.bak", F, None, DEFAULT),
+    ("pam-environment-below", b"x/.pam_environment", F, None, DEFAULT),
+    ("symlink-bin-dir", b"bin", L, b"dotfiles/bin", DEFAULT),
 ]
 
 
@@ -355,6 +489,21 @@ def test_check_tree_accepts_a_home() -> None:
         (b"bin/again", L, b"../.vimrc"),
     ]
     assert check_tree(entries, DEFAULT) == [p.decode() for p, _, _ in entries]
+
+
+def test_a_redirected_path_dir_keeps_other_executables() -> None:
+    entries: list[tuple[bytes, int, bytes | None]] = [
+        (b"bin", L, b"dotfiles/bin"),
+        (b"dotfiles/bin/mytool", X, None),
+        (b".local/lib", L, b"../lib"),
+        (b"lib/node/x.js", F, None),
+    ]
+    assert check_tree(entries, DEFAULT) == [p.decode() for p, _, _ in entries]
+
+
+def test_limits_fit_the_filesystem() -> None:
+    assert NAME_MAX == 255
+    assert MAX_HOME_PATH_BYTES == 4096 - 1 - 256
 
 
 def test_check_tree_accepts_iterator() -> None:

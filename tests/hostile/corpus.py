@@ -62,6 +62,9 @@ ALLOW = [
     "sub/**",
     "deep/**",
     ".*",
+    "bin",
+    "bin/**",
+    "tools/**",
 ]
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -485,6 +488,45 @@ def _path(path: str, data: bytes = b"x\n", mode: int = MODE_FILE) -> Callable[[W
     return build
 
 
+def _entries(entries: dict[str, tuple[int, bytes]]) -> Callable[[World], bytes]:
+    """A tree holding exactly ``entries``: slash path -> (mode, blob data)."""
+
+    def build(w: World) -> bytes:
+        def tree(o: Objects) -> str:
+            root: dict[str, Any] = {}
+            for path, spec in entries.items():
+                node = root
+                *dirs, name = path.split("/")
+                for d in dirs:
+                    node = node.setdefault(d, {})
+                node[name] = spec
+
+            def make(node: dict[str, Any]) -> str:
+                out = []
+                for name, val in node.items():
+                    if isinstance(val, dict):
+                        out.append((MODE_TREE, name.encode(), make(val)))
+                    else:
+                        out.append((val[0], name.encode(), o.blob(val[1])))
+                return o.tree(out)
+
+            return make(root)
+
+        objs, sha = w.child(tree)
+        return w.update(objs, sha)
+
+    return build
+
+
+def _long_path(total: int) -> str:
+    """A path below ``deep/`` of exactly ``total`` bytes, its names NAME_MAX (255) long."""
+    parts = ["deep"]
+    while len("/".join(parts)) + 1 + 255 < total:
+        parts.append("a" * 255)
+    parts.append("b" * (total - len("/".join(parts)) - 1))
+    return "/".join(parts)
+
+
 def _edit(old: bytes, new: bytes) -> Callable[[bytes], bytes]:
     return lambda s: s.replace(old, new, 1)
 
@@ -815,6 +857,70 @@ CASES: list[Case] = [
     ),
     Case("file in ~/.gnupg", "unsafe-path", _path(".gnupg/gpg.conf")),
     Case("path outside the allowlist", "unsafe-path", _path("Documents/notes.txt"), "allow"),
+    # rule 12: paths the agent or the programs around it load code from (issue 14 §1)
+    Case(
+        ".pth in the user site-packages",
+        "unsafe-path",
+        _path(".local/lib/python3.11/site-packages/zz.pth", b"import os; os.system('x')\n"),
+        "site-packages",
+    ),
+    Case(
+        "usercustomize in the user site-packages",
+        "unsafe-path",
+        _path(".local/lib/python3.13/site-packages/usercustomize.py", b"import os\n"),
+        "site-packages",
+    ),
+    Case(
+        "user site-packages, other case",
+        "unsafe-path",
+        _path(".local/lib/Python3.11/site-packages/zz.pth"),
+        "code-loading",
+    ),
+    Case(
+        "symlink as the user site directory",
+        "unsafe-path",
+        _path(".local/lib/python3", b"../../x", MODE_LINK),
+        "site-packages",
+    ),
+    Case(
+        "~/.pam_environment",
+        "unsafe-path",
+        _path(".pam_environment", b"LD_PRELOAD DEFAULT=/home/user/x.so\n"),
+        "PAM session",
+    ),
+    Case("~/bin/gpg", "unsafe-path", _path("bin/gpg", b"#!/bin/sh\n", MODE_EXEC), "PATH"),
+    Case(
+        "~/bin/gpg as a symlink", "unsafe-path", _path("bin/gpg", b"../tools/g", MODE_LINK), "PATH"
+    ),
+    Case("~/bin/GPG", "unsafe-path", _path("bin/GPG", b"#!/bin/sh\n", MODE_EXEC), "PATH"),
+    Case(
+        "~/.local/bin/qgitconf-service",
+        "unsafe-path",
+        _path(".local/bin/qgitconf-service", b"#!/bin/sh\n", MODE_EXEC),
+        "PATH",
+    ),
+    Case(
+        "~/.local/bin/python3.11",
+        "unsafe-path",
+        _path(".local/bin/python3.11", b"#!/bin/sh\n", MODE_EXEC),
+        "PATH",
+    ),
+    Case(
+        "~/bin -> tools, then tools/gpg",
+        "unsafe-path",
+        _entries({"bin": (MODE_LINK, b"tools"), "tools/gpg": (MODE_EXEC, b"#!/bin/sh\n")}),
+        "through the symlink 'bin'",
+    ),
+    Case(
+        "~/.local/bin -> ../tools, then tools/git as a symlink",
+        "unsafe-path",
+        _entries({".local/bin": (MODE_LINK, b"../tools"), "tools/git": (MODE_LINK, b"g")}),
+        "through the symlink '.local/bin'",
+    ),
+    # rule 9 / issue 14 §4: names that cannot be written with the agent's temp names
+    Case("name of 256 bytes", "unsafe-path", _path("x/" + "n" * 256), "NAME_MAX"),
+    Case("UTF-8 name of 256 bytes", "unsafe-path", _path("x/" + "\u00e9" * 128), "NAME_MAX"),
+    Case("path of 3840 bytes", "unsafe-path", _path(_long_path(3840)), "PATH_MAX"),
 ]
 
 

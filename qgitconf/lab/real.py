@@ -1,0 +1,955 @@
+"""The real lab: Qubes' own qrexec and split-GPG, built from source, booted on this host.
+
+:class:`RealLab` offers the API of :class:`qgitconf.lab.lab.Lab` that the tests use,
+but every command "in a qube" goes through the real Qubes stack: dom0 runs
+``qrexec-client -d QUBE user:CMD`` (what ``qvm-run`` does), dom0's real
+``qrexec-daemon`` hands it to the qube's real ``qrexec-agent``, which starts it as
+the qube's user through PAM.  Calls between qubes go through the real
+``qrexec-client-vm``, dom0's real ``qrexec-policy-daemon`` reading the shipped
+``policy/`` files unchanged, and the socket vchan Qubes' own CI uses.  Signing goes
+through the real split-GPG (``qubes-gpg-client-wrapper`` → ``qubes.Gpg`` →
+``gpg-server`` in the vault).
+
+What cannot be real here is stood in for by the smallest piece (docs/lab.md):
+qubesd (:mod:`qgitconf.lab.real_dom0`, system-info from a JSON file), the ask prompt
+(the upstream policy agent's socket service answering a fixed click), QubesDB
+(:mod:`qgitconf.lab.real_qubesdb`), split-GPG's consent prompt (its remembered
+answer, ``/run/qubes-gpg-split/stat.CLIENT``, refreshed by the harness).
+
+Layout.  Sources (``$QUBES_SRC_DIR``, else ``<project>/../shared/qubes-src``) are
+checked against ``qubes-src.sha256`` and built once into
+``/var/tmp/qgitconf-lab/build-HASH`` (the hash covers the tarballs and this file).
+Each boot gets ``/var/tmp/qgitconf-lab/run-XXXX``: the qgitconf install layer (rebuilt
+every boot, as the project changes), per-qube ``/etc`` files, homes, ``/rw``, QubesDB
+values, and the shared vchan directory.  Every domain is a mount namespace whose
+root is a tmpfs with read-only overlays (our layers over the host's ``/usr`` and
+``/etc``) and private ``/run``, ``/tmp``, ``/var/tmp``; all of them live in one PID
+namespace whose PID 1 (:mod:`qgitconf.lab.real_init`) exits when the harness closes
+its pipe or dies, and the kernel then kills every lab process.  No mount is made in
+the host's namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from qgitconf.errors import ConfigError, UsageError
+from qgitconf.lab.lab import KEY_FILE, QUBES
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE.parent.parent
+SUMS_FILE = HERE / "qubes-src.sha256"
+# root-only (the lab needs root): builds and per-boot trees, never in the checkout
+LAB_BASE = Path(os.environ.get("QGITCONF_REAL_LAB_DIR", "/var/tmp/qgitconf-lab"))  # noqa: S108
+SYSTEM_PYTHON = "/usr/bin/python3"
+SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+VMS = [n for n in QUBES if n != "dom0"]
+DOMID = {name: i + 1 for i, name in enumerate(VMS)}
+UID = {name: 2101 + i for i, name in enumerate(VMS)}
+QUBES_GID = 2198
+VAULT_UID_NAME = "qgitconf lab vault <vault@lab.invalid>"
+SPLIT_GPG_POLICY = (
+    "# The lab's split-GPG rule, as docs/setup.md has the user write it in dom0.\n"
+    "qubes.Gpg * config-mgmt vault allow\n"
+)
+BUILD_TOOLS = ("gcc", "make", "pkg-config", "unshare", "nsenter", "gpg", "git", "tar")
+
+
+@dataclass(frozen=True)
+class Tarball:
+    """One pinned upstream source."""
+
+    name: str
+    sha256: str
+    commit: str
+
+    @property
+    def repo(self) -> str:
+        return self.name.removesuffix(".tar.gz")
+
+    @property
+    def url(self) -> str:
+        return f"https://github.com/QubesOS/{self.repo}/archive/{self.commit}.tar.gz"
+
+
+def pinned() -> list[Tarball]:
+    """The sources the lab is built from, with the SHA-256 sums the project pins."""
+    out = []
+    for line in SUMS_FILE.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, name, commit = line.split()
+            out.append(Tarball(name, digest, commit))
+    return out
+
+
+def source_dir() -> Path | None:
+    """Where the tarballs are: ``$QUBES_SRC_DIR``, else ``<project>/../shared/qubes-src``."""
+    env = os.environ.get("QUBES_SRC_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(PROJECT.parent / "shared" / "qubes-src")
+    for c in candidates:
+        if all((c / t.name).is_file() for t in pinned()):
+            return c
+    return None
+
+
+def available() -> tuple[bool, str]:
+    """Whether the real lab can be built and booted here, and if not, why."""
+    if sys.platform != "linux":
+        return False, "the real lab needs Linux namespaces"
+    if os.geteuid() != 0:
+        return False, "the real lab needs root (mount and PID namespaces, overlays)"
+    if source_dir() is None:
+        return (
+            False,
+            "Qubes sources not found ($QUBES_SRC_DIR or ../shared/qubes-src; make qubes-src)",
+        )
+    missing = [t for t in BUILD_TOOLS if shutil.which(t) is None]
+    if missing:
+        return False, f"missing build tools: {', '.join(missing)}"
+    if not Path("/usr/include/security/pam_appl.h").exists():
+        return False, "missing PAM headers (apt-get install libpam0g-dev)"
+    if not Path(SYSTEM_PYTHON).exists():
+        return False, f"no system Python at {SYSTEM_PYTHON}"
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-c", "import pyinotify"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return False, "qrexec-policy-daemon needs pyinotify (apt-get install python3-pyinotify)"
+    return True, "ok"
+
+
+# -- build (cached) ---------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sh(argv: Sequence[str], log: IO[bytes], env: Mapping[str, str] | None = None) -> None:
+    log.write(f"$ {shlex.join(argv)}\n".encode())
+    log.flush()
+    full_env = {"PATH": SYS_PATH, "LANG": "C.UTF-8", **(env or {})}
+    proc = subprocess.run(list(argv), stdout=log, stderr=log, env=full_env, check=False)
+    if proc.returncode != 0:
+        raise ConfigError(f"real lab: `{shlex.join(argv)}` failed (see {log.name})")
+
+
+def _install(src: Path, dest: Path, mode: int = 0o755) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    dest.chmod(mode)
+
+
+def _link(target: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.symlink_to(target)
+
+
+def build(src: Path) -> Path:
+    """Verify, unpack and build the Qubes components; stage them as file layers.
+
+    Cached under ``LAB_BASE/build-HASH`` (sources' sums + this file), so a rebuild
+    happens only when either changes.  Layers: ``vm/{usr,etc}`` (what the template
+    packages qubes-core-qrexec-vm and qubes-gpg-split install), ``dom0/{usr,etc}``
+    (qubes-core-qrexec-dom0 and python3-qrexec).
+    """
+    tarballs = pinned()
+    for t in tarballs:
+        got = _sha256(src / t.name)
+        if got != t.sha256:
+            raise ConfigError(f"{src / t.name}: SHA-256 {got}, pinned {t.sha256}")
+    key = hashlib.sha256()
+    for t in tarballs:
+        key.update(f"{t.name} {t.sha256}\n".encode())
+    key.update(Path(__file__).read_bytes())
+    out = LAB_BASE / f"build-{key.hexdigest()[:16]}"
+    if (out / "done").exists():
+        return out
+    LAB_BASE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="build-tmp-", dir=LAB_BASE))
+    try:
+        with (tmp / "build.log").open("wb") as log:
+            _build_into(tmp, src, tarballs, log)
+        (tmp / "done").write_text("ok\n")
+        try:
+            tmp.rename(out)
+        except OSError:  # another process built it meanwhile
+            if not (out / "done").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _build_into(b: Path, src: Path, tarballs: list[Tarball], log: IO[bytes]) -> None:
+    for t in tarballs:
+        d = b / "src" / t.repo
+        d.mkdir(parents=True)
+        _sh(["tar", "-xzf", str(src / t.name), "--strip-components=1", "-C", str(d)], log)
+    s = b / "src"
+    vchan, qrexec, gpg = (
+        s / "qubes-core-vchan-socket",
+        s / "qubes-core-qrexec",
+        s / "qubes-app-linux-split-gpg",
+    )
+    p = b / "prefix"
+    _sh(
+        ["make", "-C", str(vchan / "vchan"), f"PREFIX={p}", f"LIBDIR={p}/lib",
+         f"INCLUDEDIR={p}/include", "libvchan-socket.so", "vchan-socket.pc"],
+        log,
+    )  # fmt: skip
+    _install(vchan / "vchan/libvchan.h", p / "include/vchan-socket/libvchan.h", 0o644)
+    _install(vchan / "vchan/vchan-socket.pc", p / "lib/pkgconfig/vchan-socket.pc", 0o644)
+    _install(vchan / "vchan/libvchan-socket.so", p / "lib/libvchan-socket.so")
+    env = {"PKG_CONFIG_PATH": f"{p}/lib/pkgconfig", "LIBRARY_PATH": f"{p}/lib"}
+    jobs = f"-j{min(2, os.cpu_count() or 1)}"
+    _sh(["make", jobs, "-C", str(qrexec / "libqrexec"), "BACKEND_VMM=socket", "all"], log, env)
+    # not `all` in agent/: that also builds the man page with pandoc
+    _sh(
+        ["make", jobs, "-C", str(qrexec / "agent"), "BACKEND_VMM=socket", "qrexec-agent",
+         "qrexec-client-vm", "qrexec-fork-server"],
+        log, env,
+    )  # fmt: skip
+    _sh(["make", jobs, "-C", str(qrexec / "daemon"), "BACKEND_VMM=socket", "all"], log, env)
+    _sh(["make", jobs, "-C", str(gpg / "src"), "all"], log, env)
+    libs = [qrexec / "libqrexec/libqrexec-utils.so.4", p / "lib/libvchan-socket.so"]
+
+    # VM template layer: qubes-core-qrexec-vm, qubes-gpg-split, qubes.VMShell
+    u, e = b / "vm/usr", b / "vm/etc"
+    _install(qrexec / "agent/qrexec-agent", u / "lib/qubes/qrexec-agent")
+    for prog in ("qrexec-client-vm", "qrexec-fork-server"):
+        _install(qrexec / "agent" / prog, u / "bin" / prog)
+    _link("../../bin/qrexec-client-vm", u / "lib/qubes/qrexec-client-vm")
+    _link("../../bin/qrexec-client-vm", u / "lib/qubes/qrexec_client_vm")
+    for lib in libs:
+        _install(lib, u / "lib" / lib.name)
+    _install(qrexec / "agent/qrexec.pam.debian", e / "pam.d/qrexec", 0o644)
+    _install(qrexec / "qubes-rpc-config/README", e / "qubes/rpc-config/README", 0o644)
+    _install(gpg / "src/gpg-server", u / "lib/qubes-gpg-split/gpg-server")
+    _install(gpg / "src/gpg-client", u / "bin/qubes-gpg-client")
+    _install(gpg / "gpg-client-wrapper", u / "bin/qubes-gpg-client-wrapper")
+    _install(gpg / "gpg-import-key", u / "bin/qubes-gpg-import-key")
+    _install(gpg / "qubes.Gpg.service", e / "qubes-rpc/qubes.Gpg")
+    _install(gpg / "qubes.GpgImportKey.service", e / "qubes-rpc/qubes.GpgImportKey")
+    _install(gpg / "qubes-gpg.sh", e / "profile.d/qubes-gpg.sh", 0o644)
+    _install(s / "qubes-core-agent-linux/qubes-rpc/qubes.VMShell", e / "qubes-rpc/qubes.VMShell")
+    # qubes.Gpg runs /usr/bin/gpg2, which Debian's gnupg2 package (a dependency of
+    # qubes-gpg-split) provides as a link to gpg; stand in for that package
+    _link("gpg", u / "bin/gpg2")
+
+    # dom0 layer: qubes-core-qrexec-dom0 and python3-qrexec
+    u, e = b / "dom0/usr", b / "dom0/etc"
+    _install(qrexec / "daemon/qrexec-daemon", u / "sbin/qrexec-daemon")
+    _install(qrexec / "daemon/qrexec-client", u / "bin/qrexec-client")
+    _link("../../bin/qrexec-client", u / "lib/qubes/qrexec-client")
+    for lib in libs:
+        _install(lib, u / "lib" / lib.name)
+    site = u / "lib/python3/dist-packages"
+    site.mkdir(parents=True)
+    shutil.copytree(qrexec / "qrexec", site / "qrexec", ignore=shutil.ignore_patterns("tests"))
+    for tool in sorted((qrexec / "qrexec/tools").glob("*.py")):
+        if tool.stem == "__init__":
+            continue
+        # the scripts setup.py's CustomInstall writes
+        script = u / "bin" / tool.stem.replace("_", "-")
+        script.write_text(
+            f"#!/usr/bin/python3\nfrom qrexec.tools.{tool.stem} import main\nimport sys\n"
+            'if __name__ == "__main__":\n\tsys.exit(main())\n'
+        )
+        script.chmod(0o755)
+    shutil.copytree(qrexec / "policy.d", e / "qubes/policy.d")
+    (e / "qubes-rpc/policy/include").mkdir(parents=True)
+    for svc in ("policy.Ask", "policy.Notify"):  # as qubes-core-qrexec's Makefile links them
+        _link("/var/run/qubes/policy-agent.sock", e / "qubes-rpc" / svc)
+
+
+# -- the qgitconf install layer (every boot) --------------------------------------------
+
+
+def _venv_site() -> Path:
+    import click  # the venv's runtime deps stand in for distro packages
+
+    return Path(click.__file__).resolve().parent.parent
+
+
+def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
+    """Install qgitconf into ``layer`` as the packages do, for the system python3.
+
+    The Python package goes to ``/usr/lib/python3/dist-packages`` (pip from a clean
+    copy of the tree, so the checkout's ``build/`` is not touched), the two console
+    scripts as dh_python3 writes them, the rest by ``make install-vm``.  dulwich,
+    click and python-gnupg are not in Debian 12 at the versions qgitconf needs:
+    the venv's copies stand in for the distro packages.
+    """
+    clean = layer.parent / "qgitconf-src"
+    excluded = (".git", ".venv", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache")
+    shutil.copytree(
+        PROJECT,
+        clean,
+        ignore=shutil.ignore_patterns(
+            *excluded, "__pycache__", "*.egg-info", ".hypothesis", ".fuzz"
+        ),
+    )
+    site = layer / "usr/lib/python3/dist-packages"
+    _sh(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--no-compile", "--target", str(site), str(clean)],
+        log, {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "HOME": str(clean)},
+    )  # fmt: skip
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    venv = _venv_site()
+    for dep in ("dulwich", "click", "gnupg.py"):
+        s = venv / dep
+        if s.is_dir():
+            shutil.copytree(s, site / dep, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(s, site / dep)
+    for info in venv.glob("*.dist-info"):
+        if info.name.split("-")[0].lower() in ("dulwich", "click", "python_gnupg"):
+            shutil.copytree(info, site / info.name)
+    for script, target in (("qgitconf", "qgitconf.cli"), ("qgitconf-service", "qgitconf.service")):
+        path = layer / "usr/bin" / script
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "#!/usr/bin/python3 -I\nimport sys\n"
+            f"from {target} import main\n"
+            "if __name__ == '__main__':\n    sys.exit(main())\n"
+        )
+        path.chmod(0o755)
+    _sh(
+        ["make", "--no-print-directory", "-C", str(clean), "install-vm", f"DESTDIR={layer}",
+         "PREFIX=/usr"],
+        log,
+    )  # fmt: skip
+    shutil.rmtree(clean, ignore_errors=True)
+
+
+# -- the lab ----------------------------------------------------------------------------
+
+
+def _passwd_lines(path: str, drop: set[str]) -> list[str]:
+    lines = Path(path).read_text().splitlines() if Path(path).exists() else []
+    return [ln for ln in lines if ln.split(":", 1)[0] not in drop]
+
+
+def _holder_script(mnt: Path, kind: str, binds: Mapping[str, str], usr: str, etc: str) -> str:
+    """The shell that lays out one domain's root and becomes its namespace holder."""
+    q = shlex.quote
+    lines = [
+        "set -e",
+        f"mount -t tmpfs -o mode=0755 lab-root {q(str(mnt))}",
+        f"cd {q(str(mnt))}",
+        "mkdir -p usr etc home/user run tmp var proc dev sys rw root .old",
+        "for d in bin sbin lib lib64; do if [ -L /$d ]; then ln -s usr/$d $d; fi; done",
+        f"mount -t overlay overlay -o ro,lowerdir={usr}:/usr usr",
+        f"mount -t overlay overlay -o ro,lowerdir={etc}:/etc etc",
+        "mount --rbind /dev dev",
+        "mount -t tmpfs -o mode=1777 tmpfs dev/shm",
+        "mount --rbind /proc proc",
+        "mount --rbind /sys sys",
+        "mount --bind /var var && mount -o remount,bind,ro var",
+        "mount -t tmpfs -o mode=1777 tmpfs var/tmp",
+        "mount -t tmpfs -o mode=1777 tmpfs tmp",
+        "mount -t tmpfs -o mode=0755 tmpfs run",
+        "mkdir -p run/vchan run/qubes run/lock run/qubes-rpc run/qubesdb run/qgitconf-lab",
+    ]
+    for target, source in binds.items():
+        ro = target.startswith("ro:")
+        target = target.removeprefix("ro:")
+        lines.append(f"mount --bind {q(source)} {q(target)}")
+        if ro:
+            lines.append(f"mount -o remount,bind,ro {q(target)}")
+    if kind == "dom0":
+        # qubes-core-qrexec-dom0's tmpfiles: /run/qubes 2770 root:qubes
+        lines += [
+            f"chgrp {QUBES_GID} run/qubes",
+            "chmod 2770 run/qubes",
+            "mkdir -p run/qubes/policy.d run/qubes/rpc-config",
+        ]
+    else:
+        # qubes-gpg-split.tmpfiles: /run/qubes-gpg-split 775 root:qubes
+        lines.append(f"install -d -m 0775 -o root -g {QUBES_GID} run/qubes-gpg-split")
+    lines += [
+        "pivot_root . .old",
+        "cd /",
+        "umount -l /.old",
+        "rmdir /.old",
+        "echo ready",
+        "exec sleep infinity >/dev/null",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _stale_runs() -> None:
+    """Remove run directories of harnesses that died without close()."""
+    for run in LAB_BASE.glob("run-*"):
+        try:
+            pid = int((run / "owner").read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _nspid_to_host(sup_host: int) -> dict[int, int]:
+    """Host PIDs of the supervisor's children, by their PID inside the namespace."""
+    out: dict[int, int] = {}
+    for task in Path(f"/proc/{sup_host}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                    if line.startswith("NSpid:"):
+                        out[int(line.split()[-1])] = int(child)
+    return out
+
+
+class RealLab:
+    """A booted real lab.  Same API as :class:`qgitconf.lab.lab.Lab` for the tests."""
+
+    def __init__(self, root: Path, build_dir: Path) -> None:
+        self.root = root
+        self.build_dir = build_dir
+        self.fingerprint = ""
+        self._sup: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._host_pid: dict[str, int] = {}
+        self._running = dict.fromkeys(VMS, True)
+        self._tags: dict[str, list[str]] = {n: list(QUBES[n]["tags"]) for n in QUBES}
+        self._ask = "allow"
+        self._qubesdb: dict[str, dict[str, str]] = {
+            n: {"/name": n, "/type": "AppVM", "/qubes-vm-type": "AppVM"} for n in VMS
+        }
+        self._baseline: dict[str, Any] | None = None
+        self.boot_seconds = 0.0
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def qube(self, name: str) -> Path:
+        """The host directory holding what is private to qube ``name``."""
+        if name not in QUBES:
+            raise UsageError(f"no qube {name!r} in the lab")
+        return self.root / "qubes" / name
+
+    def home(self, name: str) -> Path:
+        """The host path of qube ``name``'s ``/home/user``."""
+        if name not in VMS:
+            raise UsageError(f"no qube {name!r} with a home")
+        return self.qube(name) / "home"
+
+    def uid(self, name: str) -> int:
+        return UID[name]
+
+    def in_root(self, name: str) -> Path:
+        """The host path of domain ``name``'s ``/`` (through its holder's /proc entry)."""
+        return Path(f"/proc/{self._host_pid[name]}/root")
+
+    # -- boot -----------------------------------------------------------------------------
+
+    @classmethod
+    def boot(cls) -> RealLab:
+        """Build (cached) and boot the lab; raise ConfigError when that fails."""
+        ok, why = available()
+        if not ok:
+            raise ConfigError(f"real lab unavailable: {why}")
+        src = source_dir()
+        if src is None:  # available() checked it; for the type checker
+            raise ConfigError("Qubes sources not found")
+        t0 = time.monotonic()
+        build_dir = build(src)
+        LAB_BASE.mkdir(parents=True, exist_ok=True)
+        _stale_runs()
+        root = Path(tempfile.mkdtemp(prefix="run-", dir=LAB_BASE))
+        (root / "owner").write_text(str(os.getpid()))
+        lab = cls(root, build_dir)
+        try:
+            lab._prepare()
+            lab._start()
+            lab._init_state()
+        except BaseException:
+            lab.close()
+            raise
+        lab.boot_seconds = time.monotonic() - t0
+        return lab
+
+    def _prepare(self) -> None:
+        r = self.root
+        for d in ("log", "layers", "mnt", "dom0/state", "dom0/etc"):
+            (r / d).mkdir(parents=True)
+        vchan = r / "vchan"
+        vchan.mkdir()
+        # socket vchan: the caller (qrexec-client-vm, as the qube's user) creates the
+        # data vchan's socket here, so the shared directory is world-writable + sticky
+        vchan.chmod(0o1777)
+        with (r / "log/install.log").open("wb") as log:
+            install_qgitconf(r / "layers/qgitconf", log)
+        # lab stand-ins in the VMs: QubesDB's readers
+        lab_vm = r / "layers/lab-vm"
+        for prog in ("qubesdb-read", "qubesdb-list"):
+            dest = lab_vm / "usr/bin" / prog
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            body = (HERE / "real_qubesdb.py").read_text()
+            dest.write_text("#!/usr/bin/python3 -I\n" + body)
+            dest.chmod(0o755)
+        # dom0: the stand-ins, the project's policy unchanged, the split-GPG rule
+        d0 = r / "dom0/etc"
+        _install(
+            HERE / "real_dom0.py", r / "layers/lab-dom0/usr/lib/qgitconf-lab/real_dom0.py", 0o644
+        )
+        pol = d0 / "qubes/policy.d"
+        pol.mkdir(parents=True)
+        for f in sorted((PROJECT / "policy").glob("*.policy")):
+            shutil.copy2(f, pol / f.name)
+        (pol / "30-split-gpg.policy").write_text(SPLIT_GPG_POLICY)
+        drop = {"qubes", "user"}
+        (d0 / "group").write_text(
+            "\n".join([*_passwd_lines("/etc/group", drop), f"qubes:x:{QUBES_GID}:"]) + "\n"
+        )
+        (d0 / "hostname").write_text("dom0\n")
+        self._write_system_info()
+        self.set_ask_answer(self._ask)
+        shadow_gid = next(
+            (int(ln.split(":")[2]) for ln in _passwd_lines("/etc/group", set())
+             if ln.startswith("shadow:")),
+            0,
+        )  # fmt: skip
+        env_lines = _passwd_lines("/etc/environment", set())
+        for name in VMS:
+            uid, q = UID[name], self.qube(name)
+            etc = q / "etc"
+            etc.mkdir(parents=True)
+            users = _passwd_lines("/etc/passwd", {"user"})
+            (etc / "passwd").write_text(
+                "\n".join([*users, f"user:x:{uid}:{uid}:Qube user:/home/user:/bin/bash"]) + "\n"
+            )
+            groups = _passwd_lines("/etc/group", drop)
+            (etc / "group").write_text(
+                "\n".join([*groups, f"user:x:{uid}:", f"qubes:x:{QUBES_GID}:user"]) + "\n"
+            )
+            shadow = etc / "shadow"
+            shadow.write_text(
+                "\n".join([*_passwd_lines("/etc/shadow", {"user"}), "user:!:19000:0:99999:7:::"])
+                + "\n"
+            )
+            shadow.chmod(0o640)
+            os.chown(shadow, 0, shadow_gid)
+            (etc / "hostname").write_text(f"{name}\n")
+            # socket vchan has no hypervisor to tell a process its domain id; pam_env
+            # passes /etc/environment to every service the agent starts
+            (etc / "environment").write_text(
+                "\n".join([*env_lines, f"VCHAN_DOMAIN={DOMID[name]}"]) + "\n"
+            )
+            home = self.home(name)
+            home.mkdir(parents=True)
+            os.chown(home, uid, uid)
+            home.chmod(0o700)
+            (q / "rw/config").mkdir(parents=True)
+            (q / "qubesdb").mkdir()
+            self._write_qubesdb(name)
+        # config-mgmt signs through the vault (docs/setup.md: /rw/config/gpg-split-domain)
+        (self.qube("config-mgmt") / "rw/config/gpg-split-domain").write_text("vault\n")
+
+    def _boot_config(self) -> dict[str, Any]:
+        r, b = self.root, self.build_dir
+        layers = r / "layers"
+        holders: dict[str, list[str]] = {}
+        common = {"run/vchan": str(r / "vchan")}
+        usr0 = f"{layers}/lab-dom0/usr:{b}/dom0/usr"
+        etc0 = f"{r}/dom0/etc:{b}/dom0/etc"
+        binds0 = {**common, "ro:run/qgitconf-lab": str(r / "dom0/state")}
+        for name in ["dom0", *VMS]:
+            mnt = r / "mnt" / name
+            mnt.mkdir()
+            if name == "dom0":
+                script = _holder_script(mnt, "dom0", binds0, usr0, etc0)
+            else:
+                q = self.qube(name)
+                usr = f"{layers}/lab-vm/usr:{layers}/qgitconf/usr:{b}/vm/usr"
+                etc = f"{q}/etc:{layers}/qgitconf/etc:{b}/vm/etc"
+                binds = {
+                    **common,
+                    "home/user": str(self.home(name)),
+                    "ro:rw": str(q / "rw"),
+                    "ro:run/qubesdb": str(q / "qubesdb"),
+                }
+                script = _holder_script(mnt, "vm", binds, usr, etc)
+            holders[name] = [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ]
+        state = "/run/qgitconf-lab"
+        stand_ins = "/usr/lib/qgitconf-lab/real_dom0.py"
+        dom0_services = [
+            [SYSTEM_PYTHON, "-I", stand_ins, "qubesd", state],
+            [SYSTEM_PYTHON, "-I", stand_ins, "ask-agent", state],
+            ["/usr/bin/qrexec-policy-daemon", "--eval-socket-path=/run/qubes/policy.EvalSimple",
+             "--gui-socket-path=/run/qubes/policy.EvalGUI"],
+        ]  # fmt: skip
+        qubes = {}
+        for name in VMS:
+            d = DOMID[name]
+            qubes[name] = {
+                "domid": d,
+                "uuid": self._uuid(name),
+                "running": self._running[name],
+                # what qubes-qrexec-agent.service runs, minus systemd
+                "agent": ["env", "-i", f"PATH={SYS_PATH}", f"VCHAN_DOMAIN={d}",
+                          "/usr/lib/qubes/qrexec-agent"],
+                # what qubesd runs on VM start
+                "daemon": ["/usr/sbin/qrexec-daemon", "--direct", "-u", self._uuid(name), str(d),
+                           name, "user"],
+            }  # fmt: skip
+        return {
+            "log_dir": str(r / "log"),
+            "vchan_dir": str(r / "vchan"),
+            "holders": holders,
+            "dom0_services": dom0_services,
+            "dom0_sockets": ["run/qubesd.internal.sock", "run/qubes/policy.sock",
+                             "run/qubes/policy-agent.sock"],
+            "qubes": qubes,
+        }  # fmt: skip
+
+    def _start(self) -> None:
+        cfg = self.root / "boot.json"
+        cfg.write_text(json.dumps(self._boot_config(), indent=1))
+        errlog = (self.root / "log/init.log").open("wb")
+        self._sup = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation",
+             "private", "--", SYSTEM_PYTHON, "-I", str(HERE / "real_init.py"), str(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+            env={"PATH": SYS_PATH, "LANG": "C.UTF-8"},
+        )  # fmt: skip
+        errlog.close()
+        first = self._read_answer()
+        if "ready" not in first:
+            raise ConfigError(
+                f"real lab did not boot: {first.get('error')} (logs: {self.root}/log)"
+            )
+        sup_host = self._sup_host_pid()
+        by_nspid = _nspid_to_host(sup_host)
+        self._host_pid = {name: by_nspid[int(nspid)] for name, nspid in first["ready"].items()}
+
+    def _sup_host_pid(self) -> int:
+        if self._sup is None:
+            raise ConfigError("real lab not started")
+        p = self._sup.pid
+        children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        if len(children) != 1:
+            raise ConfigError(f"cannot find the lab's PID 1 (children of {p}: {children})")
+        return int(children[0])
+
+    def _read_answer(self) -> dict[str, Any]:
+        if self._sup is None or self._sup.stdout is None:
+            raise ConfigError("real lab not started")
+        line = self._sup.stdout.readline()
+        if not line:
+            raise ConfigError(f"the real lab's PID 1 is gone (logs: {self.root}/log)")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def _request(self, **req: Any) -> dict[str, Any]:
+        with self._lock:
+            if self._sup is None or self._sup.stdin is None:
+                raise ConfigError("real lab is closed")
+            self._sup.stdin.write((json.dumps(req) + "\n").encode())
+            self._sup.stdin.flush()
+            answer = self._read_answer()
+        if "error" in answer:
+            raise ConfigError(f"real lab: {req}: {answer['error']}")
+        return answer
+
+    def _init_state(self) -> None:
+        """The vault key, its public half where users put it, git identities."""
+        for name in VMS:
+            self.write(
+                name,
+                ".gitconfig",
+                f"[user]\n\tname = {name} user\n\temail = user@{name}.invalid\n"
+                "[init]\n\tdefaultBranch = main\n".encode(),
+            )
+        gen = self.run(
+            "vault",
+            ["gpg", "--batch", "--no-tty", "--passphrase", "", "--quick-gen-key",
+             VAULT_UID_NAME, "ed25519", "sign", "never"],
+        )  # fmt: skip
+        if gen.returncode != 0:
+            raise ConfigError(f"vault key generation failed: {gen.stderr.decode(errors='replace')}")
+        listed = self.run("vault", ["gpg", "--batch", "--with-colons", "--list-secret-keys"])
+        fprs = [
+            ln.split(":")[9] for ln in listed.stdout.decode().splitlines() if ln.startswith("fpr:")
+        ]
+        if not fprs:
+            raise ConfigError("vault key not found after generation")
+        self.fingerprint = fprs[0]
+        public = self.run(
+            "vault", ["gpg", "--batch", "--armor", "--export", self.fingerprint]
+        ).stdout
+        self.write("vault", KEY_FILE, public)
+        for name in ("config-mgmt", "personal", "work"):  # as `qvm-copy` from the vault would
+            self.write(name, f"QubesIncoming/vault/{KEY_FILE}", public)
+        self.run("vault", ["gpgconf", "--kill", "all"])
+        self.grant_gpg_consent("config-mgmt")
+        self.save_baseline()
+
+    # -- state of the Qubes system ------------------------------------------------------
+
+    @staticmethod
+    def _uuid(name: str) -> str:
+        return f"8b5e8a8e-{DOMID[name]:04d}-4c3a-9c1e-{DOMID[name]:012d}"
+
+    def _write_system_info(self) -> None:
+        domains: dict[str, dict[str, Any]] = {}
+        for name, q in QUBES.items():
+            dom0 = name == "dom0"
+            label = "black" if dom0 else "red"
+            domains[name] = {
+                "type": q["class"],
+                "uuid": "00000000-0000-0000-0000-000000000000" if dom0 else self._uuid(name),
+                "label": label,
+                "icon": f"appvm-{label}",
+                "tags": sorted(self._tags[name]),
+                "template_for_dispvms": False,
+                "default_dispvm": None,
+                "power_state": "Running" if dom0 or self._running[name] else "Halted",
+                # dom0 is the GUI qube (the default install): `ask` goes to its agent
+                "guivm": None if dom0 else "dom0",
+            }
+        _atomic_write(
+            self.root / "dom0/state/system-info.json", json.dumps({"domains": domains}).encode()
+        )
+
+    def _write_qubesdb(self, name: str) -> None:
+        _atomic_write(self.qube(name) / "qubesdb/db.json", json.dumps(self._qubesdb[name]).encode())
+
+    def set_running(self, name: str, running: bool) -> None:
+        """Start or halt qube ``name`` (its agent and dom0's qrexec-daemon for it)."""
+        if name not in VMS:
+            raise UsageError(f"no qube {name!r} to start or halt")
+        if running == self._running[name]:
+            return
+        self._running[name] = running
+        if running:
+            self._request(op="start", qube=name)
+            self._write_system_info()
+        else:
+            self._write_system_info()  # halted first: no new call is routed to it
+            self._request(op="stop", qube=name)
+
+    def set_tags(self, name: str, tags: Sequence[str]) -> None:
+        self._tags[name] = list(tags)
+        self._write_system_info()
+
+    def set_ask_answer(self, answer: str, target: str | None = None) -> None:
+        """What the user clicks in dom0's ``ask`` prompt: ``allow`` or ``deny``.
+
+        The real prompt is not told which target the caller named: it lists every
+        target the rule allows and the user picks one.  ``target`` is that pick;
+        without it, ``allow`` takes the preselected (``default_target=``) or only
+        target offered, and is a deny when there are several.
+        """
+        if answer not in ("allow", "deny"):
+            raise UsageError(f"ask answer must be allow or deny, not {answer!r}")
+        self._ask = answer if target is None or answer == "deny" else f"allow:{target}"
+        _atomic_write(self.root / "dom0/state/ask", f"{self._ask}\n".encode())
+
+    def set_qubesdb(self, name: str, key: str, value: str | None) -> None:
+        """Set (or with None, remove) QubesDB ``key`` of qube ``name``."""
+        if value is None:
+            self._qubesdb[name].pop(key, None)
+        else:
+            self._qubesdb[name][key] = value
+        self._write_qubesdb(name)
+
+    def grant_gpg_consent(self, client: str, granted: bool = True) -> None:
+        """The vault user's "yes" to ``client`` in qubes.Gpg's prompt, as the service records it.
+
+        qubes.Gpg asks (zenity) unless ``/run/qubes-gpg-split/stat.CLIENT`` is younger
+        than ``QUBES_GPG_AUTOACCEPT`` (default 300 s); the harness touches that file
+        (at boot and every reset) instead of clicking.
+        """
+        stat = self.in_root("vault") / "run/qubes-gpg-split" / f"stat.{client}"
+        if not granted:
+            stat.unlink(missing_ok=True)
+            return
+        stat.touch()
+        os.utime(stat)
+        os.chown(stat, UID["vault"], UID["vault"])
+
+    # -- files and commands -------------------------------------------------------------
+
+    def write(self, name: str, rel: str, data: bytes, mode: int = 0o644) -> Path:
+        """Write ``data`` to ``rel`` under qube ``name``'s home, owned by its user."""
+        home = self.home(name)
+        path = home / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise UsageError(f"{rel!r} is not a path under the home")
+        uid = UID[name]
+        parent = path.parent
+        missing = []
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            d.mkdir(mode=0o755)
+            os.chown(d, uid, uid)
+        path.write_bytes(data)
+        os.chown(path, uid, uid)
+        path.chmod(mode)
+        return path
+
+    def dom0(
+        self, cmd: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``cmd`` in dom0 (root, a plain system environment)."""
+        enter = ["nsenter", "-t", str(self._host_pid["dom0"]), "-m", "-p", "-r", "-w", "--"]
+        return subprocess.run(
+            [*enter, *cmd],
+            input=input,
+            capture_output=True,
+            check=False,
+            timeout=timeout,
+            env={"PATH": SYS_PATH, "LANG": "C.UTF-8"},
+        )
+
+    def run(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        *,
+        input: bytes | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``cmd`` in qube ``name`` as its user, through the real qrexec.
+
+        dom0 runs ``qrexec-client -d NAME user:CMD`` as ``qvm-run`` does; the agent
+        starts CMD as the qube's user through PAM.  The working directory is the home.
+        """
+        if name not in VMS:
+            raise UsageError(f"no qube {name!r} to run in")
+        env = [f"{k}={v}" for k, v in (extra_env or {}).items()]
+        line = "cd && exec " + shlex.join(["env", *env, *cmd] if env else list(cmd))
+        return self.dom0(["/usr/bin/qrexec-client", "-d", name, f"user:{line}"], input=input)
+
+    # -- reset ----------------------------------------------------------------------------
+
+    def save_baseline(self) -> None:
+        """Remember every home, QubesDB, tags, power state and ask answer for reset()."""
+        base = self.root / "baseline"
+        if base.exists():
+            shutil.rmtree(base)
+        base.mkdir()
+        self._request(op="killusers", uids=list(UID.values()))
+        for name in VMS:
+            _cp_a(self.home(name), base / name)
+        self._baseline = {
+            "qubesdb": json.loads(json.dumps(self._qubesdb)),
+            "running": dict(self._running),
+            "tags": {n: list(t) for n, t in self._tags.items()},
+            "ask": self._ask,
+        }
+
+    def reset(self) -> None:
+        """Back to the state save_baseline() saw: homes byte for byte, QubesDB, power, ask.
+
+        Each home directory keeps its inode (it is bind-mounted into its qube); its
+        contents are replaced.  Leftover processes of the qubes' users go first.
+        """
+        if self._baseline is None:
+            raise UsageError("reset() before save_baseline()")
+        b = self._baseline
+        for name in VMS:
+            if self._running[name] != b["running"][name]:
+                self.set_running(name, b["running"][name])
+        self._request(op="killusers", uids=list(UID.values()))
+        for name in VMS:
+            home = self.home(name)
+            for child in list(home.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            _cp_a(self.root / "baseline" / name, home)
+            st = (self.root / "baseline" / name).stat()
+            os.chown(home, st.st_uid, st.st_gid)
+            home.chmod(st.st_mode & 0o7777)
+        for name in VMS:
+            if self._qubesdb[name] != b["qubesdb"][name]:
+                self._qubesdb[name] = dict(b["qubesdb"][name])
+                self._write_qubesdb(name)
+        if self._tags != b["tags"]:
+            self._tags = {n: list(t) for n, t in b["tags"].items()}
+            self._write_system_info()
+        if self._ask != b["ask"]:
+            self._ask = b["ask"]
+            _atomic_write(self.root / "dom0/state/ask", f"{self._ask}\n".encode())
+        self.grant_gpg_consent("config-mgmt")
+
+    def close(self) -> None:
+        """Stop every lab process (PID 1 ends, the kernel kills the rest) and clean up."""
+        sup, self._sup = self._sup, None
+        if sup is not None:
+            if sup.stdin is not None:
+                with contextlib.suppress(OSError):
+                    sup.stdin.close()
+            try:
+                sup.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sup.kill()
+                sup.wait()
+            if sup.stdout is not None:
+                sup.stdout.close()
+        if os.environ.get("QGITCONF_REAL_LAB_KEEP"):
+            return
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> RealLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cp_a(src: Path, dest: Path) -> None:
+    """``cp -a SRC/. DEST``: contents with owners, modes, links and times (DEST may exist)."""
+    proc = subprocess.run(
+        ["cp", "-a", "--", f"{src}/.", str(dest)], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        raise ConfigError(f"cp -a {src} {dest}: {proc.stderr.decode(errors='replace')}")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` by rename, so a reader in a qube never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
