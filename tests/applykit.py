@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qgitconf.lab.lab import Lab
-from tests.labkit import publish, qg, run, snapshot
+from tests.labkit import Lab, publish, qg, run, snapshot
 
 STATE = ".local/share/qgitconf"
 

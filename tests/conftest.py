@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from qgitconf.lab.lab import Lab, init_lab
-from tests.labkit import setup_lab
+from qgitconf.lab.real import RealLab, available
+from tests.labkit import Lab, setup_lab
 
 _SCRUB = (
     "GNUPGHOME",
@@ -18,9 +16,6 @@ _SCRUB = (
     "GIT_WORK_TREE",
     "GIT_CONFIG_GLOBAL",
     "QGITCONF_REPO",
-    "QGITCONF_QUBE_NAME",
-    "QGITCONF_LAB",
-    "QGITCONF_SYSCONFDIR",
     "QREXEC_REMOTE_DOMAIN",
     "DISPLAY",
 )
@@ -36,33 +31,29 @@ def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def _short_dir() -> Path:
-    # gpg-agent sockets live in the GnuPG home: keep lab paths short (sun_path limit).
-    return Path(tempfile.mkdtemp(prefix="qgl-", dir="/tmp"))
-
-
 @pytest.fixture(scope="session")
-def lab_template() -> Iterator[Path]:
-    """A lab set up once per session: repo, targets personal and work, keys pinned."""
-    base = _short_dir()
-    lab = init_lab(base / "lab")
-    setup_lab(lab)
-    yield lab.root
-    lab.close()
-    shutil.rmtree(base, ignore_errors=True)
+def real_lab() -> Iterator[Lab]:
+    """The real lab (Qubes' own qrexec and split-GPG, built from the pinned sources),
+    booted once per session and set up once: repo, targets personal and work, keys
+    pinned.  Skipped, with the reason, where it cannot run (not root, no sources)."""
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"real lab unavailable: {why}")
+    lab = RealLab.boot()
+    try:
+        setup_lab(lab)
+        lab.save_baseline()
+        yield lab
+    finally:
+        lab.close()
 
 
 @pytest.fixture
-def lab(lab_template: Path) -> Iterator[Lab]:
-    """A fresh copy of the set-up lab for one test."""
-    base = _short_dir()
-    shutil.copytree(
-        lab_template, base / "lab", symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*")
-    )
-    copy = Lab(base / "lab")
-    yield copy
-    copy.close()
-    shutil.rmtree(base, ignore_errors=True)
+def lab(real_lab: Lab) -> Lab:
+    """The real lab, reset to the set-up state: every home byte for byte, QubesDB,
+    tags, power state and the ask answer."""
+    real_lab.reset()
+    return real_lab
 
 
 def _fuzz_profile() -> None:

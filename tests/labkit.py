@@ -1,15 +1,27 @@
-"""Helpers for tests that drive the lab: run commands in qubes, snapshot state."""
+"""Helpers for tests that drive the lab: run commands in qubes, snapshot state.
+
+The lab is the real one (:class:`qgitconf.lab.real.RealLab`): every command runs inside
+a qube through Qubes' own qrexec, as its own user; files the host puts into a home go
+through ``lab.write`` so that the qube's user owns them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from qgitconf.lab.lab import KEY_FILE, Lab
+from qgitconf.errors import TooLargeError
+from qgitconf.lab.lab import KEY_FILE
+from qgitconf.lab.real import RealLab
+from qgitconf.transport import CallResult
+
+Lab = RealLab
 
 INCOMING = f"QubesIncoming/vault/{KEY_FILE}"
 
@@ -49,16 +61,14 @@ def setup_lab(lab: Lab) -> None:
             "--fingerprint",
             lab.fingerprint,
         )
-    lab.close()
 
 
 def commit_files(lab: Lab, target: str, files: dict[str, str | bytes], message: str) -> str:
     """Write ``files`` ($HOME-relative) for ``target`` in config-mgmt and commit them."""
     for rel, content in files.items():
-        src = lab.home("config-mgmt") / "src" / target / rel
-        src.parent.mkdir(parents=True, exist_ok=True)
-        src.write_bytes(content.encode() if isinstance(content, str) else content)
-        qg(lab, "config-mgmt", "add", target, str(src), "--as", rel)
+        data = content.encode() if isinstance(content, str) else content
+        lab.write("config-mgmt", f"src/{target}/{rel}", data)
+        qg(lab, "config-mgmt", "add", target, f"src/{target}/{rel}", "--as", rel)
     qg(lab, "config-mgmt", "commit", target, "-m", message)
     return tip(lab, target)
 
@@ -122,3 +132,98 @@ def rejected_log(lab: Lab, qube: str) -> list[dict[str, Any]]:
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text().splitlines()]
+
+
+def signer_in(lab: Lab, qube: str, fingerprint: str) -> Callable[[bytes], bytes]:
+    """Sign detached and armored with ``fingerprint``'s key, by gpg inside ``qube``."""
+
+    def sign(data: bytes) -> bytes:
+        cmd = ["gpg", "--batch", "--armor", "--detach-sign", "--local-user", fingerprint]
+        return run(lab, qube, *cmd, input=data).stdout
+
+    return sign
+
+
+def vault_signer(lab: Lab) -> Callable[[bytes], bytes]:
+    """The vault's own key, used in the vault (as split-GPG's gpg-server would)."""
+    return signer_in(lab, "vault", lab.fingerprint)
+
+
+def make_key_in(lab: Lab, qube: str, uid: str, *extra: str) -> str:
+    """A new ed25519 signing key in ``qube``'s own GnuPG home; its fingerprint."""
+    run(
+        lab,
+        qube,
+        "gpg",
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        uid,
+        "ed25519",
+        "sign",
+        *(extra or ("never",)),
+    )
+    out = run(lab, qube, "gpg", "--with-colons", "--list-secret-keys", uid).stdout.decode()
+    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+
+
+def export_key(lab: Lab, qube: str, fingerprint: str) -> bytes:
+    return run(lab, qube, "gpg", "--armor", "--export", fingerprint).stdout
+
+
+def rogue_signer(lab: Lab) -> Callable[[bytes], bytes]:
+    """A compromised config-mgmt without the vault: a key of its own, made there."""
+    fpr = make_key_in(lab, "config-mgmt", "Rogue <rogue@lab.invalid>")
+    return signer_in(lab, "config-mgmt", fpr)
+
+
+class QubeTransport:
+    """The transport seam's lab adapter: ``qrexec-client-vm TARGET SERVICE`` run inside
+    ``source`` through the real qrexec, so in-process callers (publish) reach the
+    target exactly as the installed client would."""
+
+    def __init__(self, lab: Lab, source: str) -> None:
+        self.lab = lab
+        self.source = source
+
+    def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:
+        proc = self.lab.run(self.source, ["qrexec-client-vm", target, service], input=stdin)
+        if len(proc.stdout) > stdout_cap:
+            raise TooLargeError(f"{service} in {target} answered more than {stdout_cap} bytes")
+        return CallResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+QUBE_HOME = Path("/home/user")
+
+
+def host_path(lab: Lab, qube: str, inside: str | Path) -> Path:
+    """The host path of ``inside`` (a path under ``/home/user`` as the qube sees it)."""
+    return lab.home(qube) / Path(inside).relative_to(QUBE_HOME)
+
+
+def qube_path(lab: Lab, qube: str, host: str | Path) -> str:
+    """The path as the qube sees it of ``host`` (a host path under the qube's home)."""
+    return str(QUBE_HOME / Path(host).relative_to(lab.home(qube)))
+
+
+def host_env(lab: Lab, qube: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment for calling agent functions in-process on ``qube``'s home (from
+    the host): HOME is the host path of that home.  Use with :func:`as_qube_user`."""
+    env = {"HOME": str(lab.home(qube)), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    env.update(LANG="C.UTF-8", GIT_CONFIG_NOSYSTEM="1", **(extra or {}))
+    return env
+
+
+@contextlib.contextmanager
+def as_qube_user(lab: Lab, qube: str) -> Iterator[None]:
+    """Run in-process code with ``qube``'s uid as effective uid, so that what it writes
+    into the qube's home belongs to the qube's user (the tests run as root)."""
+    uid = lab.uid(qube)
+    os.setegid(uid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)

@@ -17,9 +17,8 @@ import pytest
 
 from qgitconf.agent.homefs import RACY_NS, HomeFS, stat_entry
 from qgitconf.agent.state import AgentState
-from qgitconf.lab.lab import Lab
 from tests.applykit import STATE, home_view, stage, state_path, status
-from tests.labkit import qg
+from tests.labkit import Lab, qg
 
 
 def apply(lab: Lab, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[bytes]:

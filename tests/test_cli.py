@@ -13,8 +13,7 @@ from click.testing import CliRunner
 import qgitconf.agent.commands
 from qgitconf import __version__
 from qgitconf.cli import cli, main
-from qgitconf.lab.lab import Lab
-from tests.labkit import INCOMING, commit_files, publish, qg, snapshot
+from tests.labkit import INCOMING, Lab, commit_files, publish, qg, snapshot
 
 QGITCONF = str(Path(sys.executable).parent / "qgitconf")
 

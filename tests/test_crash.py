@@ -34,9 +34,8 @@ from typing import Any
 import pytest
 
 from qgitconf.agent import commands
-from qgitconf.lab.lab import Lab
 from tests.applykit import STATE, home_view, stage
-from tests.labkit import qg, snapshot
+from tests.labkit import Lab, qg, snapshot
 
 Command = Callable[[Path, Mapping[str, str]], object]
 

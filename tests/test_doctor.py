@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from qgitconf.doctor import _check_pinned, gpg_version_check, key_status
-from qgitconf.lab.lab import Lab, make_key
-from tests.labkit import commit_files, publish, qg
-from tests.test_qubesdb import install_shim
+from qgitconf.lab.lab import make_key
+from tests.labkit import Lab, commit_files, publish, qg, run
 
 
 @pytest.mark.parametrize(
@@ -134,18 +133,14 @@ def test_doctor_table_output(lab: Lab) -> None:
 
 
 def test_doctor_target_custom_persist_warns(lab: Lab) -> None:
-    install_shim(
-        lab.qube("personal") / "bin",
-        lab.qube("personal") / "qubesdb",
-        {"/name": "personal", "/type": "AppVM", "/qubes-service/custom-persist": "1"},
-    )
-    report = _doctor(lab, "personal", 1)  # the shim also makes it "a real qube": no service
+    lab.set_qubesdb("personal", "/qubes-service/custom-persist", "1")
+    report = _doctor(lab, "personal", 1)
     checks = _by_name(report)
     assert checks["persistence"]["result"] == "warn"
     assert "not declared" in checks["persistence"]["message"]
-    assert checks["service qgitconf.Receive"]["result"] == "fail"
-    report = _doctor(lab, "personal", 0, QGITCONF_RPC_DIRS=str(lab.rpc_dir("personal")))
-    assert _by_name(report)["service qgitconf.Receive"]["result"] == "ok"
+    # the package's services, as installed in the lab's template
+    assert checks["service qgitconf.Receive"]["result"] == "ok"
+    assert "/etc/qubes-rpc/qgitconf.Receive" in checks["service qgitconf.Receive"]["message"]
 
 
 def test_doctor_config_mgmt_signs_through_split_gpg(lab: Lab) -> None:
@@ -161,18 +156,19 @@ def test_doctor_config_mgmt_signs_through_split_gpg(lab: Lab) -> None:
 
 
 def test_doctor_config_mgmt_broken_gpg_program(lab: Lab) -> None:
-    repo = lab.home("config-mgmt") / "qgitconf.git"
-    subprocess.run(["git", f"--git-dir={repo}", "config", "gpg.program", "no-such-gpg"], check=True)
+    run(lab, "config-mgmt", "git", "--git-dir=qgitconf.git", "config", "gpg.program", "nope")
     report = _doctor(lab, "config-mgmt", 1)
     assert _by_name(report)["gpg.program"]["result"] == "fail"
 
 
 def test_doctor_dom0_policy(lab: Lab) -> None:
-    env = {"QGITCONF_POLICY_DIR": str(lab.policy_dir)}
+    policy = (lab.policy_dir / "30-qgitconf.policy").read_bytes()
+    lab.write("untrusted", "policy.d/30-qgitconf.policy", policy)
+    env = {"QGITCONF_POLICY_DIR": "/home/user/policy.d"}
     report = _doctor(lab, "untrusted", 0, **env)
     assert report["role"] == "dom0"
     assert _by_name(report)["policy"]["result"] == "ok"
-    (lab.policy_dir / "30-qgitconf.policy").write_text("qgitconf.Receive * a b permit\n")
+    lab.write("untrusted", "policy.d/30-qgitconf.policy", b"qgitconf.Receive * a b permit\n")
     report = _doctor(lab, "untrusted", 1, **env)
     assert any(c["result"] == "fail" and ":1: " in c["message"] for c in report["checks"])
 

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from qgitconf.envelope import parse_statement
 from qgitconf.lab.attacks import restate, split_update
-from qgitconf.lab.lab import Lab, make_key
 from tests.labkit import (
+    Lab,
     commit_files,
     kept_update,
     publish,
     qg,
     rejected_log,
+    rogue_signer,
     run,
     send,
     target_snapshot,
     tip,
+    vault_signer,
 )
 
 GITCONFIG = "[alias]\n\tst = status\n"
@@ -182,34 +183,10 @@ def test_wrong_source_rejected(lab: Lab) -> None:
     expect_rejection(lab, "untrusted", kept_update(lab, "personal"), "wrong-source")
 
 
-def _rogue_signer(lab: Lab):  # type: ignore[no-untyped-def]
-    home = lab.home("config-mgmt") / ".rogue"
-    fpr = make_key(home, "Rogue <rogue@lab.invalid>")
-
-    def sign(data: bytes) -> bytes:
-        return subprocess.run(
-            [
-                "gpg",
-                "--homedir",
-                str(home),
-                "--batch",
-                "--armor",
-                "--detach-sign",
-                "--local-user",
-                fpr,
-            ],
-            input=data,
-            capture_output=True,
-            check=True,
-        ).stdout
-
-    return sign
-
-
 def test_unpinned_key_rejected(lab: Lab) -> None:
     """config-mgmt is compromised but has no vault: it signs with a key of its own."""
     first_publish(lab)
-    rogue = _rogue_signer(lab)
+    rogue = rogue_signer(lab)
     forged = restate(kept_update(lab, "personal"), rogue, sequence=2)
     expect_rejection(lab, "config-mgmt", forged, "signature-untrusted")
 
@@ -235,29 +212,8 @@ def test_tampered_bundle_rejected(lab: Lab) -> None:
     update = bytearray(kept_update(lab, "personal"))
     update[-30] ^= 0x01  # inside the pack, covered by bundle-sha256
     # The same sequence again would be "up to date": raise it, genuinely signed.
-    forged = restate(bytes(update), _vault_signer(lab), sequence=3)
+    forged = restate(bytes(update), vault_signer(lab), sequence=3)
     expect_rejection(lab, "config-mgmt", forged, "bundle-hash-mismatch")
-
-
-def _vault_signer(lab: Lab):  # type: ignore[no-untyped-def]
-    def sign(data: bytes) -> bytes:
-        return subprocess.run(
-            [
-                "gpg",
-                "--homedir",
-                str(lab.vault_gnupg),
-                "--batch",
-                "--armor",
-                "--detach-sign",
-                "--local-user",
-                lab.fingerprint,
-            ],
-            input=data,
-            capture_output=True,
-            check=True,
-        ).stdout
-
-    return sign
 
 
 def test_unsigned_tip_commit_rejected(lab: Lab) -> None:
@@ -360,37 +316,3 @@ def test_revert_to_zero_reports_restored_originals(lab: Lab) -> None:
     applied(lab)
     out = qg(lab, "personal", "revert", "--to", "0").stdout.decode()
     assert "0 written, 1 removed, 1 restored" in out
-
-
-def test_lab_run_accepts_double_dash(lab: Lab) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qgitconf.cli",
-            "lab",
-            "run",
-            str(lab.root),
-            "personal",
-            "--",
-            "sh",
-            "-c",
-            "echo $QGITCONF_QUBE_NAME $HOME",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert proc.stdout.split() == ["personal", str(lab.home("personal"))]
-
-
-def test_lab_shell_runs_inside_the_qube(lab: Lab) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qgitconf.cli", "lab", "shell", str(lab.root), "work"],
-        input="echo $QGITCONF_QUBE_NAME; pwd\n",
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.stdout.split()[:2] == ["work", str(lab.home("work"))]

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from qgitconf.agent.gui import notify
-from qgitconf.lab.lab import Lab
-from tests.labkit import commit_files, publish, qg
+from tests.labkit import Lab, commit_files, publish, qg
 
 TOOLS = ("Xvfb", "zenity", "xdotool", "import")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf.lab.lab import Lab, make_key
+from qgitconf.lab.lab import make_key
 from qgitconf.mgmt.hooks import HOOKS, scan_secrets
-from tests.labkit import commit_files, qg, run, tip
+from tests.labkit import Lab, commit_files, qg, run, tip
 
 ROOT = Path(__file__).resolve().parent.parent
 PEM = (

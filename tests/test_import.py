@@ -10,9 +10,8 @@ import pytest
 
 from qgitconf.agent.export import MAGIC, MAX_EXPORT_BYTES, format_export
 from qgitconf.errors import MalformedError
-from qgitconf.lab.lab import Lab
 from qgitconf.mgmt.importing import parse_export
-from tests.labkit import qg, run, tip
+from tests.labkit import Lab, qg, run, tip
 
 ALIAS = "[alias]\n\tlg = !git log --graph\n"
 

@@ -14,8 +14,7 @@ import select
 import subprocess
 import time
 
-from qgitconf.lab.lab import Lab
-from tests.labkit import commit_files, publish, qg
+from tests.labkit import Lab, commit_files, publish, qg
 
 PROMPT = re.compile(rb"(accept \[a\], skip \[s\], quit \[q\]\?|overwrite .*?quit \[q\]\?) ")
 

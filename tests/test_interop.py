@@ -21,9 +21,8 @@ from qgitconf.envelope import (
 )
 from qgitconf.gitstore import tree_sha256, walk_tree
 from qgitconf.lab.attacks import split_update
-from qgitconf.lab.lab import Lab
 from qgitconf.limits import Limits
-from tests.labkit import commit_files, kept_update, publish, qg, send, tip
+from tests.labkit import Lab, commit_files, kept_update, publish, qg, send, tip
 
 AGENT_REPO = ".local/share/qgitconf/repo"
 

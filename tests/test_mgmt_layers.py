@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from qgitconf.lab.lab import Lab
-from tests.labkit import commit_files, qg, run, target_snapshot, tip
+from tests.labkit import Lab, commit_files, qg, run, target_snapshot, tip
 
 ALIAS = "[alias]\n\tco = checkout\n"
 

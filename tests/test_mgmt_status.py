@@ -11,12 +11,10 @@ import pytest
 
 from qgitconf.envelope import parse_statement
 from qgitconf.lab.attacks import split_update
-from qgitconf.lab.lab import Lab
-from qgitconf.lab.qrexec import LabTransport
 from qgitconf.mgmt import publish as publish_mod
 from qgitconf.mgmt.publish import load_record
 from qgitconf.mgmt.repo import MgmtRepo
-from tests.labkit import commit_files, kept_update, publish, qg, run, tip
+from tests.labkit import Lab, QubeTransport, commit_files, kept_update, publish, qg, run, tip
 
 
 def mgmt(lab: Lab) -> MgmtRepo:
@@ -122,7 +120,7 @@ def test_sequence_grows_after_a_crash_before_the_update_is_kept(
 
     monkeypatch.setattr(publish_mod, "atomic_write", dying_write)
     with pytest.raises(Crash):
-        publish_mod.publish(repo, "personal", LabTransport(lab, "config-mgmt"))
+        publish_mod.publish(repo, "personal", QubeTransport(lab, "config-mgmt"))
     record = load_record(repo, "personal")
     assert record["sequence"] == 2 and record["published"] is None
     monkeypatch.setattr(publish_mod, "atomic_write", real)

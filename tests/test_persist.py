@@ -7,9 +7,8 @@ import shlex
 import pytest
 
 from qgitconf.errors import ConfigError
-from qgitconf.lab.lab import Lab
 from qgitconf.persist import persist_commands, state_persistence
-from tests.labkit import commit_files, publish, qg
+from tests.labkit import Lab, commit_files, publish, qg
 
 STATE = "/home/user/.local/share/qgitconf"
 

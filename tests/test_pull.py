@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qgitconf.lab.lab import Lab
 from tests.labkit import (
+    Lab,
     commit_files,
     kept_update,
     publish,

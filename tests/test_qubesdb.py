@@ -14,9 +14,9 @@ import pytest
 
 from qgitconf.agent.config import load_target_config
 from qgitconf.errors import ConfigError
-from qgitconf.lab.lab import Lab, make_key
+from qgitconf.lab.lab import make_key
 from qgitconf.qubesdb import own_name
-from tests.labkit import commit_files, publish, target_snapshot
+from tests.labkit import Lab, commit_files, publish, target_snapshot
 
 A = "A" * 40
 B = "B" * 40

@@ -14,14 +14,12 @@ import pytest
 from qgitconf.envelope import parse_statement
 from qgitconf.errors import BadReplyError, TooLargeError
 from qgitconf.lab.attacks import split_update
-from qgitconf.lab.lab import Lab
-from qgitconf.lab.qrexec import LabTransport
 from qgitconf.limits import MAX_REPLY_BYTES
 from qgitconf.mgmt.publish import load_record, publish, publish_targets
 from qgitconf.mgmt.reply import parse_reply
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.transport import CallResult
-from tests.labkit import commit_files, kept_update, qg
+from tests.labkit import Lab, QubeTransport, commit_files, kept_update, qg
 
 HEX = "a" * 40
 
@@ -151,7 +149,7 @@ def test_a_lie_about_the_accepted_commit_only_costs_a_full_bundle(lab: Lab) -> N
     assert publish(repo, "personal", liar).status == "staged"
     assert load_record(repo, "personal")["accepted"] == "b" * 40
     commit_files(lab, "personal", {".bashrc": "2\n"}, "two")
-    result = publish(repo, "personal", LabTransport(lab, "config-mgmt"))
+    result = publish(repo, "personal", QubeTransport(lab, "config-mgmt"))
     assert result.status == "staged" and result.sequence == 2
     st = parse_statement(split_update(kept_update(lab, "personal"))[0])
     assert st.prerequisite is None
@@ -165,7 +163,7 @@ def test_a_lie_about_an_older_commit_is_checked_by_the_target(lab: Lab) -> None:
     liar = FakeTarget(line(dict(STAGED, commit=first)))
     assert publish(repo, "personal", liar).status == "staged"
     commit_files(lab, "personal", {".bashrc": "2\n"}, "two")
-    result = publish(repo, "personal", LabTransport(lab, "config-mgmt"))
+    result = publish(repo, "personal", QubeTransport(lab, "config-mgmt"))
     assert result.status == "staged" and result.sequence == 3  # 2 was the rejected one
     st = parse_statement(split_update(kept_update(lab, "personal"))[0])
     assert st.prerequisite is None

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from qgitconf.agent.review import colorize, review
-from qgitconf.lab.lab import Lab
-from tests.labkit import commit_files, publish, qg, run, target_snapshot
+from tests.labkit import Lab, commit_files, publish, qg, run, target_snapshot
 
 BASHRC = "PS1='$ '\n"
 

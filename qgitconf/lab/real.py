@@ -458,6 +458,12 @@ class RealLab:
             raise UsageError(f"no qube {name!r} with a home")
         return self.qube(name) / "home"
 
+    @property
+    def policy_dir(self) -> Path:
+        """The host path of dom0's ``/etc/qubes/policy.d`` (writable; the policy daemon
+        reloads on change).  ``reset()`` restores it."""
+        return self.root / "dom0" / "policy.d"
+
     def uid(self, name: str) -> int:
         return UID[name]
 
@@ -517,8 +523,10 @@ class RealLab:
         _install(
             HERE / "real_dom0.py", r / "layers/lab-dom0/usr/lib/qgitconf-lab/real_dom0.py", 0o644
         )
-        pol = d0 / "qubes/policy.d"
-        pol.mkdir(parents=True)
+        # dom0's /etc/qubes/policy.d: a writable directory bound over the layer, so that
+        # tests can add a rule and the policy daemon's inotify watch sees it.
+        pol = self.policy_dir
+        shutil.copytree(self.build_dir / "dom0/etc/qubes/policy.d", pol)
         for f in sorted((PROJECT / "policy").glob("*.policy")):
             shutil.copy2(f, pol / f.name)
         (pol / "30-split-gpg.policy").write_text(SPLIT_GPG_POLICY)
@@ -577,7 +585,11 @@ class RealLab:
         common = {"run/vchan": str(r / "vchan")}
         usr0 = f"{layers}/lab-dom0/usr:{b}/dom0/usr"
         etc0 = f"{r}/dom0/etc:{b}/dom0/etc"
-        binds0 = {**common, "ro:run/qgitconf-lab": str(r / "dom0/state")}
+        binds0 = {
+            **common,
+            "ro:run/qgitconf-lab": str(r / "dom0/state"),
+            "etc/qubes/policy.d": str(self.policy_dir),
+        }
         for name in ["dom0", *VMS]:
             mnt = r / "mnt" / name
             mnt.mkdir()
@@ -870,6 +882,7 @@ class RealLab:
         self._request(op="killusers", uids=list(UID.values()))
         for name in VMS:
             _cp_a(self.home(name), base / name)
+        shutil.copytree(self.policy_dir, base / "policy.d")
         self._baseline = {
             "qubesdb": json.loads(json.dumps(self._qubesdb)),
             "running": dict(self._running),
@@ -901,6 +914,15 @@ class RealLab:
             st = (self.root / "baseline" / name).stat()
             os.chown(home, st.st_uid, st.st_gid)
             home.chmod(st.st_mode & 0o7777)
+        # the policy files (the include/ directory is left as it is)
+        base = self.root / "baseline/policy.d"
+        saved = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+        for p in self.policy_dir.iterdir():
+            if p.is_file() and saved.get(p.name) != p.read_bytes():
+                p.unlink()
+        for name, data in saved.items():
+            if not (self.policy_dir / name).exists():
+                (self.policy_dir / name).write_bytes(data)
         for name in VMS:
             if self._qubesdb[name] != b["qubesdb"][name]:
                 self._qubesdb[name] = dict(b["qubesdb"][name])
