@@ -205,6 +205,20 @@ class MergeConflictError(QgitconfError):
     exit_status = EXIT_FAILURE
 
 
+class LargeFileError(QgitconfError):
+    """config-mgmt: a file is larger than a target accepts; nothing was added or committed."""
+
+    code = "file-too-large"
+    exit_status = EXIT_FAILURE
+
+
+class SquashUnsafeError(QgitconfError):
+    """config-mgmt: squashing would drop a commit the target may hold, or would not help."""
+
+    code = "squash-unsafe"
+    exit_status = EXIT_FAILURE
+
+
 class ConfigError(QgitconfError):
     """qgitconf is not set up, or its configuration is invalid."""
 

@@ -31,7 +31,7 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.fsutil import read_json, write_json
 from qgitconf.gitstore import EMPTY_TREE, MODE_LINK, blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
-from qgitconf.risks import FileChange, Finding, assess, summary
+from qgitconf.risks import FileChange, Finding, Tree, assess, summary, tree_of
 from qgitconf.sanitize import sanitize
 from qgitconf.signing import inspect_key_file
 
@@ -43,10 +43,11 @@ _SHOWN_OPS = ("write", "delete", "restore")
 
 @dataclass(frozen=True)
 class Changes:
-    """The files that differ between two commits, and the symlinks of the new tree."""
+    """The files that differ between two commits, and the new tree (its symlinks, its
+    modes and its git/ssh config files: what :func:`~qgitconf.risks.assess` needs)."""
 
     files: list[FileChange]
-    links: dict[str, str]
+    links: Tree
 
 
 def _entries(store: Any, commit: str | None, limits: Limits) -> dict[str, tuple[int, str]]:
@@ -86,7 +87,9 @@ def changed_files(state: AgentState, old: str | None, new: str, limits: Limits) 
             for p, (mode, sha) in after.items()
             if mode == MODE_LINK
         }
-        return Changes(files, links)
+        modes = {p: mode for p, (mode, _sha) in after.items()}
+        tree = tree_of(modes, links, lambda p: blob_bytes(store, after[p][1]))
+        return Changes(files, tree)
     finally:
         repo.close()
 
