@@ -185,6 +185,15 @@ class NothingStagedError(LocalStateError):
     exit_status = EXIT_FAILURE
 
 
+class StagedChangedError(LocalStateError):
+    """The staged update is not the one that was reviewed (``apply --commit``, the
+    interactive and GUI paths, auto-apply): another update was staged meanwhile.
+    Nothing was applied; review again."""
+
+    code = "staged-changed"
+    exit_status = EXIT_FAILURE
+
+
 class DriftError(QgitconfError):
     """Files changed locally, or existed before qgitconf, and apply needs a choice (rule 10)."""
 
