@@ -435,10 +435,12 @@ def revert(name: str | None, to: str | None, overwrite: bool) -> None:
 def review(as_json: bool, gui: bool) -> None:
     """Show who signed the staged update, its risk report and what it changes (git diff).
 
-    On a terminal the review goes through your pager, in your git diff colours (the
-    text is sanitised first).  With --gui and a display, a zenity dialog shows the same
-    and applies only on Apply (exit 1 on Cancel); without a display it falls back to
-    the terminal.  Full diff in your difftool: qgitconf git difftool ...
+    It prints the command that applies exactly what was shown: qgitconf apply
+    --commit COMMIT.  The diff is made by the system's git with your git config and
+    attributes switched off, so an earlier update cannot hide a change.  On a terminal
+    it goes through the pager of GIT_PAGER/PAGER (a system program; less otherwise).
+    With --gui and a display, a zenity dialog shows the same and applies that commit
+    only on Apply (exit 1 on Cancel); without a display it falls back to the terminal.
     """
     from qgitconf.agent import review as rv
 
@@ -447,7 +449,7 @@ def review(as_json: bool, gui: bool) -> None:
 
         result, rec = review_dialog(_home(), _env())
         if result == "applied" and rec is not None:
-            click.echo(f"generation {rec['number']}: applied {str(rec['commit'])[:12]}")
+            click.echo(f"generation {rec['number']}: applied {rec['commit']}")
             return
         if result == "cancelled":
             click.echo("cancelled: nothing applied")
@@ -462,7 +464,7 @@ def review(as_json: bool, gui: bool) -> None:
         click.echo(rv.render_text(out), nl=False)
 
 
-def _apply_interactive() -> dict[str, Any] | None:
+def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
     """apply --interactive: the picker (agent/interactive.py) decides the --only list."""
     from qgitconf.agent import interactive
     from qgitconf.agent.review import diff_colors
@@ -476,6 +478,7 @@ def _apply_interactive() -> dict[str, Any] | None:
         lambda q: click.prompt(q, default="", show_default=False),
         click.echo,
         colors,
+        expect=commit,
     )
     rec = interactive.apply_choices(_home(), _env(), choices)
     if rec is None:
@@ -510,10 +513,29 @@ def _apply_interactive() -> dict[str, Any] | None:
     is_flag=True,
     help="Show each changed file (risks, then diff) and accept or skip it.",
 )
+@click.option(
+    "--commit",
+    "commit",
+    metavar="COMMIT",
+    help="Apply only if the staged commit is COMMIT (the full id review printed); "
+    "otherwise apply nothing and exit 1 [staged-changed].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def apply(
-    yes: bool, overwrite: bool, keep: tuple[str, ...], only: tuple[str, ...], interactive: bool
+    yes: bool,
+    overwrite: bool,
+    keep: tuple[str, ...],
+    only: tuple[str, ...],
+    interactive: bool,
+    commit: str | None,
+    as_json: bool,
 ) -> None:
     """Apply the staged update into $HOME (atomic writes, backups, journal).
+
+    It names the commit it applies.  To apply exactly what `qgitconf review` showed,
+    use the command it printed: qgitconf apply --commit COMMIT (a later update staged
+    meanwhile is then refused, not applied unseen).  Without --yes it asks, naming the
+    staged commit, and applies only that one.
 
     Nothing is written while any file in the way changed locally or was not written
     by qgitconf: apply then lists them and exits 1 [drift] (it never prompts for
@@ -521,28 +543,42 @@ def apply(
     earlier apply is rolled back (or finished) first.
     """
     from qgitconf.agent.commands import apply as do
+    from qgitconf.agent.commands import check_commit_id, staged_update
 
+    if commit is not None:
+        commit = check_commit_id(commit)
     if interactive:
-        if yes or overwrite or keep or only:
+        if yes or overwrite or keep or only or as_json:
             raise UsageError(
-                "--interactive asks per file: use it without --yes/--overwrite/--keep/--only"
+                "--interactive asks per file: use it without --yes/--overwrite/--keep/--only/--json"
             )
-        picked = _apply_interactive()
+        picked = _apply_interactive(commit)
         if picked is None:
             return
         rec = picked
     else:
         if not yes:
             if not sys.stdin.isatty():
-                raise UsageError("not a terminal: review with `qgitconf review`, then use --yes")
-            click.confirm("Apply the staged update?", abort=True)
-        rec = do(_home(), _env(), overwrite=overwrite, keep=keep, only=only or None)
+                raise UsageError(
+                    "not a terminal: review with `qgitconf review`, then use the "
+                    "`qgitconf apply --commit COMMIT` it prints, with --yes"
+                )
+            staged = staged_update(_home())
+            shown = commit or staged["commit"]
+            click.confirm(
+                f"Apply update {staged['sequence']}, commit {shown}?", abort=True, err=as_json
+            )
+            commit = shown  # apply what the question named, nothing staged after it
+        rec = do(_home(), _env(), overwrite=overwrite, keep=keep, only=only or None, commit=commit)
     if rec.get("recovered"):
         click.echo(f"qgitconf: {rec['recovered']}", err=True)
+    if as_json:
+        _print_json(rec)
+        return
     if rec["number"] is None:
-        click.echo(f"already applied: {rec['commit'][:12]}")
+        click.echo(f"already applied: {rec['commit']}")
     else:
-        click.echo(f"generation {rec['number']}: applied {rec['commit'][:12]} ({_counts(rec)})")
+        click.echo(f"generation {rec['number']}: applied {rec['commit']} ({_counts(rec)})")
     for line in rec.get("left", []):
         click.echo(f"  {line}")
     for path in rec.get("skipped", []):

@@ -185,6 +185,15 @@ class NothingStagedError(LocalStateError):
     exit_status = EXIT_FAILURE
 
 
+class StagedChangedError(LocalStateError):
+    """The staged update is not the one that was reviewed (``apply --commit``, the
+    interactive and GUI paths, auto-apply): another update was staged meanwhile.
+    Nothing was applied; review again."""
+
+    code = "staged-changed"
+    exit_status = EXIT_FAILURE
+
+
 class DriftError(QgitconfError):
     """Files changed locally, or existed before qgitconf, and apply needs a choice (rule 10)."""
 
@@ -202,6 +211,20 @@ class MergeConflictError(QgitconfError):
     """A layer does not merge cleanly into a target branch; nothing was published."""
 
     code = "merge-conflict"
+    exit_status = EXIT_FAILURE
+
+
+class LargeFileError(QgitconfError):
+    """config-mgmt: a file is larger than a target accepts; nothing was added or committed."""
+
+    code = "file-too-large"
+    exit_status = EXIT_FAILURE
+
+
+class SquashUnsafeError(QgitconfError):
+    """config-mgmt: squashing would drop a commit the target may hold, or would not help."""
+
+    code = "squash-unsafe"
     exit_status = EXIT_FAILURE
 
 

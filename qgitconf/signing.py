@@ -13,6 +13,13 @@ reported but a fixed list of informational lines, and the ``VALIDSIG`` primary-k
 fingerprint is one of the pins.  User-id text and short key ids are never looked at.
 python-gnupg imports the pinned keys into a home and reads key files.
 
+gpg runs by its absolute system path (``sysprog.program``, never found on the user's
+``PATH``: an update could have placed ``~/bin/gpg``), in an environment built from
+nothing (``sysprog.base_env``: no ``GNUPGHOME``, no ``GPG_AGENT_INFO``, no user
+variables), with ``--no-options`` (no ``gpg.conf``) and ``--no-random-seed-file``: gpg
+would otherwise rewrite ``random_seed`` in the home it uses, and a rejected update must
+leave a kept home byte-identical (rule 8).  The same holds for python-gnupg's imports.
+
 Signing goes through the configured ``gpg.program`` (``qubes-gpg-client-wrapper`` in
 Qubes, which forwards to the vault) with only the options split-GPG allows.
 """
@@ -32,9 +39,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
+from qgitconf import sysprog
 from qgitconf.errors import ConfigError, GitError, SignatureError, UntrustedInputError
 
-_GPG_OPTIONS = ["--no-auto-key-retrieve", "--no-autostart", "--no-greeting"]
+_GPG_OPTIONS = [
+    "--no-options",
+    "--no-auto-key-retrieve",
+    "--no-autostart",
+    "--no-greeting",
+    "--no-random-seed-file",
+]
 
 # What ``gpg --verify --status-fd`` may report for a signature that counts (GnuPG's
 # doc/DETAILS): exactly one each of these ...
@@ -71,7 +85,12 @@ _KEY_ID = re.compile(r"[0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64}")  # long id or fi
 def _gpg(home: str):  # type: ignore[no-untyped-def]
     import gnupg  # imported lazily: python-gnupg is only needed when gpg runs
 
-    return gnupg.GPG(gnupghome=home, options=list(_GPG_OPTIONS))
+    return gnupg.GPG(
+        gpgbinary=sysprog.program("gpg"),
+        gnupghome=home,
+        options=list(_GPG_OPTIONS),
+        env=sysprog.base_env(home),
+    )
 
 
 class KeyInfo(NamedTuple):
@@ -353,7 +372,8 @@ class Verifier:
                 files.append(path)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-            cmd = ["gpg", "--batch", "--no-tty", "--homedir", self._home, *_GPG_OPTIONS]
+            gpg = sysprog.program("gpg")
+            cmd = [gpg, "--batch", "--no-tty", "--homedir", self._home, *_GPG_OPTIONS]
             cmd += ["--status-fd", "1", "--verify", *files]
             try:
                 proc = subprocess.Popen(
@@ -361,6 +381,7 @@ class Verifier:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
+                    env=sysprog.base_env(self._home),
                 )
             except OSError as e:
                 raise ConfigError(f"cannot run gpg: {e}") from e

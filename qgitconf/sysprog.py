@@ -39,8 +39,6 @@ GIT_ISOLATION = (
     "-c",
     "core.fsmonitor=false",
     "-c",
-    "diff.external=",
-    "-c",
     "core.bigFileThreshold=512m",
 )
 """``-c`` options for every git the agent runs: no attributes file from $HOME (git reads

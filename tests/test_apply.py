@@ -6,19 +6,28 @@ trials are in ``test_crash.py``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from qgitconf.agent import commands
+from qgitconf.agent import journal as journal_module
+from qgitconf.agent.apply import kept_name
 from qgitconf.agent.homefs import RACY_NS, HomeFS, stat_entry
+from qgitconf.agent.receive import accept_update
 from qgitconf.agent.state import AgentState
+from qgitconf.errors import ApplyError, DriftError
+from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
 from tests.applykit import STATE, home_view, stage, state_path, status
-from tests.labkit import Lab, qg
+from tests.hostile.corpus import MODE_EXEC, MODE_FILE, SOURCE, World, build_world, entries_tree
+from tests.labkit import Lab, qg, snapshot
 
 
 def apply(lab: Lab, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[bytes]:
@@ -52,7 +61,7 @@ def test_hard_linked_bashrc_is_replaced_other_link_untouched(lab: Lab) -> None:
     assert (home / ".bashrc").read_text() == "managed\n"
     assert (home / "other" / "bashrc").read_text() == "mine\n"
     assert (home / ".bashrc").stat().st_ino != (home / "other" / "bashrc").stat().st_ino
-    assert (state_path(lab) / "originals" / ".bashrc").read_text() == "mine\n"
+    assert (state_path(lab) / "originals" / kept_name(".bashrc")).read_text() == "mine\n"
     qg(lab, "personal", "revert", "--to", "0")
     assert (home / ".bashrc").read_text() == "mine\n"
 
@@ -343,3 +352,172 @@ def test_no_temp_or_journal_left_after_apply(lab: Lab) -> None:
     names = [p.name for p in home.rglob("*")]
     assert not [n for n in names if ".qgc-" in n]
     assert not (home / STATE / "journal").exists()
+
+
+# -- in-process: the agent's own functions on a copy of the hostile corpus's target --------
+#
+# No lab: ``accept_update`` and the agent commands run in this process, on a copy of a
+# home that accepted and applied one genuine update (tests/hostile/corpus.py).
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("apply-world"))
+
+
+class Target:
+    """A copy of the corpus target's home, updated and applied in-process."""
+
+    def __init__(self, world: World, home: Path) -> None:
+        shutil.copytree(world.home, home, symlinks=True)
+        self.world = world
+        self.home = home
+        self.env = world.env(home)
+        self.tip = world.c1
+        self.sequence = 1
+
+    def stage(self, entries: dict[str, tuple[int, bytes]]) -> str:
+        """Sign, receive and stage a commit whose tree holds exactly ``entries``."""
+        w = self.world
+        objs, sha = w.child(lambda o: entries_tree(o, entries), parent=self.tip)
+        self.sequence += 1
+        data = w.update(objs, sha, prereq=self.tip, sequence=self.sequence)
+        assert accept_update(io.BytesIO(data), SOURCE, self.home, self.env).result == "staged"
+        self.tip = sha
+        return sha
+
+    def apply(self, *, overwrite: bool = False) -> dict[str, Any]:
+        return commands.apply(self.home, self.env, overwrite=overwrite)
+
+    def revert(self, to: int | None = None) -> dict[str, Any]:
+        return commands.revert(self.home, self.env, to=to, overwrite=False)
+
+    def status(self) -> dict[str, Any]:
+        return commands.status(self.home, self.env)
+
+
+def test_a_kept_symlink_original_is_never_written_through(world: World, tmp_path: Path) -> None:
+    """Issue 14 §4: the user's ``~/.config/nvim -> <outside>`` is kept as an original;
+    a later --overwrite below that path must not write or delete in ``<outside>``."""
+    t = Target(world, tmp_path / "target")
+    outside = tmp_path / "outside" / "nvim"
+    outside.mkdir(parents=True)
+    (outside / "init.lua").write_text("-- the user's real config, outside $HOME\n")
+    (outside / "plugins.lua").write_text("return {}\n")
+    nvim = t.home / ".config/nvim"
+    nvim.symlink_to(outside)
+    seen = snapshot(outside.parent)
+    t.stage({".config/nvim": (MODE_FILE, b"managed\n")})
+    with pytest.raises(DriftError):
+        t.apply()
+    t.apply(overwrite=True)
+    assert not nvim.is_symlink() and nvim.read_bytes() == b"managed\n"
+    # The user makes it a directory of their own again; the next update writes below it.
+    nvim.unlink()
+    nvim.mkdir()
+    (nvim / "init.lua").write_text("-- mine, in $HOME\n")
+    t.stage({".config/nvim/init.lua": (MODE_FILE, b"-- managed\n")})
+    t.apply(overwrite=True)
+    assert (nvim / "init.lua").read_bytes() == b"-- managed\n"
+    assert snapshot(outside.parent) == seen
+    t.revert(to=0)
+    assert (nvim / "init.lua").read_bytes() == b"-- mine, in $HOME\n"
+    assert snapshot(outside.parent) == seen
+    shutil.rmtree(nvim)  # once the directory is gone, revert brings the symlink back
+    t.revert(to=0)
+    assert nvim.is_symlink() and os.readlink(nvim) == str(outside)
+    assert snapshot(outside.parent) == seen
+    assert t.status()["drift"] == []
+
+
+def test_kept_copies_are_named_by_path_hash_and_never_followed(
+    world: World, tmp_path: Path
+) -> None:
+    """A kept original of a link is a link in a flat directory; a planted symlink
+    directory in the state is not written through either."""
+    t = Target(world, tmp_path / "target")
+    (t.home / ".vimrc").symlink_to(".config/vim/vimrc")
+    t.stage({".vimrc": (MODE_FILE, b"set nu\n")})
+    t.apply(overwrite=True)
+    originals = t.home / STATE / "originals"
+    assert sorted(p.name for p in originals.iterdir()) == [kept_name(".vimrc")]
+    assert os.readlink(originals / kept_name(".vimrc")) == ".config/vim/vimrc"
+    record = AgentState(t.home / STATE).originals()[".vimrc"]
+    assert record == {"type": "link", "target": ".config/vim/vimrc"}
+    # A backups/<N> planted as a symlink to elsewhere: the keep stops, nothing is written.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    gens = AgentState(t.home / STATE).generations()
+    (t.home / STATE / "backups").mkdir(exist_ok=True)
+    (t.home / STATE / "backups" / str(gens[-1]["number"] + 1)).symlink_to(elsewhere)
+    (t.home / ".vimrc").write_text("set nonu\n")  # drift: kept as a backup
+    t.stage({".vimrc": (MODE_FILE, b"set rnu\n")})
+    before = home_view(t.home)
+    with pytest.raises(ApplyError, match="rolled back"):
+        t.apply(overwrite=True)
+    assert list(elsewhere.iterdir()) == []
+    assert home_view(t.home) == before
+
+
+# Names of NAME_MAX bytes (and a deep path of MAX_HOME_PATH_BYTES): applied with their
+# temp names, kept as originals and backups, reverted (issue 14 §4).
+LONG_NAMES = {
+    "ascii-255": "n" * 255,
+    "utf8-240": "\u00e9" * 120,
+    "utf8-255": "\u65e5" * 85,
+    "deep-3839": "/".join(["d" * 255] * 14 + ["f" * 255])[2:],
+}
+
+
+@pytest.mark.parametrize("name", LONG_NAMES.values(), ids=LONG_NAMES.keys())
+def test_longest_accepted_names_apply_keep_and_revert(
+    world: World, tmp_path: Path, name: str
+) -> None:
+    t = Target(world, tmp_path / "target")
+    path = f"x/{name}"
+    assert len(path.encode()) <= MAX_HOME_PATH_BYTES
+    assert max(len(p.encode()) for p in path.split("/")) <= NAME_MAX
+    file = t.home / path
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"the user's own\n")  # kept as an original when overwritten
+    t.stage({path: (MODE_FILE, b"v1\n")})
+    t.apply(overwrite=True)
+    assert file.read_bytes() == b"v1\n"
+    file.write_bytes(b"changed locally\n")  # drift: kept as a backup when overwritten
+    t.stage({path: (MODE_EXEC, b"v2\n")})
+    t.apply(overwrite=True)
+    assert file.read_bytes() == b"v2\n" and file.stat().st_mode & 0o777 == 0o755
+    assert t.status()["drift"] == []
+    t.revert()
+    assert file.read_bytes() == b"v1\n"
+    t.revert(to=0)
+    assert file.read_bytes() == b"the user's own\n"
+    assert not (t.home / STATE / "journal").exists()
+    assert not list(t.home.rglob(".qgc-*"))
+
+
+def test_a_journal_with_an_unwritable_temp_name_does_not_wedge_the_agent(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temp names of an older qgitconf (``.<name>.qgc-<id>-<i>``) exceed NAME_MAX
+    for a 240-byte name: the write fails, and the rollback must still finish (the
+    temp file can never have existed) instead of leaving a journal that makes every
+    later apply, status, revert and restore fail."""
+
+    def old_temp_name(path: str, jid: str, i: int) -> str:
+        return f".{path.rsplit('/', 1)[-1][:200]}.qgc-{jid}-{i}"
+
+    t = Target(world, tmp_path / "target")
+    path = "x/" + "\u00e9" * 120
+    t.stage({path: (MODE_FILE, b"v1\n"), ".bashrc": (MODE_FILE, b"PS1='> '\n")})
+    before = home_view(t.home)
+    monkeypatch.setattr(journal_module, "temp_name", old_temp_name)
+    with pytest.raises(ApplyError) as info:
+        t.apply()
+    assert "rolled back: $HOME is as it was before" in info.value.detail
+    assert home_view(t.home) == before
+    assert not (t.home / STATE / "journal").exists()
+    monkeypatch.undo()
+    assert t.status()["drift"] == []
+    t.apply()
+    assert (t.home / path).read_bytes() == b"v1\n"

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from qgitconf.agent import commands
+from qgitconf.agent.apply import kept_name
 from tests.applykit import STATE, home_view, stage
 from tests.labkit import Lab, qg, snapshot
 
@@ -234,8 +235,10 @@ def test_sigkill_at_every_journaled_step(lab: Lab, fast_dir: Path) -> None:
     # The new state of each scenario keeps what it overwrote.
     kept = apply.new[1]["kept"]
     assert kept["backups/2/.bashrc"][2] == b"local edit\n"
-    assert kept["originals/.inputrc"][2] == b"pre-existing, read-only, hard-linked\n"
-    assert kept["originals/.config/newfile"][2] == b"was here first\n"
+    assert kept[f"originals/{kept_name('.inputrc')}"][2] == (
+        b"pre-existing, read-only, hard-linked\n"
+    )
+    assert kept[f"originals/{kept_name('.config/newfile')}"][2] == b"was here first\n"
     assert apply.new[0]["changed-gone.txt"][2] == b"changed locally\n"
     assert revert0.new[0][".inputrc"] == ("file", 0o444, b"pre-existing, read-only, hard-linked\n")
     totals: dict[str, int] = {}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from qgitconf import sysprog
 from qgitconf.agent.gui import notify
 from tests.labkit import Lab, commit_files, publish, qg
 
@@ -37,10 +38,21 @@ def _wait_for(path: Path, seconds: float = 10) -> bool:
     return path.exists()
 
 
-def test_notify_does_not_wait_and_needs_a_display(tmp_path: Path) -> None:
+def _system_notify_send(monkeypatch: pytest.MonkeyPatch, path: Path | None) -> None:
+    """Make ``path`` the system's notify-send (sysprog finds programs on the system PATH)."""
+    real = sysprog.find
+    monkeypatch.setattr(
+        sysprog, "find", lambda n: (str(path) if path else None) if n == "notify-send" else real(n)
+    )
+
+
+def test_notify_does_not_wait_and_needs_a_display(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "notified"
     _fake_notify_send(tmp_path / "bin", marker)
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    _system_notify_send(monkeypatch, tmp_path / "bin" / "notify-send")
+    env = {"PATH": "/usr/bin:/bin"}
     assert notify(env, "s", "b") is False  # no DISPLAY: nothing started
     start = time.monotonic()
     assert notify({**env, "DISPLAY": ":99"}, "title", "a <b>bold</b> \x1b[31m body") is True
@@ -48,10 +60,53 @@ def test_notify_does_not_wait_and_needs_a_display(tmp_path: Path) -> None:
     assert _wait_for(marker)
     lines = marker.read_text().splitlines()
     assert lines[-2:] == ["title", "a &lt;b&gt;bold&lt;/b&gt; \\x1b[31m body"]
-    assert notify({"PATH": str(tmp_path / "nothing"), "DISPLAY": ":99"}, "s", "b") is False
+    _system_notify_send(monkeypatch, None)
+    assert notify({"PATH": str(tmp_path / "bin"), "DISPLAY": ":99"}, "s", "b") is False
 
 
-def test_receive_notifies_after_staging_without_blocking(lab: Lab, tmp_path: Path) -> None:
+def test_notify_send_and_zenity_in_home_bin_are_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DESIGN rule 12: an update that places ~/bin/notify-send or ~/bin/zenity (on the
+    PATH that ~/.profile sets) is not run; only the system's programs are, with an
+    environment built from nothing (session variables only)."""
+    from qgitconf.agent import gui
+
+    marker = tmp_path / "notified"
+    _fake_notify_send(tmp_path / "bin", marker)
+    (tmp_path / "bin" / "zenity").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (tmp_path / "bin" / "zenity").chmod(0o755)
+    env = {
+        "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
+        "DISPLAY": ":99",
+        "LD_PRELOAD": "/x.so",
+        "HOME": str(tmp_path),
+    }
+    _system_notify_send(monkeypatch, None)  # the system has none: nothing runs
+    assert notify(env, "s", "b") is False
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    class _Popen:
+        def __init__(self, cmd: list[str], **kw: object) -> None:
+            started.append((cmd, dict(kw["env"])))  # type: ignore[call-overload]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(gui.subprocess, "Popen", _Popen)
+    if sysprog.find("notify-send") is not None:
+        assert notify(env, "s", "b") is True
+        cmd, child_env = started[0]
+        assert str(tmp_path) not in " ".join(cmd[:-2])
+        assert cmd[0] in (sysprog.find("timeout"), sysprog.find("notify-send"))
+        assert child_env["PATH"] == sysprog.SYSTEM_PATH and "LD_PRELOAD" not in child_env
+        assert child_env["DISPLAY"] == ":99"
+    assert gui.zenity_available(env) is (sysprog.find("zenity") is not None)
+    time.sleep(0.2)
+    assert not marker.exists()
+
+
+def test_receive_notifies_after_staging_without_blocking(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from qgitconf.agent.receive import accept_update
     from tests.labkit import kept_update
 
@@ -64,7 +119,7 @@ def test_receive_notifies_after_staging_without_blocking(lab: Lab, tmp_path: Pat
     shutil.rmtree(state)
     state.mkdir(parents=True)
     env = lab.env("personal", {"DISPLAY": ":99"})
-    env["PATH"] = f"{tmp_path / 'bin'}:{env['PATH']}"
+    _system_notify_send(monkeypatch, tmp_path / "bin" / "notify-send")
     import io
 
     start = time.monotonic()
@@ -189,3 +244,41 @@ def test_review_dialog_cancel(lab: Lab, display: str, tmp_path: Path) -> None:
     assert proc.returncode == 1 and b"cancelled: nothing applied" in out
     assert (lab.home("personal") / ".bashrc").read_bytes() == before
     assert not (lab.home("personal") / ".config/git/config").exists()
+
+
+def test_review_dialog_applies_exactly_the_commit_it_showed(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apply passes the shown commit to apply, which refuses one staged meanwhile."""
+    from qgitconf.agent import commands, gui
+
+    a = commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
+    publish(lab, "personal")
+    home, env = lab.home("personal"), lab.env("personal", {"DISPLAY": ":99"})
+    calls: list[dict[str, object]] = []
+    real_apply = commands.apply
+
+    def recording_apply(*args: object, **kw: object) -> dict[str, object]:
+        calls.append(kw)
+        return real_apply(*args, **kw)  # type: ignore[arg-type]
+
+    dialogs: list[list[str]] = []
+
+    def dialog(env: object, args: list[str], text: str | None = None) -> int:
+        dialogs.append(args)
+        if len(dialogs) == 1:  # while the dialog is open, a later update B arrives
+            assert text is not None and f"commit {a} (sequence 1), and no other" in text
+            commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")
+            publish(lab, "personal")
+        return 0
+
+    monkeypatch.setattr(commands, "apply", recording_apply)
+    monkeypatch.setattr(gui, "_zenity", dialog)
+    monkeypatch.setattr(gui, "zenity_available", lambda env=None: True)
+    from qgitconf.errors import QgitconfError
+
+    with pytest.raises(QgitconfError) as err:
+        gui.review_dialog(home, env)
+    assert err.value.code == "staged-changed" and err.value.exit_status == 1
+    assert calls and calls[0].get("commit") == a
+    assert "--error" in dialogs[1] and not (home / ".config/a").exists()

@@ -151,3 +151,72 @@ def test_token_in_an_ordinary_file_is_refused(lab: Lab) -> None:
 )
 def test_scan_secrets_table(path: str, content: bytes, found: bool) -> None:
     assert bool(scan_secrets(path, content)) is found
+
+
+def _big(lab: Lab) -> Path:
+    from qgitconf.mgmt.sizes import MAX_FILE_BYTES
+
+    path = lab.home("config-mgmt") / "big.bin"
+    with path.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: one byte over the limit
+    return path
+
+
+def test_add_refuses_a_file_over_the_limit_naming_it(lab: Lab) -> None:
+    proc = qg(lab, "config-mgmt", "add", "personal", str(_big(lab)), "--as", "big.bin", expect=1)
+    err = proc.stderr.decode()
+    assert "file-too-large" in err and "big.bin" in err and "64.0 MiB" in err
+    assert "67108865 bytes" in err and "--allow-large" in err
+    wt = qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip()
+    assert not (Path(wt) / "big.bin").exists()
+
+
+def test_commit_and_the_pre_commit_hook_refuse_a_file_over_the_limit(lab: Lab) -> None:
+    before = tip(lab, "personal")
+    qg(lab, "config-mgmt", "add", "personal", str(_big(lab)), "--as", "big.bin", "--allow-large")
+    proc = qg(lab, "config-mgmt", "commit", "personal", "-m", "big", expect=1)
+    assert b"file-too-large" in proc.stderr and b"big.bin: 64.0 MiB" in proc.stderr
+    wt = qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip()
+    hook = run(lab, "config-mgmt", "git", "-C", wt, "commit", "-qm", "big", expect=1)
+    err = hook.stderr.decode()
+    assert "pre-commit: refused: big.bin: 64.0 MiB (67108865 bytes)" in err
+    assert "max_object_bytes" in err
+    assert tip(lab, "personal") == before
+    run(lab, "config-mgmt", "git", "-C", wt, "config", "--add", "qgitconf.allowLarge", "big.bin")
+    run(lab, "config-mgmt", "git", "-C", wt, "commit", "-qm", "big, deliberately")
+    assert tip(lab, "personal") != before
+
+
+def test_commit_allow_large_lets_it_through(lab: Lab) -> None:
+    before = tip(lab, "personal")
+    qg(lab, "config-mgmt", "add", "personal", str(_big(lab)), "--as", "big.bin", "--allow-large")
+    qg(lab, "config-mgmt", "commit", "personal", "-m", "big", "--allow-large")
+    assert tip(lab, "personal") != before
+
+
+def test_pre_commit_reads_all_staged_files_with_one_cat_file(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook scans every staged file (a secret among many is found) and starts one
+    ``git cat-file`` for all of them, not one per file."""
+    import subprocess
+
+    from qgitconf.mgmt import hooks
+
+    wt = Path(qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip())
+    for i in range(200):
+        (wt / f"f{i:03}").write_text(f"file {i}\n")
+    (wt / "f150").write_text(PEM)
+    run(lab, "config-mgmt", "git", "-C", str(wt), "add", ".")
+    started: list[list[str]] = []
+    real = subprocess.Popen
+
+    def counting(args: list[str], *a: object, **kw: object) -> object:
+        started.append(list(args))
+        return real(args, *a, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "Popen", counting)
+    monkeypatch.chdir(wt)
+    found = hooks.check_staged(lab.env("config-mgmt"))
+    assert [f.path for f in found] == ["f150"]
+    assert sum(1 for a in started if "cat-file" in a) == 1

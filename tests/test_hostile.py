@@ -10,6 +10,7 @@ agent state are byte-identical afterwards (rejected.log excepted, which must nam
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from qgitconf.agent.receive import accept_update
+from qgitconf.agent.state import AgentState
 from qgitconf.errors import UntrustedInputError
+from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
 from tests.hostile.corpus import CASES, SOURCE, Case, World, build_world
 from tests.labkit import snapshot
 
@@ -95,3 +98,30 @@ def test_oversized_input_is_streamed_not_buffered(world: World, tmp_path: Path) 
         accept_update(stream, SOURCE, home, world.env(home))  # type: ignore[arg-type]
     assert info.value.code == "bundle-size-mismatch"
     assert stream.read_bytes <= len(update) + 65536
+
+
+def test_rejected_log_is_capped_and_rotated(world: World, tmp_path: Path) -> None:
+    """Issue 14 §5: a stream of rejected updates cannot fill the private volume:
+    ``rejected.log`` stays under its cap, rotated once to ``rejected.log.1``."""
+    home = tmp_path / "target"
+    shutil.copytree(world.home, home, symlinks=True)
+    state = AgentState(home / ".local/share/qgitconf")
+    log, rotated = state.root / "rejected.log", state.root / "rejected.log.1"
+    before = snapshot(home, skip=("rejected.log", "rejected.log.1"))
+    for i in range(400):  # about 440 KiB of lines: more than the cap and a half
+        state.log_rejection("malformed", f"{i} " + "\x1b[31mx" * 1000, "config-mgmt")
+    garbage = [b"", b"\x00\xff" * 64, b"QGITCONF-UPDATE 1\n" + b"s" * 10_000]
+    for data in garbage * 3:  # and real ones, through the Receive path
+        with pytest.raises(UntrustedInputError):
+            accept_update(io.BytesIO(data), SOURCE, home, world.env(home))
+    assert 0 < log.stat().st_size <= MAX_REJECTED_LOG_BYTES
+    assert MAX_REJECTED_LOG_BYTES // 2 < rotated.stat().st_size <= MAX_REJECTED_LOG_BYTES
+    lines = log.read_text().splitlines() + rotated.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line whole
+    assert records[-1]["reason"] == "malformed" and "\x1b" not in lines[-1]
+    assert all(len(r["detail"]) <= MAX_REJECTED_DETAIL_CHARS + 3 for r in records)
+    assert sorted(p.name for p in state.root.glob("rejected.log*")) == [
+        "rejected.log",
+        "rejected.log.1",
+    ]
+    assert snapshot(home, skip=("rejected.log", "rejected.log.1")) == before

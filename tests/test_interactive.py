@@ -14,7 +14,7 @@ import select
 import subprocess
 import time
 
-from tests.labkit import Lab, commit_files, publish, qg
+from tests.labkit import Lab, commit_files, publish, qg, target_snapshot
 
 PROMPT = re.compile(rb"(accept \[a\], skip \[s\], quit \[q\]\?|overwrite .*?quit \[q\]\?) ")
 
@@ -119,3 +119,64 @@ def test_interactive_needs_a_terminal(lab: Lab) -> None:
     publish(lab, "personal")
     proc = qg(lab, "personal", "apply", "--interactive", expect=2)
     assert b"needs a terminal" in proc.stderr
+
+
+# -- DESIGN §4: what is applied is what the prompt showed -----------------------------------
+
+CONFIRM = re.compile(rb"Apply update \d+, commit ([0-9a-f]{40})\? \[y/N\]: ")
+
+
+def test_interactive_names_the_commit_and_refuses_one_staged_meanwhile(lab: Lab) -> None:
+    a = commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
+    publish(lab, "personal")
+    before = target_snapshot(lab, "personal")
+    env = lab.env("personal", {"TERM": "xterm"})
+    term = Terminal(["qgitconf", "apply", "--interactive"], env, str(lab.home("personal")))
+    shown = term.expect(PROMPT).decode()
+    assert f"update: sequence 1, commit {a}" in shown
+    assert f"[commit {a[:12]}] accept [a], skip [s], quit [q]? " in shown
+    commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")  # arrives meanwhile
+    publish(lab, "personal")
+    term.send("a")
+    rc = term.finish()
+    assert rc == 1, term.text()
+    assert "error [staged-changed]" in term.text()
+    after = target_snapshot(lab, "personal")
+    assert {k: v for k, v in after.items() if ".local/share" not in k} == {
+        k: v for k, v in before.items() if ".local/share" not in k
+    }
+    assert not (lab.home("personal") / ".config/a").exists()
+
+
+def test_interactive_with_commit_refuses_to_start_on_another(lab: Lab) -> None:
+    a = commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
+    publish(lab, "personal")
+    commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")
+    publish(lab, "personal")
+    before = target_snapshot(lab, "personal")
+    env = lab.env("personal", {"TERM": "xterm"})
+    cmd = ["qgitconf", "apply", "--interactive", "--commit", a]
+    term = Terminal(cmd, env, str(lab.home("personal")))
+    assert term.finish() == 1 and "error [staged-changed]" in term.text()
+    assert target_snapshot(lab, "personal") == before
+
+
+def test_apply_confirmation_names_the_commit_and_applies_only_it(lab: Lab) -> None:
+    a = commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
+    publish(lab, "personal")
+    env = lab.env("personal", {"TERM": "xterm"})
+    term = Terminal(["qgitconf", "apply"], env, str(lab.home("personal")))
+    m = CONFIRM.search(term.expect(CONFIRM))
+    assert m is not None and m.group(1).decode() == a
+    b = commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")
+    publish(lab, "personal")
+    before = target_snapshot(lab, "personal")
+    term.send("y")
+    assert term.finish() == 1 and "error [staged-changed]" in term.text()
+    assert target_snapshot(lab, "personal") == before
+    term = Terminal(["qgitconf", "apply"], env, str(lab.home("personal")))
+    m = CONFIRM.search(term.expect(CONFIRM))
+    assert m is not None and m.group(1).decode() == b
+    term.send("y")
+    assert term.finish() == 0 and f"generation 1: applied {b} (" in term.text()
+    assert (lab.home("personal") / ".config/a").read_text() == "unseen\n"

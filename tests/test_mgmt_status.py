@@ -33,14 +33,92 @@ def test_status_json_labels_what_the_target_reported(lab: Lab) -> None:
     publish(lab, "personal")
     row = rows(lab)["personal"]
     assert row["tip"] == sha
-    assert row["published"] == {"sequence": 1, "commit": sha}
+    assert row["published"]["sequence"] == 1 and row["published"]["commit"] == sha
     reported = row["reported_by_target"]
     assert reported["result"] == "staged" and reported["accepted"] == sha
     assert reported["applied"] is None and not row["pending"]
     work = rows(lab)["work"]
     assert work["published"]["sequence"] is None and work["pending"]
     text = qg(lab, "config-mgmt", "status").stdout.decode()
-    assert "reported by target: staged" in text and "work:" in text and "[pending]" in text
+    assert "target reported seq 1 at 20" in text and f"accepted {sha[:12]} (staged)" in text
+    assert "work:" in text and "[pending]" in text
+
+
+def test_status_text_never_prints_none(lab: Lab) -> None:
+    """A target never published to, and one refused by dom0: words, not ``None``."""
+    (lab.policy_dir / "20-deny.policy").write_text("qgitconf.Receive * config-mgmt work deny\n")
+    commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    text = qg(lab, "config-mgmt", "status").stdout.decode()
+    assert "None" not in text
+    assert "personal: tip " in text and "not published  target: nothing reported yet" in text
+    publish(lab, "work", expect=1)
+    text = qg(lab, "config-mgmt", "status").stdout.decode()
+    assert "None" not in text
+
+
+def test_status_says_applied_or_not_as_the_target_last_reported(lab: Lab) -> None:
+    """After the target applied (or reverted), the next publish's reply says so and
+    status shows it; it never calls an applied update "staged"."""
+    sha = commit_files(lab, "personal", {".bashrc": "x\n"}, "x")
+    publish(lab, "personal")
+    assert rows(lab)["personal"]["reported_by_target"]["state"] == "accepted"
+    qg(lab, "personal", "apply", "--yes")
+    assert publish(lab, "personal")["status"] == "up-to-date"  # the kept update, resent
+    reported = rows(lab)["personal"]["reported_by_target"]
+    assert reported["state"] == "applied" and reported["applied"] == sha
+    assert reported["at"] is not None and reported["sequence"] == 1
+    line = qg(lab, "config-mgmt", "status").stdout.decode().splitlines()[0]
+    assert line.endswith(f"target reported seq 1 at {reported['at']}: applied {sha[:12]}")
+    assert "staged" not in line
+    qg(lab, "personal", "revert", "--to", "0")
+    publish(lab, "personal")
+    reported = rows(lab)["personal"]["reported_by_target"]
+    assert reported["state"] == "accepted" and reported["applied"] is None
+    line = qg(lab, "config-mgmt", "status").stdout.decode().splitlines()[0]
+    assert f"accepted {sha[:12]} (up-to-date), applied nothing" in line
+
+
+def test_denied_publish_names_the_likely_cause_and_status_shows_it(lab: Lab) -> None:
+    commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    (lab.policy_dir / "20-deny.policy").write_text("qgitconf.Receive * config-mgmt work deny\n")
+    result = publish(lab, "work", expect=1)
+    assert result["status"] == "denied"
+    for cause in ("qvm-tags work add qgitconf-target", "autostart=no", "qgitconf pull"):
+        assert cause in result["message"]
+    row = rows(lab)["work"]
+    assert row["last_error"]["code"] == "policy-denied" and row["pending"]
+    assert "qvm-tags work add qgitconf-target" in row["last_error"]["detail"]
+    text = qg(lab, "config-mgmt", "status").stdout.decode()
+    assert "last publish: policy-denied" in text and "qvm-tags work add qgitconf-target" in text
+
+
+def test_publish_dry_run_sends_signs_and_records_nothing(lab: Lab) -> None:
+    repo = mgmt(lab)
+    first = commit_files(lab, "personal", {".bashrc": "x\n"}, "x")
+    publish(lab, "personal")
+    second = commit_files(lab, "personal", {".bashrc": "y\n"}, "y")
+    record = load_record(repo, "personal")
+    kept = kept_update(lab, "personal")
+    plan = json.loads(qg(lab, "config-mgmt", "publish", "personal", "-n", "--json").stdout)
+    assert plan == [
+        {
+            "target": "personal",
+            "action": "new",
+            "sequence": 2,
+            "commit": second,
+            "base": second,
+            "prerequisite": first,
+            "bundle_bytes": plan[0]["bundle_bytes"],
+            "merges": [],
+            "too_large": [],
+        }
+    ]
+    assert 0 < plan[0]["bundle_bytes"] < 4096
+    assert load_record(repo, "personal") == record and kept_update(lab, "personal") == kept
+    assert json.loads(qg(lab, "personal", "status", "--json").stdout)["staged"] == first
+    text = qg(lab, "config-mgmt", "publish", "personal", "--dry-run").stdout.decode()
+    assert f"personal: would send new update: seq 2, commit {second[:12]}, " in text
+    assert f"prerequisite {first[:12]}" in text
 
 
 def test_status_after_a_new_commit_is_pending(lab: Lab) -> None:

@@ -3,12 +3,25 @@ diff without git, modes/symlinks/binaries, escaping (rule 11), auto-apply, notif
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import sys
+import pty
+import re
+import select
+import shutil
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from qgitconf.agent.review import colorize, review
+import pytest
+
+from qgitconf import sysprog
+from qgitconf.agent.review import colorize, diff_colors, render_text, review
 from tests.labkit import Lab, commit_files, publish, qg, run, target_snapshot
 
 BASHRC = "PS1='$ '\n"
@@ -92,18 +105,22 @@ def test_modes_symlinks_and_binaries_are_shown_clearly(lab: Lab) -> None:
     }
     out = qg(lab, "personal", "review").stdout.decode()
     assert "old mode 100644\nnew mode 100755" in out
-    assert "Binary files a/.config/blob.bin and b/.config/blob.bin differ" in out
+    # --text: a binary file's change is shown (escaped), never "Binary files differ".
+    assert "Binary files" not in out
+    assert "-\\x00\\x01\\x02binary" in out and "+\\x00\\x01\\x02other" in out
     assert "new file mode 120000" in out and "+notes" in out
     assert "(mode 100644 -> 100755)" in out and "(new file, mode 120000; symlink -> notes)" in out
 
 
-def test_builtin_diff_without_git(lab: Lab) -> None:
+def test_builtin_diff_without_git(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     commit_files(lab, "personal", {".bashrc": BASHRC, ".config/a": "a\n"}, "first")
     publish(lab, "personal")
     qg(lab, "personal", "apply", "--yes")
     commit_files(lab, "personal", {".bashrc": "PS1='# '\n"}, "second")
     publish(lab, "personal")
-    env = lab.env("personal", {"PATH": os.path.dirname(sys.executable)})
+    env = lab.env("personal")
+    real_find = sysprog.find
+    monkeypatch.setattr(sysprog, "find", lambda n: None if n == "git" else real_find(n))
     data = review(lab.home("personal"), env)
     assert data["diff_tool"] == "builtin"
     assert data["diff"] == (
@@ -114,6 +131,7 @@ def test_builtin_diff_without_git(lab: Lab) -> None:
         "-PS1='$ '\n"
         "+PS1='# '\n"
     )
+    monkeypatch.undo()
     with_git = review(lab.home("personal"), lab.env("personal"))
     assert with_git["diff_tool"] == "git" and "-PS1='$ '\n+PS1='# '" in with_git["diff"]
 
@@ -207,3 +225,408 @@ def test_auto_apply_stops_at_drift(lab: Lab) -> None:
     data = json.loads(qg(lab, "personal", "review", "--json").stdout)
     assert data["auto_apply"]["result"] == "staged"
     assert "changed locally" in data["auto_apply"]["reason"]
+
+
+# -- DESIGN rule 12: nothing an earlier update wrote can hide or fake the next diff --------
+#
+# A lab with update A applied and update B staged; B changes two lines of .bashrc (far
+# enough apart for two hunks, one next to an empty line) and one other file.  Each case
+# writes into $HOME (or the environment its shell startup files would set) what an
+# earlier, genuinely signed update could have written, and the review must still show
+# exactly the diff it shows without it, with the real .bashrc lines in it.
+
+BASHRC_A = "".join(f"line {n}\n" if n != 5 else "\n" for n in range(1, 21)).replace(
+    "line 3\n", "PS1='$ '\n"
+)
+BASHRC_B = BASHRC_A.replace("PS1='$ '\n", "PS1='# '\n").replace(
+    "line 15\n", "export PATH=~/.evil:$PATH\n"
+)
+REAL_LINES = ("--- a/.bashrc", "+++ b/.bashrc", "-PS1='$ '", "+PS1='# '", "-line 15")
+FAKE = "NOTHING-CHANGED"
+
+_FAKE_GIT = f"#!/bin/sh\necho 'diff --git a/.bashrc b/.bashrc'\necho ' {FAKE}'\n"
+_TEXTCONV = f"[diff \"fake\"]\n\ttextconv = sh -c 'echo {FAKE}'\n"
+
+# (id, files written into $HOME (".gitconfig" is appended to), extra environment,
+#  fails on the code before rule 12?)
+HIDING = [
+    ("core.bigFileThreshold", {".gitconfig": "[core]\n\tbigFileThreshold = 1\n"}, {}),
+    ("attributes binary", {".config/git/attributes": "* binary\n"}, {}),
+    ("attributes -diff", {".config/git/attributes": "* -diff\n"}, {}),
+    (
+        "attributes diff=x, binary driver with textconv",
+        {
+            ".config/git/attributes": "* diff=fake\n",
+            ".gitconfig": _TEXTCONV + "\tbinary = true\n",
+        },
+        {},
+    ),
+    (
+        "attributes diff=x with textconv",
+        {".config/git/attributes": "* diff=fake\n", ".gitconfig": _TEXTCONV},
+        {},
+    ),
+    (
+        "attributes file named in gitconfig",
+        {".gitconfig": "[core]\n\tattributesFile = ~/.attrs\n", ".attrs": "* -diff\n"},
+        {},
+    ),
+    ("diff.external", {".gitconfig": f"[diff]\n\texternal = echo {FAKE}\n"}, {}),
+    ("GIT_EXTERNAL_DIFF", {}, {"GIT_EXTERNAL_DIFF": f"echo {FAKE}"}),
+    ("GIT_DIFF_OPTS", {}, {"GIT_DIFF_OPTS": "--unified=0"}),
+    ("GIT_CONFIG_PARAMETERS", {}, {"GIT_CONFIG_PARAMETERS": "'core.bigfilethreshold'='1'"}),
+    (
+        "GIT_CONFIG_COUNT",
+        {},
+        {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "diff.noprefix", "GIT_CONFIG_VALUE_0": "1"},
+    ),
+    ("XDG_CONFIG_HOME", {"xdg/git/attributes": "* binary\n"}, {"XDG_CONFIG_HOME": "{home}/xdg"}),
+    (
+        "include.path",
+        {
+            ".gitconfig": "[include]\n\tpath = .config/more\n",
+            ".config/more": "[core]\n\tbigFileThreshold = 1\n",
+        },
+        {},
+    ),
+    ("~/bin/git on PATH", {"bin/git": _FAKE_GIT}, {"PATH": "{home}/bin:{PATH}"}),
+    ("diff.noprefix", {".gitconfig": "[diff]\n\tnoprefix = true\n"}, {}),
+    ("diff.mnemonicPrefix", {".gitconfig": "[diff]\n\tmnemonicPrefix = true\n"}, {}),
+    ("diff.context", {".gitconfig": "[diff]\n\tcontext = 0\n"}, {}),
+    ("diff.interHunkContext", {".gitconfig": "[diff]\n\tinterHunkContext = 20\n"}, {}),
+    (
+        "diff.orderFile",
+        {".gitconfig": "[diff]\n\torderFile = ~/.order\n", ".order": ".config/*\n"},
+        {},
+    ),
+    ("diff.suppressBlankEmpty", {".gitconfig": "[diff]\n\tsuppressBlankEmpty = true\n"}, {}),
+    ("diff.algorithm", {".gitconfig": "[diff]\n\talgorithm = histogram\n"}, {}),
+    ("diff.relative", {".gitconfig": "[diff]\n\trelative = true\n"}, {}),
+    ("diff.renames copies", {".gitconfig": "[diff]\n\trenames = copies\n"}, {}),
+    ("core.quotePath", {".gitconfig": "[core]\n\tquotePath = false\n"}, {}),
+    ("diff.srcPrefix", {".gitconfig": "[diff]\n\tsrcPrefix = x/\n\tdstPrefix = y/\n"}, {}),
+]
+
+
+def _copy_lab(template: Path) -> tuple[Path, Lab]:
+    base = Path(__import__("tempfile").mkdtemp(prefix="qgl-", dir="/tmp"))
+    shutil.copytree(
+        template, base / "lab", symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*")
+    )
+    return base, Lab(base / "lab")
+
+
+@pytest.fixture(scope="module")
+def staged_pair(lab_template: Path) -> Iterator[Lab]:
+    """A applied, B staged (see above); shared by the cases, each undoes its files."""
+    base, lab = _copy_lab(lab_template)
+    commit_files(lab, "personal", {".bashrc": BASHRC_A, ".config/app/conf": "x = 1\n"}, "A")
+    publish(lab, "personal")
+    qg(lab, "personal", "apply", "--yes")
+    commit_files(lab, "personal", {".bashrc": BASHRC_B, ".config/app/conf": "x = 2\n"}, "B")
+    publish(lab, "personal")
+    yield lab
+    lab.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class _Planted:
+    """Write files into a home (and remove them again, restoring what was there)."""
+
+    def __init__(self, home: Path, files: dict[str, str]) -> None:
+        self.home, self.saved = home, {}
+        self.created: list[Path] = []
+        for rel, content in files.items():
+            p = home / rel
+            self.saved[p] = p.read_bytes() if p.exists() else None
+            if self.saved[p] is None:
+                top = home / Path(rel).parts[0]
+                if not top.exists():
+                    self.created.append(top)
+                p.parent.mkdir(parents=True, exist_ok=True)
+            old = self.saved[p] or b""
+            p.write_bytes(old + content.encode() if rel == ".gitconfig" else content.encode())
+            if rel.startswith("bin/"):
+                p.chmod(0o755)
+
+    def undo(self) -> None:
+        for p, old in self.saved.items():
+            if old is None:
+                p.unlink(missing_ok=True)
+            else:
+                p.write_bytes(old)
+        for top in self.created:
+            if top.is_dir():
+                shutil.rmtree(top)
+            else:
+                top.unlink(missing_ok=True)
+
+
+def _env_for(lab: Lab, extra: dict[str, str]) -> dict[str, str]:
+    env = lab.env("personal")
+    home = str(lab.home("personal"))
+    env.update({k: v.format(home=home, PATH=env["PATH"]) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture(scope="module")
+def baseline(staged_pair: Lab) -> str:
+    diff = str(review(staged_pair.home("personal"), staged_pair.env("personal"))["diff"])
+    for line in REAL_LINES:
+        assert f"\n{line}\n" in diff
+    assert "\n+export PATH=~/.evil:$PATH\n" in diff and "\n \n" in diff  # empty context line
+    assert diff.count("\n@@ ") == 3 and diff.index(".bashrc") < diff.index(".config/app/conf")
+    return diff
+
+
+@pytest.mark.parametrize(("name", "files", "extra"), HIDING, ids=[c[0] for c in HIDING])
+def test_an_earlier_update_cannot_change_the_review_diff(
+    staged_pair: Lab, baseline: str, name: str, files: dict[str, str], extra: dict[str, str]
+) -> None:
+    home = staged_pair.home("personal")
+    planted = _Planted(home, files)
+    try:
+        data = review(home, _env_for(staged_pair, extra))
+    finally:
+        planted.undo()
+    assert data["diff_tool"] == "git"
+    assert FAKE not in data["diff"]
+    assert data["diff"] == baseline, name
+
+
+def test_the_hiding_settings_arrive_by_a_real_update(lab: Lab) -> None:
+    """The issue's scenario end to end: update 1 (signed, applied) sets
+    core.bigFileThreshold and a `* binary` attributes file; update 2 changes .bashrc."""
+    commit_files(lab, "personal", {".bashrc": BASHRC_A}, "shell")
+    publish(lab, "personal")
+    qg(lab, "personal", "apply", "--yes")
+    commit_files(
+        lab,
+        "personal",
+        {
+            ".config/git/config": "[core]\n\tbigFileThreshold = 1\n[diff]\n\tnoprefix = true\n",
+            ".config/git/attributes": "* binary\n",
+        },
+        "git settings",
+    )
+    publish(lab, "personal")
+    qg(lab, "personal", "apply", "--yes")
+    commit_files(lab, "personal", {".bashrc": BASHRC_B}, "prompt")
+    publish(lab, "personal")
+    out = qg(lab, "personal", "review").stdout.decode()
+    assert "Binary files" not in out
+    for line in REAL_LINES:
+        assert f"\n{line}\n" in out
+    git = qg(
+        lab, "personal", "git", "diff", "refs/qgitconf/applied", "refs/qgitconf/staged"
+    ).stdout.decode()
+    assert "Binary files" not in git and "\n+PS1='# '\n" in git and "--- a/.bashrc" in git
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\0\n[core]\n\tsshCommand = evil\n",
+        b"[core]\n\tsshCommand = evil\n" + b"\0" * 8,
+        b"# " + b"x" * 20000 + b"\0\n[core]\n\tsshCommand = evil\n",
+    ],
+    ids=["NUL first", "NUL last", "NUL after 8000 bytes"],
+)
+def test_a_nul_byte_does_not_hide_the_update_itself(lab: Lab, content: bytes) -> None:
+    """git, ssh and vim read files with a NUL; "Binary files differ" would hide the rest."""
+    commit_files(lab, "personal", {".gitconfig-extra": content}, "nul")
+    publish(lab, "personal")
+    out = qg(lab, "personal", "review").stdout.decode()
+    assert "Binary files" not in out and "\n+\tsshCommand = evil\n" in out
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["black black", "normal normal", "reverse", "dim", "#000000 #000000", "blue blue bold"],
+)
+def test_gitconfig_colours_cannot_make_lines_invisible(staged_pair: Lab, setting: str) -> None:
+    """~/.gitconfig is update-written: its color.diff.* is not used (fg == bg hides)."""
+    home = staged_pair.home("personal")
+    cfg = f'[color "diff"]\n\tnew = {setting}\n\told = {setting}\n\tmeta = {setting}\n'
+    planted = _Planted(home, {".gitconfig": cfg})
+    try:
+        env = staged_pair.env("personal")
+        colors = diff_colors(env)
+        text = render_text(review(home, env), colors)
+    finally:
+        planted.undo()
+    assert (colors["new"], colors["old"]) == ("\x1b[32m", "\x1b[31m")
+    assert "\x1b[32m+PS1='# '\x1b[m" in text and "\x1b[31m-PS1='$ '\x1b[m" in text
+    assert diff_colors({**env, "NO_COLOR": "1"}) == {}
+
+
+# -- the pager: through a real terminal --------------------------------------------------------
+
+_CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]")
+
+
+def _on_tty(lab: Lab, args: list[str], extra: dict[str, str]) -> str:
+    """Run ``qgitconf ARGS`` in the personal qube on a 200x200 pty; its screen output."""
+    env = _env_for(lab, extra)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 200, 200, 0, 0))
+    proc = subprocess.Popen(
+        ["qgitconf", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=lab.home("personal"),
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+        if b"(END)" in seen or seen.endswith(b":"):
+            os.write(master, b"q")  # a pager that did not quit on its own
+    proc.wait(10)
+    os.close(master)
+    return _CSI.sub("", seen.decode("utf-8", "replace").replace("\r\n", "\n"))
+
+
+_FAKE_PAGER = f"#!/bin/sh\ncat >/dev/null\necho {FAKE}\n"
+PAGERS = [
+    (
+        "core.pager in ~/.gitconfig",
+        {".gitconfig": f"[core]\n\tpager = sh -c 'cat >/dev/null; echo {FAKE}'\n"},
+        {"PAGER": "cat"},
+    ),
+    (
+        "~/bin/less and ~/bin/pager on PATH",  # Debian's git pages with `pager`
+        {"bin/less": _FAKE_PAGER, "bin/pager": _FAKE_PAGER},
+        {"PATH": "{home}/bin:{PATH}"},
+    ),
+    ("PAGER outside the system", {"bin/p": _FAKE_PAGER}, {"PAGER": "{home}/bin/p"}),
+    ("PAGER with a file argument", {"decoy": f"{FAKE}\n"}, {"PAGER": "less decoy"}),
+    ("PAGER as shell code", {}, {"PAGER": f"echo {FAKE}; cat >/dev/null"}),
+    ("~/.lesskey LESSOPEN", {".lesskey": f"#env\nLESSOPEN=|-echo {FAKE} %s\n"}, {}),
+    ("LESSOPEN in the environment", {}, {"LESSOPEN": f"|-echo {FAKE} %s"}),
+]
+
+
+@pytest.mark.parametrize(("name", "files", "extra"), PAGERS, ids=[c[0] for c in PAGERS])
+def test_the_pager_cannot_hide_the_review(
+    staged_pair: Lab, name: str, files: dict[str, str], extra: dict[str, str]
+) -> None:
+    home = staged_pair.home("personal")
+    planted = _Planted(home, files)
+    try:
+        screen = _on_tty(staged_pair, ["review"], {"TERM": "xterm", **extra})
+    finally:
+        planted.undo()
+    # The note that says a PAGER was not used quotes it; nothing else may show FAKE.
+    screen = "\n".join(x for x in screen.split("\n") if not x.startswith("qgitconf: pager"))
+    assert FAKE not in screen, name
+    for line in REAL_LINES:
+        assert f"\n{line}\n" in screen, (name, screen)
+
+
+@pytest.mark.parametrize(
+    ("name", "files"),
+    [
+        ("pager.diff", {".gitconfig": f"[pager]\n\tdiff = sh -c 'cat >/dev/null; echo {FAKE}'\n"}),
+        ("core.pager", {".gitconfig": f"[core]\n\tpager = sh -c 'cat >/dev/null; echo {FAKE}'\n"}),
+        ("~/bin/git", {"bin/git": _FAKE_GIT}),
+        ("attributes binary", {".config/git/attributes": "* binary\n"}),
+        ("core.bigFileThreshold", {".gitconfig": "[core]\n\tbigFileThreshold = 1\n"}),
+    ],
+)
+def test_qgitconf_git_diff_cannot_be_steered(
+    staged_pair: Lab, name: str, files: dict[str, str]
+) -> None:
+    home = staged_pair.home("personal")
+    planted = _Planted(home, files)
+    try:
+        screen = _on_tty(
+            staged_pair,
+            ["git", "diff", "refs/qgitconf/applied", "refs/qgitconf/staged"],
+            {"TERM": "xterm", "PAGER": "cat", "PATH": "{home}/bin:{PATH}"},
+        )
+    finally:
+        planted.undo()
+    assert FAKE not in screen and "Binary files" not in screen, name
+    for line in REAL_LINES:
+        assert f"\n{line}\n" in screen, (name, screen)
+
+
+def test_pager_choice_is_the_environment_and_a_system_program() -> None:
+    from qgitconf.agent.review import choose_pager, pager_env
+
+    less = sysprog.find("less")
+    assert choose_pager({}).argv == [less]
+    assert choose_pager({"PAGER": "less -R"}).argv == [less, "-R"]
+    assert choose_pager({"GIT_PAGER": "cat", "PAGER": "less"}).argv is None
+    assert choose_pager({"PAGER": ""}).argv is None
+    for bad in ("~/bin/less", "./less", "/home/user/bin/less", "less file", "less; x", "'x"):
+        choice = choose_pager({"PAGER": bad})
+        assert choice.argv == [less] and choice.note and "not used" in choice.note
+    env = pager_env({"TERM": "xterm", "LESSOPEN": "|x", "HOME": "/home/u", "X": "1"}, "/e")
+    assert env["HOME"] == "/e" and env["LESSSECURE"] == "1" and env["LESS"] == "FRX"
+    assert "LESSOPEN" not in env and "X" not in env and env["PATH"] == sysprog.SYSTEM_PATH
+
+
+# -- DESIGN §4: review is bound to what is applied ---------------------------------------------
+
+
+def _review_commit(lab: Lab) -> str:
+    out = qg(lab, "personal", "review").stdout.decode()
+    m = re.search(r"apply what is shown here: qgitconf apply --commit ([0-9a-f]{40})\n", out)
+    assert m is not None, out
+    return m.group(1)
+
+
+def test_apply_commit_refuses_an_update_staged_after_review(lab: Lab) -> None:
+    commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
+    publish(lab, "personal")
+    shown = _review_commit(lab)
+    assert json.loads(qg(lab, "personal", "review", "--json").stdout)["apply_command"] == (
+        f"qgitconf apply --commit {shown}"
+    )
+    b = commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")  # held back, then sent
+    publish(lab, "personal")
+    before = target_snapshot(lab, "personal")
+    proc = qg(lab, "personal", "apply", "--yes", "--commit", shown, expect=1)
+    assert b"error [staged-changed]" in proc.stderr and b.encode() in proc.stderr
+    assert target_snapshot(lab, "personal") == before
+    proc = qg(lab, "personal", "apply", "--yes", "--commit", shown.upper()[:12], expect=2)
+    assert b"full commit id" in proc.stderr
+    assert target_snapshot(lab, "personal") == before
+    out = qg(lab, "personal", "apply", "--yes", "--commit", b, "--json").stdout
+    rec: dict[str, Any] = json.loads(out)
+    assert rec["commit"] == b and rec["number"] == 1
+    assert (lab.home("personal") / ".config/a").read_text() == "unseen\n"
+    again = qg(lab, "personal", "apply", "--yes").stdout.decode()
+    assert again == f"already applied: {b}\n"
+
+
+def test_auto_apply_applies_exactly_the_commit_it_assessed(lab: Lab) -> None:
+    from qgitconf.agent.config import load_target_config
+    from qgitconf.agent.review import auto_apply
+
+    a = commit_files(lab, "personal", {".config/a": "assessed\n"}, "A")
+    publish(lab, "personal")
+    commit_files(lab, "personal", {".config/a": "later\n"}, "B")
+    publish(lab, "personal")
+    home, env = lab.home("personal"), lab.env("personal")
+    before = {k: v for k, v in target_snapshot(lab, "personal").items() if ".local/share" not in k}
+    rec = auto_apply(home, env, load_target_config(home, env), a)
+    after = {k: v for k, v in target_snapshot(lab, "personal").items() if ".local/share" not in k}
+    assert rec["result"] == "staged" and "[staged-changed]" in rec["reason"]
+    assert after == before

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import gnupg
 import pytest
 
+from qgitconf import sysprog
 from qgitconf.agent.commands import target_init
 from qgitconf.errors import CommitSignatureError, ConfigError, SignatureError
 from qgitconf.lab.lab import make_key
 from qgitconf.signing import HomeCache, Verifier, counted_signer, inspect_key_file, pin_digest
+from tests.labkit import snapshot
 
 
 def _export(home: Path, *fprs: str) -> bytes:
@@ -301,3 +304,117 @@ def test_a_good_signature_counts() -> None:
 def test_anything_else_does_not_count(status: str, code: int, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         counted_signer(status.encode(), code)
+
+
+# -- gpg is the system's, in a clean environment, and leaves a kept home as it was --------
+
+_GARBAGE_SIGNATURE = (
+    b"-----BEGIN PGP SIGNATURE-----\n\niQEzBAABCAAdFiEE\n-----END PGP SIGNATURE-----\n"
+)
+
+
+def _fake_gpg(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``gpg`` that logs its arguments and environment, then runs the real one.
+
+    Like the gpg versions the issue saw, it rewrites ``random_seed`` in the home it
+    uses unless it is given ``--no-random-seed-file`` (gpg 2.2.40 with libgcrypt 1.10
+    does so only when it used its random pool, which a verification need not).
+    """
+    real = shutil.which("gpg", path=sysprog.SYSTEM_PATH)
+    assert real is not None
+    log = tmp_path / "gpg-calls.log"
+    bin_dir = tmp_path / "user-bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "gpg"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"log='{log}'\n"
+        'printf "ARGS %s\\n" "$*" >> "$log"\n'
+        '/usr/bin/env | /usr/bin/sort | /usr/bin/sed "s/^/ENV /" >> "$log"\n'
+        "home=; seed=1; prev=\n"
+        'for a in "$@"; do\n'
+        '  [ "$prev" = --homedir ] && home=$a\n'
+        '  [ "$a" = --no-random-seed-file ] && seed=0\n'
+        "  prev=$a\n"
+        "done\n"
+        'if [ $seed = 1 ] && [ -n "$home" ]; then\n'
+        '  /usr/bin/head -c 600 /dev/urandom > "$home/random_seed"\n'
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    return fake, log
+
+
+def _user_path_with(monkeypatch: pytest.MonkeyPatch, fake: Path) -> None:
+    """The user's environment at a Receive: ``~/bin`` first on PATH, their own
+    GNUPGHOME and agent."""
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    monkeypatch.setenv("GNUPGHOME", str(fake.parent / "users-gnupg"))
+    monkeypatch.setenv("GPG_AGENT_INFO", "/tmp/S.gpg-agent:0:1")
+    sysprog.find.cache_clear()
+
+
+@pytest.mark.parametrize("bad", ["other-key", "garbage"])
+def test_a_rejected_signature_leaves_the_kept_home_byte_identical(
+    keys: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """Issue 14 §5: random_seed included (gpg given --no-random-seed-file)."""
+    home, a, b = keys
+    cache, pins = _cache(tmp_path), {a: _export(home, a)}
+    good = _sign(home, a, b"payload")
+    signature = _sign(home, b, b"payload") if bad == "other-key" else _GARBAGE_SIGNATURE
+    with Verifier(pins, cache) as v:
+        assert v.verify(b"payload", good) == a
+    kept = cache.root / pin_digest(pins)
+    assert kept.is_dir()
+    # From here on gpg is one that rewrites random_seed unless told not to.
+    fake, _log = _fake_gpg(tmp_path)
+    _user_path_with(monkeypatch, fake)
+    monkeypatch.setattr(sysprog, "find", lambda name: str(fake) if name == "gpg" else None)
+    for _ in range(2):
+        before = snapshot(cache.root)
+        with pytest.raises(SignatureError), Verifier(pins, cache) as v:
+            v.verify(b"payload", signature)
+        assert snapshot(cache.root) == before
+        assert not (kept / "random_seed").exists()
+    assert os.listdir(cache.tmp) == []
+    with Verifier(pins, cache) as v:  # and the kept home is still the one used
+        assert v.verify(b"payload", good) == a
+    assert snapshot(cache.root) == before
+
+
+def test_gpg_is_the_system_one_never_found_on_the_users_path(
+    keys: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 §1: a ``gpg`` in ``~/bin`` (first on the PATH ~/.profile sets) is never run."""
+    home, a, b = keys
+    cache, pins = _cache(tmp_path), {a: _export(home, a)}
+    good, other = _sign(home, a, b"payload"), _sign(home, b, b"payload")
+    fake, log = _fake_gpg(tmp_path)
+    _user_path_with(monkeypatch, fake)
+    with Verifier(pins, cache) as v:
+        assert v.verify(b"payload", good) == a
+    with pytest.raises(SignatureError), Verifier(pins, cache) as v:
+        v.verify(b"payload", other)
+    assert inspect_key_file(pins[a])[0].fingerprint == a
+    assert not log.exists()
+
+
+def test_gpg_runs_in_an_environment_built_from_nothing(
+    keys: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, a, _b = keys
+    pins, good = {a: _export(home, a)}, _sign(home, a, b"payload")
+    fake, log = _fake_gpg(tmp_path)
+    _user_path_with(monkeypatch, fake)
+    monkeypatch.setenv("LD_PRELOAD", "/nonexistent/evil.so")
+    monkeypatch.setattr(sysprog, "find", lambda name: str(fake) if name == "gpg" else None)
+    with Verifier(pins) as v:
+        assert v.verify(b"payload", good) == a
+    text = log.read_text()
+    assert "--verify" in text and "--no-random-seed-file" in text
+    env_lines = {line for line in text.splitlines() if line.startswith("ENV ")}
+    names = {line[4:].split("=", 1)[0] for line in env_lines}
+    assert not names & {"GNUPGHOME", "GPG_AGENT_INFO", "LD_PRELOAD"}
+    assert f"ENV PATH={sysprog.SYSTEM_PATH}" in env_lines

@@ -12,6 +12,16 @@ it back.  Deletions touch only files qgitconf wrote that are unchanged since.
 first, then an undo copy of everything it will replace, then the changes, then the
 commit; a failure or a crash at any point is rolled back (or, past the commit point,
 finished).
+
+Kept originals are named by the SHA-256 of their path (``originals/<sha256>``;
+``originals.json`` maps each path to its copy): they stay for many generations, and a
+flat, fixed-length name is never a directory on the way to another kept original (the
+user's symlink ``~/.config/nvim -> ../dotfiles/nvim`` kept as an original, and later a
+file ``.config/nvim/init.lua`` kept too).  Backups keep the path
+(``backups/<N>/<path>``): one generation never holds both a path and one below it.
+Every kept copy is written, read and removed through a :class:`HomeFS` of the state
+directory, which never follows a link, so nothing is ever written or deleted through a
+kept symlink (issue 14).
 """
 
 from __future__ import annotations
@@ -20,17 +30,16 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from qgitconf.agent.homefs import DiskState, HomeFS, content, stat_entry, stat_key
-from qgitconf.agent.journal import Fault, Journal, record_commit
+from qgitconf.agent.journal import Fault, Journal, is_kept_path, record_commit
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, DriftError, LocalStateError, NothingStagedError
-from qgitconf.fsutil import atomic_write
 from qgitconf.gitstore import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules, check_tree
@@ -186,6 +195,25 @@ def make_plan(
             return True
         return False
 
+    kept = HomeFS(root) if root is not None else None
+    try:
+        _plan_into(plan, fs, wanted, manifest, originals, kept, skipped)
+    finally:
+        if kept is not None:
+            kept.close()
+    return plan
+
+
+def _plan_into(
+    plan: Plan,
+    fs: HomeFS,
+    wanted: Mapping[str, Wanted],
+    manifest: Mapping[str, Mapping[str, Any]],
+    originals: Mapping[str, Any],
+    kept: HomeFS | None,
+    skipped: Callable[[str], bool],
+) -> None:
+    """The body of :func:`make_plan`; ``kept`` reads the agent's kept originals."""
     # 1. What leaves the managed set: delete (or restore the original) if unchanged.
     deletes: list[Action] = []
     restores: list[Action] = []
@@ -205,7 +233,7 @@ def make_plan(
             continue
         orig = originals.get(path)
         if orig is not None and not any(_blocks(path, w) for w in wanted):
-            restores.append(_restore_action(path, orig, root, plan, disk))
+            restores.append(_restore_action(path, orig, kept, plan, disk))
             continue
         deletes.append(Action("delete", path, old=disk))
         gone.add(path)
@@ -275,25 +303,37 @@ def make_plan(
     plan.actions.extend(Action("rmdir", d, old=DiskState("dir", mode=0o755)) for d in rmdirs)
     plan.actions.extend(Action("mkdir", d) for d in mkdirs)
     plan.actions.extend(sorted([*writes, *restores], key=lambda a: a.path))
-    return plan
 
 
 def _restore_action(
-    path: str, orig: Mapping[str, Any], root: Path | None, plan: Plan, disk: DiskState
+    path: str, orig: Mapping[str, Any], kept: HomeFS | None, plan: Plan, disk: DiskState
 ) -> Action:
     if orig.get("type") == "link":
         target = str(orig["target"])
         return Action("restore", path, {"type": "link", "target": target}, target.encode(), disk)
     data = b""
-    if root is not None:
-        try:
-            data = (root / str(orig["backup"])).read_bytes()
-        except OSError:
-            data = b""
+    if kept is not None:
+        data = _read_kept(kept, orig.get("backup"))
         if hashlib.sha256(data).hexdigest() != orig.get("sha256"):
             plan.blockers.append(f"the kept original is missing or damaged: {sanitize(path)}")
     rec = {"type": "file", "mode": int(orig["mode"]) & 0o7777, "sha256": orig.get("sha256")}
     return Action("restore", path, rec, data, disk)
+
+
+def _read_kept(kept: HomeFS, rel: object) -> bytes:
+    """The kept copy at ``rel`` in the state directory, read without following any
+    link (a regular file only); empty if it is missing or anything else."""
+    if not is_kept_path(rel):
+        return b""
+    try:
+        return kept.read(str(rel))
+    except (OSError, ApplyError):
+        return b""
+
+
+def kept_name(path: str) -> str:
+    """The file name of the kept original of ``path``: the SHA-256 (hex) of the path."""
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _is_original(disk: DiskState, original: Mapping[str, Any] | None) -> bool:
@@ -348,7 +388,7 @@ def _steps(plan: Plan, number: int | None) -> list[dict[str, Any]]:
 
 def _keep_at(act: Action, number: int | None) -> str | None:
     if act.keep == "original":
-        return f"originals/{act.path}"
+        return f"originals/{kept_name(act.path)}"
     if act.keep == "backup":
         return f"backups/{number if number is not None else 'restore'}/{act.path}"
     return None
@@ -405,7 +445,7 @@ def execute(
             manifest[act.path] = dict(act.new)
             record["written"].append(act.path)
             if act.keep == "original":
-                originals[act.path] = _original_record(act, f"originals/{act.path}")
+                originals[act.path] = _original_record(act, f"originals/{kept_name(act.path)}")
                 record["originals"].append(act.path)
             elif act.keep == "backup":
                 record["backed_up"].append(act.path)
@@ -463,10 +503,14 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     acts = plan.touches_disk
     # Phase 1: copies of conflicting files (originals/, backups/N/), for revert.
     journal.progress("phase keep")
-    for step, act in zip(steps, acts, strict=True):
-        if step["keep_at"] is not None:
-            _keep_copy(fs, state.root / step["keep_at"], act)
-            fault("kept")
+    kept = HomeFS(state.root)
+    try:
+        for step, act in zip(steps, acts, strict=True):
+            if step["keep_at"] is not None:
+                _keep_copy(fs, kept, step["keep_at"], step["tmp"], act)
+                fault("kept")
+    finally:
+        kept.close()
     # Phase 2: an undo link of everything that will be replaced or deleted, checking
     # first that it is still what the plan saw (it may have changed since).
     journal.progress("phase undo", sync=True)
@@ -533,17 +577,21 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     return stats
 
 
-def _keep_copy(fs: HomeFS, dest: Path, act: Action) -> None:
-    if dest.is_symlink() or dest.exists():
-        dest.unlink()
+def _keep_copy(fs: HomeFS, kept: HomeFS, keep_at: str, tmp: str, act: Action) -> None:
+    """Copy what ``act`` replaces to ``keep_at`` (in the state directory ``kept``):
+    atomically under the short temp name ``tmp``, fsynced, never through a link on
+    either side; whatever was at ``keep_at`` is replaced, not written through."""
+    parts = keep_at.split("/")
+    for depth in range(1, len(parts)):
+        kept.mkdir("/".join(parts[:depth]), 0o700)
+    kept.remove_temp(keep_at, tmp)
     if act.old.kind == "link":
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.symlink(act.old.target, dest)
+        kept.write_link(keep_at, act.old.target, tmp)
         return
     data = fs.read(act.path)
     if hashlib.sha256(data).hexdigest() != act.old.sha256:
         raise DriftError(f"changed while applying: {sanitize(act.path)}")
-    atomic_write(dest, data, 0o600)
+    kept.write_file(keep_at, data, 0o600, tmp)
 
 
 def _fail(state: AgentState, fs: HomeFS, e: BaseException) -> NoReturn:

@@ -8,13 +8,16 @@ before it is returned for display (rule 11).
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from qgitconf import sysprog
 from qgitconf.agent.apply import (
     execute,
     plan_apply,
@@ -27,7 +30,7 @@ from qgitconf.agent.homefs import DiskState, HomeFS, content
 from qgitconf.agent.journal import Fault, describe, recover
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.envelope import QUBE_NAME
-from qgitconf.errors import ConfigError, LocalStateError, UsageError
+from qgitconf.errors import ConfigError, LocalStateError, StagedChangedError, UsageError
 from qgitconf.sanitize import sanitize
 from qgitconf.signing import HomeCache, Verifier, inspect_key_file
 
@@ -71,12 +74,6 @@ def target_init(
     }
 
 
-def _git_env(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[str, str]:
-    out = dict(env)
-    out.update(GIT_DIR=str(state.repo_path), GIT_WORK_TREE=str(home))
-    return out
-
-
 def review(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """Who signed the staged update, what it changes, its risks and the diff.
 
@@ -112,6 +109,56 @@ def _busy() -> LocalStateError:
     )
 
 
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def check_commit_id(commit: str) -> str:
+    """``commit`` as a full commit id in lower case (what ``apply --commit`` takes).
+
+    A prefix is not enough: the check binds what was reviewed to what is applied, and
+    a prefix of a few bytes can be matched by a crafted commit.
+
+    Raises:
+        UsageError: not 40 (or 64) hex digits.
+    """
+    low = commit.strip().lower()
+    if not _COMMIT_ID.fullmatch(low):
+        raise UsageError(
+            f"--commit takes the full commit id (40 hex digits) that review printed, "
+            f"not {sanitize(commit)!r}"
+        )
+    return low
+
+
+def ensure_staged(state: AgentState, commit: str | None) -> str:
+    """The staged commit; it must be ``commit`` when one is given.
+
+    Raises:
+        NothingStagedError: nothing is staged.
+        StagedChangedError: the staged commit is another one (nothing is applied).
+    """
+    staged = staged_commit(state)
+    if commit is not None and staged != commit:
+        raise StagedChangedError(
+            f"the staged update is now {staged}, not the reviewed {commit}; "
+            "nothing was applied: review it (qgitconf review) and apply what you saw"
+        )
+    return staged
+
+
+def staged_update(home: Path) -> dict[str, Any]:
+    """The staged update as apply's confirmation names it: ``commit``, ``sequence``
+    and the ``applied`` commit.
+
+    Raises:
+        NothingStagedError: nothing is staged.
+    """
+    state = AgentState(state_dir(home))
+    commit = staged_commit(state)
+    staged = state.load().get("staged") or {}
+    return {"commit": commit, "sequence": staged.get("sequence"), "applied": state.applied_commit}
+
+
 def apply(
     home: Path,
     env: Mapping[str, str],
@@ -119,23 +166,30 @@ def apply(
     overwrite: bool,
     keep: Sequence[str] = (),
     only: Sequence[str] | None = None,
+    commit: str | None = None,
 ) -> dict[str, Any]:
     """Apply the staged update into ``home``; returns the new generation's record.
 
-    An interrupted earlier apply is recovered first (``recovered`` says how).
+    With ``commit`` (a full id), only that commit: if another one is staged, nothing
+    is applied.  The staged commit is read, checked and planned under the state lock,
+    so the commit applied is the one checked.  The record's ``commit`` names it.  An
+    interrupted earlier apply is recovered first (``recovered`` says how).
 
     Raises:
+        StagedChangedError: the staged commit is not ``commit`` (nothing written).
         DriftError: conflicts without a choice (nothing written).
         ApplyError: a write failed; rolled back.
     """
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
-    commit = staged_commit(state)
+    expected = None if commit is None else check_commit_id(commit)
+    ensure_staged(state, expected)  # fail early, before taking the lock
     fault = Fault.from_env(env)
     with state.lock() as held:
         if not held:
             raise _busy()
         recovered = recover(state, HomeFS(home), fault)
+        commit = ensure_staged(state, expected)
         plan, fs = plan_apply(
             state,
             home,
@@ -332,9 +386,55 @@ def log(home: Path) -> list[dict[str, Any]]:
     return state.generations()
 
 
+_GIT_TERMINAL_VARS = ("TERM", "COLUMNS", "LINES")
+
+
+def _porcelain_isolation() -> list[str]:
+    """:data:`qgitconf.sysprog.GIT_ISOLATION` for a git the user drives: without its
+    ``-c diff.external=``, which git takes as an external diff named "" and fails
+    every ``git diff``/``log -p`` run without ``--no-ext-diff``.  No ``diff.external``
+    can be set anyway: git reads only the agent repo's own config here, and the
+    environment (``GIT_EXTERNAL_DIFF``) is built from nothing."""
+    opts = sysprog.GIT_ISOLATION
+    out: list[str] = []
+    for flag, value in zip(opts[::2], opts[1::2], strict=True):
+        if not value.startswith("diff.external="):
+            out += [flag, value]
+    return out
+
+
 def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
-    """Run the user's git on the agent repo with ``GIT_DIR``/``GIT_WORK_TREE`` set."""
+    """Run the system's git on the agent repo with ``GIT_DIR``/``GIT_WORK_TREE`` set.
+
+    Isolated like review's git (DESIGN rule 12): the git of the system PATH, no user
+    or system config (so no ``core.pager``, ``pager.*``, ``diff.external``, textconv,
+    ``difftool.*.cmd`` or ``core.bigFileThreshold`` from ``~/.gitconfig``), no
+    attributes file, attributes from the empty tree (git 2.40+), and an environment
+    built from nothing: the session variables (a GUI difftool), the terminal's
+    ``TERM``/``COLUMNS``/``LINES``, and review's pager (``GIT_PAGER``, see
+    :func:`qgitconf.agent.review.choose_pager`).  What the user types in ``args``
+    (``-c``, ``--tool``) is git's to honour.
+    """
+    from qgitconf.agent.review import choose_pager, git_pager
+    from qgitconf.gitstore import EMPTY_TREE
+
     state = AgentState(state_dir(home))
     if not state.repo_path.exists():
         raise ConfigError("no agent repository yet (run: qgitconf target init)")
-    return subprocess.run(["git", *args], env=_git_env(state, home, env), check=False).returncode
+    program = sysprog.program("git")
+    choice = choose_pager(env)
+    if choice.note:
+        import sys
+
+        print(f"qgitconf: {choice.note}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="qgitconf-pager-") as empty:
+        genv = sysprog.git_env(home, state.repo_path, session=env)
+        genv.update({k: env[k] for k in _GIT_TERMINAL_VARS if k in env})
+        genv.update(
+            GIT_WORK_TREE=str(home),
+            GIT_ATTR_SOURCE=EMPTY_TREE,
+            GIT_PAGER=git_pager(choice, env, empty),
+        )
+        return subprocess.run(
+            [program, *_porcelain_isolation(), *args], env=genv, check=False
+        ).returncode

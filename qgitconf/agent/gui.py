@@ -8,20 +8,28 @@ arrived, ``zenity`` to ask.  Two rules:
   ``timeout``, and ignores every failure.  Without ``DISPLAY``/``WAYLAND_DISPLAY`` it
   does nothing.
 * The dialog applies only on an explicit "Apply" (zenity exit status 0), and only the
-  commit that was shown: if another update was staged meanwhile, it refuses.  The text
-  is the same sanitised review as in the terminal (rule 11); zenity's ``--text-info``
-  shows it as plain text (no markup), and the error dialog uses ``--no-markup``.
+  commit that was shown: it passes that commit to apply, which refuses any other
+  (``staged-changed``).  The text is the same sanitised review as in the terminal
+  (rule 11); zenity's ``--text-info`` shows it as plain text (no markup), and the error
+  dialog uses ``--no-markup``.
+
+``notify-send``, ``timeout`` and ``zenity`` are the system's (DESIGN rule 12: found on
+:data:`qgitconf.sysprog.SYSTEM_PATH`, never ``~/bin``), started with an environment
+built from nothing that keeps only the session variables.  zenity also gets an empty
+``HOME``: a ``~/.config/gtk-3.0/gtk.css`` written by an update must not style the
+review text away.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qgitconf.errors import LocalStateError, QgitconfError
+from qgitconf import sysprog
+from qgitconf.errors import QgitconfError
 from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
@@ -35,15 +43,15 @@ def has_display(env: Mapping[str, str]) -> bool:
     return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
 
 
-def notify(env: Mapping[str, str], summary: str, body: str) -> bool:
+def notify(env: Mapping[str, str], summary: str, body: str, home: Path | str | None = None) -> bool:
     """Show a desktop notification without waiting for it; True if one was started.
 
-    Never raises and never blocks: the caller may be the Receive service.
+    Never raises and never blocks: the caller may be the Receive service.  ``home``
+    (default ``HOME`` of ``env``) is the notifier's ``HOME``.
     """
     if not has_display(env):
         return False
-    path = env.get("PATH")
-    tool = shutil.which("notify-send", path=path)
+    tool = sysprog.find("notify-send")
     if tool is None:
         return False
     import html  # only with a display: a receive without a session never needs it
@@ -51,7 +59,7 @@ def notify(env: Mapping[str, str], summary: str, body: str) -> bool:
     # Some notification daemons read a markup subset in the body: escape it.
     text = html.escape(sanitize(body), quote=False)
     cmd = [tool, "--app-name=qgitconf", "--expire-time=15000", sanitize(summary), text]
-    limit = shutil.which("timeout", path=path)
+    limit = sysprog.find("timeout")
     if limit is not None:
         cmd = [limit, str(NOTIFY_TIMEOUT_S), *cmd]
     try:
@@ -62,7 +70,7 @@ def notify(env: Mapping[str, str], summary: str, body: str) -> bool:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             close_fds=True,
-            env=dict(env),
+            env=sysprog.base_env(home if home is not None else env.get("HOME", "/"), session=env),
         )
     except (OSError, ValueError):
         return False
@@ -88,27 +96,30 @@ def after_staging(
                 body = f"update {sequence} ({commit[:12]}) applied automatically"
             else:
                 body = f"update {sequence} ({commit[:12]}) staged, not applied: {rec['reason']}"
-        notify(env, "qgitconf: configuration update", body)
+        notify(env, "qgitconf: configuration update", body, home)
     except Exception as e:  # a bug here must not turn "staged" into a failure
         import sys
 
         print(f"qgitconf: after staging: {sanitize(repr(e))}", file=sys.stderr)
 
 
-def zenity_available(env: Mapping[str, str]) -> bool:
-    return shutil.which("zenity", path=env.get("PATH")) is not None
+def zenity_available(env: Mapping[str, str] | None = None) -> bool:
+    """The system has zenity (``~/bin/zenity`` does not count)."""
+    return sysprog.find("zenity") is not None
 
 
 def _zenity(env: Mapping[str, str], args: list[str], text: str | None = None) -> int:
-    tool = shutil.which("zenity", path=env.get("PATH")) or "zenity"
-    proc = subprocess.run(
-        [tool, *args],
-        input=None if text is None else text.encode("utf-8", "replace"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(env),
-        check=False,
-    )
+    tool = sysprog.program("zenity")
+    with tempfile.TemporaryDirectory(prefix="qgitconf-zenity-") as empty:
+        proc = subprocess.run(
+            [tool, *args],
+            input=None if text is None else text.encode("utf-8", "replace"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=sysprog.base_env(empty, session=env),
+            cwd=empty,
+            check=False,
+        )
     return proc.returncode
 
 
@@ -118,7 +129,8 @@ def dialog_text(out: Mapping[str, Any]) -> str:
 
     counts = out["risk_summary"]
     banner = [
-        "Apply writes the changes below into this qube's home directory.",
+        f"Apply writes the changes below into this qube's home directory: commit "
+        f"{out['commit']} (sequence {out['sequence']}), and no other.",
         f"Risk report: {counts['high']} high, {counts['medium']} medium, {counts['low']} low.",
     ]
     if counts["high"]:
@@ -129,7 +141,8 @@ def dialog_text(out: Mapping[str, Any]) -> str:
 
 
 def review_dialog(home: Path, env: Mapping[str, str]) -> tuple[str, dict[str, Any] | None]:
-    """Show the review in a zenity dialog; apply only if the user presses Apply.
+    """Show the review in a zenity dialog; apply only if the user presses Apply, and
+    then exactly the commit the dialog showed.
 
     Returns:
         ``("applied", record)``, ``("cancelled", None)``, or ``("no-display", None)``
@@ -161,15 +174,7 @@ def review_dialog(home: Path, env: Mapping[str, str]) -> tuple[str, dict[str, An
     if rc != 0:
         return "cancelled", None
     try:
-        from qgitconf.agent.apply import staged_commit
-        from qgitconf.agent.state import AgentState, state_dir
-
-        if staged_commit(AgentState(state_dir(home))) != out["commit"]:
-            raise LocalStateError(
-                "another update was staged while the dialog was open; review again",
-                code="staged-changed",
-            )
-        rec = do_apply(home, env, overwrite=False)
+        rec = do_apply(home, env, overwrite=False, commit=out["commit"])
     except QgitconfError as e:
         _zenity(
             env,

@@ -8,8 +8,16 @@ planted ``~/.config -> /elsewhere`` is never followed.  Files are written to an
 so a symlink or hard link at the destination is replaced, never written through.
 
 The temp name is chosen by the caller (the journal), so that recovery after a crash
-knows exactly which leftover to remove.  ``hook`` is the fault-injection seam of
-``qgitconf.agent.journal`` (a no-op in production).
+knows exactly which leftover to remove; it is short and fixed-length, never derived
+from the name it replaces, so any name of up to NAME_MAX bytes can be written.  A name
+the filesystem refuses as too long (``ENAMETOOLONG``) is treated as absent when
+probing, removing or rolling back: no file can have it, so there is nothing to undo.
+
+The agent's kept copies (``originals/``, ``backups/<N>/``) are written and read through
+a ``HomeFS`` of the state directory too, so they never follow a link either.
+
+``hook`` is the fault-injection seam of ``qgitconf.agent.journal`` (a no-op in
+production).
 """
 
 from __future__ import annotations
@@ -232,6 +240,8 @@ class HomeFS:
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise _Blocked(key) from e
+            if e.errno == errno.ENAMETOOLONG and not create:
+                return None  # no directory can have this name
             raise
         self._fds[key] = fd
         return fd
@@ -375,10 +385,10 @@ class HomeFS:
     def _probe_at(self, d: int, name: str, cached: Mapping[str, Any] | None) -> DiskState:
         try:
             st = os.stat(name, dir_fd=d, follow_symlinks=False)
-        except FileNotFoundError:
-            return DiskState("missing")
-        except NotADirectoryError:
-            return DiskState("missing")
+        except OSError as e:
+            if _absent(e):
+                return DiskState("missing")
+            raise
         if stat.S_ISLNK(st.st_mode):
             return DiskState("link", target=os.readlink(name, dir_fd=d), st=stat_key(st))
         if stat.S_ISDIR(st.st_mode):
@@ -411,8 +421,10 @@ class HomeFS:
             return None
         try:
             return os.stat(name, dir_fd=d, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        except OSError as e:
+            if _absent(e):
+                return None
+            raise
 
     def read(self, path: str) -> bytes:
         with self.parent(path) as (d, name):
@@ -537,8 +549,10 @@ class HomeFS:
                     return False
                 try:
                     os.unlink(tmp, dir_fd=d)
-                except FileNotFoundError:
-                    return False
+                except OSError as e:
+                    if _absent(e):
+                        return False  # never made (a name too long cannot have been)
+                    raise
                 return True
         except ApplyError:
             return False
@@ -550,8 +564,10 @@ class HomeFS:
                 return
             try:
                 os.unlink(name, dir_fd=d)
-            except FileNotFoundError:
-                return
+            except OSError as e:
+                if _absent(e):
+                    return
+                raise
             self._sync_dir(d, path)
 
     def mkdir(self, path: str, mode: int = 0o755) -> None:
@@ -583,6 +599,7 @@ class HomeFS:
                     errno.ENOTEMPTY,
                     errno.EEXIST,
                     errno.ENOTDIR,
+                    errno.ENAMETOOLONG,
                 ):
                     return False
                 raise
@@ -610,6 +627,13 @@ class HomeFS:
                 raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
             os.rename(src, name, src_dir_fd=src_fd, dst_dir_fd=d)
             os.fsync(d)
+
+
+def _absent(e: OSError) -> bool:
+    """``e`` says nothing is there: missing, a file on the way, or a name too long for
+    the filesystem (such a name cannot exist, so there is nothing to read, remove or
+    put back)."""
+    return isinstance(e, (FileNotFoundError, NotADirectoryError)) or e.errno == errno.ENAMETOOLONG
 
 
 class _Blocked(Exception):

@@ -4,7 +4,10 @@ For every path the apply would touch, the user sees its notes (new, deleted, mod
 symlink, binary), its risk findings, any local change in the way, and its diff - risk
 lines *above* the diff - and answers accept, skip or quit.  The accepted paths are then
 applied with the same ``only`` selection as ``apply --only`` (nothing else is written),
-and only if the staged commit is still the one that was shown.
+and only if the staged commit is still the one that was shown: the commit is named at
+the top and in every prompt, and passed to apply, which refuses any other
+(``staged-changed``).  With ``expect`` (``apply --interactive --commit C``) the walk
+refuses to start unless C is the staged commit.
 
 A file changed locally (or not written by qgitconf) must be accepted with "o"
 (overwrite; the local copy is kept for ``revert``), so no drift is overwritten by a
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.apply import plan_apply, staged_commit
+from qgitconf.agent.apply import plan_apply
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.review import (
     builtin_diff,
@@ -28,7 +31,6 @@ from qgitconf.agent.review import (
     git_diff,
 )
 from qgitconf.agent.state import AgentState, state_dir
-from qgitconf.errors import LocalStateError
 from qgitconf.risks import FileChange, assess
 from qgitconf.sanitize import sanitize
 
@@ -58,11 +60,18 @@ def choose(
     ask: Ask,
     show: Show,
     colors: Mapping[str, str] | None = None,
+    expect: str | None = None,
 ) -> Choices:
-    """Walk the changed files with the user; returns the choices (writes nothing)."""
+    """Walk the changed files with the user; returns the choices (writes nothing).
+
+    Raises:
+        StagedChangedError: ``expect`` is given and is not the staged commit.
+    """
+    from qgitconf.agent.commands import check_commit_id, ensure_staged
+
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
-    commit = staged_commit(state)
+    commit = ensure_staged(state, None if expect is None else check_commit_id(expect))
     applied = state.applied_commit
     plan, _fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
     changes = changed_files(state, applied, commit, cfg.limits)
@@ -70,6 +79,9 @@ def choose(
     findings = assess(changes.files, changes.links)
     actions = [a for a in plan.changes if a.op in ("write", "delete", "restore")]
     choices = Choices(commit)
+    sequence = (state.load().get("staged") or {}).get("sequence")
+    show(f"update: sequence {sequence}, commit {commit}")
+    show(f"applied: {applied or '(nothing yet)'}")
     if plan.blockers:
         show("blocked (move these away first; they are skipped):")
         for b in plan.blockers:
@@ -101,10 +113,10 @@ def choose(
         if conflict:
             show(f"  CONFLICT {conflict}")
         if change is not None:
-            raw = git_diff(state, env, applied, commit, [act.path], stat=False)
+            raw = git_diff(state, home, applied, commit, [act.path], stat=False)
             diff = sanitize(raw if raw is not None else builtin_diff([change]), keep_newlines=True)
             show(colorize(diff, colors) if colors else diff.rstrip("\n"))
-        prompt = (
+        prompt = f"[commit {commit[:12]}] " + (
             "overwrite the local file (a copy is kept) [o], skip [s], quit [q]? "
             if conflict
             else "accept [a], skip [s], quit [q]? "
@@ -128,17 +140,17 @@ def choose(
 
 
 def apply_choices(home: Path, env: Mapping[str, str], choices: Choices) -> dict[str, Any] | None:
-    """Apply exactly the accepted paths of the commit that was shown; None if none."""
+    """Apply exactly the accepted paths of the commit that was shown; None if none.
+
+    Raises:
+        StagedChangedError: another update was staged while the user was choosing
+            (checked by apply under its lock; nothing is applied).
+    """
     from qgitconf.agent.commands import apply as do_apply
 
     if choices.quit or not choices.accepted:
         return None
-    if staged_commit(AgentState(state_dir(home))) != choices.commit:
-        raise LocalStateError(
-            "another update was staged while you were reviewing; nothing was applied",
-            code="staged-changed",
-        )
     # Absolute paths: apply's --only parser reads "~/x" as $HOME/x, which a tree
     # path "~/x" (a directory named "~") must not be mistaken for.
     only = [str(home / p) for p in choices.accepted]
-    return do_apply(home, env, overwrite=choices.overwrite, only=only)
+    return do_apply(home, env, overwrite=choices.overwrite, only=only, commit=choices.commit)

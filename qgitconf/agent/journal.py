@@ -85,9 +85,14 @@ class Fault:
 
 
 def temp_name(path: str, jid: str, i: int) -> str:
-    """The temp name step ``i`` writes beside ``path`` (recovery knows it in advance)."""
-    name = path.rsplit("/", 1)[-1]
-    return f".{name[:200]}.qgc-{jid}-{i}"
+    """The temp name step ``i`` writes beside ``path`` (recovery knows it in advance).
+
+    Short and fixed-length, never derived from the name it replaces: any name of up to
+    NAME_MAX bytes stays writable (issue 14; at most ``limits.MAX_TEMP_NAME_BYTES``).
+    ``path`` is not used; it is kept in the signature for the callers.
+    """
+    del path
+    return f".qgc-{jid}-{i}"
 
 
 @dataclass
@@ -248,14 +253,28 @@ class Journal:
         finally:
             os.close(undo_fd)
         number = self.data["after"].get("number")
-        for step in self.steps:
-            if step.get("keep") == "original":
-                (self.state.root / "originals" / step["path"]).unlink(missing_ok=True)
+        self._drop_kept_originals()
         if number is not None:
             shutil.rmtree(self.state.root / "backups" / str(number), ignore_errors=True)
         if not problems:
             self.close()
         return problems
+
+    def _drop_kept_originals(self) -> None:
+        """Remove the originals this apply kept (and their temp files), walking the
+        state directory without following any link: a kept original may itself be a
+        symlink (issue 14), and one from an older layout may lie on the way."""
+        kept = HomeFS(self.state.root)
+        try:
+            for step in self.steps:
+                at = step.get("keep_at")
+                if step.get("keep") != "original" or not is_kept_path(at):
+                    continue
+                with contextlib.suppress(OSError, ApplyError):
+                    kept.remove_temp(str(at), str(step.get("tmp", "")) or ".qgc-none")
+                    kept.remove(str(at))
+        finally:
+            kept.close()
 
     def _undo_step(self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int) -> None:
         op, path, name = step["op"], step["path"], str(step["i"])
@@ -305,6 +324,17 @@ class Journal:
         finally:
             os.close(fd)
         fs.write_file(step["path"], b"".join(chunks), stat.S_IMODE(kept.st_mode), tmp)
+
+
+def is_kept_path(rel: object) -> bool:
+    """``rel`` names a place in the state directory: relative, no empty, ``.`` or
+    ``..`` component (a record of the state is never trusted to walk out of it)."""
+    return (
+        isinstance(rel, str)
+        and bool(rel)
+        and not rel.startswith("/")
+        and all(part not in ("", ".", "..") for part in rel.split("/"))
+    )
 
 
 # -- the commit: state records --------------------------------------------------------------

@@ -3,35 +3,48 @@
 This is the orchestrator behind ``qgitconf review`` (terminal, ``--json``, ``--gui``),
 ``apply --interactive`` and auto-apply.  It reads the applied and staged trees from the
 agent repo, hands the changed files to the pure :mod:`qgitconf.risks`, and renders the
-diff with the user's own git (``--no-ext-diff --no-textconv``: no program named by any
-config runs) or, without git, with a built-in diff.
+diff with the system's git, isolated from everything an update can write (DESIGN rule
+12: see :func:`git_diff`), or, without git, with a built-in diff.
+
+An earlier update may have written ``~/.gitconfig``, ``~/.config/git/attributes``,
+``~/.lesskey``, ``~/bin/git`` or the shell startup files that set the environment:
+none of them may hide or fake what the next update changes.  So review's git and
+pager are found on the system PATH (:mod:`qgitconf.sysprog`), git reads no user or
+system config, no attributes and nothing from the environment, and the pager runs
+with an empty ``HOME``.  Of the user's settings, review honours only the pager named
+in the environment it was started from (``GIT_PAGER``/``PAGER``, a system program
+with options), ``LESS``, ``TERM``/``COLUMNS``/``LINES`` and ``NO_COLOR``
+(``docs/review.md``, "What review honours").
 
 DESIGN rule 11: everything returned for display is sanitised.  The diff is produced
 *without* colour, sanitised line by line, and only then coloured (by
-:func:`colorize`, with the SGR sequences of the user's own ``color.diff.*`` settings),
-so an escape sequence inside a file can never reach the terminal, while the colours a
-reader is used to still do.
+:func:`colorize`, with qgitconf's own fixed palette: git's default diff colours), so an
+escape sequence inside a file can never reach the terminal.  The user's
+``color.diff.*`` is not read: an update could set ``new = black black`` and make the
+added lines invisible.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import shutil
+import shlex
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from qgitconf import sysprog
 from qgitconf.agent.apply import plan_apply, staged_commit
 from qgitconf.agent.config import TargetConfig, load_target_config
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.fsutil import read_json, write_json
 from qgitconf.gitstore import EMPTY_TREE, MODE_LINK, blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
-from qgitconf.risks import FileChange, Finding, assess, summary
+from qgitconf.risks import FileChange, Finding, Tree, assess, summary, tree_of
 from qgitconf.sanitize import sanitize
 from qgitconf.signing import inspect_key_file
 
@@ -43,10 +56,11 @@ _SHOWN_OPS = ("write", "delete", "restore")
 
 @dataclass(frozen=True)
 class Changes:
-    """The files that differ between two commits, and the symlinks of the new tree."""
+    """The files that differ between two commits, and the new tree (its symlinks, its
+    modes and its git/ssh config files: what :func:`~qgitconf.risks.assess` needs)."""
 
     files: list[FileChange]
-    links: dict[str, str]
+    links: Tree
 
 
 def _entries(store: Any, commit: str | None, limits: Limits) -> dict[str, tuple[int, str]]:
@@ -86,7 +100,9 @@ def changed_files(state: AgentState, old: str | None, new: str, limits: Limits) 
             for p, (mode, sha) in after.items()
             if mode == MODE_LINK
         }
-        return Changes(files, links)
+        modes = {p: mode for p, (mode, _sha) in after.items()}
+        tree = tree_of(modes, links, lambda p: blob_bytes(store, after[p][1]))
+        return Changes(files, tree)
     finally:
         repo.close()
 
@@ -94,43 +110,73 @@ def changed_files(state: AgentState, old: str | None, new: str, limits: Limits) 
 # -- the diff -------------------------------------------------------------------------------
 
 
-def _git_env(state: AgentState, env: Mapping[str, str]) -> dict[str, str]:
-    out = {k: v for k, v in env.items() if k not in ("GIT_WORK_TREE", "GIT_EXTERNAL_DIFF")}
-    # No work tree: attributes are read from the repo only, never from $HOME.
-    out.update(GIT_DIR=str(state.repo_path), GIT_LITERAL_PATHSPECS="1")
-    return out
+DIFF_OPTIONS = (
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--text",
+    "--no-renames",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--unified=3",
+    "--inter-hunk-context=0",
+    "--diff-algorithm=myers",
+    "--indent-heuristic",
+    "--no-relative",
+    "-O/dev/null",
+)
+"""Every option of review's ``git diff`` that a config could otherwise change, pinned to
+git's default (``diff.noprefix``, ``diff.mnemonicPrefix``, ``diff.context``,
+``diff.interHunkContext``, ``diff.algorithm``, ``diff.indentHeuristic``,
+``diff.relative``, ``diff.orderFile``, ``diff.renames``), plus ``--text`` (a NUL byte,
+an attribute or a size threshold never turns a change into "Binary files differ") and
+no external diff or textconv program."""
 
 
-def git_available(env: Mapping[str, str]) -> bool:
-    return shutil.which("git", path=env.get("PATH")) is not None
+def git_env(home: Path | str, git_dir: Path | str) -> dict[str, str]:
+    """The environment of every git review runs: built from nothing by
+    :func:`qgitconf.sysprog.git_env` (no global or system config; nothing of the
+    caller's environment, so no ``GIT_EXTERNAL_DIFF``, ``GIT_DIFF_OPTS`` or
+    ``GIT_CONFIG_PARAMETERS``), and attributes read from the empty tree
+    (``GIT_ATTR_SOURCE``, git 2.40+: not from a ``.gitattributes`` of any tree)."""
+    env = sysprog.git_env(home, git_dir)
+    env.update(GIT_ATTR_SOURCE=EMPTY_TREE, GIT_LITERAL_PATHSPECS="1")
+    return env
+
+
+def git_available() -> bool:
+    """git is installed on the system PATH (``~/bin/git`` does not count)."""
+    return sysprog.find("git") is not None
 
 
 def git_diff(
     state: AgentState,
-    env: Mapping[str, str],
+    home: Path,
     old: str | None,
     new: str,
     paths: Sequence[str] = (),
     *,
     stat: bool = True,
 ) -> bytes | None:
-    """``git diff old new`` by the user's git, uncoloured; None without git.
+    """``git diff old new`` by the system's git, uncoloured; None without git.
 
-    ``--no-ext-diff`` and ``--no-textconv`` keep any program named by a config (which
-    may itself be what the update is about) from running; ``core.quotePath`` makes git
-    quote odd bytes in paths, and the caller sanitises what is left.
+    The git is found on :data:`qgitconf.sysprog.SYSTEM_PATH` and runs with
+    :data:`qgitconf.sysprog.GIT_ISOLATION` (no attributes file, default
+    ``core.bigFileThreshold``, no external diff), in :func:`git_env`, with every diff
+    option pinned (:data:`DIFF_OPTIONS`): nothing an update wrote can change what is
+    shown.  ``core.quotePath`` makes git quote odd bytes in paths, and the caller
+    sanitises what is left.
     """
-    if not git_available(env):
+    git = sysprog.find("git")
+    if git is None:
         return None
     cmd = [
-        "git",
+        git,
+        *sysprog.GIT_ISOLATION,
         "-c",
         "core.quotePath=true",
         "diff",
-        "--no-color",
-        "--no-ext-diff",
-        "--no-textconv",
-        "--no-renames",
+        *DIFF_OPTIONS,
         *(["--stat", "--summary"] if stat else []),
         "--patch",
         old or EMPTY_TREE,
@@ -139,7 +185,14 @@ def git_diff(
         *paths,
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, env=_git_env(state, env), check=False)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            env=git_env(home, state.repo_path),
+            cwd=state.repo_path,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except OSError:
         return None
     return proc.stdout if proc.returncode == 0 else b"git diff failed:\n" + proc.stderr
@@ -150,7 +203,11 @@ def _mode(mode: int | None) -> str:
 
 
 def builtin_diff(files: Sequence[FileChange]) -> str:
-    """A git-style unified diff of ``files`` (for qubes without git); not sanitised."""
+    """A git-style unified diff of ``files`` (for qubes without git); not sanitised.
+
+    Like review's git (``--text``), every file is diffed as text: a NUL byte does not
+    hide a change.  Bytes that are not UTF-8 show as ``\\xNN``.
+    """
     out: list[str] = []
     for f in files:
         a, b = f"a/{f.path}", f"b/{f.path}"
@@ -164,14 +221,12 @@ def builtin_diff(files: Sequence[FileChange]) -> str:
             out.append(f"new mode {_mode(f.new_mode)}")
         if f.old == f.new and f.old_mode is not None and f.new_mode is not None:
             continue
-        if b"\0" in f.old or b"\0" in f.new:
-            out.append(
-                f"Binary files {a if f.old_mode else '/dev/null'} and "
-                f"{b if f.new_mode else '/dev/null'} differ"
-            )
-            continue
-        old = f.old.decode("utf-8", "replace").splitlines() if f.old_mode else []
-        new = f.new.decode("utf-8", "replace").splitlines() if f.new_mode else []
+        old = f.old.decode("utf-8", "backslashreplace").split("\n") if f.old_mode else []
+        new = f.new.decode("utf-8", "backslashreplace").split("\n") if f.new_mode else []
+        # As git: a final newline ends the last line rather than starting an empty one.
+        for lines in (old, new):
+            if lines and lines[-1] == "":
+                lines.pop()
         body = list(
             difflib.unified_diff(
                 old,
@@ -217,37 +272,19 @@ _DEFAULT_COLORS = {
     "low": "\x1b[36m",
     "reset": "\x1b[m",
 }
-_GIT_SLOTS = {"meta": "normal bold", "frag": "cyan", "old": "red", "new": "green"}
-
-
-def _is_sgr(seq: str) -> bool:
-    return (
-        seq.startswith("\x1b[")
-        and seq.endswith("m")
-        and all(c.isdigit() or c == ";" for c in seq[2:-1])
-    )
 
 
 def diff_colors(env: Mapping[str, str]) -> dict[str, str]:
-    """The user's ``color.diff.*`` as SGR sequences (only ``ESC[...m`` is accepted)."""
-    colors = dict(_DEFAULT_COLORS)
-    if not git_available(env):
-        return colors
-    for slot, default in _GIT_SLOTS.items():
-        try:
-            proc = subprocess.run(
-                ["git", "config", "--get-color", f"color.diff.{slot}", default],
-                capture_output=True,
-                env={k: v for k, v in env.items() if k != "GIT_DIR"},
-                check=False,
-                timeout=10,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        seq = proc.stdout.decode("ascii", "replace")
-        if proc.returncode == 0 and (seq == "" or _is_sgr(seq)):
-            colors[slot] = seq
-    return colors
+    """The colours of a review on a terminal: qgitconf's fixed palette (git's default
+    diff colours), or none when ``NO_COLOR`` is set in the environment.
+
+    The user's ``color.diff.*`` is deliberately not read: ``~/.gitconfig`` is written
+    by updates, and a colour whose foreground equals the background (``black black``)
+    would hide every added line of the next update.
+    """
+    if env.get("NO_COLOR"):
+        return {}
+    return dict(_DEFAULT_COLORS)
 
 
 def colorize(text: str, colors: Mapping[str, str]) -> str:
@@ -339,7 +376,7 @@ def review(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     changes = changed_files(state, applied, commit, cfg.limits)
     findings = assess(changes.files, changes.links)
     plan, _fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
-    raw = git_diff(state, env, applied, commit)
+    raw = git_diff(state, home, applied, commit)
     tool = "git" if raw is not None else "builtin"
     diff = sanitize(raw if raw is not None else builtin_diff(changes.files), keep_newlines=True)
     return {
@@ -361,7 +398,13 @@ def review(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
         "diff": diff,
         "diff_tool": tool,
         "auto_apply": last_auto_apply(state),
+        "apply_command": apply_command(commit),
     }
+
+
+def apply_command(commit: str) -> str:
+    """The command that applies exactly ``commit`` and refuses anything else."""
+    return f"qgitconf apply --commit {commit}"
 
 
 def risks_by_path(findings: Sequence[Finding]) -> dict[str, list[Finding]]:
@@ -428,6 +471,7 @@ def render_text(out: Mapping[str, Any], colors: Mapping[str, str] | None = None)
         else "full diff with your difftool: qgitconf git difftool "
         f"{EMPTY_TREE} refs/qgitconf/staged"
     )
+    lines.append(f"apply what is shown here: {apply_command(str(out['commit']))}")
     lines.append("")
     diff = colorize(str(out["diff"]), colors) if colors else str(out["diff"])
     return "\n".join(lines) + "\n" + diff
@@ -445,51 +489,126 @@ def last_auto_apply(state: AgentState) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def pager_command(env: Mapping[str, str]) -> str | None:
-    """The user's pager as git would choose it (core.pager, GIT_PAGER, PAGER, less)."""
-    pager: str | None = None
-    if git_available(env):
-        try:
-            proc = subprocess.run(
-                ["git", "var", "GIT_PAGER"],
-                capture_output=True,
-                env={k: v for k, v in env.items() if k != "GIT_DIR"},
-                check=False,
-                timeout=10,
-            )
-            if proc.returncode == 0:
-                pager = proc.stdout.decode("utf-8", "replace").strip()
-        except (OSError, subprocess.TimeoutExpired):
-            pager = None
-    if pager is None:
-        pager = env.get("GIT_PAGER") or env.get("PAGER") or "less"
-    return None if pager in ("", "cat") else pager
+# -- the pager ------------------------------------------------------------------------------
+
+_PAGER_VARS = ("TERM", "COLUMNS", "LINES", "LESS")
+"""What the pager may take from the environment review was started in."""
+
+
+@dataclass(frozen=True)
+class PagerChoice:
+    """The pager review runs: ``argv`` (absolute program first) or None for none, and
+    ``note``: why the user's own setting was not used (None if it was)."""
+
+    argv: list[str] | None
+    note: str | None = None
+
+
+def _system_program(word: str) -> str | None:
+    """``word`` as a program on the system PATH: a bare name found there, or an
+    absolute path that is exactly what the system PATH finds for its name."""
+    if "/" not in word:
+        return sysprog.find(word)
+    found = sysprog.find(os.path.basename(word))
+    return found if found == word else None
+
+
+def _default_pager() -> PagerChoice:
+    for name in ("less", "more"):
+        found = sysprog.find(name)
+        if found is not None:
+            return PagerChoice([found])
+    return PagerChoice(None)
+
+
+def choose_pager(env: Mapping[str, str]) -> PagerChoice:
+    """The pager of ``env`` (``GIT_PAGER``, else ``PAGER``, else ``less``), made safe.
+
+    Only the environment counts, never ``core.pager`` or ``pager.*``: ``~/.gitconfig``
+    is written by updates.  Empty or ``cat`` means no pager.  Otherwise the setting is
+    split like a shell word list (no shell runs it); its first word must be a program
+    on the system PATH and every other word an option (``-R``, ``--quit-if-one-screen``):
+    a pager in ``~/bin``, a relative path, shell syntax or a file name falls back to
+    the system's ``less`` (``note`` says why).
+    """
+    setting = env.get("GIT_PAGER")
+    if setting is None:
+        setting = env.get("PAGER")
+    if setting is None:
+        return _default_pager()
+    try:
+        words: list[str] | None = shlex.split(setting)
+    except ValueError:
+        words = None  # unbalanced quotes: not usable
+    if words is not None:
+        if not words or words in (["cat"], [sysprog.find("cat")]):
+            return PagerChoice(None)
+        program = _system_program(words[0]) if "\0" not in setting else None
+        if program is not None and all(w.startswith("-") for w in words[1:]):
+            return PagerChoice([program, *words[1:]])
+    fallback = _default_pager()
+    shown = sanitize(setting)
+    return PagerChoice(
+        fallback.argv,
+        f"pager {shown!r} not used (review runs only a program from the system PATH, "
+        "with options); using " + (fallback.argv[0] if fallback.argv else "no pager"),
+    )
+
+
+def pager_env(env: Mapping[str, str], empty_home: Path | str) -> dict[str, str]:
+    """The pager's whole environment: built from nothing, with ``HOME`` an empty
+    directory (no ``~/.lesskey``, ``~/.config/...`` of any pager is read), less in
+    secure mode with no lesskey file, no ``LESSOPEN`` and no history file, and only
+    ``TERM``, ``COLUMNS``, ``LINES`` and ``LESS`` (default ``FRX``) from ``env``."""
+    penv = sysprog.base_env(empty_home)
+    penv.update({k: env[k] for k in _PAGER_VARS if k in env})
+    penv.setdefault("LESS", "FRX")  # as git does: quit if one screen, keep colours
+    penv.update(
+        LESSSECURE="1",
+        LESSKEYIN="/dev/null",
+        LESSKEY="/dev/null",
+        LESSHISTFILE="-",
+        LV="-c",
+    )
+    return penv
+
+
+def git_pager(choice: PagerChoice, env: Mapping[str, str], empty_home: Path | str) -> str:
+    """``GIT_PAGER`` for a git that pages itself (``qgitconf git``): the chosen pager
+    started by the system's ``env -i`` with :func:`pager_env`, or ``cat``."""
+    if choice.argv is None:
+        return "cat"
+    pairs = [f"{k}={v}" for k, v in sorted(pager_env(env, empty_home).items())]
+    return shlex.join([sysprog.program("env"), "-i", *pairs, *choice.argv])
 
 
 def page(text: str, env: Mapping[str, str]) -> None:
-    """Show ``text`` (already sanitised, maybe coloured) through the user's pager."""
-    pager = pager_command(env)
+    """Show ``text`` (already sanitised, maybe coloured) through the pager of
+    :func:`choose_pager`, with :func:`pager_env`; a note on stderr if the user's
+    pager setting was not used."""
+    choice = choose_pager(env)
+    if choice.note:
+        os.write(2, f"qgitconf: {choice.note}\n".encode("utf-8", "replace"))
     data = text.encode("utf-8", errors="replace")
-    if pager is None:
+    if choice.argv is None:
         os.write(1, data)
         return
-    penv = dict(env)
-    penv.setdefault("LESS", "FRX")  # as git does: quit if one screen, keep colours
-    penv.setdefault("LV", "-c")
-    try:
-        # The pager string is the user's own setting, run by sh as git runs it.
-        proc = subprocess.Popen(pager, shell=True, stdin=subprocess.PIPE, env=penv)  # noqa: S602
-    except OSError:
-        os.write(1, data)
-        return
-    if proc.stdin is None:  # cannot happen with stdin=PIPE; keeps the type checker honest
-        return
-    try:
-        proc.stdin.write(data)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    proc.wait()
+    with tempfile.TemporaryDirectory(prefix="qgitconf-pager-") as empty:
+        try:
+            proc = subprocess.Popen(
+                choice.argv, stdin=subprocess.PIPE, env=pager_env(env, empty), cwd=empty
+            )
+        except OSError:
+            os.write(1, data)
+            return
+        if proc.stdin is None:  # cannot happen with stdin=PIPE; keeps the type checker honest
+            return
+        try:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.wait()
 
 
 # -- after staging: notification and opt-in auto-apply ---------------------------------------
@@ -499,6 +618,9 @@ def auto_apply(
     home: Path, env: Mapping[str, str], cfg: TargetConfig, commit: str
 ) -> dict[str, Any]:
     """Apply ``commit`` only if it has no high-risk finding and nothing is in the way.
+
+    Exactly ``commit``, the one assessed: if another update was staged meanwhile,
+    nothing is applied (``staged-changed``).
 
     Returns the decision record (also saved as ``auto-apply.json``): ``result`` is
     "applied" or "staged", ``reason`` says why.
@@ -529,7 +651,7 @@ def auto_apply(
         elif plan.conflicts or plan.blockers:
             record["reason"] = "files changed locally are in the way: review and apply by hand"
         else:
-            rec = do_apply(home, env, overwrite=False)
+            rec = do_apply(home, env, overwrite=False, commit=commit)
             record.update(result="applied", reason="no high-risk finding, no drift")
             record["generation"] = rec.get("number")
     except QgitconfError as e:

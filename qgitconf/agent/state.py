@@ -11,7 +11,8 @@ Layout::
                       manifest.json by its SHA-256 (status reads it, not the JSON)
     originals/        files that existed before qgitconf first overwrote them
     backups/<N>/      files overwritten by generation N after a local change
-    rejected.log      append-only, one JSON line per rejected update
+    rejected.log      append-only, one JSON line per rejected update; rotated to
+                      rejected.log.1 before it would pass MAX_REJECTED_LOG_BYTES
     journal/          present only while an apply runs: plan.json, progress, undo/
                       (see qgitconf.agent.journal and docs/apply.md)
     tmp/              quarantines for incoming updates
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from qgitconf.errors import LocalStateError
-from qgitconf.fsutil import append_line, atomic_write, read_json, write_json
+from qgitconf.fsutil import atomic_write, read_json, write_json
+from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
 from qgitconf.sanitize import sanitize
 
 STAGED_REF = b"refs/qgitconf/staged"
@@ -216,16 +218,59 @@ class AgentState:
     # -- rejected log ------------------------------------------------------------------
 
     def log_rejection(self, code: str, detail: str, sender: str) -> None:
-        """Append one line to ``rejected.log`` (the one write a rejection may make)."""
+        """Append one line to ``rejected.log`` (the one write a rejection may make).
+
+        The log is capped: a line that would take it past
+        :data:`~qgitconf.limits.MAX_REJECTED_LOG_BYTES` first moves it to
+        ``rejected.log.1`` (replacing the older one), so a stream of garbage from the
+        source uses at most twice the cap of the private volume.  A detail is cut to
+        :data:`~qgitconf.limits.MAX_REJECTED_DETAIL_CHARS`.
+        """
+        shown = sanitize(detail)
+        if len(shown) > MAX_REJECTED_DETAIL_CHARS:
+            shown = shown[:MAX_REJECTED_DETAIL_CHARS] + "..."
         record = {
             "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "from": sanitize(sender),
+            "from": sanitize(sender)[:MAX_REJECTED_DETAIL_CHARS],
             "reason": code,
-            "detail": sanitize(detail),
+            "detail": shown,
         }
+        line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
         # A full disk must not turn a rejection into a crash.
         with contextlib.suppress(OSError):
-            append_line(self.root / "rejected.log", json.dumps(record, sort_keys=True))
+            _append_capped(self.root / "rejected.log", line, MAX_REJECTED_LOG_BYTES)
+
+
+def _append_capped(path: Path, line: bytes, cap: int) -> None:
+    """Append ``line`` to the log ``path`` (fsynced), rotating it to ``<path>.1`` first
+    if the line would take it past ``cap`` bytes.
+
+    Under ``flock`` of the open log: two rejections at once neither rotate twice nor
+    write into a log that was just moved aside (the inode is checked after the lock).
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        fd = os.open(path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # rotated away meanwhile: open the new one
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            if st.st_size and st.st_size + len(line) > cap:
+                os.replace(path, path.with_name(path.name + ".1"))
+                continue
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            return
+        finally:
+            os.close(fd)
 
 
 def _save_json(path: Path, value: Any) -> bytes:

@@ -47,8 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from qgitconf.errors import ConfigError, UsageError
-from qgitconf.lab.lab import KEY_FILE, QUBES
+from qgitconf.errors import ConfigError, LocalStateError, UsageError
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent.parent
@@ -58,6 +57,19 @@ LAB_BASE = Path(os.environ.get("QGITCONF_REAL_LAB_DIR", "/var/tmp/qgitconf-lab")
 SYSTEM_PYTHON = "/usr/bin/python3"
 SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
+TARGET_TAG = "qgitconf-target"
+# the lab's Qubes system: dom0, the vault, the repository, two targets, an attacker
+QUBES: dict[str, dict[str, Any]] = {
+    "dom0": {"class": "AdminVM", "tags": []},
+    "vault": {"class": "AppVM", "tags": []},
+    "config-mgmt": {"class": "AppVM", "tags": []},
+    "personal": {"class": "AppVM", "tags": [TARGET_TAG]},
+    "work": {"class": "AppVM", "tags": [TARGET_TAG]},
+    "untrusted": {"class": "AppVM", "tags": []},
+}
+KEY_FILE = "qgitconf-signing-key.asc"
+INCOMING = f"QubesIncoming/vault/{KEY_FILE}"  # where `qvm-copy` from the vault puts it
+STATE_FILE = "state.json"  # in a lab's root while `qgitconf lab up` keeps it running
 VMS = [n for n in QUBES if n != "dom0"]
 DOMID = {name: i + 1 for i, name in enumerate(VMS)}
 UID = {name: 2101 + i for i, name in enumerate(VMS)}
@@ -304,13 +316,22 @@ def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
     """
     clean = layer.parent / "qgitconf-src"
     excluded = (".git", ".venv", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache")
-    shutil.copytree(
-        PROJECT,
-        clean,
-        ignore=shutil.ignore_patterns(
-            *excluded, "__pycache__", "*.egg-info", ".hypothesis", ".fuzz"
-        ),
+    patterns = shutil.ignore_patterns(
+        *excluded, "__pycache__", "*.egg-info", ".hypothesis", ".fuzz"
     )
+    # a lab directory inside the checkout (`qgitconf lab up ./lab`) holds this copy:
+    # copying it into itself would never end
+    inside = clean.resolve()
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skip = set(patterns(directory, names))
+        for n in names:
+            p = Path(directory, n)
+            if p.is_dir() and not p.is_symlink() and inside.is_relative_to(p.resolve()):
+                skip.add(n)
+        return skip
+
+    shutil.copytree(PROJECT, clean, ignore=ignore)
     site = layer / "usr/lib/python3/dist-packages"
     _sh(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -353,11 +374,18 @@ def _passwd_lines(path: str, drop: set[str]) -> list[str]:
     return [ln for ln in lines if ln.split(":", 1)[0] not in drop]
 
 
-def _holder_script(mnt: Path, kind: str, binds: Mapping[str, str], usr: str, etc: str) -> str:
-    """The shell that lays out one domain's root and becomes its namespace holder."""
+def _holder_script(
+    mnt: Path, kind: str, binds: Mapping[str, str], usr: str, etc: str, hostname: str
+) -> str:
+    """The shell that lays out one domain's root and becomes its namespace holder.
+
+    The holder has its own mount and UTS namespaces: its hostname is the domain's
+    name, as qubes-sysinit sets it from QubesDB ``/name`` in a qube.
+    """
     q = shlex.quote
     lines = [
         "set -e",
+        f"hostname {q(hostname)}",
         f"mount -t tmpfs -o mode=0755 lab-root {q(str(mnt))}",
         f"cd {q(str(mnt))}",
         "mkdir -p usr etc home/user run tmp var proc dev sys rw root .old",
@@ -443,6 +471,11 @@ class RealLab:
         }
         self._baseline: dict[str, Any] | None = None
         self.boot_seconds = 0.0
+        self.source_dir: Path | None = None
+        # attached (``attach``): another process keeps the lab; close() only lets go
+        self._attached = False
+        # the root is a directory the caller named: close() empties it, leaves it
+        self._keep_root_dir = False
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -474,8 +507,13 @@ class RealLab:
     # -- boot -----------------------------------------------------------------------------
 
     @classmethod
-    def boot(cls) -> RealLab:
-        """Build (cached) and boot the lab; raise ConfigError when that fails."""
+    def boot(cls, root: Path | None = None) -> RealLab:
+        """Build (cached) and boot the lab; raise ConfigError when that fails.
+
+        The lab's run tree goes to ``root`` when given (a new or empty directory, or
+        one a dead lab left: it is emptied; close() empties it again and leaves it),
+        else to a fresh ``LAB_BASE/run-XXXX`` (close() removes it).
+        """
         ok, why = available()
         if not ok:
             raise ConfigError(f"real lab unavailable: {why}")
@@ -486,9 +524,16 @@ class RealLab:
         build_dir = build(src)
         LAB_BASE.mkdir(parents=True, exist_ok=True)
         _stale_runs()
-        root = Path(tempfile.mkdtemp(prefix="run-", dir=LAB_BASE))
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="run-", dir=LAB_BASE))
+            keep_dir = False
+        else:
+            root = claim_root(root)
+            keep_dir = True
         (root / "owner").write_text(str(os.getpid()))
         lab = cls(root, build_dir)
+        lab.source_dir = src
+        lab._keep_root_dir = keep_dir
         try:
             lab._prepare()
             lab._start()
@@ -594,7 +639,7 @@ class RealLab:
             mnt = r / "mnt" / name
             mnt.mkdir()
             if name == "dom0":
-                script = _holder_script(mnt, "dom0", binds0, usr0, etc0)
+                script = _holder_script(mnt, "dom0", binds0, usr0, etc0, "dom0")
             else:
                 q = self.qube(name)
                 usr = f"{layers}/lab-vm/usr:{layers}/qgitconf/usr:{b}/vm/usr"
@@ -605,10 +650,11 @@ class RealLab:
                     "ro:rw": str(q / "rw"),
                     "ro:run/qubesdb": str(q / "qubesdb"),
                 }
-                script = _holder_script(mnt, "vm", binds, usr, etc)
+                script = _holder_script(mnt, "vm", binds, usr, etc, name)
             holders[name] = [
                 "unshare",
                 "-m",
+                "-u",
                 "--propagation",
                 "private",
                 "--",
@@ -842,9 +888,8 @@ class RealLab:
         self, cmd: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
     ) -> subprocess.CompletedProcess[bytes]:
         """Run ``cmd`` in dom0 (root, a plain system environment)."""
-        enter = ["nsenter", "-t", str(self._host_pid["dom0"]), "-m", "-p", "-r", "-w", "--"]
         return subprocess.run(
-            [*enter, *cmd],
+            [*self._dom0_enter(), *cmd],
             input=input,
             capture_output=True,
             check=False,
@@ -935,8 +980,81 @@ class RealLab:
             _atomic_write(self.root / "dom0/state/ask", f"{self._ask}\n".encode())
         self.grant_gpg_consent("config-mgmt")
 
-    def close(self) -> None:
-        """Stop every lab process (PID 1 ends, the kernel kills the rest) and clean up."""
+    # -- a lab kept running by another process (`qgitconf lab up`) -----------------------
+
+    def save_state(self) -> Path:
+        """Record, in ``ROOT/state.json``, what another process needs to attach()."""
+        state = {
+            "pid": os.getpid(),
+            "host_pid": self._host_pid,
+            "build_dir": str(self.build_dir),
+            "source_dir": str(self.source_dir or ""),
+            "fingerprint": self.fingerprint,
+            "boot_seconds": self.boot_seconds,
+        }
+        path = self.root / STATE_FILE
+        _atomic_write(path, json.dumps(state, indent=1).encode())
+        path.chmod(0o600)
+        return path
+
+    @classmethod
+    def attach(cls, root: Path) -> RealLab:
+        """The running lab in ``root`` (booted and kept by another process).
+
+        run(), dom0(), write(), home() and the QubesDB and ask settings work; starting
+        or halting qubes, reset() and save_baseline() need the process that booted
+        it.  close() lets go without stopping anything.
+        """
+        root = root.resolve()
+        try:
+            state = json.loads((root / STATE_FILE).read_text())
+        except (OSError, ValueError) as e:
+            raise LocalStateError(f"no lab is running in {root} (qgitconf lab up)") from e
+        lab = cls(root, Path(state["build_dir"]))
+        lab._attached = True
+        lab.fingerprint = str(state["fingerprint"])
+        lab.boot_seconds = float(state["boot_seconds"])
+        lab.source_dir = Path(state["source_dir"]) if state["source_dir"] else None
+        lab._host_pid = {str(k): int(v) for k, v in state["host_pid"].items()}
+        if not (pid_alive(int(state["pid"])) and pid_alive(lab._host_pid["dom0"])):
+            raise LocalStateError(f"the lab in {root} is not running anymore (qgitconf lab up)")
+        return lab
+
+    def alive(self) -> bool:
+        """Whether the lab still runs (its PID 1, or for an attached lab its keeper)."""
+        if self._attached:
+            return pid_alive(self.keeper_pid) and pid_alive(self._host_pid["dom0"])
+        return self._sup is not None and self._sup.poll() is None
+
+    @property
+    def keeper_pid(self) -> int:
+        """The process keeping this lab running (this one unless attached)."""
+        if not self._attached:
+            return os.getpid()
+        return int(json.loads((self.root / STATE_FILE).read_text())["pid"])
+
+    def qrexec_argv(self, name: str, line: str) -> list[str]:
+        """The host command that runs shell ``line`` in qube ``name`` through qrexec.
+
+        ``qrexec-client -d NAME user:LINE`` in dom0, as ``qvm-run`` does: the qube's
+        agent starts LINE as its user, through PAM and a login shell.  For a caller
+        that passes its own stdin, stdout and stderr through (``lab run``).
+        """
+        if name not in VMS:
+            raise UsageError(f"no qube {name!r} in the lab (qubes: {', '.join(VMS)})")
+        return [*self._dom0_enter(), "/usr/bin/qrexec-client", "-d", name, f"user:{line}"]
+
+    def _dom0_enter(self) -> list[str]:
+        return ["nsenter", "-t", str(self._host_pid["dom0"]), "-m", "-u", "-p", "-r", "-w", "--"]
+
+    def close(self, keep: bool | None = None) -> None:
+        """Stop every lab process (PID 1 ends, the kernel kills the rest) and clean up.
+
+        The run tree is removed unless ``keep`` (default: ``$QGITCONF_REAL_LAB_KEEP``);
+        an attached lab is only let go.
+        """
+        if self._attached:
+            return
         sup, self._sup = self._sup, None
         if sup is not None:
             if sup.stdin is not None:
@@ -949,15 +1067,67 @@ class RealLab:
                 sup.wait()
             if sup.stdout is not None:
                 sup.stdout.close()
-        if os.environ.get("QGITCONF_REAL_LAB_KEEP"):
+        if keep is None:
+            keep = bool(os.environ.get("QGITCONF_REAL_LAB_KEEP"))
+        if keep:
+            (self.root / STATE_FILE).unlink(missing_ok=True)
             return
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self._keep_root_dir:
+            _empty_dir(self.root)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> RealLab:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _empty_dir(path: Path) -> None:
+    for child in list(path.iterdir()) if path.is_dir() else []:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def claim_root(root: Path) -> Path:
+    """Make ``root`` (absolute from here on) ready for a lab's run tree.
+
+    It must be new, empty, or the run tree of a lab whose process is gone (its
+    ``owner`` and ``boot.json`` are there, the owner is dead): that one is emptied.
+    Anything else is refused, so that a mistyped directory is never wiped.
+    """
+    root = root.resolve()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        try:
+            owner = int((root / "owner").read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if not owner or not (root / "boot.json").exists():
+            raise UsageError(f"{root} is not empty and holds no lab: give a new or empty directory")
+        if pid_alive(owner):
+            raise UsageError(f"{root} holds a lab that is running (process {owner})")
+        _empty_dir(root)
+    return root
 
 
 def _cp_a(src: Path, dest: Path) -> None:

@@ -124,7 +124,7 @@ class Supervisor:
     def _in(self, domain: str, argv: list[str], log: str) -> int:
         """Start ``argv`` inside ``domain`` (its mount namespace, root and cwd)."""
         holder = self.holders[domain]
-        enter = ["nsenter", "-t", str(holder), "-m", "-r", "-w", "--"]
+        enter = ["nsenter", "-t", str(holder), "-m", "-u", "-r", "-w", "--"]
         return self._spawn(enter + argv, log).pid
 
     def root(self, domain: str) -> Path:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf.agent.export import MAGIC, MAX_EXPORT_BYTES
 from qgitconf.envelope import QUBE_NAME
@@ -33,6 +33,9 @@ from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.paths import MODE_FILE, PathRules, check_tree_entry
 from qgitconf.sanitize import sanitize
 from qgitconf.transport import QREXEC_REFUSED, Transport
+
+if TYPE_CHECKING:
+    from qgitconf.risks import Tree
 
 EXPORT = "qgitconf.Export"
 REF_PREFIX = "refs/qgitconf/import/"
@@ -193,8 +196,11 @@ def list_imports(repo: MgmtRepo) -> list[dict[str, Any]]:
     return [dict(v, id=k) for k, v in sorted(_load(repo).items(), key=lambda kv: int(kv[0]))]
 
 
-def notes(path: str, old: tuple[int, bytes] | None, mode: int, content: bytes) -> list[str]:
-    """The risk report (the same rules as the target's ``review``) plus secret checks."""
+def notes(
+    path: str, old: tuple[int, bytes] | None, mode: int, content: bytes, tree: Tree | None = None
+) -> list[str]:
+    """The risk report (the same rules as the target's ``review``, with the quarantined
+    commit's ``tree``: symlinks and includes that reach ``path``) plus secret checks."""
     from qgitconf.risks import FileChange, assess
 
     change = FileChange(
@@ -204,9 +210,28 @@ def notes(path: str, old: tuple[int, bytes] | None, mode: int, content: bytes) -
         old[1] if old else b"",
         content,
     )
-    out = [f.render() for f in assess([change])]
+    out = [f.render() for f in assess([change], tree)]
     out += [f"HIGH   secret  {sanitize(path)}  -- {f.what}" for f in scan_secrets(path, content)]
     return out
+
+
+def _tree(repo: MgmtRepo, commit: str) -> Tree:
+    """The tree of ``commit`` for the risk rules: modes, symlinks, git/ssh config files."""
+    from qgitconf.risks import tree_of
+
+    modes: dict[str, int] = {}
+    blobs: dict[str, str] = {}
+    for rec in repo.git("ls-tree", "-r", "-z", "--full-tree", commit).split("\0"):
+        meta, _, name = rec.partition("\t")
+        fields = meta.split()
+        if len(fields) == 3 and fields[1] == "blob":
+            modes[name], blobs[name] = int(fields[0], 8), fields[2]
+    links = {
+        p: _blob(repo, blobs[p]).decode("utf-8", "replace")
+        for p, m in modes.items()
+        if m == 0o120000
+    }
+    return tree_of(modes, links, lambda p: _blob(repo, blobs[p]))
 
 
 def _old_file(repo: MgmtRepo, tip: str, path: str) -> tuple[int, bytes] | None:
@@ -254,7 +279,11 @@ def review(repo: MgmtRepo, ident: str) -> dict[str, Any]:
         "mode": entry["mode"],
         "size": entry["size"],
         "notes": notes(
-            entry["path"], _old_file(repo, tip, entry["path"]), int(entry["mode"], 8), raw
+            entry["path"],
+            _old_file(repo, tip, entry["path"]),
+            int(entry["mode"], 8),
+            raw,
+            _tree(repo, entry["commit"]),
         ),
         "diff": sanitize(proc.stdout if proc.returncode == 0 else proc.stderr, keep_newlines=True),
     }

@@ -56,8 +56,11 @@ def merge_tree(repo: MgmtRepo, ours: str, theirs: str) -> tuple[str | None, list
     raise GitError(f"git merge-tree failed: {err[-1] if err else proc.returncode}")
 
 
-def plan_merges(repo: MgmtRepo, targets: Sequence[str]) -> list[MergePlan]:
+def plan_merges(repo: MgmtRepo, targets: Sequence[str], sign: bool = True) -> list[MergePlan]:
     """Create the signed merge commits each target needs; move no ref yet.
+
+    With ``sign`` false (``publish --dry-run``) the merge commits are unsigned objects
+    that no ref ever points to: they only measure what would be sent.
 
     Raises:
         MergeConflictError: some layer does not merge cleanly (all conflicts listed).
@@ -81,7 +84,14 @@ def plan_merges(repo: MgmtRepo, targets: Sequence[str]) -> list[MergePlan]:
             if tree is None:
                 conflicts.append(f"{target} <- {layer}: {', '.join(conflicted)}")
                 break
-            cur = repo.signed_commit(tree, [cur, theirs], f"Merge layer {layer} into {target}")
+            message = f"Merge layer {layer} into {target}"
+            if sign:
+                cur = repo.signed_commit(tree, [cur, theirs], message)
+            else:
+                cur = repo.git(
+                    "-c", "commit.gpgsign=false", "commit-tree", "-p", cur, "-p", theirs,
+                    "-m", message, tree,
+                ).strip()  # fmt: skip
             merged.append(layer)
         if cur != old and repo.worktree_dirty(target):
             dirty.append(target)

@@ -4,6 +4,10 @@ An update is the signed statement plus an incremental bundle whose one prerequis
 is the last commit the target reported as accepted (when that commit is an ancestor
 of the tip).  The sequence is recorded, and the update kept for pull, *before* it is
 sent, so sequence numbers only grow even if publish dies half-way.
+
+The record also lists the published commits the target has not answered for yet
+(``unconfirmed``: it was not running, dom0 refused, or the call failed), because the
+target may have pulled any of them; ``qgitconf squash`` never drops one of those.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,11 +35,19 @@ from qgitconf.gitstore import TreeEntry, tree_sha256
 from qgitconf.limits import MAX_REPLY_BYTES, Limits
 from qgitconf.mgmt.reply import Reply, parse_reply
 from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.mgmt.sizes import MAX_FILE_BYTES, SizedFile, human, largest_in_range
 from qgitconf.signing import sign_detached
 from qgitconf.transport import QREXEC_REFUSED, Transport
 
 RECEIVE = "qgitconf.Receive"
 _AUTHOR_LIMITS = Limits(max_tree_entries=10_000_000, max_objects=10_000_000)
+_PROGRESS_FILES = 2000
+"""From this many files in the tip's tree on, publish says what it is doing (stderr)."""
+_PROGRESS_BYTES = 8 * 1024 * 1024
+"""From this many bytes of update on, publish says when it signs and sends."""
+
+Note = Callable[[str], None]
+"""Where publish reports the steps of long work (the CLI: one line on stderr each)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,8 @@ class PublishResult:
     size: int
     reply: Reply | None
     message: str
+    largest: tuple[SizedFile, ...] = field(default=())
+    """After a ``too-large`` rejection: the largest files the update carried."""
 
 
 def _record_path(repo: MgmtRepo, target: str) -> Any:
@@ -197,9 +211,14 @@ def _blob_digests(repo: MgmtRepo, shas: Sequence[str]) -> dict[str, bytes]:
     return out
 
 
-def tree_digest(repo: MgmtRepo, tip: str) -> str:
-    """The ``tree-sha256`` of ``tip`` (computed by ``gitstore.tree_sha256``, as the agent does)."""
+def tree_digest(repo: MgmtRepo, tip: str, note: Note | None = None, what: str = "") -> str:
+    """The ``tree-sha256`` of ``tip`` (computed by ``gitstore.tree_sha256``, as the agent does).
+
+    ``note`` hears about a tree of many files before it is hashed (``what`` names it).
+    """
     entries = _tree_entries(repo, tip)
+    if note is not None and len(entries) >= _PROGRESS_FILES:
+        note(f"{what}hashing {len(entries)} files")
     known = _blob_digests(repo, list(dict.fromkeys(e.sha for e in entries)))
     return tree_sha256(None, entries, known)
 
@@ -212,16 +231,23 @@ def build_update(
     prerequisite: str | None,
     now: datetime,
     expires: timedelta | None = None,
+    note: Note | None = None,
 ) -> bytes:
-    """Return the envelope bytes of a new update (signed through ``gpg.program``)."""
+    """Return the envelope bytes of a new update (signed through ``gpg.program``).
+
+    ``note`` hears about the steps of long work (many files, a big bundle).
+    """
     packing = _start_pack(repo, tip, prerequisite)
     try:
-        digest = tree_digest(repo, tip)  # while git packs: the two run on two cores
+        # while git packs: the two run on two cores
+        digest = tree_digest(repo, tip, note, f"{target}: ")
     except BaseException:
         packing.kill()
         packing.communicate()
         raise
     bundle = _read_bundle(packing, target, tip, prerequisite)
+    if note is not None and len(bundle) >= _PROGRESS_BYTES:
+        note(f"{target}: bundle of {human(len(bundle))} packed; signing")
     st = Statement(
         target=target,
         sequence=sequence,
@@ -253,11 +279,23 @@ def send(transport: Transport, target: str, update: bytes) -> Reply:
         # Trusting this text is harmless: it only labels the caller's own result.
         if b"not running" in result.stderr[:4096]:
             raise NotRunningError(f"{target} is not running; it can pull the kept update")
-        raise PolicyDeniedError(f"qrexec policy refused {RECEIVE} to {target}")
+        raise PolicyDeniedError(
+            f"qrexec policy refused {RECEIVE} to {target}; " + denied_hint(target)
+        )
     try:
         return parse_reply(result.stdout)
     except BadReplyError as e:
         raise TransportError(f"{target} answered something unreadable: {e}") from e
+
+
+def denied_hint(target: str) -> str:
+    """The likely causes of a refused Receive call, and what to do about each."""
+    return (
+        f"likely cause: {target} does not carry the tag the policy allows "
+        f"(in dom0: qvm-tags {target} add qgitconf-target), or it is halted and the policy "
+        f"does not start it (autostart=no; it gets the kept update by `qgitconf pull` when "
+        "it starts)"
+    )
 
 
 def _prerequisite(repo: MgmtRepo, record: dict[str, Any], tip: str) -> str | None:
@@ -275,6 +313,7 @@ def _new_update(
     record: dict[str, Any],
     prereq: str | None,
     now: datetime,
+    note: Note | None = None,
 ) -> tuple[bytes, int]:
     """Build the next update; record its sequence and keep it *before* it is sent.
 
@@ -285,8 +324,14 @@ def _new_update(
     one, and no sequence number is ever used for two different updates.
     """
     sequence = int(record.get("sequence", 0)) + 1
-    update = build_update(repo, target, tip, sequence, prereq, now)
-    record.update(sequence=sequence, published=None, prerequisite=prereq)
+    update = build_update(repo, target, tip, sequence, prereq, now, note=note)
+    unconfirmed = [c for c in record.get("unconfirmed", []) if isinstance(c, str)]
+    record.update(
+        sequence=sequence,
+        published=None,
+        prerequisite=prereq,
+        unconfirmed=list(dict.fromkeys([*unconfirmed, tip])),  # before it can be pulled
+    )
     write_json(_record_path(repo, target), record)
     atomic_write(update_path(repo, target), update, 0o600)
     record.update(published=tip, published_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -302,23 +347,54 @@ def _deliver(
     update: bytes,
     sequence: int,
     tip: str,
+    note: Note | None = None,
 ) -> PublishResult:
+    if note is not None and len(update) >= _PROGRESS_BYTES:
+        note(f"{target}: sending {human(len(update))}")
     try:
         reply = send(transport, target, update)
     except NotRunningError as e:
-        _note(repo, target, record, None, e)
+        _note(repo, target, record, None, e, tip)
         return PublishResult(target, "pending", sequence, tip, len(update), None, str(e))
     except PolicyDeniedError as e:
-        _note(repo, target, record, None, e)
+        _note(repo, target, record, None, e, tip)
         return PublishResult(target, "denied", sequence, tip, len(update), None, str(e))
     except QgitconfError as e:
-        _note(repo, target, record, None, e)
+        _note(repo, target, record, None, e, tip)
         return PublishResult(target, "failed", sequence, tip, len(update), None, str(e))
-    _note(repo, target, record, reply, None)
+    largest: list[SizedFile] = []
+    hint = None
+    if reply.reason == "too-large":
+        prereq = record.get("prerequisite")
+        largest = largest_in_range(
+            repo.path, repo.env, tip, prereq if isinstance(prereq, str) else None
+        )
+        hint = too_large_hint(target, largest)
+    _note(repo, target, record, reply, None, tip, hint)
     if reply.accepted:
         return PublishResult(target, str(reply.result), sequence, tip, len(update), reply, "")
+    message = f"{reply.reason}: {reply.detail}" + (f"; {hint}" if hint else "")
     return PublishResult(
-        target, "rejected", sequence, tip, len(update), reply, f"{reply.reason}: {reply.detail}"
+        target, "rejected", sequence, tip, len(update), reply, message, tuple(largest)
+    )
+
+
+def too_large_hint(target: str, largest: Sequence[SizedFile]) -> str:
+    """Name the largest files of a refused update and the way out (``squash``)."""
+    files = ", ".join(
+        f"{f.path} ({human(f.size)}"
+        + (
+            f", over the {human(MAX_FILE_BYTES)} per-file limit)"
+            if f.size > MAX_FILE_BYTES
+            else ")"
+        )
+        for f in largest
+    )
+    return (
+        f"largest files in this update: {files or 'none'}; remove the file "
+        f"(git rm in `qgitconf edit {target}`, then `qgitconf commit`), then "
+        f"`qgitconf squash {target}` to take it out of the history {target} has not "
+        "accepted yet, and publish again"
     )
 
 
@@ -328,12 +404,14 @@ def publish(
     transport: Transport,
     now: datetime | None = None,
     tip: str | None = None,
+    note: Note | None = None,
 ) -> PublishResult:
     """Publish the branch of ``target``: resend the kept update if nothing changed.
 
     When the target answers ``missing-prerequisite`` (its state was reset, or the
     reported commit was wrong), publish once more with a full bundle.  ``tip`` is
-    the branch's commit when the caller just read it under the repo lock.
+    the branch's commit when the caller just read it under the repo lock; ``note``
+    hears about the steps of long work.
     """
     repo.require().target(target)
     now = now or datetime.now(UTC)
@@ -346,17 +424,17 @@ def publish(
         update, sequence = kept.read_bytes(), int(record["sequence"])
     else:
         update, sequence = _new_update(
-            repo, target, tip, record, _prerequisite(repo, record, tip), now
+            repo, target, tip, record, _prerequisite(repo, record, tip), now, note
         )
-    result = _deliver(repo, target, transport, record, update, sequence, tip)
+    result = _deliver(repo, target, transport, record, update, sequence, tip, note)
     if (
         result.reply is not None
         and result.reply.reason == "missing-prerequisite"
         and record.get("prerequisite")
     ):
         record.pop("accepted", None)
-        update, sequence = _new_update(repo, target, tip, record, None, now)
-        result = _deliver(repo, target, transport, record, update, sequence, tip)
+        update, sequence = _new_update(repo, target, tip, record, None, now, note)
+        result = _deliver(repo, target, transport, record, update, sequence, tip, note)
     return result
 
 
@@ -366,7 +444,13 @@ def _note(
     record: dict[str, Any],
     reply: Reply | None,
     error: QgitconfError | None,
+    sent: str | None = None,
+    hint: str | None = None,
 ) -> None:
+    """Record the outcome of sending the update of ``sent``: the target's reply (with
+    when it came, since config-mgmt hears nothing more until the next publish), or the
+    error; and which published commits the target may still hold unannounced."""
+    unconfirmed = [c for c in record.get("unconfirmed", []) if isinstance(c, str)]
     if reply is not None:
         record["reply"] = {
             "result": reply.result,
@@ -375,12 +459,23 @@ def _note(
             "applied": reply.applied,
             "reason": reply.reason,
             "detail": reply.detail,
+            "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         if reply.accepted and reply.commit:
             record["accepted"] = reply.commit
+            held = reply.commit
+            unconfirmed = [c for c in unconfirmed if not repo.is_ancestor(c, held)]
+        else:  # the target refused these very bytes: a pull of them fails the same way
+            unconfirmed = [c for c in unconfirmed if c != sent]
         record.pop("error", None)
     else:
-        record["error"] = {"code": error.code if error else "unknown", "detail": str(error)}
+        detail = str(error)
+        record["error"] = {"code": error.code if error else "unknown", "detail": detail}
+    record["unconfirmed"] = unconfirmed
+    if hint is None:
+        record.pop("hint", None)
+    else:
+        record["hint"] = hint
     write_json(_record_path(repo, target), record)
 
 
@@ -396,6 +491,7 @@ def publish_targets(
     jobs: int = 4,
     progress: Progress | None = None,
     now: datetime | None = None,
+    note: Note | None = None,
 ) -> list[PublishResult]:
     """Merge layers, then publish to ``targets`` in parallel (at most ``jobs`` at once).
 
@@ -419,7 +515,7 @@ def publish_targets(
 
         def one(name: str) -> PublishResult:
             try:
-                return publish(repo, name, transport, now, tips.get(name))
+                return publish(repo, name, transport, now, tips.get(name), note)
             except QgitconfError as e:  # building or signing failed for this target
                 return PublishResult(name, "failed", 0, "", 0, None, f"{e.code}: {e.detail}")
 
@@ -438,3 +534,70 @@ def publish_targets(
                 for fut in as_completed([pool.submit(one, n) for n in names]):
                     done(fut.result())
     return [results[n] for n in names]
+
+
+@dataclass(frozen=True)
+class PublishPlan:
+    """What ``publish`` would send to one target (``publish --dry-run``)."""
+
+    target: str
+    action: str  # "new" (a new update) | "resend" (the kept update, unchanged)
+    sequence: int
+    commit: str | None  # None: a layer merge commit, made and signed at publish
+    base: str  # the branch tip before any layer merge
+    prerequisite: str | None
+    bundle_bytes: int
+    merges: tuple[str, ...]
+    too_large: tuple[SizedFile, ...]
+    """Files of the update larger than a target accepts by default."""
+
+
+def plan_publish(repo: MgmtRepo, targets: Sequence[str]) -> list[PublishPlan]:
+    """What :func:`publish_targets` would send, without signing, sending or recording.
+
+    Layer merges are computed as unsigned commit objects that no ref points to (they
+    only measure the bundle); nothing under ``qgitconf/`` changes.
+
+    Raises:
+        MergeConflictError: a layer does not merge cleanly (publish would stop too).
+        UsageError: an unknown target.
+    """
+    from qgitconf.envelope import parse_statement, read_envelope
+    from qgitconf.mgmt.layers import plan_merges
+
+    repo.require()
+    for name in targets:
+        repo.target(name)
+    names = list(dict.fromkeys(targets))
+    with repo.lock():
+        merges = plan_merges(repo, names, sign=False)
+    plans: list[PublishPlan] = []
+    for merge in merges:
+        name, tip = merge.target, merge.new
+        record = load_record(repo, name)
+        kept = update_path(repo, name)
+        if not merge.merged and record.get("published") == tip and kept.exists():
+            with kept.open("rb") as f:
+                st = parse_statement(read_envelope(f).statement)
+            action, sequence, prereq, size = "resend", st.sequence, st.prerequisite, st.bundle_size
+        else:
+            prereq = _prerequisite(repo, record, tip)
+            action, sequence = "new", int(record.get("sequence", 0)) + 1
+            size = len(git_bundle(repo, name, tip, prereq))
+        big = [
+            f for f in largest_in_range(repo.path, repo.env, tip, prereq) if f.size > MAX_FILE_BYTES
+        ]
+        plans.append(
+            PublishPlan(
+                name,
+                action,
+                sequence,
+                None if merge.merged else tip,
+                merge.old,
+                prereq,
+                size,
+                merge.merged,
+                tuple(big),
+            )
+        )
+    return plans

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.envelope import QUBE_NAME
-from qgitconf.errors import ConfigError, GitError, UsageError
+from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
 from qgitconf.fsutil import atomic_write, read_json, write_json
 from qgitconf.gitstore import EMPTY_TREE
 
@@ -78,16 +78,27 @@ class MgmtRepo:
             raise ConfigError(f"no qgitconf repository at {self.path} (run: qgitconf init)")
         return self
 
-    def git(self, *args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
+    def git(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        input: bytes | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> str:
         """Run git on this repo (or in ``cwd``, a worktree); return stdout.
+
+        Args:
+            args: git's arguments.
+            cwd: a worktree to run in (else ``--git-dir`` is this repo).
+            input: bytes for git's stdin.
+            extra_env: variables added to :attr:`env` for this run only.
 
         Raises:
             GitError: git failed; its last stderr line is in the message.
         """
         cmd = ["git", *args] if cwd is not None else ["git", f"--git-dir={self.path}", *args]
-        proc = subprocess.run(
-            cmd, cwd=cwd, input=input, capture_output=True, env=dict(self.env), check=False
-        )
+        env = {**self.env, **(extra_env or {})}
+        proc = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, env=env, check=False)
         if proc.returncode != 0:
             msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise GitError(f"git {args[0]} failed: {msg[-1] if msg else proc.returncode}")
@@ -330,16 +341,47 @@ class MgmtRepo:
             self.git("worktree", "add", "--quiet", str(wt), branch)
         return wt
 
-    def add(self, branch: str, files: Sequence[Path], dest: str | None = None) -> list[str]:
-        """Copy ``files`` into the branch worktree (at their $HOME-relative path); stage them."""
+    def add(
+        self,
+        branch: str,
+        files: Sequence[Path],
+        dest: str | None = None,
+        allow_large: bool = False,
+    ) -> list[str]:
+        """Copy ``files`` into the branch worktree (at their $HOME-relative path); stage them.
+
+        Args:
+            branch: a target or layer.
+            files: regular files to copy.
+            dest: the path in the branch for a single file (default: relative to $HOME).
+            allow_large: also take files larger than a target accepts by default (for a
+                target whose ``target.toml`` raises ``max_object_bytes``).
+
+        Raises:
+            LargeFileError: a file is larger than :data:`sizes.MAX_FILE_BYTES` and
+                ``allow_large`` is false; nothing was copied or staged.
+            UsageError: a file is not a regular file, or ``dest`` with several files.
+        """
+        from qgitconf.mgmt import sizes
+
         wt = self.worktree(branch)
         if dest is not None and len(files) != 1:
             raise UsageError("--as takes exactly one FILE")
+        for f in files:
+            if not f.absolute().is_file():
+                raise UsageError(f"{f} is not a regular file")
+        if not allow_large:
+            big = sizes.too_large([sizes.SizedFile(str(f), f.stat().st_size) for f in files])
+            if big:
+                raise LargeFileError(
+                    "not added: a target refuses every update holding a file larger than "
+                    f"{sizes.human(sizes.MAX_FILE_BYTES)} (max_object_bytes):\n"
+                    + sizes.describe(big)
+                    + "\nonly if the target's target.toml raises that limit: add --allow-large"
+                )
         added: list[str] = []
         for f in files:
             src = f.absolute()
-            if not src.is_file():
-                raise UsageError(f"{f} is not a regular file")
             if dest is not None:
                 rel = dest
             else:
@@ -355,10 +397,36 @@ class MgmtRepo:
             added.append(rel)
         return added
 
-    def commit(self, branch: str, message: str) -> str:
-        """Commit what is staged in the branch's worktree, signed; returns the commit id."""
+    def commit(self, branch: str, message: str, allow_large: bool = False) -> str:
+        """Commit what is staged in the branch's worktree, signed; returns the commit id.
+
+        Args:
+            branch: a target or layer.
+            message: the commit message.
+            allow_large: let files larger than a target accepts by default through (here
+                and in the ``pre-commit`` hook, by ``QGITCONF_ALLOW_LARGE=1``).
+
+        Raises:
+            LargeFileError: a staged file is too large (checked before git runs the hook,
+                with the same rule); nothing was committed.
+            GitError: git or the ``pre-commit`` hook refused.
+        """
+        from qgitconf.mgmt import sizes
+
         wt = self.worktree(branch)
-        self.git("commit", "--quiet", "-S", "-m", message, cwd=wt)
+        extra = {sizes.ALLOW_ENV: "1"} if allow_large else None
+        if not allow_large:
+            big = sizes.staged_too_large(self.env, wt)
+            if big:
+                raise LargeFileError(
+                    "nothing committed: a target refuses every update holding a file larger "
+                    f"than {sizes.human(sizes.MAX_FILE_BYTES)} (max_object_bytes), and once "
+                    "committed it stays in the history the target has not accepted:\n"
+                    + sizes.describe(big)
+                    + f"\nunstage it: git -C {wt} rm --cached -q PATH (only if the target's "
+                    "target.toml raises that limit: commit --allow-large)"
+                )
+        self.git("commit", "--quiet", "-S", "-m", message, cwd=wt, extra_env=extra)
         return self.git("rev-parse", "HEAD", cwd=wt).strip()
 
 

@@ -488,31 +488,33 @@ def _path(path: str, data: bytes = b"x\n", mode: int = MODE_FILE) -> Callable[[W
     return build
 
 
+def entries_tree(o: Objects, entries: dict[str, tuple[int, bytes]]) -> str:
+    """Add a tree holding exactly ``entries`` (slash path -> (mode, blob data)) to ``o``."""
+    root: dict[str, Any] = {}
+    for path, spec in entries.items():
+        node = root
+        *dirs, name = path.split("/")
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[name] = spec
+
+    def make(node: dict[str, Any]) -> str:
+        out = []
+        for name, val in node.items():
+            if isinstance(val, dict):
+                out.append((MODE_TREE, name.encode(), make(val)))
+            else:
+                out.append((val[0], name.encode(), o.blob(val[1])))
+        return o.tree(out)
+
+    return make(root)
+
+
 def _entries(entries: dict[str, tuple[int, bytes]]) -> Callable[[World], bytes]:
-    """A tree holding exactly ``entries``: slash path -> (mode, blob data)."""
+    """An update whose tree holds exactly ``entries`` (see :func:`entries_tree`)."""
 
     def build(w: World) -> bytes:
-        def tree(o: Objects) -> str:
-            root: dict[str, Any] = {}
-            for path, spec in entries.items():
-                node = root
-                *dirs, name = path.split("/")
-                for d in dirs:
-                    node = node.setdefault(d, {})
-                node[name] = spec
-
-            def make(node: dict[str, Any]) -> str:
-                out = []
-                for name, val in node.items():
-                    if isinstance(val, dict):
-                        out.append((MODE_TREE, name.encode(), make(val)))
-                    else:
-                        out.append((val[0], name.encode(), o.blob(val[1])))
-                return o.tree(out)
-
-            return make(root)
-
-        objs, sha = w.child(tree)
+        objs, sha = w.child(lambda o: entries_tree(o, entries))
         return w.update(objs, sha)
 
     return build
