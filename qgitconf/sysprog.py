@@ -42,8 +42,9 @@ GIT_ISOLATION = (
     "core.bigFileThreshold=512m",
 )
 """``-c`` options for every git the agent runs: no attributes file from $HOME (git reads
-``~/.config/git/attributes`` even without a global config), no hooks, no fsmonitor, no
-external diff, and the default big-file threshold."""
+``~/.config/git/attributes`` even without a global config), no hooks, no fsmonitor,
+and the default big-file threshold.  No external diff can be configured (no global or
+system config is read), and the diff commands add ``--no-ext-diff``."""
 
 
 @functools.cache
