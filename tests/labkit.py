@@ -5,6 +5,7 @@ a qube through Qubes' own qrexec, as its own user; files the host puts into a ho
 through ``lab.write`` so that the qube's user owns them.
 """
 
+
 from __future__ import annotations
 
 import contextlib
