@@ -18,7 +18,17 @@ from __future__ import annotations
 import pytest
 
 from qgitconf.lab.attacks import restate
-from tests.labkit import commit_files, kept_update, publish, qg, rejected_log, run, send
+from tests.labkit import (
+    Lab,
+    commit_files,
+    kept_update,
+    publish,
+    qg,
+    rejected_log,
+    rogue_signer,
+    run,
+    send,
+)
 from tests.labkit import target_snapshot as snapshot
 
 MARK = "/home/user/PWNED"
@@ -58,19 +68,19 @@ PLANTED = {
 }
 
 
-def plant(lab: object) -> None:
+def plant(lab: Lab) -> None:
     for rel, text in PLANTED.items():
-        text = text.replace("{fpr}", lab.fingerprint)  # type: ignore[attr-defined]
+        text = text.replace("{fpr}", lab.fingerprint)
         mode = 0o755 if rel.startswith(("bin/", ".local/bin/")) else 0o644
-        lab.write("personal", rel, text.encode(), mode)  # type: ignore[attr-defined]
+        lab.write("personal", rel, text.encode(), mode)
 
 
-def markers(lab: object) -> list[str]:
-    home = lab.home("personal")  # type: ignore[attr-defined]
+def markers(lab: Lab) -> list[str]:
+    home = lab.home("personal")
     return sorted(p.name for p in home.glob("PWNED-*") if p.name != "PWNED-profile-ran")
 
 
-def test_planted_files_cannot_take_over_verification(lab, rogue_signer) -> None:  # type: ignore[no-untyped-def]
+def test_planted_files_cannot_take_over_verification(lab: Lab) -> None:
     commit_files(lab, "personal", {".gitconfig": "[alias]\n\tst = status\n"}, "first")
     assert publish(lab, "personal")["status"] == "staged"
     plant(lab)
@@ -78,7 +88,7 @@ def test_planted_files_cannot_take_over_verification(lab, rogue_signer) -> None:
     run(lab, "personal", "true")
     assert (lab.home("personal") / "PWNED-profile-ran").exists()
 
-    forged = restate(kept_update(lab, "personal"), rogue_signer, sequence=2)
+    forged = restate(kept_update(lab, "personal"), rogue_signer(lab), sequence=2)
     before = snapshot(lab, "personal")
     status, reply = send(lab, "config-mgmt", "personal", forged)
     assert status == 3 and reply is not None, (status, reply)
@@ -108,7 +118,7 @@ def test_planted_files_cannot_take_over_verification(lab, rogue_signer) -> None:
         ".pam_environment",
     ],
 )
-def test_update_writing_a_code_loading_path_is_refused(lab, rel: str) -> None:  # type: ignore[no-untyped-def]
+def test_update_writing_a_code_loading_path_is_refused(lab: Lab, rel: str) -> None:
     commit_files(lab, "personal", {".gitconfig": "[alias]\n\tst = status\n"}, "first")
     assert publish(lab, "personal")["status"] == "staged"
     before = snapshot(lab, "personal")
