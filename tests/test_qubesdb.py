@@ -14,9 +14,8 @@ import pytest
 
 from qgitconf.agent.config import load_target_config
 from qgitconf.errors import ConfigError
-from qgitconf.lab.lab import make_key
 from qgitconf.qubesdb import own_name
-from tests.labkit import Lab, commit_files, publish, target_snapshot
+from tests.labkit import Lab, commit_files, export_key, make_key_in, publish, target_snapshot
 
 A = "A" * 40
 B = "B" * 40
@@ -114,22 +113,11 @@ def test_environment_never_moves_the_system_config(
         load_target_config(home, dict(os.environ), read_qubesdb=reader({}))
 
 
-def test_lab_qubesdb_pin_overrides_toml_in_receive(lab: Lab, tmp_path: Path) -> None:
+def test_lab_qubesdb_pin_overrides_toml_in_receive(lab: Lab) -> None:
     """End to end: dom0 pins another key, so the vault-signed update is refused."""
-    other_home = Path(lab.root) / "otherkey"
-    other = make_key(other_home, "other <other@lab.invalid>")
-    try:
-        import subprocess
-
-        public = subprocess.run(
-            ["gpg", "--homedir", str(other_home), "--armor", "--export", other],
-            capture_output=True,
-            check=True,
-        ).stdout
-    finally:
-        subprocess.run(["gpgconf", "--homedir", str(other_home), "--kill", "all"], check=False)
-    keys = lab.home("personal") / ".config/qgitconf/keys"
-    (keys / f"{other}.asc").write_bytes(public)
+    other = make_key_in(lab, "untrusted", "other <other@lab.invalid>")
+    public = export_key(lab, "untrusted", other)
+    lab.write("personal", f".config/qgitconf/keys/{other}.asc", public)
     lab.set_qubesdb("personal", "/vm-config/qgitconf-key", other)
     commit_files(lab, "personal", {".gitconfig": "[alias]\n\tst = status\n"}, "aliases")
     before = target_snapshot(lab, "personal")
