@@ -316,3 +316,16 @@ def test_revert_to_zero_reports_restored_originals(lab: Lab) -> None:
     applied(lab)
     out = qg(lab, "personal", "revert", "--to", "0").stdout.decode()
     assert "0 written, 1 removed, 1 restored" in out
+
+
+def test_git_log_shows_the_pinned_keys_verdict(lab: Lab) -> None:
+    """`qgitconf git log --show-signature` in a target checks against the pinned key
+    (issue 16 item 4): the vault's signature is good, and no ~/.gnupg appears."""
+    first_publish(lab)
+    applied(lab)
+    out = qg(lab, "personal", "git", "log", "--show-signature", "-1", "refs/qgitconf/applied")
+    text = out.stdout.decode() + out.stderr.decode()
+    assert "Good signature" in text, text
+    assert lab.fingerprint[-16:] in text.replace(" ", ""), text
+    assert "No public key" not in text
+    assert not (lab.home("personal") / ".gnupg").exists()

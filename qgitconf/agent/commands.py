@@ -389,18 +389,26 @@ def log(home: Path) -> list[dict[str, Any]]:
 _GIT_TERMINAL_VARS = ("TERM", "COLUMNS", "LINES")
 
 
-def _porcelain_isolation() -> list[str]:
-    """:data:`qgitconf.sysprog.GIT_ISOLATION` for a git the user drives: without its
-    ``-c diff.external=``, which git takes as an external diff named "" and fails
-    every ``git diff``/``log -p`` run without ``--no-ext-diff``.  No ``diff.external``
-    can be set anyway: git reads only the agent repo's own config here, and the
-    environment (``GIT_EXTERNAL_DIFF``) is built from nothing."""
-    opts = sysprog.GIT_ISOLATION
-    out: list[str] = []
-    for flag, value in zip(opts[::2], opts[1::2], strict=True):
-        if not value.startswith("diff.external="):
-            out += [flag, value]
-    return out
+def _pinned_gnupg_home(home: Path, directory: str) -> None:
+    """Fill ``directory`` as a GnuPG home holding only the pinned keys, for git's
+    ``--show-signature`` and ``verify-commit``: the verdict shown is the pinned key's,
+    never the user's ``~/.gnupg`` (which may not hold it, and which is not created)."""
+    os_dir = Path(directory)
+    os_dir.chmod(0o700)
+    (os_dir / "gpg.conf").write_text("trust-model always\nno-auto-key-retrieve\n")
+    try:
+        pinned = load_target_config(home).pinned
+    except ConfigError:
+        return  # not a target (yet): an empty home, "No public key"
+    gpg = sysprog.program("gpg")
+    for key in pinned.values():
+        subprocess.run(
+            [gpg, "--homedir", directory, "--batch", "--quiet", "--import"],
+            input=key,
+            capture_output=True,
+            check=False,
+            env=sysprog.base_env(home),
+        )
 
 
 def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
@@ -413,7 +421,9 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
     built from nothing: the session variables (a GUI difftool), the terminal's
     ``TERM``/``COLUMNS``/``LINES``, and review's pager (``GIT_PAGER``, see
     :func:`qgitconf.agent.review.choose_pager`).  What the user types in ``args``
-    (``-c``, ``--tool``) is git's to honour.
+    (``-c``, ``--tool``) is git's to honour.  Signatures (``log --show-signature``,
+    ``verify-commit``) are checked by the system's gpg in a temporary home holding only
+    the pinned keys: the verdict is the pinned key's, and ``~/.gnupg`` is not touched.
     """
     from qgitconf.agent.review import choose_pager, git_pager
     from qgitconf.gitstore import EMPTY_TREE
@@ -427,14 +437,20 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
         import sys
 
         print(f"qgitconf: {choice.note}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="qgitconf-pager-") as empty:
+    with (
+        tempfile.TemporaryDirectory(prefix="qgitconf-pager-") as empty,
+        tempfile.TemporaryDirectory(prefix="qgitconf-keys-") as keys,
+    ):
+        _pinned_gnupg_home(home, keys)
         genv = sysprog.git_env(home, state.repo_path, session=env)
         genv.update({k: env[k] for k in _GIT_TERMINAL_VARS if k in env})
         genv.update(
             GIT_WORK_TREE=str(home),
             GIT_ATTR_SOURCE=EMPTY_TREE,
             GIT_PAGER=git_pager(choice, env, empty),
+            GNUPGHOME=keys,
         )
+        gpg = ["-c", f"gpg.program={sysprog.program('gpg')}"]
         return subprocess.run(
-            [program, *_porcelain_isolation(), *args], env=genv, check=False
+            [program, *sysprog.GIT_ISOLATION, *gpg, *args], env=genv, check=False
         ).returncode
