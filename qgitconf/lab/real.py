@@ -436,7 +436,7 @@ def _stale_runs() -> None:
             pid = int((run / "owner").read_text())
         except (OSError, ValueError):
             pid = 0
-        if pid and Path(f"/proc/{pid}").exists():
+        if pid and pid_alive(pid):  # a zombie owner (killed, not yet reaped) is gone too
             continue
         shutil.rmtree(run, ignore_errors=True)
 
