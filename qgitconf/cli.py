@@ -70,9 +70,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Signed, Git-backed dotfiles for Qubes OS qubes.
 
     In the config-mgmt qube: init, target add, layer add, edit/add/commit, publish,
-    status, revert TARGET, import.  In a target qube: target init, pull, review,
-    apply, revert, status, log, git.  Anywhere: lab (a simulated Qubes for trying it
-    out).
+    status, revert TARGET, squash TARGET, import.  In a target qube: target init, pull, review,
+    apply, revert, status, log, git.  Anywhere: lab (Qubes' own qrexec and split-GPG
+    on this machine, for trying it out).
     """
     ctx.obj = {"debug": debug}
 
@@ -207,18 +207,37 @@ def edit(name: str) -> None:
 @click.option(
     "--as", "dest", metavar="PATH", help="Path in the branch (default: relative to $HOME)."
 )
-def add(name: str, files: tuple[str, ...], dest: str | None) -> None:
-    """Copy FILES into NAME's branch worktree and stage them."""
-    for rel in _mgmt_repo().require().add(name, [Path(f) for f in files], dest):
+@click.option(
+    "--allow-large",
+    is_flag=True,
+    help="Take files larger than a target accepts by default (64 MiB; only for targets "
+    "whose target.toml raises max_object_bytes).",
+)
+def add(name: str, files: tuple[str, ...], dest: str | None, allow_large: bool) -> None:
+    """Copy FILES into NAME's branch worktree and stage them.
+
+    A file larger than a target accepts is refused (it would block every later
+    update to the target), unless --allow-large.
+    """
+    repo = _mgmt_repo().require()
+    for rel in repo.add(name, [Path(f) for f in files], dest, allow_large=allow_large):
         click.echo(f"added {rel}")
 
 
 @cli.command()
 @click.argument("name")
 @click.option("-m", "--message", required=True, help="Commit message.")
-def commit(name: str, message: str) -> None:
-    """Commit what is staged for NAME (signed through gpg.program)."""
-    sha = _mgmt_repo().require().commit(name, message)
+@click.option(
+    "--allow-large",
+    is_flag=True,
+    help="Commit files larger than a target accepts by default (see add --allow-large).",
+)
+def commit(name: str, message: str, allow_large: bool) -> None:
+    """Commit what is staged for NAME (signed through gpg.program).
+
+    A staged file larger than a target accepts is refused, unless --allow-large.
+    """
+    sha = _mgmt_repo().require().commit(name, message, allow_large=allow_large)
     click.echo(f"{name}: committed {sha[:12]} (signed)")
 
 
@@ -234,7 +253,13 @@ def commit(name: str, message: str) -> None:
     type=click.IntRange(1, 32),
     help="Targets published at once.",
 )
-def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int) -> None:
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Show what would be sent (sequence, commit, prerequisite, size); sign and send nothing.",
+)
+def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int, dry_run: bool) -> None:
     """Merge layers, then build, sign and send updates to TARGETS over qrexec.
 
     A target that is not running is reported as pending: it pulls the kept update
@@ -247,12 +272,18 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int) -> N
     names = sorted(repo.targets()) if all_ else list(targets)
     if not names:
         raise UsageError("name a target or use --all")
+    if dry_run:
+        _publish_dry_run(repo, names, as_json)
+        return
 
     def progress(done: int, total: int, r: PublishResult) -> None:
         if total > 1:
             click.echo(f"[{done}/{total}] {r.target}: {r.status}", err=True)
 
-    results = publish_targets(repo, names, _transport(), jobs=jobs, progress=progress)
+    def note(text: str) -> None:
+        click.echo(f"qgitconf: {sanitize(text)}", err=True)
+
+    results = publish_targets(repo, names, _transport(), jobs=jobs, progress=progress, note=note)
     if as_json:
         _print_json(
             [
@@ -263,6 +294,7 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int) -> N
                     "commit": r.commit,
                     "bytes": r.size,
                     "message": r.message,
+                    "largest": [{"path": f.path, "size": f.size} for f in r.largest],
                 }
                 for r in results
             ]
@@ -277,6 +309,78 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int) -> N
             )
     if any(r.status not in OK_STATUSES for r in results):
         sys.exit(EXIT_FAILURE)
+
+
+def _publish_dry_run(repo: Any, names: list[str], as_json: bool) -> None:
+    from qgitconf.mgmt.publish import plan_publish
+    from qgitconf.mgmt.sizes import human
+
+    plans = plan_publish(repo, names)
+    if as_json:
+        _print_json(
+            [
+                {
+                    "target": p.target,
+                    "action": p.action,
+                    "sequence": p.sequence,
+                    "commit": p.commit,
+                    "base": p.base,
+                    "prerequisite": p.prerequisite,
+                    "bundle_bytes": p.bundle_bytes,
+                    "merges": list(p.merges),
+                    "too_large": [{"path": f.path, "size": f.size} for f in p.too_large],
+                }
+                for p in plans
+            ]
+        )
+        return
+    for p in plans:
+        what = "resend the kept update" if p.action == "resend" else "new update"
+        commit = p.commit[:12] if p.commit else f"merge of {', '.join(p.merges)} onto {p.base[:12]}"
+        prereq = p.prerequisite[:12] if p.prerequisite else "none (full history)"
+        click.echo(
+            f"{p.target}: would send {what}: seq {p.sequence}, commit {commit}, "
+            f"prerequisite {prereq}, bundle {human(p.bundle_bytes)} ({p.bundle_bytes} bytes)"
+        )
+        for f in p.too_large:
+            click.echo(
+                f"  too large for a target's default limit: {sanitize(f.path)} ({human(f.size)})"
+            )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-n", "--dry-run", is_flag=True, help="Show what it would drop; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def squash(name: str, dry_run: bool, as_json: bool) -> None:
+    """Replace the commits target NAME has not accepted yet by one signed commit.
+
+    Its parent is the last commit NAME reported as accepted and its tree is the
+    branch tip's, so NAME still receives a descendant of what it accepted.  The way
+    out after a commit NAME refuses (a file over its size limit): remove the file,
+    commit, squash, publish.
+    """
+    from qgitconf.mgmt.sizes import human
+    from qgitconf.mgmt.squash import squash as do
+
+    plan = do(_mgmt_repo().require(), name, dry_run=dry_run)
+    if as_json:
+        _print_json({**plan.as_json(), "dry_run": dry_run})
+        return
+    if not plan.dropped:
+        click.echo(f"{name}: nothing to squash (no commits beyond what {name} accepted)")
+        return
+    verb = "would replace" if dry_run else "replaced"
+    base = f"on {plan.base[:12]}" if plan.base else "as a new root commit"
+    click.echo(f"{name}: {verb} {len(plan.dropped)} commits by one {base}:")
+    for sha, subject in plan.dropped:
+        click.echo(f"  {sha[:12]} {subject}")
+    for layer, point in plan.layers:
+        click.echo(f"  keeps layer {layer} at {point[:12]} as a parent")
+    for f in plan.removed:
+        click.echo(f"  drops {sanitize(f.path)} ({human(f.size)}) from the unaccepted history")
+    if plan.new:
+        click.echo(f"{name}: committed {plan.new[:12]} (signed); publish it to send")
 
 
 @cli.command("import")
@@ -379,21 +483,15 @@ def status(as_json: bool) -> None:
         elif out["interrupted"]:
             click.echo("an apply was interrupted and could not be recovered; see the journal")
         return
-    from qgitconf.mgmt.status import mgmt_status
+    from qgitconf.mgmt.status import mgmt_status, status_lines
 
     data = mgmt_status(_mgmt_repo())
     if as_json:
         _print_json(data)
         return
     for t in data["targets"]:
-        rep = t["reported_by_target"]
-        click.echo(
-            f"{t['target']}: tip {str(t['tip'])[:12]}  published seq "
-            f"{t['published']['sequence']} {str(t['published']['commit'])[:12]}  "
-            f"reported by target: {rep['result'] or '-'}"
-            + (f" ({rep['reason']})" if rep["reason"] else "")
-            + ("  [pending]" if t["pending"] else "")
-        )
+        for line in status_lines(t):
+            click.echo(line)
 
 
 @cli.command()
@@ -738,61 +836,81 @@ def doctor(as_json: bool, no_sign: bool) -> None:
 
 @cli.group()
 def lab() -> None:
-    """A simulated Qubes OS for trying qgitconf and for its tests."""
+    """A Qubes system on this machine: the real qrexec and split-GPG (root; docs/lab.md)."""
 
 
-@lab.command("init")
-@click.argument("directory", type=click.Path(file_okay=False))
-def lab_init(directory: str) -> None:
-    """Create a lab in DIRECTORY: dom0 policy, vault key, config-mgmt, personal, work, untrusted."""
-    from qgitconf.lab.lab import init_lab
+_LAB_OPTION = click.option(
+    "--lab",
+    "lab_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="The lab's directory (default: the one `lab up` last started).",
+)
 
-    lb = init_lab(Path(directory))
-    click.echo(f"lab ready in {lb.root} (vault key {lb.fingerprint})")
+
+@lab.command("up")
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+def lab_up(directory: str | None) -> None:
+    """Boot a lab that stays up (in DIRECTORY, new or empty) until `lab down`."""
+    from qgitconf.lab import real_session
+
+    st = real_session.up(directory)
+    click.echo(
+        f"lab up in {st['root']} (kept by process {st['pid']}, boot {st['boot_seconds']:.1f} s)"
+    )
+    click.echo(f"backend: {st['backend']}")
+    click.echo(f"vault key {st['fingerprint']}")
+    at = "" if st["current"] else f" --lab {st['root']}"
+    click.echo(f"next: qgitconf lab shell{at} personal | lab run{at} QUBE -- CMD | lab down{at}")
+
+
+@lab.command("down")
+@_LAB_OPTION
+def lab_down(lab_dir: str | None) -> None:
+    """Stop the running lab and remove its run tree."""
+    from qgitconf.lab import real_session
+
+    click.echo(f"lab in {real_session.down(lab_dir)} stopped")
 
 
 @lab.command(
     "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@_LAB_OPTION
 @click.argument("qube")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def lab_run(directory: str, qube: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND inside QUBE of the lab in DIRECTORY (use -- before COMMAND)."""
+def lab_run(lab_dir: str | None, qube: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in QUBE through qrexec, as its user, in its home (-- before COMMAND)."""
+    from qgitconf.lab import real_session
+
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise UsageError("no COMMAND given")
-    _exec_in_qube(Path(directory), qube, list(command))
+    real_session.exec_in_qube(lab_dir, qube, list(command))
 
 
 @lab.command("shell")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@_LAB_OPTION
 @click.argument("qube")
-def lab_shell(directory: str, qube: str) -> None:
-    """Open an interactive shell inside QUBE of the lab in DIRECTORY."""
-    _exec_in_qube(Path(directory), qube, [os.environ.get("SHELL") or "/bin/sh", "-i"])
+def lab_shell(lab_dir: str | None, qube: str) -> None:
+    """Open an interactive bash in QUBE through qrexec (the prompt names the qube)."""
+    from qgitconf.lab import real_session
 
-
-def _exec_in_qube(directory: Path, qube: str, command: list[str]) -> None:
-    from qgitconf.lab.lab import Lab
-
-    lb = Lab(directory)
-    env = lb.env(qube)
-    os.chdir(lb.home(qube))
-    try:
-        os.execvpe(command[0], command, env)
-    except OSError as e:
-        raise UsageError(f"cannot run {command[0]}: {e}") from e
+    sys.exit(real_session.shell(lab_dir, qube))
 
 
 @lab.command("demo")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 def lab_demo(directory: str | None) -> None:
-    """Run the whole story in a fresh lab; exit 0 only if every step behaved."""
+    """Run the whole story on a freshly booted lab; exit 0 only if every step behaved."""
     from qgitconf.lab.demo import run_demo
 
-    sys.exit(run_demo(Path(directory) if directory else None, click.echo))
+    sys.exit(
+        run_demo(
+            Path(directory) if directory else None, click.echo, lambda m: click.echo(m, err=True)
+        )
+    )
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ COMMANDS = (
     "layer",
     "import",
     "pull",
+    "squash",
     "lab",
 )
 HELP_ARGV = [
@@ -47,7 +48,8 @@ HELP_ARGV = [
     ["target", "list"],
     ["layer", "add"],
     ["layer", "list"],
-    ["lab", "init"],
+    ["lab", "up"],
+    ["lab", "down"],
     ["lab", "run"],
     ["lab", "shell"],
     ["lab", "demo"],
@@ -79,7 +81,7 @@ def test_help_lists_every_command() -> None:
 
 @pytest.mark.parametrize(
     ("group", "subcommands"),
-    [("target", {"add", "init", "list"}), ("lab", {"init", "run", "shell", "demo"})],
+    [("target", {"add", "init", "list"}), ("lab", {"up", "down", "run", "shell", "demo"})],
 )
 def test_group_help_lists_subcommands(group: str, subcommands: set[str]) -> None:
     result = CliRunner().invoke(cli, [group, "--help"])

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -305,6 +305,29 @@ def _venv_site() -> Path:
     return Path(click.__file__).resolve().parent.parent
 
 
+def source_copy_ignore(dest: Path) -> Callable[[str, list[str]], set[str]]:
+    """What the copy of the checkout into ``dest`` leaves out: caches, builds, and ``dest``.
+
+    A lab directory inside the checkout (``qgitconf lab up ./lab``) holds ``dest``:
+    copying it into itself would never end.
+    """
+    excluded = (".git", ".venv", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache")
+    patterns = shutil.ignore_patterns(
+        *excluded, "__pycache__", "*.egg-info", ".hypothesis", ".fuzz"
+    )
+    inside = dest.resolve()
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skip = set(patterns(directory, names))
+        for n in names:
+            p = Path(directory, n)
+            if p.is_dir() and not p.is_symlink() and inside.is_relative_to(p.resolve()):
+                skip.add(n)
+        return skip
+
+    return ignore
+
+
 def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
     """Install qgitconf into ``layer`` as the packages do, for the system python3.
 
@@ -315,23 +338,7 @@ def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
     the venv's copies stand in for the distro packages.
     """
     clean = layer.parent / "qgitconf-src"
-    excluded = (".git", ".venv", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache")
-    patterns = shutil.ignore_patterns(
-        *excluded, "__pycache__", "*.egg-info", ".hypothesis", ".fuzz"
-    )
-    # a lab directory inside the checkout (`qgitconf lab up ./lab`) holds this copy:
-    # copying it into itself would never end
-    inside = clean.resolve()
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        skip = set(patterns(directory, names))
-        for n in names:
-            p = Path(directory, n)
-            if p.is_dir() and not p.is_symlink() and inside.is_relative_to(p.resolve()):
-                skip.add(n)
-        return skip
-
-    shutil.copytree(PROJECT, clean, ignore=ignore)
+    shutil.copytree(PROJECT, clean, ignore=source_copy_ignore(clean))
     site = layer / "usr/lib/python3/dist-packages"
     _sh(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -436,7 +443,7 @@ def _stale_runs() -> None:
             pid = int((run / "owner").read_text())
         except (OSError, ValueError):
             pid = 0
-        if pid and Path(f"/proc/{pid}").exists():
+        if pid and pid_alive(pid):  # a zombie owner (killed, not yet reaped) is gone too
             continue
         shutil.rmtree(run, ignore_errors=True)
 
