@@ -169,11 +169,14 @@ def story(s: Story) -> None:
     )
 
     s.step("personal: the agent repository's history, signed by the vault's key")
-    s.run("personal", ["gpg", "--batch", "--import", INCOMING])
     out = s.run("personal", ["qgitconf", "git", "log", "--show-signature", "--format=%h %s"])
     s.check(
         out.count("Good signature") >= 2 and out.count(f"key {fpr}") == out.count("Signature made"),
-        f"git: every commit is signed by the vault's key {fpr}",
+        f"git: every commit is signed by the vault's key {fpr} (checked against the pin)",
+    )
+    s.check(
+        not (s.lab.home("personal") / ".gnupg").exists(),
+        "no ~/.gnupg was made for it: qgitconf git verifies with the pinned key only",
     )
 
     s.step("attack: the untrusted qube calls qgitconf.Receive in personal")
