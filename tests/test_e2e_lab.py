@@ -329,3 +329,80 @@ def test_git_log_shows_the_pinned_keys_verdict(lab: Lab) -> None:
     assert lab.fingerprint[-16:] in text.replace(" ", ""), text
     assert "No public key" not in text
     assert not (lab.home("personal") / ".gnupg").exists()
+
+
+# -- what the real qrexec does, that the emulator this lab replaced did not show ---------
+
+
+def test_service_reads_little_while_the_caller_still_writes(lab: Lab) -> None:
+    """Receive refuses after the envelope header and stops reading while config-mgmt
+    still pushes 64 MiB: the caller gets the one-line reply and the exit status, and
+    nothing hangs or is staged."""
+    first_publish(lab)
+    data = b"QGITCONF-UPDATE 1\nstatement-length: 99999\n" + b"\0" * (64 << 20)
+    expect_rejection(lab, "config-mgmt", data, "too-large")
+
+
+def test_reply_on_stdout_diagnostics_on_stderr(lab: Lab) -> None:
+    """The JSON reply travels on stdout alone; the human line on stderr reaches the
+    caller through qrexec too."""
+    proc = run(
+        lab,
+        "config-mgmt",
+        "qrexec-client-vm",
+        "personal",
+        "qgitconf.Receive",
+        input=b"garbage",
+        expect=3,
+    )
+    reply = json.loads(proc.stdout)
+    assert reply["result"] == "rejected" and reply["reason"] == "malformed"
+    assert proc.stdout.count(b"\n") == 1
+    assert b"qgitconf: rejected: malformed" in proc.stderr
+
+
+@pytest.mark.parametrize("argument", ["--help", "receive", "../x", "-I"])
+def test_service_argument_never_becomes_an_option(lab: Lab, argument: str) -> None:
+    """qrexec hands `SERVICE+ARG`'s argument to the rpc file as $1; the rpc file's argv
+    is fixed, so the update is judged the same whatever the caller appends."""
+    before = target_snapshot(lab, "personal")
+    proc = run(
+        lab,
+        "config-mgmt",
+        "qrexec-client-vm",
+        "personal",
+        f"qgitconf.Receive+{argument}",
+        input=b"garbage",
+        expect=None,
+    )
+    assert proc.returncode == 3, proc
+    assert json.loads(proc.stdout)["reason"] == "malformed"
+    assert target_snapshot(lab, "personal") == before
+
+
+def test_without_a_qubesdb_name_the_agent_refuses(lab: Lab) -> None:
+    """No `/name` in QubesDB (qubesdb-read fails): the agent does not know who it is
+    and refuses everything, with a stable code; nothing is staged."""
+    commit_files(lab, "personal", {".gitconfig": GITCONFIG}, "first")
+    lab.set_qubesdb("personal", "/name", None)
+    before = target_snapshot(lab, "personal")
+    out = publish(lab, "personal", expect=1)
+    assert out["status"] == "rejected" and "no-qubesdb" in out["message"], out
+    assert target_snapshot(lab, "personal") == before
+    lab.set_qubesdb("personal", "/name", "personal")
+    assert publish(lab, "personal")["status"] == "staged"
+
+
+def test_a_large_update_goes_through_the_real_qrexec(lab: Lab) -> None:
+    """A 48 MiB file (incompressible) travels as one update of more than 48 MiB through
+    qrexec-client-vm, qrexec-daemon and qrexec-agent, and is staged and applied intact."""
+    import hashlib
+    import os
+
+    blob = os.urandom(48 << 20)
+    commit_files(lab, "personal", {"big/data.bin": blob}, "big")
+    assert publish(lab, "personal")["status"] == "staged"
+    assert len(kept_update(lab, "personal")) > 48 << 20
+    qg(lab, "personal", "apply", "--yes")
+    got = (lab.home("personal") / "big/data.bin").read_bytes()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
