@@ -2,32 +2,48 @@
 
 Per changed file it must show the risk lines above the diff and ask; the test accepts
 one file, skips another, and checks $HOME.
+
+The lab is the real one.  qrexec carries no terminal (``qrexec-client -d QUBE
+user:CMD`` gives the command pipes), so the pseudo-terminal is made inside the qube:
+``script`` runs qgitconf on a new pty there, as the qube's user started by qrexec, and
+relays the pty over qrexec's pipes (stdout and stderr both reach the screen).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import select
+import shlex
 import subprocess
 import time
 
+from qgitconf.lab.real import SYS_PATH
 from tests.labkit import Lab, commit_files, publish, qg, target_snapshot
 
+TERM = {"TERM": "xterm"}
 PROMPT = re.compile(rb"(accept \[a\], skip \[s\], quit \[q\]\?|overwrite .*?quit \[q\]\?) ")
 
 
 class Terminal:
-    """A child process on a pty; ``expect`` reads until a pattern shows up."""
+    """``args`` run in qube ``qube`` on a pty (``script`` there, through qrexec), with
+    ``env`` added to its environment; ``expect`` reads until a pattern shows up."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: str) -> None:
-        self.master, slave = pty.openpty()
+    def __init__(self, lab: Lab, qube: str, args: list[str], env: dict[str, str]) -> None:
+        assigns = [f"{k}={v}" for k, v in env.items()]
+        inner = shlex.join(args)
+        line = "cd && exec " + shlex.join(["env", *assigns, "script", "-qefc", inner, "/dev/null"])
         self.proc = subprocess.Popen(
-            args, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True
+            lab.qrexec_argv(qube, line),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={"PATH": SYS_PATH, "LANG": "C.UTF-8"},
         )
-        os.close(slave)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        self.master = self.stdout.fileno()
         self.seen = b""
 
     def expect(self, pattern: re.Pattern[bytes], timeout: float = 60) -> bytes:
@@ -49,19 +65,26 @@ class Terminal:
         return self.seen[start:]
 
     def send(self, line: str) -> None:
-        os.write(self.master, line.encode() + b"\r")
+        self.stdin.write(line.encode() + b"\r")
+        self.stdin.flush()
 
     def finish(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
             ready, _, _ = select.select([self.master], [], [], 0.2)
             if ready:
-                try:
-                    self.seen += os.read(self.master, 65536)
-                except OSError:
+                chunk = os.read(self.master, 65536)
+                if not chunk:
                     break
-        rc = self.proc.wait(max(0.1, deadline - time.monotonic()))
-        os.close(self.master)
+                self.seen += chunk
+        try:
+            rc = self.proc.wait(max(0.1, deadline - time.monotonic()))
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.stdin.close()
+            self.stdout.close()
         return rc
 
     def text(self) -> str:
@@ -79,8 +102,7 @@ def test_interactive_apply_accepts_one_file_and_skips_another(lab: Lab) -> None:
         "two files",
     )
     publish(lab, "personal")
-    env = lab.env("personal", {"TERM": "xterm"})
-    term = Terminal(["qgitconf", "apply", "--interactive"], env, str(lab.home("personal")))
+    term = Terminal(lab, "personal", ["qgitconf", "apply", "--interactive"], TERM)
     first = term.expect(PROMPT).decode()
     assert "[1/2] write .config/git/config" in first
     assert first.index("HIGH") < first.index("git-alias-shell") < first.index("diff --git")
@@ -105,8 +127,7 @@ def test_interactive_apply_accepts_one_file_and_skips_another(lab: Lab) -> None:
 def test_interactive_quit_applies_nothing(lab: Lab) -> None:
     commit_files(lab, "personal", {".config/a": "a\n"}, "one")
     publish(lab, "personal")
-    env = lab.env("personal", {"TERM": "xterm"})
-    term = Terminal(["qgitconf", "apply", "--interactive"], env, str(lab.home("personal")))
+    term = Terminal(lab, "personal", ["qgitconf", "apply", "--interactive"], TERM)
     term.expect(PROMPT)
     term.send("q")
     assert term.finish() == 0
@@ -130,8 +151,7 @@ def test_interactive_names_the_commit_and_refuses_one_staged_meanwhile(lab: Lab)
     a = commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
     publish(lab, "personal")
     before = target_snapshot(lab, "personal")
-    env = lab.env("personal", {"TERM": "xterm"})
-    term = Terminal(["qgitconf", "apply", "--interactive"], env, str(lab.home("personal")))
+    term = Terminal(lab, "personal", ["qgitconf", "apply", "--interactive"], TERM)
     shown = term.expect(PROMPT).decode()
     assert f"update: sequence 1, commit {a}" in shown
     assert f"[commit {a[:12]}] accept [a], skip [s], quit [q]? " in shown
@@ -154,9 +174,8 @@ def test_interactive_with_commit_refuses_to_start_on_another(lab: Lab) -> None:
     commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")
     publish(lab, "personal")
     before = target_snapshot(lab, "personal")
-    env = lab.env("personal", {"TERM": "xterm"})
     cmd = ["qgitconf", "apply", "--interactive", "--commit", a]
-    term = Terminal(cmd, env, str(lab.home("personal")))
+    term = Terminal(lab, "personal", cmd, TERM)
     assert term.finish() == 1 and "error [staged-changed]" in term.text()
     assert target_snapshot(lab, "personal") == before
 
@@ -164,8 +183,7 @@ def test_interactive_with_commit_refuses_to_start_on_another(lab: Lab) -> None:
 def test_apply_confirmation_names_the_commit_and_applies_only_it(lab: Lab) -> None:
     a = commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
     publish(lab, "personal")
-    env = lab.env("personal", {"TERM": "xterm"})
-    term = Terminal(["qgitconf", "apply"], env, str(lab.home("personal")))
+    term = Terminal(lab, "personal", ["qgitconf", "apply"], TERM)
     m = CONFIRM.search(term.expect(CONFIRM))
     assert m is not None and m.group(1).decode() == a
     b = commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")
@@ -174,7 +192,7 @@ def test_apply_confirmation_names_the_commit_and_applies_only_it(lab: Lab) -> No
     term.send("y")
     assert term.finish() == 1 and "error [staged-changed]" in term.text()
     assert target_snapshot(lab, "personal") == before
-    term = Terminal(["qgitconf", "apply"], env, str(lab.home("personal")))
+    term = Terminal(lab, "personal", ["qgitconf", "apply"], TERM)
     m = CONFIRM.search(term.expect(CONFIRM))
     assert m is not None and m.group(1).decode() == b
     term.send("y")
