@@ -2,26 +2,69 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.labkit import Lab, publish, qg, run, snapshot
+from tests.labkit import Lab, as_qube_user, host_path, publish, qg, qube_path, run, snapshot
 
 STATE = ".local/share/qgitconf"
+
+
+# With a qube user's uid, this process may not reach its interpreter's standard library
+# (under /root, 0700): the modules the agent imports lazily are imported up front.
+LAZY_IMPORTS = ("ctypes", "gc", "html", "mmap", "pwd", "shlex", "tempfile", "traceback")
+LAZY_IMPORTS += ("encodings.latin_1", "dulwich.repo", "dulwich.object_store", "gnupg")
+
+
+@contextlib.contextmanager
+def as_user(lab: Lab, qube: str) -> Iterator[None]:
+    """labkit's ``as_qube_user``, with the lab's run root traversable meanwhile.
+
+    The run root is 0700 root (``mkdtemp``), so with the qube's uid as effective uid
+    this process could not reach the host path of the qube's own home; o+x (search,
+    not listing) for the duration of the block lets it.  The agent's lazy imports
+    (:data:`LAZY_IMPORTS`) are done first, as root.
+    """
+    for module in LAZY_IMPORTS:
+        importlib.import_module(module)
+    mode = stat.S_IMODE(lab.root.stat().st_mode)
+    lab.root.chmod(mode | 0o001)
+    try:
+        with as_qube_user(lab, qube):
+            yield
+    finally:
+        lab.root.chmod(mode)
+
 
 # path -> content (str/bytes, mode 0644), (content, mode), or ("link", target)
 Tree = dict[str, Any]
 
 
 def worktree(lab: Lab) -> Path:
-    return Path(qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip())
+    """The host path of personal's work tree in config-mgmt (``edit`` prints the qube's view)."""
+    inside = qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip()
+    return host_path(lab, "config-mgmt", inside)
 
 
 def stage(lab: Lab, tree: Tree, message: str = "update") -> str:
     """Make personal's branch hold exactly ``tree``, commit (signed), publish; the commit."""
     wt = worktree(lab)
+    with as_user(lab, "config-mgmt"):  # what is written belongs to config-mgmt's user
+        _fill(wt, tree)
+    run(lab, "config-mgmt", "git", "-C", qube_path(lab, "config-mgmt", wt), "add", "-A")
+    qg(lab, "config-mgmt", "commit", "personal", "-m", message)
+    result = publish(lab, "personal")
+    assert result["status"] == "staged", result
+    return str(result["commit"])
+
+
+def _fill(wt: Path, tree: Tree) -> None:
     for p in wt.iterdir():
         if p.name == ".git":
             continue
@@ -38,11 +81,6 @@ def stage(lab: Lab, tree: Tree, message: str = "update") -> str:
         data, mode = spec if isinstance(spec, tuple) else (spec, 0o644)
         dest.write_bytes(data.encode() if isinstance(data, str) else data)
         dest.chmod(mode)
-    run(lab, "config-mgmt", "git", "-C", str(wt), "add", "-A")
-    qg(lab, "config-mgmt", "commit", "personal", "-m", message)
-    result = publish(lab, "personal")
-    assert result["status"] == "staged", result
-    return str(result["commit"])
 
 
 def home_view(home: Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Apply, revert and restore in a target qube: rules 9 and 10, issue 4's cases.
 
-Each test drives the real CLI in the lab's ``personal`` qube.  The crash-consistency
-trials are in ``test_crash.py``.
+Each test drives the real CLI in the lab's ``personal`` qube (through the real qrexec,
+as its user); what a test itself changes in that home, it changes as that user
+(``as_qube_user``).  The crash-consistency trials are in ``test_crash.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,9 +27,17 @@ from qgitconf.agent.receive import accept_update
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, DriftError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
-from tests.applykit import STATE, home_view, stage, state_path, status
-from tests.hostile.corpus import MODE_EXEC, MODE_FILE, SOURCE, World, build_world, entries_tree
-from tests.labkit import Lab, qg, snapshot
+from tests.applykit import STATE, as_user, home_view, stage, state_path, status
+from tests.hostile.corpus import (
+    MODE_EXEC,
+    MODE_FILE,
+    SOURCE,
+    TARGET,
+    World,
+    build_world,
+    entries_tree,
+)
+from tests.labkit import Lab, qg, run, snapshot
 
 
 def apply(lab: Lab, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[bytes]:
@@ -36,25 +46,30 @@ def apply(lab: Lab, *args: str, expect: int | None = 0) -> subprocess.CompletedP
 
 def test_symlinked_config_dir_is_refused_never_followed(lab: Lab) -> None:
     home = lab.home("personal")
-    elsewhere = lab.root / "elsewhere-config"
-    shutil.move(home / ".config", elsewhere)  # the agent's own config moves along
-    (home / ".config").symlink_to(elsewhere)
-    stage(lab, {".config/git/config": "[user]\n", ".bashrc": "PS1='$ '\n"})
-    outside, before = home_view(elsewhere), home_view(home)
-    proc = apply(lab, "--overwrite", expect=1)
-    err = proc.stderr.decode()
-    assert "[drift]" in err and "'.config' is a symlink" in err and "never follows" in err
-    assert home_view(home) == before and home_view(elsewhere) == outside
-    apply(lab, "--keep", ".config")  # the rest can go ahead, explicitly
-    assert (home / ".bashrc").read_text() == "PS1='$ '\n"
-    assert home_view(elsewhere) == outside and not (elsewhere / "git").exists()
+    # outside the home: the qube's own /tmp (read from the host through its root)
+    elsewhere = lab.in_root("personal") / "tmp/elsewhere-config"
+    run(lab, "personal", "mv", ".config", "/tmp/elsewhere-config")  # the agent's config too
+    run(lab, "personal", "ln", "-s", "/tmp/elsewhere-config", ".config")
+    try:
+        stage(lab, {".config/git/config": "[user]\n", ".bashrc": "PS1='$ '\n"})
+        outside, before = home_view(elsewhere), home_view(home)
+        proc = apply(lab, "--overwrite", expect=1)
+        err = proc.stderr.decode()
+        assert "[drift]" in err and "'.config' is a symlink" in err and "never follows" in err
+        assert home_view(home) == before and home_view(elsewhere) == outside
+        apply(lab, "--keep", ".config")  # the rest can go ahead, explicitly
+        assert (home / ".bashrc").read_text() == "PS1='$ '\n"
+        assert home_view(elsewhere) == outside and not (elsewhere / "git").exists()
+    finally:
+        run(lab, "personal", "rm", "-rf", "/tmp/elsewhere-config")
 
 
 def test_hard_linked_bashrc_is_replaced_other_link_untouched(lab: Lab) -> None:
     home = lab.home("personal")
-    (home / ".bashrc").write_text("mine\n")
-    (home / "other").mkdir()
-    os.link(home / ".bashrc", home / "other" / "bashrc")
+    with as_user(lab, "personal"):
+        (home / ".bashrc").write_text("mine\n")
+        (home / "other").mkdir()
+        os.link(home / ".bashrc", home / "other" / "bashrc")
     stage(lab, {".bashrc": "managed\n"})
     apply(lab, expect=1)  # a file qgitconf never wrote
     apply(lab, "--overwrite")
@@ -88,11 +103,12 @@ def test_directory_or_file_in_the_way_on_disk(lab: Lab) -> None:
     stage(lab, {".bashrc": "x\n", ".local/bin/tool": "t\n"})
     apply(lab)
     # The user replaces a managed file by a directory, and a directory by a file.
-    (home / ".bashrc").unlink()
-    (home / ".bashrc").mkdir()
-    (home / ".bashrc" / "notes").write_text("mine\n")
-    shutil.rmtree(home / ".local/bin")
-    (home / ".local/bin").write_text("a file now\n")
+    with as_user(lab, "personal"):
+        (home / ".bashrc").unlink()
+        (home / ".bashrc").mkdir()
+        (home / ".bashrc" / "notes").write_text("mine\n")
+        shutil.rmtree(home / ".local/bin")
+        (home / ".local/bin").write_text("a file now\n")
     st = status(lab)
     assert {d["path"]: d["state"] for d in st["drift_detail"]} == {
         ".bashrc": "type",
@@ -114,14 +130,16 @@ def test_executable_bit_change(lab: Lab) -> None:
     stage(lab, {"bin/x": ("#!/bin/sh\necho hi\n", 0o755)})
     apply(lab)
     assert (home / "bin/x").stat().st_mode & 0o777 == 0o755
-    (home / "bin/x").chmod(0o700)  # a local mode change is drift too
+    with as_user(lab, "personal"):
+        (home / "bin/x").chmod(0o700)  # a local mode change is drift too
     assert status(lab)["drift_detail"] == [{"path": "bin/x", "state": "mode"}]
 
 
 def test_read_only_file_is_replaced_and_restored_read_only(lab: Lab) -> None:
     home = lab.home("personal")
-    (home / ".editorconfig").write_text("root = true\n")
-    (home / ".editorconfig").chmod(0o400)
+    with as_user(lab, "personal"):
+        (home / ".editorconfig").write_text("root = true\n")
+        (home / ".editorconfig").chmod(0o400)
     stage(lab, {".editorconfig": "indent = 4\n"})
     apply(lab, "--overwrite")
     assert (home / ".editorconfig").read_text() == "indent = 4\n"
@@ -133,12 +151,13 @@ def test_read_only_file_is_replaced_and_restored_read_only(lab: Lab) -> None:
 
 def test_revert_to_zero_restores_exact_bytes_and_modes(lab: Lab) -> None:
     home = lab.home("personal")
-    (home / ".gitconfig").chmod(0o600)
-    (home / ".inputrc").write_bytes(b"\x00binary\xff\n")
-    (home / ".inputrc").chmod(0o444)
-    (home / ".vimrc").symlink_to(".config/nvim/init.vim")
-    (home / "run.sh").write_text("#!/bin/sh\n")
-    (home / "run.sh").chmod(0o750)
+    with as_user(lab, "personal"):
+        (home / ".gitconfig").chmod(0o600)
+        (home / ".inputrc").write_bytes(b"\x00binary\xff\n")
+        (home / ".inputrc").chmod(0o444)
+        (home / ".vimrc").symlink_to(".config/nvim/init.vim")
+        (home / "run.sh").write_text("#!/bin/sh\n")
+        (home / "run.sh").chmod(0o750)
     before = home_view(home)
     stage(
         lab,
@@ -168,8 +187,9 @@ def test_deletes_only_unchanged_files_it_wrote(lab: Lab) -> None:
     home = lab.home("personal")
     stage(lab, {"a": "a\n", "b": "b\n", "keep": "k\n"})
     apply(lab)
-    (home / "b").write_text("edited\n")
-    (home / "mine").write_text("never managed\n")
+    with as_user(lab, "personal"):
+        (home / "b").write_text("edited\n")
+        (home / "mine").write_text("never managed\n")
     stage(lab, {"keep": "k\n"})
     out = apply(lab).stdout.decode()
     assert not (home / "a").exists()
@@ -180,17 +200,19 @@ def test_deletes_only_unchanged_files_it_wrote(lab: Lab) -> None:
 
 def test_drift_needs_a_choice_keep_and_only(lab: Lab) -> None:
     home = lab.home("personal")
-    stage(lab, {".bashrc": "1\n", ".profile": "1\n", ".inputrc": "1\n"})
+    # .profile is shell: the login shell qrexec starts every command with reads it
+    stage(lab, {".bashrc": "1\n", ".profile": "# 1\n", ".inputrc": "1\n"})
     apply(lab)
-    (home / ".bashrc").write_text("local\n")
-    stage(lab, {".bashrc": "2\n", ".profile": "2\n", ".inputrc": "2\n"})
+    with as_user(lab, "personal"):
+        (home / ".bashrc").write_text("local\n")
+    stage(lab, {".bashrc": "2\n", ".profile": "# 2\n", ".inputrc": "2\n"})
     before = home_view(home)
     proc = apply(lab, expect=1)  # non-interactive: no prompt, code drift
     assert proc.stderr.decode().startswith("qgitconf: error [drift]")
     assert home_view(home) == before
     out = apply(lab, "--keep", "~/.bashrc", "--only", ".profile").stdout.decode()
     assert "left out this time: .bashrc" in out and "left out this time: .inputrc" in out
-    assert (home / ".profile").read_text() == "2\n" and (home / ".inputrc").read_text() == "1\n"
+    assert (home / ".profile").read_text() == "# 2\n" and (home / ".inputrc").read_text() == "1\n"
     assert (home / ".bashrc").read_text() == "local\n"
     apply(lab, "--keep", ".bashrc")
     assert (home / ".inputrc").read_text() == "2\n"
@@ -206,9 +228,10 @@ def test_restore_recreates_missing_files_never_over_drift(lab: Lab) -> None:
     home = lab.home("personal")
     stage(lab, {".bashrc": "b\n", ".config/app/conf": "c\n", ".vimrc": ("link", ".bashrc")})
     apply(lab)
-    (home / ".bashrc").write_text("changed\n")
-    shutil.rmtree(home / ".config/app")
-    (home / ".vimrc").unlink()
+    with as_user(lab, "personal"):
+        (home / ".bashrc").write_text("changed\n")
+        shutil.rmtree(home / ".config/app")
+        (home / ".vimrc").unlink()
     out = qg(lab, "personal", "restore").stdout.decode()
     assert "restored 2 missing file(s)" in out and "changed locally" in out
     assert (home / ".config/app/conf").read_text() == "c\n"
@@ -229,7 +252,8 @@ def test_disk_full_and_permission_errors_roll_back(lab: Lab, kind: str) -> None:
     home = lab.home("personal")
     stage(lab, {".bashrc": "1\n", ".config/a/b": "1\n"})
     apply(lab)
-    (home / ".gitconfig").chmod(0o600)
+    with as_user(lab, "personal"):
+        (home / ".gitconfig").chmod(0o600)
     stage(lab, {".bashrc": "2\n", ".config/a/c/d": "2\n", ".gitconfig": "[x]\n"})
     before = home_view(home)
     for n in (1, 3, 6, 9, 14):
@@ -246,19 +270,26 @@ def test_disk_full_and_permission_errors_roll_back(lab: Lab, kind: str) -> None:
     assert (home / ".config/a/c/d").read_text() == "2\n"
 
 
-def _mount_tmpfs(where: Path, size: str) -> bool:
-    where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
+def _in_mount_ns(lab: Lab, qube: str, *cmd: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``cmd`` as root in ``qube``'s mount namespace (a mount made on the host does
+    not reach it: each qube's namespace is private)."""
+    pid = lab.in_root(qube).parent.name  # /proc/PID/root
+    enter = ["nsenter", "-t", pid, "-m", "-r", "--"]
+    return subprocess.run([*enter, *cmd], capture_output=True, check=False)
+
+
+def _mount_tmpfs(lab: Lab, qube: str, inside: str, size: str) -> bool:
+    uid = lab.uid(qube)
+    opts = f"size={size},mode=0755,uid={uid},gid={uid}"
+    proc = _in_mount_ns(lab, qube, "mount", "-t", "tmpfs", "-o", opts, "tmpfs", inside)
     return proc.returncode == 0
 
 
 def test_real_disk_full_rolls_back(lab: Lab) -> None:
-    home = lab.home("personal")
-    if os.geteuid() != 0 or not _mount_tmpfs(home / ".cache", "256k"):
+    # the home as the qube sees it (with the tmpfs), read from the host
+    home = lab.in_root("personal") / "home/user"
+    run(lab, "personal", "mkdir", ".cache")
+    if os.geteuid() != 0 or not _mount_tmpfs(lab, "personal", "/home/user/.cache", "256k"):
         pytest.skip("needs to mount a small tmpfs")
     try:
         stage(lab, {".bashrc": "1\n", ".cache/big": os.urandom(512 * 1024)})
@@ -268,12 +299,13 @@ def test_real_disk_full_rolls_back(lab: Lab) -> None:
         assert home_view(home) == before
         assert list((home / ".cache").iterdir()) == []  # no temp file left
     finally:
-        subprocess.run(["umount", str(home / ".cache")], check=False)
+        _in_mount_ns(lab, "personal", "umount", "/home/user/.cache")
 
 
 def test_real_permission_error_rolls_back(lab: Lab) -> None:
     home = lab.home("personal")
-    (home / ".config/locked").mkdir()
+    with as_user(lab, "personal"):
+        (home / ".config/locked").mkdir()
     proc = subprocess.run(
         ["chattr", "+i", str(home / ".config/locked")], capture_output=True, check=False
     )
@@ -295,7 +327,7 @@ def test_interrupted_apply_is_recovered_by_the_next_command(lab: Lab) -> None:
     apply(lab)
     stage(lab, {".bashrc": "2\n", "a": "2\n", "b": "2\n"})
     proc = _fault(lab, 6, "kill", "apply", "--yes")
-    assert proc.returncode == -9
+    assert proc.returncode == 128 + signal.SIGKILL  # qrexec's exit code for a killed command
     assert (state_path(lab) / "journal" / "plan.json").exists()
     # While another process holds the lock, status only reports the journal.
     state = AgentState(state_path(lab))
@@ -338,8 +370,9 @@ def test_status_json_age_and_stat_cache(lab: Lab) -> None:
     # ... and an edit that keeps the size and mtime is still seen (ctime moved on).
     st0 = os.lstat(home / ".bashrc")
     time.sleep(0.02)
-    (home / ".bashrc").write_text("54321\n")
-    os.utime(home / ".bashrc", ns=(st0.st_atime_ns, st0.st_mtime_ns))
+    with as_user(lab, "personal"):
+        (home / ".bashrc").write_text("54321\n")
+        os.utime(home / ".bashrc", ns=(st0.st_atime_ns, st0.st_mtime_ns))
     disk = fs.probe(".bashrc", rec)
     assert disk.hashed and disk.record()["sha256"] != rec["sha256"]
     assert status(lab)["drift_detail"] == [{"path": ".bashrc", "state": "modified"}]
@@ -382,7 +415,8 @@ class Target:
         objs, sha = w.child(lambda o: entries_tree(o, entries), parent=self.tip)
         self.sequence += 1
         data = w.update(objs, sha, prereq=self.tip, sequence=self.sequence)
-        assert accept_update(io.BytesIO(data), SOURCE, self.home, self.env).result == "staged"
+        outcome = accept_update(io.BytesIO(data), SOURCE, self.home, self.env, name=TARGET)
+        assert outcome.result == "staged"
         self.tip = sha
         return sha
 

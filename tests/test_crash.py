@@ -14,18 +14,22 @@ After each kill, the next command (``status``, in-process) recovers, and the tes
   after (with the originals and backups of everything overwritten present);
 - no journal is left.
 
-Some trials also kill the recovery itself, some run the real CLI as a subprocess, and
+Some trials also kill the recovery itself, some run the real CLI in the qube, and
 some finish the work with a new apply afterwards.
+
+The in-process trials run on copies of the qube's home (on a tmpfs when there is one),
+owned by the qube's user, and every command - in this process or in the child that is
+killed - runs with that user's uid: permissions bind them as they bind the agent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -35,8 +39,14 @@ import pytest
 
 from qgitconf.agent import commands
 from qgitconf.agent.apply import kept_name
-from tests.applykit import STATE, home_view, stage
-from tests.labkit import Lab, qg, snapshot
+from tests.applykit import LAZY_IMPORTS, STATE, as_user, home_view, stage
+from tests.labkit import Lab, host_env, qg, run, snapshot
+
+# The agent runs here with the qube user's uid, which may not reach this interpreter's
+# standard library (under /root): what it imports lazily is imported now, as root
+# (and _warm_up runs each command once as root, on a throwaway copy).
+for _module in LAZY_IMPORTS:
+    importlib.import_module(_module)
 
 Command = Callable[[Path, Mapping[str, str]], object]
 
@@ -70,7 +80,8 @@ GEN2 = {
 
 
 def _copy(src: Path, dst: Path) -> None:
-    """Copy a home, keeping hard links linked (copytree alone would split them)."""
+    """Copy a home, keeping hard links linked (copytree alone would split them) and
+    every owner (the copy belongs to the qube's user as the home does)."""
     if dst.exists():
         shutil.rmtree(dst)
     seen: dict[int, str] = {}
@@ -85,6 +96,38 @@ def _copy(src: Path, dst: Path) -> None:
         return shutil.copy2(a, b)
 
     shutil.copytree(src, dst, symlinks=True, copy_function=copy)
+    for dirpath, dirnames, filenames in os.walk(src):
+        for name in ["", *dirnames, *filenames]:
+            a = Path(dirpath) / name
+            st = os.lstat(a)
+            os.lchown(dst / a.relative_to(src), st.st_uid, st.st_gid)
+
+
+def _copy_into(src: Path, home: Path) -> None:
+    """Make the qube's ``home`` a copy of ``src``; the directory itself stays (it is
+    bind-mounted into the qube)."""
+    for child in list(home.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    staging = home.parent / "crash-copy"
+    _copy(src, staging)
+    for child in list(staging.iterdir()):
+        os.rename(child, home / child.name)
+    staging.rmdir()
+
+
+@contextlib.contextmanager
+def _as(uid: int) -> Iterator[None]:
+    """In-process code with ``uid`` as effective uid (the home copies are its own)."""
+    os.setegid(uid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
 
 
 def _state(home: Path) -> dict[str, Any]:
@@ -110,14 +153,18 @@ def _state(home: Path) -> dict[str, Any]:
 class Scenario:
     """A home before a command, and the home after an uninterrupted run of it."""
 
-    def __init__(self, name: str, before: Path, command: Command, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, before: Path, command: Command, env: dict[str, str], uid: int
+    ) -> None:
         self.name = name
         self.before = before
         self.command = command
         self.env = env
+        self.uid = uid
         after = before.parent / f"{name}-after"
         _copy(before, after)
-        command(after, dict(env, HOME=str(after)))
+        with _as(uid):
+            command(after, dict(env, HOME=str(after)))
         self.after = after
         self.old = (home_view(before), _state(before))
         self.new = (home_view(after), _state(after))
@@ -137,12 +184,15 @@ class Scenario:
         raise AssertionError(f"{self.name}: home is neither the old nor the new state")
 
 
-def _fork(command: Command, home: Path, env: Mapping[str, str]) -> int:
-    """Run ``command`` in a child process; its wait status."""
+def _fork(command: Command, home: Path, env: Mapping[str, str], uid: int) -> int:
+    """Run ``command`` in a child process with ``uid`` (all of its ids); its wait status."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
         try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
             command(home, env)
         except BaseException:
             code = 1
@@ -168,19 +218,29 @@ def _status(home: Path, env: Mapping[str, str]) -> object:
 
 def _prepare(lab: Lab) -> tuple[Path, dict[str, str]]:
     home = lab.home("personal")
-    (home / "changed-gone.txt").write_text("mine\n")  # pre-existing, becomes original
+    with as_user(lab, "personal"):
+        (home / "changed-gone.txt").write_text("mine\n")  # pre-existing, becomes original
     stage(lab, GEN1, "gen1")
     qg(lab, "personal", "apply", "--yes", "--overwrite")
-    (home / "changed-gone.txt").write_text("changed locally\n")  # deletion must leave it
-    (home / ".bashrc").write_text("local edit\n")  # drift: backed up
-    (home / ".inputrc").write_text("pre-existing, read-only, hard-linked\n")
-    (home / ".inputrc").chmod(0o444)
-    (home / "other").mkdir()
-    os.link(home / ".inputrc", home / "other" / "inputrc-link")
-    (home / ".config" / "newfile").write_text("was here first\n")
-    (home / "unrelated").write_text("not in any plan\n")
+    with as_user(lab, "personal"):
+        (home / "changed-gone.txt").write_text("changed locally\n")  # deletion must leave it
+        (home / ".bashrc").write_text("local edit\n")  # drift: backed up
+        (home / ".inputrc").write_text("pre-existing, read-only, hard-linked\n")
+        (home / ".inputrc").chmod(0o444)
+        (home / "other").mkdir()
+        os.link(home / ".inputrc", home / "other" / "inputrc-link")
+        (home / ".config" / "newfile").write_text("was here first\n")
+        (home / "unrelated").write_text("not in any plan\n")
     stage(lab, GEN2, "gen2")
-    return home, lab.env("personal")
+    return home, host_env(lab, "personal")
+
+
+def _warm_up(before: Path, work: Path, env: Mapping[str, str]) -> None:
+    """Every command once, as root, on a throwaway copy: its lazy imports done."""
+    for command in (_apply, _revert, _revert0, _status):
+        _copy(before, work)
+        command(work, dict(env, HOME=str(work)))
+    shutil.rmtree(work)
 
 
 def _trials(sc: Scenario, work: Path, *, double_every: int = 4) -> dict[str, int]:
@@ -190,7 +250,7 @@ def _trials(sc: Scenario, work: Path, *, double_every: int = 4) -> dict[str, int
         n += 1
         _copy(sc.before, work)
         env = dict(sc.env, HOME=str(work))
-        status = _fork(sc.command, work, dict(env, QGITCONF_FAULT_AFTER_WRITES=str(n)))
+        status = _fork(sc.command, work, dict(env, QGITCONF_FAULT_AFTER_WRITES=str(n)), sc.uid)
         counts["trials"] += 1
         if os.WIFEXITED(status):
             assert os.WEXITSTATUS(status) == 0, f"{sc.name}: trial {n} failed"
@@ -198,30 +258,34 @@ def _trials(sc: Scenario, work: Path, *, double_every: int = 4) -> dict[str, int
             return counts  # n passed the last journaled step: every point was covered
         assert os.WTERMSIG(status) == signal.SIGKILL
         if n % double_every == 0:  # crash the recovery too, then recover
-            again = _fork(_status, work, dict(env, QGITCONF_FAULT_AFTER_WRITES=str(1 + n % 3)))
+            again = _fork(
+                _status, work, dict(env, QGITCONF_FAULT_AFTER_WRITES=str(1 + n % 3)), sc.uid
+            )
             assert os.WIFSIGNALED(again) or os.WEXITSTATUS(again) == 0
             counts["double"] += 1
-        out = commands.status(work, env)
+        with _as(sc.uid):
+            out = commands.status(work, env)
         assert not out["interrupted"]
         outcome = sc.outcome(work)
         counts[outcome] += 1
         if outcome == "old" and n % 9 == 0:  # the user runs the command again
-            sc.command(work, env)
+            with _as(sc.uid):
+                sc.command(work, env)
             assert sc.outcome(work) == "new"
             counts["completed"] += 1
 
 
 @pytest.fixture
-def fast_dir(tmp_path: Path) -> Iterator[Path]:
+def fast_dir(lab: Lab) -> Iterator[Path]:
     """A tmpfs directory if there is one (fsync is free there: hundreds of trials fit
-    in seconds); the kill semantics are the same on any filesystem."""
+    in seconds; the kill semantics are the same on any filesystem), else one in the
+    system's temporary directory; owned by personal's user."""
     shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        base = Path(tempfile.mkdtemp(prefix="qgc-crash-", dir=shm))
-        yield base
-        shutil.rmtree(base, ignore_errors=True)
-    else:
-        yield tmp_path
+    where = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    base = Path(tempfile.mkdtemp(prefix="qgc-crash-", dir=where))
+    os.chown(base, lab.uid("personal"), lab.uid("personal"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_sigkill_at_every_journaled_step(lab: Lab, fast_dir: Path) -> None:
@@ -229,9 +293,11 @@ def test_sigkill_at_every_journaled_step(lab: Lab, fast_dir: Path) -> None:
     base = fast_dir
     before_apply = base / "apply-before"
     _copy(home, before_apply)
-    apply = Scenario("apply", before_apply, _apply, env)
-    revert = Scenario("revert", apply.after, _revert, env)
-    revert0 = Scenario("revert0", apply.after, _revert0, env)
+    _warm_up(before_apply, base / "warm-up", env)
+    uid = lab.uid("personal")
+    apply = Scenario("apply", before_apply, _apply, env, uid)
+    revert = Scenario("revert", apply.after, _revert, env, uid)
+    revert0 = Scenario("revert0", apply.after, _revert0, env, uid)
     # The new state of each scenario keeps what it overwrote.
     kept = apply.new[1]["kept"]
     assert kept["backups/2/.bashrc"][2] == b"local edit\n"
@@ -253,45 +319,32 @@ def test_sigkill_at_every_journaled_step(lab: Lab, fast_dir: Path) -> None:
 
 
 def test_sigkill_of_the_real_cli(lab: Lab, fast_dir: Path) -> None:
-    """The same through ``python -m qgitconf.cli``: killed apply, then `status` recovers
-    and says so; a few kills at random moments from outside as well."""
+    """The same through the installed ``qgitconf`` in the qube (through qrexec, as its
+    user): killed apply, then `status` recovers and says so; a few kills at random
+    moments from outside as well (``timeout -s KILL`` in the qube)."""
     import random
 
     home, env = _prepare(lab)
     before = fast_dir / "before"
     _copy(home, before)
-    sc = Scenario("cli", before, _apply, env)
-    work = fast_dir / "work"
+    _warm_up(before, fast_dir / "warm-up", env)
+    sc = Scenario("cli", before, _apply, env, lab.uid("personal"))
     rng = random.Random(4)
-    cmd = [sys.executable, "-m", "qgitconf.cli"]
+    apply = ["qgitconf", "apply", "--yes", "--overwrite"]
     messages = set()
     for trial in range(8):
-        _copy(before, work)
-        wenv = dict(env, HOME=str(work))
+        _copy_into(before, home)
         if trial < 5:
             n = rng.randint(1, 80)
-            proc = subprocess.run(
-                [*cmd, "apply", "--yes", "--overwrite"],
-                env=dict(wenv, QGITCONF_FAULT_AFTER_WRITES=str(n)),
-                capture_output=True,
-                check=False,
-            )
-            assert proc.returncode in (-9, 0), proc.stderr
+            proc = lab.run("personal", apply, extra_env={"QGITCONF_FAULT_AFTER_WRITES": str(n)})
+            # qrexec's exit code for a command killed by SIGKILL: 128 + 9
+            assert proc.returncode in (128 + signal.SIGKILL, 0), proc.stderr
         else:
-            p = subprocess.Popen(
-                [*cmd, "apply", "--yes", "--overwrite"],
-                env=wenv,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                p.wait(timeout=rng.uniform(0.2, 1.0))
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGKILL)
-                p.wait()
-        st = subprocess.run([*cmd, "status", "--json"], env=wenv, capture_output=True, check=True)
+            after = f"{rng.uniform(0.2, 1.0):.2f}"
+            run(lab, "personal", "timeout", "-s", "KILL", after, *apply, expect=None)
+        st = qg(lab, "personal", "status", "--json")
         assert json.loads(st.stdout)["interrupted"] is False
         if st.stderr:
             messages.add(st.stderr.decode())
-        sc.outcome(work)
+        sc.outcome(home)
     assert any("rolled back" in m for m in messages), messages

@@ -1,16 +1,21 @@
 """The GUI: notify-send never blocks, and `review --gui` under Xvfb with the real zenity.
 
 The dialog tests start Xvfb on a free display, run `qgitconf review --gui` in the lab's
-personal qube, take a screenshot into the test's tmp dir, press Apply or Cancel with
-xdotool, and check $HOME.  They skip when Xvfb, zenity, xdotool or ImageMagick's
-`import` are missing (`.ci/run` installs them).
+personal qube (through qrexec, as its user; the qubes share the host's network
+namespace, so the display's abstract socket reaches them), take a screenshot into the
+test's tmp dir, press Apply or Cancel with xdotool, and check $HOME.  They skip when
+Xvfb, zenity, xdotool or ImageMagick's `import` are missing (`.ci/run` installs them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +24,8 @@ import pytest
 
 from qgitconf import sysprog
 from qgitconf.agent.gui import notify
-from tests.labkit import Lab, commit_files, publish, qg
+from tests.applykit import as_user
+from tests.labkit import Lab, commit_files, host_env, publish, qg
 
 TOOLS = ("Xvfb", "zenity", "xdotool", "import")
 
@@ -104,28 +110,40 @@ def test_notify_send_and_zenity_in_home_bin_are_never_run(
     assert not marker.exists()
 
 
+@pytest.fixture
+def user_dir(lab: Lab) -> Iterator[Path]:
+    """A directory personal's user can reach and write (the fake notify-send runs with
+    that uid, and pytest's tmp_path is root's own)."""
+    where = Path(tempfile.mkdtemp(prefix="qgc-gui-"))
+    os.chown(where, lab.uid("personal"), lab.uid("personal"))
+    yield where
+    shutil.rmtree(where, ignore_errors=True)
+
+
 def test_receive_notifies_after_staging_without_blocking(
-    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lab: Lab, user_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from qgitconf.agent.receive import accept_update
     from tests.labkit import kept_update
 
-    marker = tmp_path / "notified"
-    _fake_notify_send(tmp_path / "bin", marker)
+    marker = user_dir / "notified"
+    _fake_notify_send(user_dir / "bin", marker)
     commit_files(lab, "personal", {".config/a": "a\n"}, "first")
     publish(lab, "personal")
-    # Replay the kept update into an empty state, in-process, with a display set.
+    update = kept_update(lab, "personal")
+    # Replay the kept update into an empty state, in-process (as personal's user), with
+    # a display set.
     state = lab.home("personal") / ".local/share/qgitconf"
-    shutil.rmtree(state)
-    state.mkdir(parents=True)
-    env = lab.env("personal", {"DISPLAY": ":99"})
-    _system_notify_send(monkeypatch, tmp_path / "bin" / "notify-send")
-    import io
-
-    start = time.monotonic()
-    out = accept_update(
-        io.BytesIO(kept_update(lab, "personal")), "config-mgmt", lab.home("personal"), env
-    )
+    env = host_env(lab, "personal", {"DISPLAY": ":99"})
+    monkeypatch.setenv("HOME", env["HOME"])  # as in the qube (dulwich reads ~/.gitconfig)
+    _system_notify_send(monkeypatch, user_dir / "bin" / "notify-send")
+    with as_user(lab, "personal"):
+        shutil.rmtree(state)
+        state.mkdir(parents=True)
+        start = time.monotonic()
+        out = accept_update(
+            io.BytesIO(update), "config-mgmt", lab.home("personal"), env, name="personal"
+        )
     assert out.result == "staged"
     assert time.monotonic() - start < 20
     assert _wait_for(marker)
@@ -159,6 +177,19 @@ def display() -> Iterator[str]:
         xvfb.wait(10)
 
 
+@contextlib.contextmanager
+def _as_root() -> Iterator[None]:
+    """Root again for a moment, inside ``as_user`` (the saved uid is root's)."""
+    uid, gid = os.geteuid(), os.getegid()
+    os.seteuid(0)
+    os.setegid(0)
+    try:
+        yield
+    finally:
+        os.setegid(gid)
+        os.seteuid(uid)
+
+
 def _x(display: str, *args: str) -> str:
     env = {**os.environ, "DISPLAY": display}
     proc = subprocess.run(args, capture_output=True, env=env, check=True, timeout=30)
@@ -166,11 +197,10 @@ def _x(display: str, *args: str) -> str:
 
 
 def _open_dialog(lab: Lab, display: str) -> tuple[subprocess.Popen[bytes], str]:
-    env = lab.env("personal", {"DISPLAY": display})
+    line = "cd && exec " + shlex.join(["env", f"DISPLAY={display}", "qgitconf", "review", "--gui"])
     proc = subprocess.Popen(
-        ["qgitconf", "review", "--gui"],
-        cwd=lab.home("personal"),
-        env=env,
+        lab.qrexec_argv("personal", line),
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -254,7 +284,8 @@ def test_review_dialog_applies_exactly_the_commit_it_showed(
 
     a = commit_files(lab, "personal", {".config/a": "seen\n"}, "A")
     publish(lab, "personal")
-    home, env = lab.home("personal"), lab.env("personal", {"DISPLAY": ":99"})
+    home, env = lab.home("personal"), host_env(lab, "personal", {"DISPLAY": ":99"})
+    monkeypatch.setenv("HOME", env["HOME"])  # as in the qube
     calls: list[dict[str, object]] = []
     real_apply = commands.apply
 
@@ -268,8 +299,9 @@ def test_review_dialog_applies_exactly_the_commit_it_showed(
         dialogs.append(args)
         if len(dialogs) == 1:  # while the dialog is open, a later update B arrives
             assert text is not None and f"commit {a} (sequence 1), and no other" in text
-            commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")
-            publish(lab, "personal")
+            with _as_root():  # driving the lab takes root
+                commit_files(lab, "personal", {".config/a": "unseen\n"}, "B")
+                publish(lab, "personal")
         return 0
 
     monkeypatch.setattr(commands, "apply", recording_apply)
@@ -277,7 +309,7 @@ def test_review_dialog_applies_exactly_the_commit_it_showed(
     monkeypatch.setattr(gui, "zenity_available", lambda env=None: True)
     from qgitconf.errors import QgitconfError
 
-    with pytest.raises(QgitconfError) as err:
+    with as_user(lab, "personal"), pytest.raises(QgitconfError) as err:
         gui.review_dialog(home, env)
     assert err.value.code == "staged-changed" and err.value.exit_status == 1
     assert calls and calls[0].get("commit") == a

@@ -21,7 +21,7 @@ from qgitconf.agent.receive import accept_update
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import UntrustedInputError
 from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
-from tests.hostile.corpus import CASES, SOURCE, Case, World, build_world
+from tests.hostile.corpus import CASES, SOURCE, TARGET, Case, World, build_world
 from tests.labkit import snapshot
 
 
@@ -49,7 +49,7 @@ def test_hostile_update_rejected_and_nothing_changes(
     data = case.build(world)
     before = snapshot(home)
     with pytest.raises(UntrustedInputError) as info:
-        accept_update(io.BytesIO(data), SOURCE, home, world.env(home))
+        accept_update(io.BytesIO(data), SOURCE, home, world.env(home), name=TARGET)
     assert info.value.code == case.code, info.value.detail
     assert case.detail in info.value.detail
     assert snapshot(home) == before
@@ -64,7 +64,7 @@ def test_genuine_update_from_the_generator_is_accepted(world: World, tmp_path: P
 
     home = tmp_path / "target"
     shutil.copytree(world.home, home, symlinks=True)
-    outcome = accept_update(io.BytesIO(_simple(world)), SOURCE, home, world.env(home))
+    outcome = accept_update(io.BytesIO(_simple(world)), SOURCE, home, world.env(home), name=TARGET)
     assert outcome.result == "staged" and outcome.sequence == 2
 
 
@@ -95,7 +95,7 @@ def test_oversized_input_is_streamed_not_buffered(world: World, tmp_path: Path) 
     update = _simple(world)
     stream = _Endless(update)
     with pytest.raises(UntrustedInputError) as info:
-        accept_update(stream, SOURCE, home, world.env(home))  # type: ignore[arg-type]
+        accept_update(stream, SOURCE, home, world.env(home), name=TARGET)  # type: ignore[arg-type]
     assert info.value.code == "bundle-size-mismatch"
     assert stream.read_bytes <= len(update) + 65536
 
@@ -113,7 +113,7 @@ def test_rejected_log_is_capped_and_rotated(world: World, tmp_path: Path) -> Non
     garbage = [b"", b"\x00\xff" * 64, b"QGITCONF-UPDATE 1\n" + b"s" * 10_000]
     for data in garbage * 3:  # and real ones, through the Receive path
         with pytest.raises(UntrustedInputError):
-            accept_update(io.BytesIO(data), SOURCE, home, world.env(home))
+            accept_update(io.BytesIO(data), SOURCE, home, world.env(home), name=TARGET)
     assert 0 < log.stat().st_size <= MAX_REJECTED_LOG_BYTES
     assert MAX_REJECTED_LOG_BYTES // 2 < rotated.stat().st_size <= MAX_REJECTED_LOG_BYTES
     lines = log.read_text().splitlines() + rotated.read_text().splitlines()

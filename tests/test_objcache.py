@@ -25,7 +25,7 @@ from qgitconf.objcache import (
     load_known,
     parse_sidecar,
 )
-from tests.hostile.corpus import SOURCE, Objects, World, _simple, build_world
+from tests.hostile.corpus import SOURCE, TARGET, Objects, World, _simple, build_world
 from tests.labkit import snapshot
 
 BASHRC = b"PS1='$ '\n"  # the files of the world's accepted commit
@@ -68,7 +68,7 @@ def _tamper(home: Path, blob: bytes) -> None:
 def _reject(world: World, home: Path, update: bytes) -> str:
     before = snapshot(home)
     with pytest.raises(UntrustedInputError) as info:
-        accept_update(io.BytesIO(update), SOURCE, home, world.env(home))
+        accept_update(io.BytesIO(update), SOURCE, home, world.env(home), name=TARGET)
     assert snapshot(home) == before
     return info.value.code
 
@@ -99,7 +99,7 @@ def test_accepted_update_leaves_its_sidecar(world: World, tmp_path: Path) -> Non
     known = load_known(_known_dir(home))
     assert known.blob_sha256[_blob_id(BASHRC)] == hashlib.sha256(BASHRC).digest()
     assert known.trees  # the accepted commit's trees
-    outcome = accept_update(io.BytesIO(_simple(world)), SOURCE, home, world.env(home))
+    outcome = accept_update(io.BytesIO(_simple(world)), SOURCE, home, world.env(home), name=TARGET)
     assert outcome.result == "staged"
     assert len(list(_known_dir(home).iterdir())) == 2
 
@@ -118,7 +118,9 @@ def _keep_gitconfig(world: World) -> bytes:
 
 def test_incremental_update_reads_the_cache(world: World, tmp_path: Path) -> None:
     home = _home(world, tmp_path)
-    outcome = accept_update(io.BytesIO(_keep_gitconfig(world)), SOURCE, home, world.env(home))
+    outcome = accept_update(
+        io.BytesIO(_keep_gitconfig(world)), SOURCE, home, world.env(home), name=TARGET
+    )
     assert outcome.result == "staged"  # the control: the same update, the cache intact
     home = _home(world, tmp_path / "again")
     _tamper(home, GITCONFIG)  # the unchanged file's digest now comes from the cache
@@ -128,7 +130,9 @@ def test_incremental_update_reads_the_cache(world: World, tmp_path: Path) -> Non
 def test_without_the_cache_the_store_is_read(world: World, tmp_path: Path) -> None:
     home = _home(world, tmp_path)
     shutil.rmtree(_known_dir(home))
-    outcome = accept_update(io.BytesIO(_keep_gitconfig(world)), SOURCE, home, world.env(home))
+    outcome = accept_update(
+        io.BytesIO(_keep_gitconfig(world)), SOURCE, home, world.env(home), name=TARGET
+    )
     assert outcome.result == "staged"
 
 

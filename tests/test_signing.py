@@ -241,8 +241,8 @@ def test_target_init_keeps_the_verification_home(
     target = tmp_path / "target"
     target.mkdir()
     target_init(target, "config-mgmt", key_file, a, [])
-    env = {"HOME": str(target), "QGITCONF_SYSCONFDIR": str(tmp_path / "no-etc")}
-    pinned = load_target_config(target, env).pinned
+    no_system = tmp_path / "no-etc/target.toml"  # never the host's /etc/qgitconf
+    pinned = load_target_config(target, {"HOME": str(target)}, system_config=no_system).pinned
     state = AgentState(state_dir(target))
     assert _kept(HomeCache(state.verify_homes, state.tmp)) == [pin_digest(pinned)]
 

@@ -324,8 +324,6 @@ class World:
         return {
             "HOME": str(home),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "QGITCONF_QUBE_NAME": TARGET,
-            "QGITCONF_SYSCONFDIR": str(self.root / "no-etc"),
         }
 
     # building updates ---------------------------------------------------------------------
@@ -438,7 +436,7 @@ def build_world(root: Path) -> World:
     import io
 
     env = world.env(home)
-    accept_update(io.BytesIO(first), SOURCE, home, env)
+    accept_update(io.BytesIO(first), SOURCE, home, env, name=TARGET)
     apply_cmd(home, env, overwrite=True)
     return world
 
