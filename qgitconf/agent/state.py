@@ -130,7 +130,9 @@ class AgentState:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.tmp.mkdir(exist_ok=True, mode=0o700)
         if not (self.repo_path / "HEAD").exists():
-            Repo.init_bare(str(self.repo_path), mkdir=True)
+            # A default branch given, dulwich reads no config (~/.gitconfig is an
+            # update's to write: DESIGN rule 12).
+            Repo.init_bare(str(self.repo_path), mkdir=True, default_branch=b"main")
 
     def refs(self) -> Any:
         """The agent repo's refs (dulwich's loose-ref writer, with its lock files);
