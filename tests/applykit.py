@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import shutil
-import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +14,7 @@ STATE = ".local/share/qgitconf"
 
 # With a qube user's uid, this process may not reach its interpreter's standard library
 # (under /root, 0700): the modules the agent imports lazily are imported up front.
-LAZY_IMPORTS = ("ctypes", "gc", "html", "mmap", "pwd", "shlex", "tempfile", "traceback")
-LAZY_IMPORTS += ("encodings.latin_1", "dulwich.repo", "dulwich.object_store", "gnupg")
-
-
-@contextlib.contextmanager
-def as_user(lab: Lab, qube: str) -> Iterator[None]:
-    """labkit's ``as_qube_user``, with the lab's run root traversable meanwhile.
-
-    The run root is 0700 root (``mkdtemp``), so with the qube's uid as effective uid
-    this process could not reach the host path of the qube's own home; o+x (search,
-    not listing) for the duration of the block lets it.  The agent's lazy imports
-    (:data:`LAZY_IMPORTS`) are done first, as root.
-    """
-    for module in LAZY_IMPORTS:
-        importlib.import_module(module)
-    mode = stat.S_IMODE(lab.root.stat().st_mode)
-    lab.root.chmod(mode | 0o001)
-    try:
-        with as_qube_user(lab, qube):
-            yield
-    finally:
-        lab.root.chmod(mode)
+as_user = as_qube_user  # kept name for this module's callers
 
 
 # path -> content (str/bytes, mode 0644), (content, mode), or ("link", target)

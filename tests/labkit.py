@@ -5,10 +5,10 @@ a qube through Qubes' own qrexec, as its own user; files the host puts into a ho
 through ``lab.write`` so that the qube's user owns them.
 """
 
-
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import stat
@@ -216,10 +216,40 @@ def host_env(lab: Lab, qube: str, extra: dict[str, str] | None = None) -> dict[s
     return env
 
 
+# What the agent imports lazily: this Python's standard library and the venv lie under
+# /root (0700), out of a qube user's reach, so these are imported first, as root.
+LAZY_IMPORTS = (
+    "ctypes",
+    "gc",
+    "html",
+    "mmap",
+    "pwd",
+    "shlex",
+    "tempfile",
+    "traceback",
+    "encodings.latin_1",
+    "dulwich.midx",
+    "dulwich.object_store",
+    "dulwich.refs",
+    "dulwich.repo",
+    "gnupg",
+    "qgitconf.agent.commands",
+)
+
+
 @contextlib.contextmanager
 def as_qube_user(lab: Lab, qube: str) -> Iterator[None]:
     """Run in-process code with ``qube``'s uid as effective uid, so that what it writes
-    into the qube's home belongs to the qube's user (the tests run as root)."""
+    into the qube's home belongs to the qube's user (the tests run as root).
+
+    The lab's run root is 0700 root (``mkdtemp``): it is made searchable (o+x, not
+    listable) for the block, so the host path of the qube's home can be reached; the
+    agent's lazy imports (:data:`LAZY_IMPORTS`) are done first, as root.
+    """
+    for module in LAZY_IMPORTS:
+        importlib.import_module(module)
+    mode = stat.S_IMODE(lab.root.stat().st_mode)
+    lab.root.chmod(mode | 0o001)
     uid = lab.uid(qube)
     os.setegid(uid)
     os.seteuid(uid)
@@ -228,3 +258,4 @@ def as_qube_user(lab: Lab, qube: str) -> Iterator[None]:
     finally:
         os.seteuid(0)
         os.setegid(0)
+        lab.root.chmod(mode)

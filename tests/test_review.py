@@ -7,8 +7,6 @@ functions called in-process run with the qube user's uid on its home (host path)
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import os
 import re
@@ -18,7 +16,6 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,32 +41,7 @@ BASHRC = "PS1='$ '\n"
 
 # what agent functions import lazily (dulwich, the stdlib C modules and codecs it needs,
 # gnupg, the apply command)
-_PRELOAD = (
-    "encodings.latin_1",
-    "dulwich.midx",
-    "dulwich.refs",
-    "dulwich.repo",
-    "gnupg",
-    "qgitconf.agent.commands",
-)
-
-
-@contextlib.contextmanager
-def _as_user(lab: Lab, qube: str) -> Iterator[None]:
-    """labkit's ``as_qube_user``, with the lab's run root traversable meanwhile: it is
-    0700 root (``mkdtemp``), so with the qube's uid as effective uid this process could
-    not reach the host path of the qube's own home; o+x (search, not listing) for the
-    duration of the block lets it.  This venv's Python lies under /root, out of that
-    user's reach too, so what the agent imports lazily is imported before."""
-    for module in _PRELOAD:
-        importlib.import_module(module)
-    mode = stat.S_IMODE(lab.root.stat().st_mode)
-    lab.root.chmod(mode | 0o001)
-    try:
-        with as_qube_user(lab, qube):
-            yield
-    finally:
-        lab.root.chmod(mode)
+_as_user = as_qube_user
 
 
 def _worktree(lab: Lab) -> Path:
