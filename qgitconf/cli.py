@@ -41,6 +41,21 @@ def _mgmt_repo(repo: str | None = None) -> Any:
     return MgmtRepo(path, _home(), _env())
 
 
+def _mgmt(command: str) -> Any:
+    """The config-mgmt repository for ``command``; in a target qube, say where it runs."""
+    from qgitconf.agent.side import require_mgmt
+
+    require_mgmt(_home(), _env(), command)
+    return _mgmt_repo().require()
+
+
+def _target(command: str) -> None:
+    """In the config-mgmt qube, say that target command ``command`` runs in a target."""
+    from qgitconf.agent.side import require_target
+
+    require_target(_home(), _env(), command)
+
+
 def _is_target() -> bool:
     from qgitconf.agent.config import system_config_path, user_config_path
 
@@ -51,8 +66,13 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
+_SHOWN_SKIPPED = 5  # files left out by --keep/--only that apply names without --verbose
+
+
 def _counts(rec: dict[str, Any]) -> str:
     parts = [f"{len(rec.get(k) or [])} {k}" for k in ("written", "removed", "restored")]
+    if rec.get("adopted"):  # already as wanted; the user's copy is kept for revert
+        parts.append(f"{len(rec['adopted'])} adopted")
     return ", ".join(parts)
 
 
@@ -100,8 +120,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
     help="Public half of the signing key, for the pre-receive hook "
     "[default: looked for in ~/QubesIncoming/*/].",
 )
-def init(signing_key: str, gpg_program: str, repo: str | None, key_file: str | None) -> None:
-    """Create the config-mgmt repository (bare, signed commits, hooks)."""
+@click.option("--force", is_flag=True, help="Also in a qube that is a target.")
+def init(
+    signing_key: str, gpg_program: str, repo: str | None, key_file: str | None, force: bool
+) -> None:
+    """Create the config-mgmt repository (bare, signed commits, hooks).
+
+    In a target qube it refuses [wrong-side] unless --force.
+    """
+    from qgitconf.agent.side import check_mgmt_init
+
+    check_mgmt_init(_home(), _env(), force=force)
     r = _mgmt_repo(repo)
     has_key = r.init(signing_key, gpg_program, Path(key_file).read_bytes() if key_file else None)
     click.echo(f"initialised {r.path} (signing key {signing_key}, gpg.program {gpg_program})")
@@ -123,14 +152,14 @@ def target() -> None:
 @click.option("--layer", "layers", multiple=True, help="Shared branch merged into this target.")
 def target_add(name: str, layers: tuple[str, ...]) -> None:
     """Create the branch for target qube NAME (config-mgmt)."""
-    tip = _mgmt_repo().require().target_add(name, layers)
+    tip = _mgmt("target add").target_add(name, layers)
     click.echo(f"target {name}: branch refs/heads/{name} at {tip[:12]}")
 
 
 @target.command("list")
 def target_list() -> None:
     """List the targets of the config-mgmt repository."""
-    for name, info in sorted(_mgmt_repo().require().targets().items()):
+    for name, info in sorted(_mgmt("target list").targets().items()):
         layers = ", ".join(info.get("layers", []))
         click.echo(f"{name}" + (f" (layers: {layers})" if layers else ""))
 
@@ -148,7 +177,7 @@ def layer_add(name: str, to: tuple[str, ...]) -> None:
 
     New targets name layers with `target add NAME --layer LAYER`.
     """
-    repo = _mgmt_repo().require()
+    repo = _mgmt("layer add")
     if name not in repo.layers() or not to:
         tip = repo.layer_add(name)
         click.echo(f"layer {name}: branch refs/heads/{name} at {tip[:12]}")
@@ -160,7 +189,7 @@ def layer_add(name: str, to: tuple[str, ...]) -> None:
 @layer.command("list")
 def layer_list() -> None:
     """List the layers and the targets that use them."""
-    repo = _mgmt_repo().require()
+    repo = _mgmt("layer list")
     targets = repo.targets()
     for name in sorted(repo.layers()):
         users = [t for t, info in sorted(targets.items()) if name in info.get("layers", [])]
@@ -183,11 +212,21 @@ def layer_list() -> None:
     metavar="GLOB",
     help="Path glob updates may write (repeatable) [default: **].",
 )
+@click.option(
+    "--force", is_flag=True, help="Also in the qube that holds the config-mgmt repository."
+)
 def target_init(
-    source: str, key_file: str, fingerprint: str | None, allow: tuple[str, ...]
+    source: str, key_file: str, fingerprint: str | None, allow: tuple[str, ...], force: bool
 ) -> None:
-    """Make this qube a target: pin the signing key and the source qube."""
+    """Make this qube a target: pin the signing key and the source qube.
+
+    In the config-mgmt qube (it holds the repository) it refuses [wrong-side] unless
+    --force: that would let what config-mgmt publishes change its own $HOME.
+    """
     from qgitconf.agent.commands import target_init as do
+    from qgitconf.agent.side import check_target_init
+
+    check_target_init(_home(), _env(), force=force)
 
     out = do(_home(), source, Path(key_file), fingerprint, allow)
     click.echo(f"pinned {out['fingerprint']} ({', '.join(out['uids'])}); source {source}")
@@ -198,7 +237,7 @@ def target_init(
 @click.argument("name")
 def edit(name: str) -> None:
     """Print the path of a worktree of NAME's branch to edit and commit in with git."""
-    click.echo(str(_mgmt_repo().require().worktree(name)))
+    click.echo(str(_mgmt("edit").worktree(name)))
 
 
 @cli.command()
@@ -219,7 +258,7 @@ def add(name: str, files: tuple[str, ...], dest: str | None, allow_large: bool) 
     A file larger than a target accepts is refused (it would block every later
     update to the target), unless --allow-large.
     """
-    repo = _mgmt_repo().require()
+    repo = _mgmt("add")
     for rel in repo.add(name, [Path(f) for f in files], dest, allow_large=allow_large):
         click.echo(f"added {rel}")
 
@@ -237,7 +276,7 @@ def commit(name: str, message: str, allow_large: bool) -> None:
 
     A staged file larger than a target accepts is refused, unless --allow-large.
     """
-    sha = _mgmt_repo().require().commit(name, message, allow_large=allow_large)
+    sha = _mgmt("commit").commit(name, message, allow_large=allow_large)
     click.echo(f"{name}: committed {sha[:12]} (signed)")
 
 
@@ -268,7 +307,7 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int, dry_
     from qgitconf.errors import EXIT_FAILURE
     from qgitconf.mgmt.publish import OK_STATUSES, PublishResult, publish_targets
 
-    repo = _mgmt_repo().require()
+    repo = _mgmt("publish")
     names = sorted(repo.targets()) if all_ else list(targets)
     if not names:
         raise UsageError("name a target or use --all")
@@ -363,7 +402,7 @@ def squash(name: str, dry_run: bool, as_json: bool) -> None:
     from qgitconf.mgmt.sizes import human
     from qgitconf.mgmt.squash import squash as do
 
-    plan = do(_mgmt_repo().require(), name, dry_run=dry_run)
+    plan = do(_mgmt("squash"), name, dry_run=dry_run)
     if as_json:
         _print_json({**plan.as_json(), "dry_run": dry_run})
         return
@@ -410,7 +449,7 @@ def import_(
     """
     from qgitconf.mgmt import importing
 
-    repo = _mgmt_repo().require()
+    repo = _mgmt("import")
     actions = sum(x is not None for x in (review_id, accept_id, drop_id)) + list_
     if actions > 1 or (actions and (qube or path)):
         raise UsageError("use one of QUBE PATH --into TARGET, --list, --review, --accept, --drop")
@@ -506,9 +545,10 @@ def revert(name: str | None, to: str | None, overwrite: bool) -> None:
     if name is not None:
         from qgitconf.mgmt.revert import revert_branch
 
-        sha = revert_branch(_mgmt_repo().require(), name, to)
+        sha = revert_branch(_mgmt("revert"), name, to)
         click.echo(f"{name}: committed {sha[:12]} restoring an earlier tree; publish it to send")
         return
+    _target("revert")
     from qgitconf.agent.commands import revert as do
 
     number = None
@@ -540,6 +580,7 @@ def review(as_json: bool, gui: bool) -> None:
     With --gui and a display, a zenity dialog shows the same and applies that commit
     only on Apply (exit 1 on Cancel); without a display it falls back to the terminal.
     """
+    _target("review")
     from qgitconf.agent import review as rv
 
     if gui and not as_json:
@@ -619,6 +660,12 @@ def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
     "otherwise apply nothing and exit 1 [staged-changed].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help=f"List every file left out by --keep/--only (otherwise the first {_SHOWN_SKIPPED}).",
+)
 def apply(
     yes: bool,
     overwrite: bool,
@@ -627,6 +674,7 @@ def apply(
     interactive: bool,
     commit: str | None,
     as_json: bool,
+    verbose: bool,
 ) -> None:
     """Apply the staged update into $HOME (atomic writes, backups, journal).
 
@@ -637,9 +685,12 @@ def apply(
 
     Nothing is written while any file in the way changed locally or was not written
     by qgitconf: apply then lists them and exits 1 [drift] (it never prompts for
-    them); choose with --overwrite, --keep PATH or --only PATH.  An interrupted
-    earlier apply is rolled back (or finished) first.
+    them); choose with --overwrite, --keep PATH or --only PATH (an --only PATH that
+    matches no file is a usage error).  An interrupted earlier apply is rolled back
+    (or finished) first; Ctrl-C (SIGINT) or SIGTERM part-way rolls back and exits 130
+    or 143 [interrupted, terminated].
     """
+    _target("apply")
     from qgitconf.agent.commands import apply as do
     from qgitconf.agent.commands import check_commit_id, staged_update
 
@@ -679,13 +730,25 @@ def apply(
         click.echo(f"generation {rec['number']}: applied {rec['commit']} ({_counts(rec)})")
     for line in rec.get("left", []):
         click.echo(f"  {line}")
-    for path in rec.get("skipped", []):
-        click.echo(f"  left out this time: {path}")
+    _print_skipped(list(rec.get("skipped") or []), verbose=verbose)
+
+
+def _print_skipped(skipped: list[str], *, verbose: bool) -> None:
+    """The files --keep/--only left out: all with --verbose, else a count and the first few."""
+    if verbose or len(skipped) <= _SHOWN_SKIPPED:
+        for path in skipped:
+            click.echo(f"  left out this time: {path}")
+        return
+    click.echo(f"  left out this time: {len(skipped)} files, the first {_SHOWN_SKIPPED}:")
+    for path in skipped[:_SHOWN_SKIPPED]:
+        click.echo(f"    {path}")
+    click.echo(f"  ... and {len(skipped) - _SHOWN_SKIPPED} more (--verbose lists them all)")
 
 
 @cli.command()
 def restore() -> None:
     """Re-create applied files that are missing (never over a local change)."""
+    _target("restore")
     from qgitconf.agent.commands import restore as do
 
     rec = do(_home(), _env())
@@ -702,6 +765,7 @@ def restore() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def log(as_json: bool) -> None:
     """List the generations applied in this qube."""
+    _target("log")
     from qgitconf.agent.commands import log as do
 
     gens = do(_home())
@@ -720,6 +784,7 @@ def log(as_json: bool) -> None:
 @cli.command()
 def pull() -> None:
     """Fetch the update kept for this qube from its source qube, verify and stage it."""
+    _target("pull")
     from qgitconf.agent.pull import pull as do
 
     out = do(_home(), _env(), _transport())
@@ -735,6 +800,7 @@ def pull() -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def git(args: tuple[str, ...]) -> None:
     """Run git on the agent repository (GIT_DIR and GIT_WORK_TREE set)."""
+    _target("git")
     from qgitconf.agent.commands import git as do
 
     sys.exit(do(_home(), _env(), args))
@@ -934,13 +1000,17 @@ def main(argv: list[str] | None = None) -> NoReturn:
             f"qgitconf: error [{e.code}]: {sanitize(e.detail, keep_newlines=True)}", err=True
         )
         sys.exit(e.exit_status)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__context__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("qgitconf: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
+        click.echo("qgitconf: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:
         if debug:

@@ -13,6 +13,11 @@ Exit statuses:
     5  transport error (qrexec refused or failed)
     6  local state error
     70 internal error (a bug)
+    130 interrupted by SIGINT (Ctrl-C); an apply or revert under way was rolled back
+    143 terminated by SIGTERM; an apply or revert under way was rolled back
+
+A command of the other side (``apply`` in the config-mgmt qube, ``publish`` in a
+target) is a usage error (2, code ``wrong-side``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ EXIT_TRANSPORT = 5
 EXIT_STATE = 6
 EXIT_BUG = 70
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def leaving_process() -> None:
@@ -59,6 +65,28 @@ class UsageError(QgitconfError):
 
     code = "usage"
     exit_status = EXIT_USAGE
+
+
+class WrongSideError(UsageError):
+    """A command of the other side: a target command in the config-mgmt qube, or a
+    config-mgmt command in a target qube (or ``target init`` over a config-mgmt repo)."""
+
+    code = "wrong-side"
+
+
+class InterruptError(QgitconfError):
+    """SIGINT (Ctrl-C) arrived; an apply or revert under way was rolled back (or had
+    already reached its commit point and was finished)."""
+
+    code = "interrupted"
+    exit_status = EXIT_INTERRUPTED
+
+
+class TerminatedError(InterruptError):
+    """SIGTERM arrived; handled as SIGINT, with the conventional exit status 128 + 15."""
+
+    code = "terminated"
+    exit_status = EXIT_TERMINATED
 
 
 # --- untrusted input: something another qube sent us broke a rule -----------------

@@ -38,8 +38,15 @@ from typing import Any, NoReturn
 
 from qgitconf.agent.homefs import DiskState, HomeFS, content, stat_entry, stat_key
 from qgitconf.agent.journal import Fault, Journal, is_kept_path, record_commit
+from qgitconf.agent.signals import SignalGuard, Signalled, error_for, signal_name
 from qgitconf.agent.state import AgentState
-from qgitconf.errors import ApplyError, DriftError, LocalStateError, NothingStagedError
+from qgitconf.errors import (
+    ApplyError,
+    DriftError,
+    LocalStateError,
+    NothingStagedError,
+    UsageError,
+)
 from qgitconf.gitstore import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules, check_tree
@@ -66,7 +73,10 @@ class Action:
     """One step of a plan.
 
     ``op`` is "write" (create or modify), "restore" (put a kept original back),
-    "delete", "mkdir", "rmdir" or "keep" (already right on disk: only recorded).
+    "delete", "mkdir", "rmdir", "keep" (already right on disk: only recorded) or
+    "adopt" (a file qgitconf did not write is already what the update wants: it
+    stays as it is, and a copy is kept as its original so that ``revert --to 0``
+    puts it back instead of removing it).
     """
 
     op: str
@@ -186,6 +196,8 @@ def make_plan(
         keep: paths (or directories) to leave alone this time.
         only: if given, the only paths (or directories) to act on.
     """
+    if only is not None:
+        _check_only(only, wanted, manifest)
     plan = Plan(commit, manifest={p: dict(r) for p, r in manifest.items()})
     plan.originals = {p: dict(r) for p, r in originals.items()}
 
@@ -202,6 +214,28 @@ def make_plan(
         if kept is not None:
             kept.close()
     return plan
+
+
+def _check_only(
+    only: Sequence[str], wanted: Mapping[str, Wanted], manifest: Mapping[str, Any]
+) -> None:
+    """Every ``--only`` PATH names a file (or a directory of files) of the update or
+    of what qgitconf manages; a typo is a usage error, never "already applied".
+
+    Raises:
+        UsageError: a PATH matches nothing (named; nothing was written).
+    """
+    known = set(wanted) | set(manifest)
+    dirs = {prefix for path in known for prefix in _prefixes(path)}
+    unmatched = [p for p in only if p.rstrip("/") not in known and p.rstrip("/") not in dirs]
+    if unmatched:
+        raise UsageError(
+            "--only "
+            + ", ".join(f"'{sanitize(p)}'" for p in unmatched)
+            + (": matches" if len(unmatched) == 1 else ": match")
+            + " no file of the staged update or of what qgitconf manages; nothing was "
+            "applied (`qgitconf review` lists the update's files)"
+        )
 
 
 def _plan_into(
@@ -246,7 +280,10 @@ def _plan_into(
         rec = want.record()
         disk = fs.probe(path, manifest.get(path))
         if disk.kind in ("file", "link") and disk.record() == rec:
-            plan.actions.append(Action("keep", path, rec, old=disk))
+            if path in manifest or path in originals:
+                plan.actions.append(Action("keep", path, rec, old=disk))
+            else:  # the user's own file: qgitconf takes it over, keeping it
+                plan.actions.append(Action("adopt", path, rec, old=disk, keep="original"))
             continue
         if skipped(path):
             continue
@@ -430,17 +467,22 @@ def execute(
         "restored": [],
         "backed_up": [],
         "originals": [],
+        "adopted": [],
         "left": plan.left,
         "skipped": [sanitize(p) for p in plan.skipped],
         "note": note,
     }
     for act in plan.actions:
-        if act.op == "keep":
+        if act.op in ("keep", "adopt"):
             entry = dict(act.new or {})
             cache = _cache(act.old)
             if cache is not None:
                 entry["stat"] = cache
             manifest[act.path] = entry
+            if act.op == "adopt":
+                originals[act.path] = _original_record(act, f"originals/{kept_name(act.path)}")
+                record["originals"].append(act.path)
+                record["adopted"].append(act.path)
         elif act.op == "write" and act.new is not None:
             manifest[act.path] = dict(act.new)
             record["written"].append(act.path)
@@ -463,6 +505,32 @@ def execute(
         "generation": None if number is None else record,
     }
     steps = _steps(plan, number)
+    with SignalGuard() as guard:
+        _journaled(plan, fs, state, steps, after, fault, guard, kind)
+    if guard.pending is not None:
+        what = f"generation {number}" if number is not None else "the restore"
+        raise error_for(
+            guard.pending,
+            f"{kind} interrupted by {signal_name(guard.pending)} after its commit point: "
+            f"it was finished ({what}, {len(record['written'])} written); "
+            "`qgitconf revert` goes back",
+        )
+    return record
+
+
+def _journaled(
+    plan: Plan,
+    fs: HomeFS,
+    state: AgentState,
+    steps: list[dict[str, Any]],
+    after: dict[str, Any],
+    fault: Fault,
+    guard: SignalGuard,
+    kind: str,
+) -> None:
+    """The journaled part of :func:`execute`, under ``guard``: a SIGINT or SIGTERM
+    before the commit point rolls back (as any failure does); after it, the change is
+    finished and the signal reported by the caller."""
     old_hook = fs.hook
     fs.hook = fault
     journal: Journal | None = None
@@ -470,13 +538,15 @@ def execute(
         journal = Journal.begin(state, steps, after, fault)
         stats = _run(journal, plan, fs, state)
         journal.mark_committing()
+        guard.defer()
     except BaseException as e:
+        guard.defer()  # the rollback is not cut short by a second signal
         fs.hook = old_hook
         fs.unsynced = None
         if journal is not None:
             journal.release()
         fs.forget()
-        _fail(state, fs, e)
+        _fail(state, fs, e, kind)
     try:
         record_commit(state, after, stats, fault)
         journal.close()
@@ -487,7 +557,6 @@ def execute(
         ) from e
     finally:
         fs.hook = old_hook
-    return record
 
 
 def _original_record(act: Action, backup: str) -> dict[str, Any]:
@@ -519,8 +588,8 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     undo_fd = journal.open_undo()
     try:
         for step, act in zip(steps, acts, strict=True):
-            if act.op in ("mkdir", "rmdir"):
-                continue
+            if act.op in ("mkdir", "rmdir", "adopt"):
+                continue  # an adopted file stays: only its copy was kept
             now = fs.lstat(act.path)
             if act.old.kind == "missing":
                 if now is not None and act.path not in removed_dirs:
@@ -551,6 +620,8 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
                 raise ApplyError(f"directory not empty any more: {sanitize(act.path)}")
         elif act.op == "mkdir":
             fs.mkdir(act.path, 0o755)
+        elif act.op == "adopt":
+            continue
         else:
             writes.append((step, act))
             continue
@@ -594,8 +665,9 @@ def _keep_copy(fs: HomeFS, kept: HomeFS, keep_at: str, tmp: str, act: Action) ->
     kept.write_file(keep_at, data, 0o600, tmp)
 
 
-def _fail(state: AgentState, fs: HomeFS, e: BaseException) -> NoReturn:
-    """Roll back after an error part-way, then raise what the user should see."""
+def _fail(state: AgentState, fs: HomeFS, e: BaseException, kind: str = "apply") -> NoReturn:
+    """Roll back after an error (or a SIGINT/SIGTERM) part-way, then raise what the
+    user should see."""
     journal = Journal.load(state)
     undone = ""
     if journal is None:
@@ -612,6 +684,12 @@ def _fail(state: AgentState, fs: HomeFS, e: BaseException) -> NoReturn:
             )
         else:
             undone = "; rolled back: $HOME is as it was before"
+    if isinstance(e, Signalled):
+        if journal is None:
+            undone = "; nothing was changed"
+        raise error_for(
+            e.signum, f"{kind} interrupted by {signal_name(e.signum)}{undone}"
+        ) from None
     if isinstance(e, DriftError):
         raise DriftError(f"apply stopped: {e.detail}{undone}") from e
     if isinstance(e, ApplyError):

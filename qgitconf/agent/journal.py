@@ -24,7 +24,9 @@ The commit point is the ``committing`` marker; ``plan.json`` is removed last.
 
 Fault injection (tests and docs/apply.md): ``QGITCONF_FAULT_AFTER_WRITES=N`` makes the
 N-th journaled step of this process SIGKILL itself (or, with
-``QGITCONF_FAULT_KIND=enospc|eacces``, fail with that error).  It only ever stops the
+``QGITCONF_FAULT_KIND=enospc|eacces``, fail with that error; with
+``QGITCONF_FAULT_KIND=stop``, SIGSTOP itself, so that a test can send it a real
+SIGINT or SIGTERM at exactly that step and then SIGCONT).  It only ever stops the
 process at a point that a crash or a full disk could stop it anyway, which is what the
 journal is built to survive; unset, it costs one integer comparison per step.
 """
@@ -69,7 +71,7 @@ class Fault:
         if not raw.isdigit() or int(raw) <= 0:
             return cls()
         kind = env.get(FAULT_KIND_ENV, "kill")
-        return cls(int(raw), kind if kind in ("kill", "enospc", "eacces") else "kill")
+        return cls(int(raw), kind if kind in ("kill", "enospc", "eacces", "stop") else "kill")
 
     def __call__(self, label: str) -> None:
         if self.after is None:
@@ -81,6 +83,9 @@ class Fault:
             raise OSError(errno.ENOSPC, f"No space left on device (injected at {label})")
         if self.kind == "eacces":
             raise PermissionError(errno.EACCES, f"Permission denied (injected at {label})")
+        if self.kind == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -278,6 +283,8 @@ class Journal:
 
     def _undo_step(self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int) -> None:
         op, path, name = step["op"], step["path"], str(step["i"])
+        if op == "adopt":
+            return  # $HOME was not touched; the kept copy goes with the other originals
         if op == "mkdir":
             fs.rmdir(path)
             return
