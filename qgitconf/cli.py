@@ -539,7 +539,8 @@ def status(as_json: bool) -> None:
 @click.option(
     "--overwrite", is_flag=True, help="Target: overwrite local changes (kept as backups)."
 )
-def revert(name: str | None, to: str | None, overwrite: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Target: print the result as JSON.")
+def revert(name: str | None, to: str | None, overwrite: bool, as_json: bool) -> None:
     """Go back: in a target, to an earlier generation; in config-mgmt, NAME's branch to an
     earlier commit (as a new signed commit)."""
     if name is not None:
@@ -559,9 +560,13 @@ def revert(name: str | None, to: str | None, overwrite: bool) -> None:
     rec = do(_home(), _env(), to=number, overwrite=overwrite)
     if rec.get("recovered"):
         click.echo(f"qgitconf: {rec['recovered']}", err=True)
+    if as_json:
+        _print_json(rec)
+        return
     click.echo(f"generation {rec['number']}: {rec['note']} ({_counts(rec)})")
     for line in rec.get("left", []):
         click.echo(f"  {line}")
+    _print_kept(rec)
 
 
 # -- target ------------------------------------------------------------------------------
@@ -730,7 +735,14 @@ def apply(
         click.echo(f"generation {rec['number']}: applied {rec['commit']} ({_counts(rec)})")
     for line in rec.get("left", []):
         click.echo(f"  {line}")
+    _print_kept(rec)
     _print_skipped(list(rec.get("skipped") or []), verbose=verbose)
+
+
+def _print_kept(rec: dict[str, Any]) -> None:
+    """Where --overwrite kept what it wrote over (`qgitconf revert` puts it back)."""
+    for k in rec.get("kept") or []:
+        click.echo(f"  overwritten {k['path']}: the previous one is kept in {k['at']}")
 
 
 def _print_skipped(skipped: list[str], *, verbose: bool) -> None:

@@ -274,3 +274,23 @@ def test_apply_only_a_path_that_matches_nothing_is_a_usage_error(lab: Lab) -> No
     qg(lab, "personal", "apply", "--yes")  # applied, then the same again
     proc = qg(lab, "personal", "apply", "--yes", "--only", ".bashrc/x", expect=2)
     assert "'.bashrc/x'" in proc.stderr.decode()
+
+
+# -- should fix: where --overwrite kept the copy; revert --json ------------------------------
+
+
+def test_overwrite_says_where_the_kept_copy_went_and_revert_json(lab: Lab) -> None:
+    from qgitconf.agent.apply import kept_name
+
+    lab.write("personal", ".bashrc", b"mine\n")
+    commit_files(lab, "personal", {".bashrc": "managed\n"}, "one")
+    publish(lab, "personal")
+    out = qg(lab, "personal", "apply", "--yes", "--overwrite").stdout.decode()
+    at = f"/home/user/{STATE_PREFIX}/originals/{kept_name('.bashrc')}"
+    assert f"overwritten .bashrc: the previous one is kept in {at}" in out, out
+    assert (
+        lab.home("personal") / STATE_PREFIX / "originals" / kept_name(".bashrc")
+    ).read_bytes() == (b"mine\n")
+    rec = json.loads(qg(lab, "personal", "revert", "--json").stdout)
+    assert rec["number"] == 2 and rec["restored"] == [".bashrc"], rec
+    assert (lab.home("personal") / ".bashrc").read_bytes() == b"mine\n"

@@ -211,7 +211,26 @@ def apply(
                 "recovered": recovered,
             }
         rec = execute(plan, fs, state, overwrite=overwrite, kind="apply", fault=fault)
-    return {**rec, "recovered": recovered}
+    return {**rec, "recovered": recovered, "kept": kept_copies(state, rec)}
+
+
+def kept_copies(state: AgentState, rec: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Where the generation ``rec`` kept what it overwrote: ``path`` (sanitised) and
+    ``at`` (the copy in the state directory), for the files written over (not the
+    adopted ones, which were not changed)."""
+    from qgitconf.agent.apply import kept_name
+
+    adopted = set(rec.get("adopted") or [])
+    out = [
+        {"path": sanitize(p), "at": sanitize(str(state.root / "originals" / kept_name(p)))}
+        for p in rec.get("originals") or []
+        if p not in adopted
+    ]
+    out += [
+        {"path": sanitize(p), "at": sanitize(str(state.root / "backups" / str(rec["number"]) / p))}
+        for p in rec.get("backed_up") or []
+    ]
+    return out
 
 
 def revert(
@@ -236,7 +255,7 @@ def revert(
             note=f"revert to generation {number}",
             fault=fault,
         )
-    return {**rec, "recovered": recovered}
+    return {**rec, "recovered": recovered, "kept": kept_copies(state, rec)}
 
 
 def restore(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
