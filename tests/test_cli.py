@@ -241,6 +241,6 @@ def test_qgitconf_error_in_process_maps_exit_status(
     [pytest.param("[]", id="not-an-object"), pytest.param("{", id="not-json")],
 )
 def test_corrupt_state_json_is_a_local_state_error(lab: Lab, content: str) -> None:
-    (lab.home("personal") / ".local/share/qgitconf/state.json").write_text(content)
+    lab.write("personal", ".local/share/qgitconf/state.json", content.encode(), mode=0o600)
     proc = qg(lab, "personal", "status", expect=None)
     assert_one_line_error(proc, "local-state", 6)

@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf.lab.lab import make_key
 from qgitconf.mgmt.hooks import HOOKS, scan_secrets
-from tests.labkit import Lab, commit_files, qg, run, tip
+from tests.labkit import (
+    Lab,
+    as_qube_user,
+    commit_files,
+    host_env,
+    host_path,
+    make_key_in,
+    qg,
+    run,
+    tip,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PEM = (
@@ -20,7 +29,7 @@ PEM = (
 
 def clone(lab: Lab) -> str:
     run(lab, "config-mgmt", "git", "clone", "-q", "qgitconf.git", "clone")
-    wt = str(lab.home("config-mgmt") / "clone")
+    wt = "/home/user/clone"  # as config-mgmt sees it
     run(lab, "config-mgmt", "git", "-C", wt, "checkout", "-q", "personal")
     run(lab, "config-mgmt", "sh", "-c", f"echo changed > {wt}/.bashrc")
     run(lab, "config-mgmt", "git", "-C", wt, "add", ".bashrc")
@@ -52,15 +61,13 @@ def test_unsigned_push_is_refused(lab: Lab) -> None:
 
 
 def test_push_signed_by_another_key_is_refused(lab: Lab) -> None:
-    gnupg = lab.home("config-mgmt") / ".rogue"
-    fpr = make_key(gnupg, "Rogue <rogue@lab.invalid>")
+    # A key of config-mgmt's own (its ~/.gnupg), not the vault's.
+    fpr = make_key_in(lab, "config-mgmt", "Rogue <rogue@lab.invalid>")
     wt = clone(lab)
     before = tip(lab, "personal")
     run(
         lab,
         "config-mgmt",
-        "env",
-        f"GNUPGHOME={gnupg}",
         "git",
         "-C",
         wt,
@@ -108,9 +115,8 @@ def test_deleting_a_target_branch_is_refused(lab: Lab) -> None:
 
 def test_private_key_commit_is_refused_then_allowed_explicitly(lab: Lab) -> None:
     before = tip(lab, "personal")
-    src = lab.home("config-mgmt") / "id_ed25519"
-    src.write_text(PEM)
-    qg(lab, "config-mgmt", "add", "personal", str(src), "--as", ".ssh/id_ed25519")
+    lab.write("config-mgmt", "id_ed25519", PEM.encode(), mode=0o600)
+    qg(lab, "config-mgmt", "add", "personal", "/home/user/id_ed25519", "--as", ".ssh/id_ed25519")
     proc = qg(lab, "config-mgmt", "commit", "personal", "-m", "oops", expect=6)
     assert b"secrets do not belong" in proc.stderr
     assert tip(lab, "personal") == before
@@ -153,27 +159,26 @@ def test_scan_secrets_table(path: str, content: bytes, found: bool) -> None:
     assert bool(scan_secrets(path, content)) is found
 
 
-def _big(lab: Lab) -> Path:
+def _big(lab: Lab) -> str:
+    """A sparse file one byte over the limit in config-mgmt's home; its path there."""
     from qgitconf.mgmt.sizes import MAX_FILE_BYTES
 
-    path = lab.home("config-mgmt") / "big.bin"
-    with path.open("wb") as f:
-        f.truncate(MAX_FILE_BYTES + 1)  # sparse: one byte over the limit
-    return path
+    run(lab, "config-mgmt", "truncate", "-s", str(MAX_FILE_BYTES + 1), "big.bin")
+    return "/home/user/big.bin"
 
 
 def test_add_refuses_a_file_over_the_limit_naming_it(lab: Lab) -> None:
-    proc = qg(lab, "config-mgmt", "add", "personal", str(_big(lab)), "--as", "big.bin", expect=1)
+    proc = qg(lab, "config-mgmt", "add", "personal", _big(lab), "--as", "big.bin", expect=1)
     err = proc.stderr.decode()
     assert "file-too-large" in err and "big.bin" in err and "64.0 MiB" in err
     assert "67108865 bytes" in err and "--allow-large" in err
     wt = qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip()
-    assert not (Path(wt) / "big.bin").exists()
+    assert not (host_path(lab, "config-mgmt", wt) / "big.bin").exists()
 
 
 def test_commit_and_the_pre_commit_hook_refuse_a_file_over_the_limit(lab: Lab) -> None:
     before = tip(lab, "personal")
-    qg(lab, "config-mgmt", "add", "personal", str(_big(lab)), "--as", "big.bin", "--allow-large")
+    qg(lab, "config-mgmt", "add", "personal", _big(lab), "--as", "big.bin", "--allow-large")
     proc = qg(lab, "config-mgmt", "commit", "personal", "-m", "big", expect=1)
     assert b"file-too-large" in proc.stderr and b"big.bin: 64.0 MiB" in proc.stderr
     wt = qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip()
@@ -189,7 +194,7 @@ def test_commit_and_the_pre_commit_hook_refuse_a_file_over_the_limit(lab: Lab) -
 
 def test_commit_allow_large_lets_it_through(lab: Lab) -> None:
     before = tip(lab, "personal")
-    qg(lab, "config-mgmt", "add", "personal", str(_big(lab)), "--as", "big.bin", "--allow-large")
+    qg(lab, "config-mgmt", "add", "personal", _big(lab), "--as", "big.bin", "--allow-large")
     qg(lab, "config-mgmt", "commit", "personal", "-m", "big", "--allow-large")
     assert tip(lab, "personal") != before
 
@@ -203,11 +208,23 @@ def test_pre_commit_reads_all_staged_files_with_one_cat_file(
 
     from qgitconf.mgmt import hooks
 
-    wt = Path(qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip())
+    wt = qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip()
+    assert wt == "/home/user/qgitconf-work/personal"
     for i in range(200):
-        (wt / f"f{i:03}").write_text(f"file {i}\n")
-    (wt / "f150").write_text(PEM)
-    run(lab, "config-mgmt", "git", "-C", str(wt), "add", ".")
+        lab.write("config-mgmt", f"qgitconf-work/personal/f{i:03}", f"file {i}\n".encode())
+    lab.write("config-mgmt", "qgitconf-work/personal/f150", PEM.encode())
+    run(lab, "config-mgmt", "git", "-C", wt, "add", ".")
+    # In process, from the host: the worktree's .git names its git dir by the qube's
+    # path, so the host's view of both is given explicitly.
+    home = lab.home("config-mgmt")
+    env = host_env(
+        lab,
+        "config-mgmt",
+        {
+            "GIT_DIR": str(home / "qgitconf.git/worktrees/personal"),
+            "GIT_WORK_TREE": str(home / "qgitconf-work/personal"),
+        },
+    )
     started: list[list[str]] = []
     real = subprocess.Popen
 
@@ -216,7 +233,8 @@ def test_pre_commit_reads_all_staged_files_with_one_cat_file(
         return real(args, *a, **kw)  # type: ignore[call-overload]
 
     monkeypatch.setattr(subprocess, "Popen", counting)
-    monkeypatch.chdir(wt)
-    found = hooks.check_staged(lab.env("config-mgmt"))
+    monkeypatch.chdir(home / "qgitconf-work/personal")
+    with as_qube_user(lab, "config-mgmt"):
+        found = hooks.check_staged(env)
     assert [f.path for f in found] == ["f150"]
     assert sum(1 for a in started if "cat-file" in a) == 1

@@ -4,7 +4,6 @@ refs/qgitconf/import/ID, is reviewed, and enters a branch only as a signed commi
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -21,8 +20,15 @@ def git_mgmt(lab: Lab, *args: str, expect: int | None = 0) -> str:
     return proc.stdout.decode("utf-8", "replace")
 
 
+def allow(lab: Lab, qube: str) -> None:
+    """The user picks ``qube`` in dom0's ask prompt for the next Export call (the
+    real prompt is not told which target the caller named: the user picks one)."""
+    lab.set_ask_answer("allow", qube)
+
+
 def export(lab: Lab, request: bytes) -> tuple[int, bytes, str]:
     """Call personal's qgitconf.Export from config-mgmt with a raw request."""
+    allow(lab, "personal")
     proc = run(
         lab,
         "config-mgmt",
@@ -36,8 +42,9 @@ def export(lab: Lab, request: bytes) -> tuple[int, bytes, str]:
 
 
 def test_import_review_accept(lab: Lab) -> None:
-    (lab.home("personal") / ".gitconfig").write_text(ALIAS + "\x1b[31m\n")
+    lab.write("personal", ".gitconfig", (ALIAS + "\x1b[31m\n").encode())
     before = tip(lab, "personal")
+    allow(lab, "personal")
     out = qg(lab, "config-mgmt", "import", "personal", ".gitconfig", "--into", "personal")
     assert b"import 1: in quarantine" in out.stdout
     # Quarantine: on its own ref, not on the branch, and unsigned.
@@ -71,8 +78,9 @@ def test_import_review_accept(lab: Lab) -> None:
 
 
 def test_import_drop(lab: Lab) -> None:
-    (lab.home("work") / ".vimrc").write_text("set nu\n")
+    lab.write("work", ".vimrc", b"set nu\n")
     before = tip(lab, "work")
+    allow(lab, "work")
     qg(lab, "config-mgmt", "import", "work", "~/.vimrc", "--into", "work")
     qg(lab, "config-mgmt", "import", "--drop", "1")
     assert tip(lab, "work") == before
@@ -82,9 +90,9 @@ def test_import_drop(lab: Lab) -> None:
 
 
 def test_import_of_a_private_key_needs_allow_secret(lab: Lab) -> None:
-    (lab.home("personal") / ".ssh").mkdir()
     key = "-----BEGIN OPENSSH " + "PRIVATE KEY-----\nAAAA\n"
-    (lab.home("personal") / ".ssh/id_ed25519").write_text(key)
+    lab.write("personal", ".ssh/id_ed25519", key.encode(), mode=0o600)
+    allow(lab, "personal")
     qg(lab, "config-mgmt", "import", "personal", ".ssh/id_ed25519", "--into", "personal")
     review = qg(lab, "config-mgmt", "import", "--review", "1").stdout.decode()
     assert "RISK: HIGH   secret  .ssh/id_ed25519" in review
@@ -94,13 +102,14 @@ def test_import_of_a_private_key_needs_allow_secret(lab: Lab) -> None:
 
 def test_import_denied_at_the_prompt(lab: Lab) -> None:
     lab.set_ask_answer("deny")
-    (lab.home("personal") / ".vimrc").write_text("set nu\n")
+    lab.write("personal", ".vimrc", b"set nu\n")
     proc = qg(lab, "config-mgmt", "import", "personal", ".vimrc", "--into", "personal", expect=5)
     assert b"[policy-denied]" in proc.stderr
 
 
 def test_only_config_mgmt_may_export(lab: Lab) -> None:
-    (lab.home("personal") / ".vimrc").write_text("set nu\n")
+    lab.write("personal", ".vimrc", b"set nu\n")
+    allow(lab, "personal")  # an ask would be answered: the policy must not even ask
     proc = run(
         lab,
         "untrusted",
@@ -114,24 +123,21 @@ def test_only_config_mgmt_may_export(lab: Lab) -> None:
 
 
 def test_export_refuses_a_symlink(lab: Lab) -> None:
-    home = lab.home("personal")
-    secret = lab.root / "outside-secret"
-    secret.write_text("top secret\n")
-    os.symlink(secret, home / ".bashrc")
-    (home / "real").mkdir()
-    (home / "real/f").write_text("x\n")
-    os.symlink("real", home / "linkdir")
+    run(lab, "personal", "sh", "-c", "echo 'top secret' > /tmp/outside-secret")
+    run(lab, "personal", "ln", "-s", "/tmp/outside-secret", ".bashrc")
+    lab.write("personal", "real/f", b"x\n")
+    run(lab, "personal", "ln", "-s", "real", "linkdir")
     for request, why in ((b".bashrc\n", "is a symlink"), (b"linkdir/f\n", "a symlink or a file")):
         status, out, err = export(lab, request)
         assert status == 3 and out == b"" and why in err, (request, err)
+    allow(lab, "personal")
     proc = qg(lab, "config-mgmt", "import", "personal", ".bashrc", "--into", "personal", expect=5)
     assert b"[export-refused]" in proc.stderr and b"symlink" in proc.stderr
     assert git_mgmt(lab, "for-each-ref", "refs/qgitconf/") == ""
 
 
 def test_export_refuses_an_oversized_file(lab: Lab) -> None:
-    with open(lab.home("personal") / "big", "wb") as f:
-        f.truncate(MAX_EXPORT_BYTES + 1)
+    run(lab, "personal", "truncate", "-s", str(MAX_EXPORT_BYTES + 1), "big")
     status, out, err = export(lab, b"big\n")
     assert status == 3 and out == b"" and "too-large" in err
 
@@ -165,10 +171,9 @@ def test_export_refuses_paths_outside_home_and_bad_requests(
 
 
 def test_export_refuses_a_fifo_and_a_hard_link(lab: Lab) -> None:
-    home = lab.home("personal")
-    os.mkfifo(home / "fifo")
-    (home / "a").write_text("x\n")
-    os.link(home / "a", home / "b")
+    run(lab, "personal", "mkfifo", "fifo")
+    lab.write("personal", "a", b"x\n")
+    run(lab, "personal", "ln", "a", "b")
     assert "not a regular file" in export(lab, b"fifo\n")[2]
     assert "hard links" in export(lab, b"a\n")[2]
 
@@ -199,7 +204,8 @@ def test_parse_export_roundtrip() -> None:
 
 
 def test_import_record_is_json(lab: Lab) -> None:
-    (lab.home("personal") / ".vimrc").write_text("set nu\n")
+    lab.write("personal", ".vimrc", b"set nu\n")
+    allow(lab, "personal")
     qg(lab, "config-mgmt", "import", "personal", ".vimrc", "--into", "personal")
     data = json.loads((lab.home("config-mgmt") / "qgitconf.git/qgitconf/imports.json").read_text())
     assert data["1"]["qube"] == "personal" and data["1"]["path"] == ".vimrc"

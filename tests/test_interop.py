@@ -6,8 +6,8 @@ Real ``git`` and real ``gpg`` on both sides; nothing here is mocked.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +22,17 @@ from qgitconf.envelope import (
 from qgitconf.gitstore import tree_sha256, walk_tree
 from qgitconf.lab.attacks import split_update
 from qgitconf.limits import Limits
-from tests.labkit import Lab, commit_files, kept_update, publish, qg, send, tip
+from tests.labkit import (
+    Lab,
+    commit_files,
+    kept_update,
+    publish,
+    qg,
+    run,
+    send,
+    tip,
+    vault_signer,
+)
 
 AGENT_REPO = ".local/share/qgitconf/repo"
 
@@ -97,78 +107,76 @@ def _stage_two(lab: Lab) -> tuple[str, str]:
     return first, second
 
 
+def agent_git(lab: Lab, *args: str, env: tuple[str, ...] = ()) -> tuple[str, str]:
+    """Plain git on personal's agent repo, in personal (as its user): stdout, stderr."""
+    proc = run(lab, "personal", "env", *env, "git", f"--git-dir={AGENT_REPO}", *args)
+    return proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+
+
 def test_agent_repo_passes_git_fsck_strict(lab: Lab) -> None:
     first, second = _stage_two(lab)
-    agent = lab.home("personal") / AGENT_REPO
-    fsck = git(f"--git-dir={agent}", "fsck", "--strict", "--no-dangling")
-    assert "error" not in fsck.stderr.lower()
+    _out, err = agent_git(lab, "fsck", "--strict", "--no-dangling")
+    assert "error" not in err.lower()
     # fsck checked something real: both staged commits are there, connected.
-    assert git(f"--git-dir={agent}", "rev-parse", "refs/qgitconf/staged").stdout.strip() == second
-    assert git(f"--git-dir={agent}", "rev-parse", "refs/qgitconf/staged~1").stdout.strip() == first
-    git(f"--git-dir={agent}", "cat-file", "-e", f"{second}:.bashrc.d/x.sh")
+    assert agent_git(lab, "rev-parse", "refs/qgitconf/staged")[0].strip() == second
+    assert agent_git(lab, "rev-parse", "refs/qgitconf/staged~1")[0].strip() == first
+    agent_git(lab, "cat-file", "-e", f"{second}:.bashrc.d/x.sh")
 
 
 # -- 3. git log --show-signature in the target, with only the pinned key --------------------
 
 
-def test_git_log_show_signature_in_agent_repo(lab: Lab, tmp_path: Path) -> None:
+def test_git_log_show_signature_in_agent_repo(lab: Lab) -> None:
     _first, second = _stage_two(lab)
     fpr = lab.fingerprint
-    keyfile = lab.home("personal") / ".config/qgitconf/keys" / f"{fpr}.asc"
-    gnupg = tmp_path / "gnupg"
-    gnupg.mkdir(mode=0o700)
-    env = dict(os.environ, GNUPGHOME=str(gnupg))
-    imported = subprocess.run(
-        ["gpg", "--batch", "--import", str(keyfile)], env=env, capture_output=True, check=False
-    )
-    assert imported.returncode == 0, imported.stderr
+    keyfile = f".config/qgitconf/keys/{fpr}.asc"
+    # A GnuPG home in personal holding only the pinned key.
+    gnupg = run(lab, "personal", "mktemp", "-d").stdout.decode().strip()
+    env = (f"GNUPGHOME={gnupg}",)
+    run(lab, "personal", "env", *env, "gpg", "--batch", "--import", keyfile)
     try:
-        agent = lab.home("personal") / AGENT_REPO
-        out = git(f"--git-dir={agent}", "log", "--show-signature", "refs/qgitconf/staged", env=env)
-        text = out.stdout + out.stderr
-        count = git(f"--git-dir={agent}", "rev-list", "--count", "refs/qgitconf/staged")
-        n = int(count.stdout)
+        out, err = agent_git(lab, "log", "--show-signature", "refs/qgitconf/staged", env=env)
+        text = out + err
+        n = int(agent_git(lab, "rev-list", "--count", "refs/qgitconf/staged")[0])
         assert n >= 3  # the branch's root commit and the two staged ones
         assert text.count("Good signature") == n
         assert "BAD signature" not in text
         assert fpr in text or spaced(fpr) in text
         assert second in text
-        fmt = git(
-            f"--git-dir={agent}", "log", "--format=%G? %GF", "refs/qgitconf/staged", env=env
-        ).stdout.split()
+        fmt = agent_git(lab, "log", "--format=%G? %GF", "refs/qgitconf/staged", env=env)[0].split()
         assert fmt == ["U", fpr] * n  # good signature, key not certified; pinned fpr
     finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(gnupg), "--kill", "all"], capture_output=True, check=False
-        )
+        run(lab, "personal", "gpgconf", "--homedir", gnupg, "--kill", "all", expect=None)
+        run(lab, "personal", "rm", "-rf", gnupg, expect=None)
 
 
 # -- 4. a bundle made by plain git is accepted when correctly signed ------------------------
 
 
-def _sign(lab: Lab, data: bytes) -> bytes:
-    proc = subprocess.run(
-        [
-            "gpg",
-            "--homedir",
-            str(lab.vault_gnupg),
-            "--batch",
-            "--no-tty",
-            "--armor",
-            "--detach-sign",
-            "--local-user",
-            lab.fingerprint,
-        ],
-        input=data,
-        capture_output=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+def _plain_git(lab: Lab) -> Callable[..., str]:
+    """Plain git in the vault (which holds the signing key), on ``~/plain``: a repo
+    made and signed without qgitconf.  Returns git's stdout."""
+    cfg = [
+        "-c",
+        "user.name=Plain Git",
+        "-c",
+        "user.email=plain@lab.invalid",
+        "-c",
+        "gpg.program=gpg",
+        "-c",
+        f"user.signingkey={lab.fingerprint}",
+    ]
+    run(lab, "vault", "git", "init", "--quiet", "plain")
+
+    def vgit(*args: str) -> str:
+        return run(lab, "vault", "git", "-C", "plain", *cfg, *args).stdout.decode()
+
+    return vgit
 
 
-def _wrap(lab: Lab, repo: Path, bundle: bytes, sequence: int, prereq: str | None) -> bytes:
-    commit = git("rev-parse", "refs/heads/personal", cwd=repo).stdout.strip()
+def _wrap(lab: Lab, vgit: Callable[..., str], bundle: bytes, seq: int, prereq: str | None) -> bytes:
+    repo = lab.home("vault") / "plain"
+    commit = vgit("rev-parse", "refs/heads/personal").strip()
     dr = Repo(str(repo))
     try:
         store = dr.object_store
@@ -178,7 +186,7 @@ def _wrap(lab: Lab, repo: Path, bundle: bytes, sequence: int, prereq: str | None
         dr.close()
     st = Statement(
         target="personal",
-        sequence=sequence,
+        sequence=seq,
         commit=commit,
         prerequisite=prereq,
         bundle_size=len(bundle),
@@ -188,36 +196,23 @@ def _wrap(lab: Lab, repo: Path, bundle: bytes, sequence: int, prereq: str | None
     )
     statement = format_statement(st)
     assert parse_statement(statement) == st
-    return format_envelope_header(statement, _sign(lab, statement)) + bundle
+    return format_envelope_header(statement, vault_signer(lab)(statement)) + bundle
 
 
 def test_bundle_from_plain_git_is_accepted(lab: Lab, tmp_path: Path) -> None:
-    fpr = lab.fingerprint
-    env = dict(os.environ, GNUPGHOME=str(lab.vault_gnupg))
-    cfg = [
-        "-c",
-        "user.name=Plain Git",
-        "-c",
-        "user.email=plain@lab.invalid",
-        "-c",
-        "gpg.program=gpg",
-        "-c",
-        f"user.signingkey={fpr}",
-    ]
-    repo = plain_repo(tmp_path / "plain")
-    git("checkout", "--quiet", "-b", "personal", cwd=repo)
-    conf = repo / ".config" / "plain" / "settings.conf"
-    conf.parent.mkdir(parents=True)
+    vgit = _plain_git(lab)
+    vgit("checkout", "--quiet", "-b", "personal")
+    conf = "plain/.config/plain/settings.conf"
     lines = [f"option_{i} = value number {i} of the plain git settings file\n" for i in range(200)]
-    conf.write_text("".join(lines))
-    git("add", "-A", cwd=repo)
-    git(*cfg, "commit", "--quiet", "-S", "-m", "from plain git", cwd=repo, env=env)
-    old = git("rev-parse", "HEAD", cwd=repo).stdout.strip()
-    git("bundle", "create", "--quiet", str(tmp_path / "f.bundle"), "personal", cwd=repo)
-    b1 = (tmp_path / "f.bundle").read_bytes()
+    lab.write("vault", conf, "".join(lines).encode())
+    vgit("add", "-A")
+    vgit("commit", "--quiet", "-S", "-m", "from plain git")
+    old = vgit("rev-parse", "HEAD").strip()
+    vgit("bundle", "create", "--quiet", "/home/user/f.bundle", "personal")
+    b1 = (lab.home("vault") / "f.bundle").read_bytes()
     assert b1.startswith(b"# v2 git bundle\n")
 
-    status, reply = send(lab, "config-mgmt", "personal", _wrap(lab, repo, b1, 5, None))
+    status, reply = send(lab, "config-mgmt", "personal", _wrap(lab, vgit, b1, 5, None))
     assert (status, reply and reply["result"]) == (0, "staged"), reply
     assert reply["commit"] == old
     qg(lab, "personal", "apply", "--yes", "--overwrite")
@@ -226,11 +221,11 @@ def test_bundle_from_plain_git_is_accepted(lab: Lab, tmp_path: Path) -> None:
 
     # A thin incremental bundle: git deltifies the changed blob against the prerequisite.
     lines[100] = "option_100 = changed\n"
-    conf.write_text("".join(lines))
-    git(*cfg, "commit", "--quiet", "-S", "-am", "change one line", cwd=repo, env=env)
-    new = git("rev-parse", "HEAD", cwd=repo).stdout.strip()
-    git("bundle", "create", "--quiet", str(tmp_path / "f2.bundle"), f"{old}..personal", cwd=repo)
-    b2 = (tmp_path / "f2.bundle").read_bytes()
+    lab.write("vault", conf, "".join(lines).encode())
+    vgit("commit", "--quiet", "-S", "-am", "change one line")
+    new = vgit("rev-parse", "HEAD").strip()
+    vgit("bundle", "create", "--quiet", "/home/user/f2.bundle", f"{old}..personal")
+    b2 = (lab.home("vault") / "f2.bundle").read_bytes()
     assert f"-{old}".encode() in b2.split(b"\n\n", 1)[0]
     # The pack is thin: on its own (without the prerequisite's objects) git cannot resolve it.
     alone = subprocess.run(
@@ -242,39 +237,27 @@ def test_bundle_from_plain_git_is_accepted(lab: Lab, tmp_path: Path) -> None:
     )
     assert alone.returncode != 0 and b"unresolved delta" in alone.stderr
 
-    status, reply = send(lab, "config-mgmt", "personal", _wrap(lab, repo, b2, 6, old))
+    status, reply = send(lab, "config-mgmt", "personal", _wrap(lab, vgit, b2, 6, old))
     assert (status, reply and reply["result"]) == (0, "staged"), reply
     assert reply["commit"] == new
     qg(lab, "personal", "apply", "--yes")
     assert target_file.read_text() == "".join(lines)
-    agent = lab.home("personal") / AGENT_REPO
-    git(f"--git-dir={agent}", "fsck", "--strict", "--no-dangling")
+    agent_git(lab, "fsck", "--strict", "--no-dangling")
 
 
-def test_plain_git_bundle_with_unsigned_commit_is_rejected(lab: Lab, tmp_path: Path) -> None:
+def test_plain_git_bundle_with_unsigned_commit_is_rejected(lab: Lab) -> None:
     """Control for the test above: the same path rejects a plain-git bundle left unsigned."""
-    env = dict(os.environ, GNUPGHOME=str(lab.vault_gnupg))
-    cfg = [
-        "-c",
-        "user.name=Plain Git",
-        "-c",
-        "user.email=plain@lab.invalid",
-        "-c",
-        "gpg.program=gpg",
-        "-c",
-        f"user.signingkey={lab.fingerprint}",
-    ]
-    repo = plain_repo(tmp_path / "plain")
-    git("checkout", "--quiet", "-b", "personal", cwd=repo)
-    (repo / ".profile").write_text("one\n")
-    git("add", "-A", cwd=repo)
-    git(*cfg, "commit", "--quiet", "-m", "unsigned", cwd=repo, env=env)
-    git("bundle", "create", "--quiet", str(tmp_path / "u.bundle"), "personal", cwd=repo)
+    vgit = _plain_git(lab)
+    vgit("checkout", "--quiet", "-b", "personal")
+    lab.write("vault", "plain/.profile", b"one\n")
+    vgit("add", "-A")
+    vgit("commit", "--quiet", "-m", "unsigned")
+    vgit("bundle", "create", "--quiet", "/home/user/u.bundle", "personal")
     status, reply = send(
         lab,
         "config-mgmt",
         "personal",
-        _wrap(lab, repo, (tmp_path / "u.bundle").read_bytes(), 1, None),
+        _wrap(lab, vgit, (lab.home("vault") / "u.bundle").read_bytes(), 1, None),
     )
     assert status != 0
     assert reply is not None and reply["result"] == "rejected"

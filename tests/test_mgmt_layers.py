@@ -104,9 +104,9 @@ def test_layer_names_are_checked(lab: Lab) -> None:
 def test_dirty_worktree_of_a_target_blocks_the_merge(lab: Lab) -> None:
     add_common(lab)
     commit_files(lab, "common", {".gitconfig": ALIAS}, "common alias")
-    wt = lab.home("config-mgmt") / "qgitconf-work" / "personal"
-    qg(lab, "config-mgmt", "edit", "personal")
-    (wt / "wip").write_text("half done\n")
-    run(lab, "config-mgmt", "git", "-C", str(wt), "add", "wip")
+    wt = qg(lab, "config-mgmt", "edit", "personal").stdout.decode().strip()
+    assert wt == "/home/user/qgitconf-work/personal"
+    lab.write("config-mgmt", "qgitconf-work/personal/wip", b"half done\n")
+    run(lab, "config-mgmt", "git", "-C", wt, "add", "wip")
     proc = qg(lab, "config-mgmt", "publish", "--all", expect=2)
     assert b"uncommitted changes in the worktree of personal" in proc.stderr

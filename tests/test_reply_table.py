@@ -17,9 +17,9 @@ from qgitconf.lab.attacks import split_update
 from qgitconf.limits import MAX_REPLY_BYTES
 from qgitconf.mgmt.publish import load_record, publish, publish_targets
 from qgitconf.mgmt.reply import parse_reply
-from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.transport import CallResult
-from tests.labkit import Lab, QubeTransport, commit_files, kept_update, qg
+from tests.labkit import Lab, commit_files, kept_update, qg
+from tests.test_mgmt_status import Transport, in_process_publish
 
 HEX = "a" * 40
 
@@ -90,12 +90,6 @@ class FakeTarget:
         return CallResult(self.status, self.stdout[: stdout_cap + 1], b"")
 
 
-def mgmt(lab: Lab) -> MgmtRepo:
-    env = lab.env("config-mgmt")
-    home = lab.home("config-mgmt")
-    return MgmtRepo(home / "qgitconf.git", home, env)
-
-
 PUBLISH_CASES: list[tuple[str, FakeTarget, str, str]] = [
     ("malformed", FakeTarget(b"\x1b[2J\x1b[H you are owned\n"), "failed", "unreadable"),
     ("huge", FakeTarget(b"", error=TooLargeError("answered more than 4096 bytes")), "failed", ""),
@@ -123,15 +117,15 @@ PUBLISH_CASES: list[tuple[str, FakeTarget, str, str]] = [
     ids=[c[0] for c in PUBLISH_CASES],
 )
 def test_publish_survives_malicious_replies(
-    lab: Lab, target: FakeTarget, status: str, message: str
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, target: FakeTarget, status: str, message: str
 ) -> None:
     commit_files(lab, "personal", {".bashrc": "x\n"}, "x")
-    repo = mgmt(lab)
-    result = publish(repo, "personal", target)
+    with in_process_publish(lab, monkeypatch) as repo:
+        result = publish(repo, "personal", target)
+        record = load_record(repo, "personal")
     assert result.status == status
     assert message in result.message
     assert "\x1b" not in result.message and "\u202e" not in result.message
-    record = load_record(repo, "personal")
     assert record["sequence"] == 1
     if status != "staged":
         assert "accepted" not in record
@@ -140,41 +134,49 @@ def test_publish_survives_malicious_replies(
     assert "\x1b" not in out
 
 
-def test_a_lie_about_the_accepted_commit_only_costs_a_full_bundle(lab: Lab) -> None:
+def test_a_lie_about_the_accepted_commit_only_costs_a_full_bundle(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The target claims to hold a commit config-mgmt never made: the next update is a
     full bundle (no prerequisite), which the real target accepts."""
     commit_files(lab, "personal", {".bashrc": "1\n"}, "one")
-    repo = mgmt(lab)
     liar = FakeTarget(line(dict(STAGED, commit="b" * 40, applied="c" * 40)))
-    assert publish(repo, "personal", liar).status == "staged"
-    assert load_record(repo, "personal")["accepted"] == "b" * 40
+    with in_process_publish(lab, monkeypatch) as repo:
+        assert publish(repo, "personal", liar).status == "staged"
+        assert load_record(repo, "personal")["accepted"] == "b" * 40
     commit_files(lab, "personal", {".bashrc": "2\n"}, "two")
-    result = publish(repo, "personal", QubeTransport(lab, "config-mgmt"))
+    with in_process_publish(lab, monkeypatch) as repo:
+        result = publish(repo, "personal", Transport(lab))
     assert result.status == "staged" and result.sequence == 2
     st = parse_statement(split_update(kept_update(lab, "personal"))[0])
     assert st.prerequisite is None
 
 
-def test_a_lie_about_an_older_commit_is_checked_by_the_target(lab: Lab) -> None:
+def test_a_lie_about_an_older_commit_is_checked_by_the_target(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The target claims an ancestor it never accepted: the incremental bundle lacks the
     prerequisite on the real target, which rejects it; publish retries with a full one."""
     first = commit_files(lab, "personal", {".bashrc": "1\n"}, "one")
-    repo = mgmt(lab)
     liar = FakeTarget(line(dict(STAGED, commit=first)))
-    assert publish(repo, "personal", liar).status == "staged"
+    with in_process_publish(lab, monkeypatch) as repo:
+        assert publish(repo, "personal", liar).status == "staged"
     commit_files(lab, "personal", {".bashrc": "2\n"}, "two")
-    result = publish(repo, "personal", QubeTransport(lab, "config-mgmt"))
+    with in_process_publish(lab, monkeypatch) as repo:
+        result = publish(repo, "personal", Transport(lab))
     assert result.status == "staged" and result.sequence == 3  # 2 was the rejected one
     st = parse_statement(split_update(kept_update(lab, "personal"))[0])
     assert st.prerequisite is None
 
 
-def test_publish_targets_reports_each_target_even_when_one_lies(lab: Lab) -> None:
+def test_publish_targets_reports_each_target_even_when_one_lies(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     commit_files(lab, "personal", {".bashrc": "x\n"}, "x")
     commit_files(lab, "work", {".bashrc": "y\n"}, "y")
-    repo = mgmt(lab)
-    results = publish_targets(
-        repo, ["personal", "work"], FakeTarget(b"garbage\n"), jobs=2, now=datetime.now(UTC)
-    )
+    with in_process_publish(lab, monkeypatch) as repo:
+        results = publish_targets(
+            repo, ["personal", "work"], FakeTarget(b"garbage\n"), jobs=2, now=datetime.now(UTC)
+        )
     assert [(r.target, r.status) for r in results] == [("personal", "failed"), ("work", "failed")]
     assert all("unreadable" in r.message for r in results)

@@ -6,13 +6,12 @@ target takes without a rollback error and without re-enrolment."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from qgitconf.envelope import parse_statement
 from qgitconf.lab.attacks import split_update
-from qgitconf.lab.lab import Lab
 from qgitconf.mgmt.sizes import MAX_FILE_BYTES
 from tests.labkit import (
+    Lab,
     commit_files,
     kept_update,
     publish,
@@ -24,17 +23,16 @@ from tests.labkit import (
 )
 
 
-def big_file(lab: Lab) -> Path:
-    """A sparse file one byte over the limit a target accepts by default."""
-    path = lab.home("config-mgmt") / "big.bin"
-    with path.open("wb") as f:
-        f.truncate(MAX_FILE_BYTES + 1)
-    return path
+def big_file(lab: Lab) -> str:
+    """A sparse file one byte over the limit a target accepts by default, made in
+    config-mgmt's home; its path as config-mgmt sees it."""
+    run(lab, "config-mgmt", "truncate", "-s", str(MAX_FILE_BYTES + 1), "big.bin")
+    return "/home/user/big.bin"
 
 
 def commit_big(lab: Lab, target: str) -> str:
     """Add and commit the big file with the explicit override."""
-    qg(lab, "config-mgmt", "add", target, str(big_file(lab)), "--as", "big.bin", "--allow-large")
+    qg(lab, "config-mgmt", "add", target, big_file(lab), "--as", "big.bin", "--allow-large")
     qg(lab, "config-mgmt", "commit", target, "-m", "big", "--allow-large")
     return tip(lab, target)
 
