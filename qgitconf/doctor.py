@@ -347,7 +347,7 @@ def _gpg_program_check(program: str, key: str, env: Mapping[str, str], sign: boo
         cfg = Path(env.get("QGITCONF_GPG_SPLIT_DOMAIN_FILE", "/rw/config/gpg-split-domain"))
         if not vault and cfg.is_file():
             vault = cfg.read_text(encoding="utf-8", errors="replace").strip()
-        if not vault and "QGITCONF_LAB" not in env:
+        if not vault:
             return Check(name, "fail", f"split-GPG has no vault: write its name to {cfg}")
         note = f" (vault {sanitize(vault)})" if vault else ""
     if not sign:

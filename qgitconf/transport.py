@@ -1,8 +1,9 @@
 """The one transport seam: ``call(target, service, stdin) -> CallResult``.
 
-Two adapters: ``QrexecClient`` runs the real ``qrexec-client-vm`` (in the lab, the
-lab's shim of the same name on PATH), and ``qgitconf.lab.qrexec.LabTransport`` calls the
-lab's emulator in-process for tests.  Callers choose one explicitly.
+The adapter here, ``QrexecClient``, runs the system's ``qrexec-client-vm`` (in the lab,
+Qubes' own client built from source).  Tests that publish in-process use an adapter
+that runs the same client inside the source qube of the lab.  Callers choose one
+explicitly.
 
 Whatever comes back is untrusted: stdout is read up to a cap and the call fails with
 ``TooLargeError`` beyond it.
