@@ -70,10 +70,16 @@ QUBES: dict[str, dict[str, Any]] = {
 KEY_FILE = "qgitconf-signing-key.asc"
 INCOMING = f"QubesIncoming/vault/{KEY_FILE}"  # where `qvm-copy` from the vault puts it
 STATE_FILE = "state.json"  # in a lab's root while `qgitconf lab up` keeps it running
+# the default qubes' domain ids and uids; a lab with extra targets has more (RealLab.vms)
 VMS = [n for n in QUBES if n != "dom0"]
 DOMID = {name: i + 1 for i, name in enumerate(VMS)}
 UID = {name: 2101 + i for i, name in enumerate(VMS)}
 QUBES_GID = 2198
+# extra targets (RealLab.boot(extra_targets=...)): uids from 2201, past QUBES_GID
+EXTRA_UID_BASE = 2201
+MAX_EXTRA_TARGETS = 100
+# a Qubes qube name (qubes-core-admin's validate_name), short enough for a hostname
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 VAULT_UID_NAME = "qgitconf lab vault <vault@lab.invalid>"
 SPLIT_GPG_POLICY = (
     "# The lab's split-GPG rule, as docs/setup.md has the user write it in dom0.\n"
@@ -371,6 +377,10 @@ def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
         log,
     )  # fmt: skip
     shutil.rmtree(clean, ignore_errors=True)
+    # byte-compiled for the system python3, as py3compile does when the packages are
+    # installed: /usr is read-only in a qube, so without this every qgitconf process
+    # would compile every module it imports again
+    _sh([SYSTEM_PYTHON, "-I", "-m", "compileall", "-q", "-j", "0", str(site)], log)
 
 
 # -- the lab ----------------------------------------------------------------------------
@@ -460,21 +470,62 @@ def _nspid_to_host(sup_host: int) -> dict[int, int]:
     return out
 
 
-class RealLab:
-    """A booted real lab.  Same API as :class:`qgitconf.lab.lab.Lab` for the tests."""
+def check_extra_targets(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as extra target qubes: valid Qubes names, new, at most MAX_EXTRA_TARGETS."""
+    out = tuple(names)
+    if len(out) > MAX_EXTRA_TARGETS:
+        raise UsageError(f"at most {MAX_EXTRA_TARGETS} extra targets, not {len(out)}")
+    seen: set[str] = set()
+    for name in out:
+        if (
+            not name
+            or len(name) > 31
+            or not name[0].isascii()
+            or not name[0].isalpha()
+            or not set(name) <= _NAME_CHARS
+            or name in ("none", "default")
+        ):
+            raise UsageError(f"{name!r} is not a qube name")
+        if name in QUBES or name in seen:
+            raise UsageError(f"qube {name!r} is already in the lab")
+        seen.add(name)
+    return out
 
-    def __init__(self, root: Path, build_dir: Path) -> None:
+
+class RealLab:
+    """A booted real lab.  Same API as :class:`qgitconf.lab.lab.Lab` for the tests.
+
+    Its qubes are dom0 and ``vms``: the default five (``VMS``) and the extra targets
+    the lab was booted with, each tagged ``qgitconf-target``, running, with its own
+    uid, domain id, home, QubesDB, qrexec-daemon and agent, qgitconf installed.
+    """
+
+    def __init__(self, root: Path, build_dir: Path, extra_targets: Sequence[str] = ()) -> None:
         self.root = root
         self.build_dir = build_dir
         self.fingerprint = ""
+        self.extra_targets = check_extra_targets(extra_targets)
+        self.qubes: dict[str, dict[str, Any]] = {
+            **QUBES,
+            **{n: {"class": "AppVM", "tags": [TARGET_TAG]} for n in self.extra_targets},
+        }
+        self.vms: list[str] = [n for n in self.qubes if n != "dom0"]
+        self._uids = {
+            **UID,
+            **{n: EXTRA_UID_BASE + i for i, n in enumerate(self.extra_targets)},
+        }
+        self._domids = {
+            **DOMID,
+            **{n: len(VMS) + 1 + i for i, n in enumerate(self.extra_targets)},
+        }
         self._sup: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._host_pid: dict[str, int] = {}
-        self._running = dict.fromkeys(VMS, True)
-        self._tags: dict[str, list[str]] = {n: list(QUBES[n]["tags"]) for n in QUBES}
+        self._running = dict.fromkeys(self.vms, True)
+        self._tags: dict[str, list[str]] = {n: list(q["tags"]) for n, q in self.qubes.items()}
         self._ask = "allow"
         self._qubesdb: dict[str, dict[str, str]] = {
-            n: {"/name": n, "/type": "AppVM", "/qubes-vm-type": "AppVM"} for n in VMS
+            n: {"/name": n, "/type": "AppVM", "/qubes-vm-type": "AppVM"} for n in self.vms
         }
         self._baseline: dict[str, Any] | None = None
         self.boot_seconds = 0.0
@@ -488,13 +539,13 @@ class RealLab:
 
     def qube(self, name: str) -> Path:
         """The host directory holding what is private to qube ``name``."""
-        if name not in QUBES:
+        if name not in self.qubes:
             raise UsageError(f"no qube {name!r} in the lab")
         return self.root / "qubes" / name
 
     def home(self, name: str) -> Path:
         """The host path of qube ``name``'s ``/home/user``."""
-        if name not in VMS:
+        if name not in self.vms:
             raise UsageError(f"no qube {name!r} with a home")
         return self.qube(name) / "home"
 
@@ -505,7 +556,7 @@ class RealLab:
         return self.root / "dom0" / "policy.d"
 
     def uid(self, name: str) -> int:
-        return UID[name]
+        return self._uids[name]
 
     def in_root(self, name: str) -> Path:
         """The host path of domain ``name``'s ``/`` (through its holder's /proc entry)."""
@@ -514,13 +565,17 @@ class RealLab:
     # -- boot -----------------------------------------------------------------------------
 
     @classmethod
-    def boot(cls, root: Path | None = None) -> RealLab:
+    def boot(cls, root: Path | None = None, *, extra_targets: Sequence[str] = ()) -> RealLab:
         """Build (cached) and boot the lab; raise ConfigError when that fails.
 
         The lab's run tree goes to ``root`` when given (a new or empty directory, or
         one a dead lab left: it is emptied; close() empties it again and leaves it),
-        else to a fresh ``LAB_BASE/run-XXXX`` (close() removes it).
+        else to a fresh ``LAB_BASE/run-XXXX`` (close() removes it).  ``extra_targets``
+        are more target qubes (``t01``...), set up as ``personal`` and ``work`` are:
+        tagged ``qgitconf-target``, running, the vault's public key in
+        ``~/QubesIncoming/vault``.
         """
+        extra = check_extra_targets(extra_targets)
         ok, why = available()
         if not ok:
             raise ConfigError(f"real lab unavailable: {why}")
@@ -538,7 +593,7 @@ class RealLab:
             root = claim_root(root)
             keep_dir = True
         (root / "owner").write_text(str(os.getpid()))
-        lab = cls(root, build_dir)
+        lab = cls(root, build_dir, extra)
         lab.source_dir = src
         lab._keep_root_dir = keep_dir
         try:
@@ -595,8 +650,8 @@ class RealLab:
             0,
         )  # fmt: skip
         env_lines = _passwd_lines("/etc/environment", set())
-        for name in VMS:
-            uid, q = UID[name], self.qube(name)
+        for name in self.vms:
+            uid, q = self._uids[name], self.qube(name)
             etc = q / "etc"
             etc.mkdir(parents=True)
             users = _passwd_lines("/etc/passwd", {"user"})
@@ -618,7 +673,7 @@ class RealLab:
             # socket vchan has no hypervisor to tell a process its domain id; pam_env
             # passes /etc/environment to every service the agent starts
             (etc / "environment").write_text(
-                "\n".join([*env_lines, f"VCHAN_DOMAIN={DOMID[name]}"]) + "\n"
+                "\n".join([*env_lines, f"VCHAN_DOMAIN={self._domids[name]}"]) + "\n"
             )
             home = self.home(name)
             home.mkdir(parents=True)
@@ -642,7 +697,7 @@ class RealLab:
             "ro:run/qgitconf-lab": str(r / "dom0/state"),
             "etc/qubes/policy.d": str(self.policy_dir),
         }
-        for name in ["dom0", *VMS]:
+        for name in ["dom0", *self.vms]:
             mnt = r / "mnt" / name
             mnt.mkdir()
             if name == "dom0":
@@ -678,8 +733,8 @@ class RealLab:
              "--gui-socket-path=/run/qubes/policy.EvalGUI"],
         ]  # fmt: skip
         qubes = {}
-        for name in VMS:
-            d = DOMID[name]
+        for name in self.vms:
+            d = self._domids[name]
             qubes[name] = {
                 "domid": d,
                 "uuid": self._uuid(name),
@@ -754,7 +809,7 @@ class RealLab:
 
     def _init_state(self) -> None:
         """The vault key, its public half where users put it, git identities."""
-        for name in VMS:
+        for name in self.vms:
             self.write(
                 name,
                 ".gitconfig",
@@ -779,7 +834,8 @@ class RealLab:
             "vault", ["gpg", "--batch", "--armor", "--export", self.fingerprint]
         ).stdout
         self.write("vault", KEY_FILE, public)
-        for name in ("config-mgmt", "personal", "work"):  # as `qvm-copy` from the vault would
+        targets = [n for n in self.vms if TARGET_TAG in self._tags[n]]
+        for name in ("config-mgmt", *targets):  # as `qvm-copy` from the vault would
             self.write(name, f"QubesIncoming/vault/{KEY_FILE}", public)
         self.run("vault", ["gpgconf", "--kill", "all"])
         self.grant_gpg_consent("config-mgmt")
@@ -787,13 +843,13 @@ class RealLab:
 
     # -- state of the Qubes system ------------------------------------------------------
 
-    @staticmethod
-    def _uuid(name: str) -> str:
-        return f"8b5e8a8e-{DOMID[name]:04d}-4c3a-9c1e-{DOMID[name]:012d}"
+    def _uuid(self, name: str) -> str:
+        d = self._domids[name]
+        return f"8b5e8a8e-{d:04d}-4c3a-9c1e-{d:012d}"
 
     def _write_system_info(self) -> None:
         domains: dict[str, dict[str, Any]] = {}
-        for name, q in QUBES.items():
+        for name, q in self.qubes.items():
             dom0 = name == "dom0"
             label = "black" if dom0 else "red"
             domains[name] = {
@@ -817,7 +873,7 @@ class RealLab:
 
     def set_running(self, name: str, running: bool) -> None:
         """Start or halt qube ``name`` (its agent and dom0's qrexec-daemon for it)."""
-        if name not in VMS:
+        if name not in self.vms:
             raise UsageError(f"no qube {name!r} to start or halt")
         if running == self._running[name]:
             return
@@ -867,7 +923,7 @@ class RealLab:
             return
         stat.touch()
         os.utime(stat)
-        os.chown(stat, UID["vault"], UID["vault"])
+        os.chown(stat, self._uids["vault"], self._uids["vault"])
 
     # -- files and commands -------------------------------------------------------------
 
@@ -877,7 +933,7 @@ class RealLab:
         path = home / rel
         if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise UsageError(f"{rel!r} is not a path under the home")
-        uid = UID[name]
+        uid = self._uids[name]
         parent = path.parent
         missing = []
         while not parent.exists():
@@ -917,7 +973,7 @@ class RealLab:
         dom0 runs ``qrexec-client -d NAME user:CMD`` as ``qvm-run`` does; the agent
         starts CMD as the qube's user through PAM.  The working directory is the home.
         """
-        if name not in VMS:
+        if name not in self.vms:
             raise UsageError(f"no qube {name!r} to run in")
         env = [f"{k}={v}" for k, v in (extra_env or {}).items()]
         line = "cd && exec " + shlex.join(["env", *env, *cmd] if env else list(cmd))
@@ -931,8 +987,8 @@ class RealLab:
         if base.exists():
             shutil.rmtree(base)
         base.mkdir()
-        self._request(op="killusers", uids=list(UID.values()))
-        for name in VMS:
+        self._request(op="killusers", uids=list(self._uids.values()))
+        for name in self.vms:
             _cp_a(self.home(name), base / name)
         shutil.copytree(self.policy_dir, base / "policy.d")
         self._baseline = {
@@ -951,11 +1007,11 @@ class RealLab:
         if self._baseline is None:
             raise UsageError("reset() before save_baseline()")
         b = self._baseline
-        for name in VMS:
+        for name in self.vms:
             if self._running[name] != b["running"][name]:
                 self.set_running(name, b["running"][name])
-        self._request(op="killusers", uids=list(UID.values()))
-        for name in VMS:
+        self._request(op="killusers", uids=list(self._uids.values()))
+        for name in self.vms:
             home = self.home(name)
             for child in list(home.iterdir()):
                 if child.is_dir() and not child.is_symlink():
@@ -975,7 +1031,7 @@ class RealLab:
         for name, data in saved.items():
             if not (self.policy_dir / name).exists():
                 (self.policy_dir / name).write_bytes(data)
-        for name in VMS:
+        for name in self.vms:
             if self._qubesdb[name] != b["qubesdb"][name]:
                 self._qubesdb[name] = dict(b["qubesdb"][name])
                 self._write_qubesdb(name)
@@ -998,6 +1054,7 @@ class RealLab:
             "source_dir": str(self.source_dir or ""),
             "fingerprint": self.fingerprint,
             "boot_seconds": self.boot_seconds,
+            "extra_targets": list(self.extra_targets),
         }
         path = self.root / STATE_FILE
         _atomic_write(path, json.dumps(state, indent=1).encode())
@@ -1017,7 +1074,7 @@ class RealLab:
             state = json.loads((root / STATE_FILE).read_text())
         except (OSError, ValueError) as e:
             raise LocalStateError(f"no lab is running in {root} (qgitconf lab up)") from e
-        lab = cls(root, Path(state["build_dir"]))
+        lab = cls(root, Path(state["build_dir"]), state.get("extra_targets", ()))
         lab._attached = True
         lab.fingerprint = str(state["fingerprint"])
         lab.boot_seconds = float(state["boot_seconds"])
@@ -1047,8 +1104,8 @@ class RealLab:
         agent starts LINE as its user, through PAM and a login shell.  For a caller
         that passes its own stdin, stdout and stderr through (``lab run``).
         """
-        if name not in VMS:
-            raise UsageError(f"no qube {name!r} in the lab (qubes: {', '.join(VMS)})")
+        if name not in self.vms:
+            raise UsageError(f"no qube {name!r} in the lab (qubes: {', '.join(self.vms)})")
         return [*self._dom0_enter(), "/usr/bin/qrexec-client", "-d", name, f"user:{line}"]
 
     def _dom0_enter(self) -> list[str]:

@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from qgitconf.lab.lab import make_key
-
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_AUTHOR_NAME": "bench",
@@ -119,8 +117,14 @@ def fmt(value: float, unit: str) -> str:
 def vault(root: Path) -> tuple[Path, str, bytes]:
     """A GnuPG home with a signing key: (home, fingerprint, public key)."""
     home = root / "gnupg"
-    fpr = make_key(home, "bench vault <vault@bench.invalid>")
-    pub = run(["gpg", "--homedir", str(home), "--armor", "--export", fpr]).stdout
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)
+    uid = "bench vault <vault@bench.invalid>"
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty"]
+    run([*gpg, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"])
+    listed = run([*gpg, "--with-colons", "--list-secret-keys", uid]).stdout.decode()
+    fpr = next(ln.split(":")[9] for ln in listed.splitlines() if ln.startswith("fpr:"))
+    pub = run([*gpg, "--armor", "--export", fpr]).stdout
     return home, fpr, pub
 
 
