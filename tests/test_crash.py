@@ -15,7 +15,14 @@ After each kill, the next command (``status``, in-process) recovers, and the tes
 - no journal is left.
 
 Some trials also kill the recovery itself, some run the real CLI in the qube, and
-some finish the work with a new apply afterwards.
+some finish the work with a new apply afterwards.  Every trial killed after the commit
+point has its recovery killed at each of the recovery's own steps in turn (its state
+records, the ref writes with the ref's lock file held, HEAD, the journal's removal), so
+a lock file left by a killed ref write (issue 23) is met by apply, revert and recovery
+alike.  A fourth scenario applies a change of shapes (a file becoming a nested directory,
+a directory with content becoming a file, a symlink becoming a directory) over many
+files.  Each trial's kill point is named (the fault hook's label), and the counts per
+phase are printed.
 
 The in-process trials run on copies of the qube's home (on a tmpfs when there is one),
 owned by the qube's user, and every command - in this process or in the child that is
@@ -38,9 +45,10 @@ from typing import Any
 import pytest
 
 from qgitconf.agent import commands
+from qgitconf.agent import journal as journal_module
 from qgitconf.agent.apply import kept_name
-from tests.applykit import LAZY_IMPORTS, STATE, as_user, home_view, stage
-from tests.labkit import Lab, host_env, qg, run, snapshot
+from tests.applykit import STATE, as_user, home_view, stage
+from tests.labkit import LAZY_IMPORTS, Lab, host_env, qg, run, snapshot
 
 # The agent runs here with the qube user's uid, which may not reach this interpreter's
 # standard library (under /root): what it imports lazily is imported now, as root
@@ -77,6 +85,49 @@ GEN2 = {
     "big.dat": bytes(range(255, -1, -1)) * 400,
     **{f".dots/f{i:02}": f"dot {i} v2\n" for i in range(4, 12)},
 }
+
+# From GEN2: changes of shape at depths 1-3 and many files (issue 23, item 2).
+GEN3 = {
+    **{
+        k: v for k, v in GEN2.items() if not k.startswith((".config/app2/", ".gitconfig", ".vimrc"))
+    },
+    ".config/app2": "a directory with content below is a file now\n",
+    ".gitconfig/include/work/settings": "[user]\n\tname = deep\n",
+    ".vimrc/after/plugin/x.vim": "set nu\n",
+    ".inputrc": ("link", ".bashrc"),
+    "mode.sh": ("echo mode 3\n", 0o644),
+    **{f".many/d{i % 5}/f{i:02}": f"many {i}\n" for i in range(40)},
+}
+
+PHASES = {
+    "journal-written": "journal",
+    "kept": "keep",
+    "undo-linked": "undo",
+    "undo-synced": "undo",
+    "done-delete": "change",
+    "done-rmdir": "change",
+    "done-mkdir": "change",
+    "partial-temp": "change",
+    "temp-written": "change",
+    "temps-synced": "change",
+    "done-write": "rename",
+    "done-restore": "rename",
+    "dirs-synced": "synced",
+    "committing": "commit point",
+    "manifest-saved": "records",
+    "originals-saved": "records",
+    "generations-saved": "records",
+    "state-saved": "records",
+    "applied-ref-locked": "ref writes",
+    "applied-ref-written": "ref writes",
+    "generation-ref-locked": "ref writes",
+    "generation-ref-written": "ref writes",
+    "head-written": "ref writes",
+    "journal-removed": "journal removed",
+    "rollback-step": "rollback",
+}
+# The phases at which the change is past its commit point: recovery finishes it.
+COMMITTED = ("commit point", "records", "ref writes", "journal removed")
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -142,12 +193,36 @@ def _state(home: Path) -> dict[str, Any]:
             data = [{f: v for f, v in g.items() if f != "time"} for g in data]
         out[name] = data
     out["applied"] = json.loads((root / "state.json").read_text()).get("applied")
+    everything = snapshot(root)
     out["kept"] = {
         k: v
-        for k, v in snapshot(root).items()
+        for k, v in everything.items()
         if k.startswith(("originals/", "backups/")) and v[0] != "dir"
     }
+    # The refs and HEAD agree with the records; no lock file or temp name is left.
+    out["refs"] = {
+        k: v for k, v in everything.items() if k.startswith("repo/refs/qgitconf/") and v[0] != "dir"
+    }
+    out["HEAD"] = everything.get("repo/HEAD")
+    out["debris"] = sorted(
+        k for k in everything if k.endswith(".lock") or _temp_name(k.rpartition("/")[2])
+    )
     return out
+
+
+def _temp_name(name: str) -> bool:
+    """A temp name of a state record or of the repo's HEAD (``fsutil.atomic_write``)."""
+    return name.startswith(".") and any(
+        name.startswith(f".{r}.")
+        for r in (
+            "manifest.json",
+            "manifest.stat",
+            "originals.json",
+            "generations.json",
+            "state.json",
+            "HEAD",
+        )
+    )
 
 
 class Scenario:
@@ -186,10 +261,28 @@ class Scenario:
 
 def _fork(command: Command, home: Path, env: Mapping[str, str], uid: int) -> int:
     """Run ``command`` in a child process with ``uid`` (all of its ids); its wait status."""
+    return _fork_named(command, home, env, uid)[0]
+
+
+def _fork_named(
+    command: Command, home: Path, env: Mapping[str, str], uid: int
+) -> tuple[int, str | None]:
+    """As :func:`_fork`, and the label of the journaled step the fault hook stopped
+    the child at (None if it was not stopped there)."""
+    r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
         try:
+            os.close(r)
+            plain = journal_module.Fault.__call__
+
+            def named(self: journal_module.Fault, label: str) -> None:
+                if self.after is not None and self.count + 1 == self.after:
+                    os.write(w, label.encode() + b"\n")
+                plain(self, label)
+
+            journal_module.Fault.__call__ = named  # type: ignore[method-assign]
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
@@ -197,7 +290,11 @@ def _fork(command: Command, home: Path, env: Mapping[str, str], uid: int) -> int
         except BaseException:
             code = 1
         os._exit(code)
-    return os.waitpid(pid, 0)[1]
+    os.close(w)
+    status = os.waitpid(pid, 0)[1]
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode().split()
+    return status, (said[-1] if said else None)
 
 
 def _apply(home: Path, env: Mapping[str, str]) -> object:
@@ -243,36 +340,85 @@ def _warm_up(before: Path, work: Path, env: Mapping[str, str]) -> None:
     shutil.rmtree(work)
 
 
-def _trials(sc: Scenario, work: Path, *, double_every: int = 4) -> dict[str, int]:
-    counts = {"trials": 0, "old": 0, "new": 0, "double": 0, "completed": 0}
+def _phase(label: str | None) -> str:
+    return PHASES.get(label or "", f"other:{label}")
+
+
+def _trials(sc: Scenario, work: Path, *, double_every: int = 4) -> dict[str, Any]:
+    """One trial per journaled step of ``sc``; returns the counts, with the trials
+    per phase (``phases``) and the recovery kills per phase (``recovery``)."""
+    counts: dict[str, Any] = {"trials": 0, "old": 0, "new": 0, "double": 0, "completed": 0}
+    phases: dict[str, int] = {}
+    recovery: dict[str, int] = {}
     n = 0
     while True:
         n += 1
         _copy(sc.before, work)
         env = dict(sc.env, HOME=str(work))
-        status = _fork(sc.command, work, dict(env, QGITCONF_FAULT_AFTER_WRITES=str(n)), sc.uid)
-        counts["trials"] += 1
+        kill = dict(env, QGITCONF_FAULT_AFTER_WRITES=str(n))
+        status, label = _fork_named(sc.command, work, kill, sc.uid)
         if os.WIFEXITED(status):
             assert os.WEXITSTATUS(status) == 0, f"{sc.name}: trial {n} failed"
             assert sc.outcome(work) == "new"
+            counts["phases"], counts["recovery"] = phases, recovery
             return counts  # n passed the last journaled step: every point was covered
+        counts["trials"] += 1
         assert os.WTERMSIG(status) == signal.SIGKILL
-        if n % double_every == 0:  # crash the recovery too, then recover
-            again = _fork(
+        phase = _phase(label)
+        phases[phase] = phases.get(phase, 0) + 1
+        if phase in COMMITTED:  # recovery killed at each of its own steps in turn
+            for where in _kill_each_recovery_step(sc, work, env):
+                recovery[where] = recovery.get(where, 0) + 1
+                counts["double"] += 1
+        elif n % double_every == 0:  # crash the recovery too, then recover
+            again, at = _fork_named(
                 _status, work, dict(env, QGITCONF_FAULT_AFTER_WRITES=str(1 + n % 3)), sc.uid
             )
             assert os.WIFSIGNALED(again) or os.WEXITSTATUS(again) == 0
-            counts["double"] += 1
+            if os.WIFSIGNALED(again):
+                recovery[_phase(at)] = recovery.get(_phase(at), 0) + 1
+                counts["double"] += 1
         with _as(sc.uid):
             out = commands.status(work, env)
         assert not out["interrupted"]
         outcome = sc.outcome(work)
         counts[outcome] += 1
+        assert outcome == "new" or phase not in COMMITTED, f"{sc.name}: {label} rolled back"
         if outcome == "old" and n % 9 == 0:  # the user runs the command again
             with _as(sc.uid):
                 sc.command(work, env)
             assert sc.outcome(work) == "new"
             counts["completed"] += 1
+
+
+def _kill_each_recovery_step(sc: Scenario, work: Path, env: dict[str, str]) -> list[str]:
+    """``work`` was killed past the commit point: on copies of it, kill the recovery
+    (``status``) at its first, second, ... step until it runs through; each killed
+    recovery is recovered in turn and must reach the new state.  ``work`` stays as it
+    was killed.  The phases the recoveries were killed at."""
+    killed_at = work.with_name(work.name + "-killed")
+    again = work.with_name(work.name + "-again")
+    _copy(work, killed_at)
+    phases: list[str] = []
+    for k in range(1, 100):
+        _copy(killed_at, again)
+        renv = dict(env, HOME=str(again))
+        status, label = _fork_named(
+            _status, again, dict(renv, QGITCONF_FAULT_AFTER_WRITES=str(k)), sc.uid
+        )
+        if os.WIFEXITED(status):
+            assert os.WEXITSTATUS(status) == 0, f"{sc.name}: recovery failed"
+            assert sc.outcome(again) == "new"
+            break
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        phases.append(_phase(label))
+        with _as(sc.uid):
+            out = commands.status(again, renv)  # never an internal error
+        assert not out["interrupted"]
+        assert sc.outcome(again) == "new", f"{sc.name}: recovery killed at {label}"
+    shutil.rmtree(again, ignore_errors=True)
+    shutil.rmtree(killed_at, ignore_errors=True)
+    return phases
 
 
 @pytest.fixture
@@ -307,15 +453,33 @@ def test_sigkill_at_every_journaled_step(lab: Lab, fast_dir: Path) -> None:
     assert kept[f"originals/{kept_name('.config/newfile')}"][2] == b"was here first\n"
     assert apply.new[0]["changed-gone.txt"][2] == b"changed locally\n"
     assert revert0.new[0][".inputrc"] == ("file", 0o444, b"pre-existing, read-only, hard-linked\n")
+    # A change of shapes over many files, from GEN2 applied (issue 23, item 2).
+    qg(lab, "personal", "apply", "--yes", "--overwrite")
+    stage(lab, GEN3, "gen3")
+    before_deep = base / "deep-before"
+    _copy(home, before_deep)
+    deep = Scenario("apply-shapes", before_deep, _apply, env, uid)
+    assert deep.new[0][".gitconfig/include/work/settings"][2] == b"[user]\n\tname = deep\n"
     totals: dict[str, int] = {}
-    for sc in (apply, revert, revert0):
+    per_kind: dict[str, int] = {"apply": 0, "revert": 0}
+    for sc in (apply, deep, revert, revert0):
         counts = _trials(sc, base / f"{sc.name}-work")
+        phases, recovery = counts.pop("phases"), counts.pop("recovery")
         print(sc.name, counts)
+        print(f"  {sc.name} kills per phase:", dict(sorted(phases.items())))
+        print(f"  {sc.name} recovery kills per phase:", dict(sorted(recovery.items())))
         assert counts["old"] > 0 and counts["new"] > 0
+        # Kills were aimed at every phase, the ref writes included.
+        want = {"journal", "undo", "change", "rename", "synced", "commit point", "records"}
+        want |= {"ref writes", "journal removed"}
+        assert want <= set(phases), phases
+        assert not any(p.startswith("other:") for p in phases), phases
+        assert {"records", "ref writes"} <= set(recovery), recovery
+        per_kind["apply" if sc.command is _apply else "revert"] += counts["trials"]
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
-    print("crash trials:", totals)
-    assert totals["trials"] >= 200, totals
+    print("crash trials:", totals, per_kind)
+    assert per_kind["apply"] >= 200 and per_kind["revert"] >= 50, per_kind
 
 
 def test_sigkill_of_the_real_cli(lab: Lab, fast_dir: Path) -> None:

@@ -325,14 +325,19 @@ def _plan_into(
         writes.append(act)
 
     # 3. Directories the writes need (created in order, removed again on rollback).
+    # Below a directory that is missing, or that takes the place of a managed file or
+    # symlink going away (a file ``c/foo`` becoming ``c/foo/baz/deep``), every level
+    # is missing too: probing there would walk into the file that is still on disk.
     mkdirs: list[str] = []
     known: dict[str, str] = {}
     for act in [*writes, *restores]:
         for prefix in _prefixes(act.path):
             if prefix not in known:
-                kind = fs.probe(prefix).kind
-                if prefix in gone or prefix in rmdirs:
+                above = prefix.rpartition("/")[0]
+                if prefix in gone or prefix in rmdirs or known.get(above) == "missing":
                     kind = "missing"
+                else:
+                    kind = fs.probe(prefix).kind
                 known[prefix] = kind
                 if kind == "missing":
                     mkdirs.append(prefix)

@@ -10,7 +10,9 @@ Layout, under the agent state directory (``~/.local/share/qgitconf/journal/``)::
                  replaces or deletes, made before step i touches it
     committing   marker: every step is done, only the state records remain
 
-Recovery (``recover``), run under the state lock by apply, revert, restore and status:
+Recovery (``recover``), run under the state lock by apply, revert, restore and status,
+first clears what a killed process of the agent left outside the journal (a ref's lock
+file, a state record's temp name: ``clear_debris``), then:
 
 - no ``plan.json``: nothing was interrupted (a leftover directory is removed);
 - ``committing`` present: every change is on disk; the state records are written
@@ -37,10 +39,12 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,7 +244,12 @@ class Journal:
         os.rename(tmp, name, src_dir_fd=undo_fd, dst_dir_fd=undo_fd)
 
     def open_undo(self) -> int:
-        return os.open(self.dir / "undo", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        """The fd of ``undo/``; created empty if it is missing (a journal is made with
+        it, so only a hand-trimmed one lacks it: then no step has an undo copy)."""
+        path = self.dir / "undo"
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     # -- rollback ------------------------------------------------------------------------
 
@@ -286,7 +295,11 @@ class Journal:
         if op == "adopt":
             return  # $HOME was not touched; the kept copy goes with the other originals
         if op == "mkdir":
-            fs.rmdir(path)
+            # Only a directory is removed (if empty).  A path on the way may be the
+            # file a directory was to replace, put back already or never removed
+            # (a file ``c/foo`` becoming ``c/foo/baz/deep``): nothing was made there.
+            if fs.probe(path).kind == "dir":
+                fs.rmdir(path)
             return
         if op == "rmdir":
             if fs.probe(path).kind == "missing":
@@ -377,17 +390,188 @@ def record_commit(
         saved["applied"] = commit
         state.save(saved)
     fault("state-saved")
-    repo = state.repo()
+    _write_refs(state, commit, int(record["number"]), fault)
+    state.point_head(commit)
+    fault("head-written")
+
+
+def _write_refs(state: AgentState, commit: str | None, number: int, fault: Fault) -> None:
+    """Point ``refs/qgitconf/applied`` and ``refs/qgitconf/generations/<number>`` at
+    ``commit`` (or remove ``applied``: the state before qgitconf).
+
+    Each write takes the ref's lock file (``<ref>.lock``) as git does; the fault hook
+    runs while it is held (``applied-ref-locked``, ``generation-ref-locked``), where a
+    kill leaves the lock behind: crash debris that :func:`clear_debris` removes under
+    the state lock before this is run again.
+
+    Raises:
+        LocalStateError: a lock file is still there (it is not one the agent left).
+    """
+    from dulwich.file import FileLocked
+
+    def locked(ref: bytes) -> None:
+        fault("applied-ref-locked" if ref == APPLIED_REF else "generation-ref-locked")
+
+    refs = state.refs(locked)
+    message = f"qgitconf: generation {number}".encode("ascii")
     try:
         if commit is not None:
-            repo.refs[APPLIED_REF] = commit.encode("ascii")
-            ref = GENERATION_REF.format(n=record["number"]).encode("ascii")
-            repo.refs[ref] = commit.encode("ascii")
+            value = commit.encode("ascii")
+            refs.set_if_equals(APPLIED_REF, None, value, message=message)
+            fault("applied-ref-written")
+            ref = GENERATION_REF.format(n=number).encode("ascii")
+            refs.set_if_equals(ref, None, value, message=message)
+            fault("generation-ref-written")
         else:
-            repo.refs.remove_if_equals(APPLIED_REF, None)
+            refs.remove_if_equals(APPLIED_REF, None, message=message)
+            fault("applied-ref-written")
+        # The renames of the lock files are durable before the journal is removed.
+        ours = state.repo_path / "refs" / "qgitconf"
+        fsync_dir(ours)
+        if commit is not None:
+            fsync_dir(ours / "generations")
+    except FileLocked as e:
+        raise LocalStateError(
+            f"a ref of the agent repository is locked ({sanitize(os.fsdecode(e.lockfilename))}); "
+            "it is not a lock file qgitconf left: check that no other git command runs "
+            "on it, then remove it; the next qgitconf apply, revert or status finishes "
+            "the change"
+        ) from e
+
+
+# -- crash debris outside the journal ----------------------------------------------------
+
+# The state records the agent writes (``fsutil.atomic_write``: ``mkstemp`` names them
+# ``.<name>.`` and 8 characters), and the ref lock files of the refs only the agent
+# writes, under the state lock.
+_RECORD_TEMP = re.compile(
+    r"\.(manifest\.json|manifest\.stat|originals\.json|generations\.json|state\.json)"
+    r"\.[a-z0-9_]{8}"
+)
+_HEAD_TEMP = re.compile(r"\.HEAD\.[a-z0-9_]{8}")
+_GENERATION_LOCK = re.compile(r"[1-9][0-9]{0,17}\.lock")
+# Receive writes state.json too, without the state lock (its write takes
+# milliseconds): a temp file of it is debris only once it is this old.
+_RECEIVE_GRACE_S = 600
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def clear_debris(state: AgentState) -> list[str]:
+    """Remove what a process of the agent killed outside the journal left behind;
+    the caller holds the state lock.  Returns the names removed (relative to the
+    state directory).
+
+    - ``repo/refs/qgitconf/applied.lock`` and ``repo/refs/qgitconf/generations/<N>.lock``:
+      the lock file of a ref write cut short (the ref still holds its old value).  Only
+      the agent writes these refs, and only under the state lock, which this process
+      holds: no live writer can own them.  Each must be a regular file of this user,
+      reached without following any link from the state directory.
+    - the temp files of the state records (``.manifest.json.XXXXXXXX`` …, and
+      ``repo/.HEAD.XXXXXXXX``): an atomic write cut short before its rename.  A
+      temp of ``state.json`` only when it is older than Receive's writes can be.
+
+    Raises:
+        LocalStateError: something else (a symlink, a directory, another user's file)
+            is where a ref lock goes: the agent cannot write that ref, and does not
+            remove what it did not make.
+    """
+    removed: list[str] = []
+    try:
+        root = os.open(state.root, _DIR_FLAGS)
+    except OSError:
+        return removed
+    try:
+        for name in _names(root):
+            if _RECORD_TEMP.fullmatch(name) and _stale_temp(root, name):
+                _remove_own(root, name, name, removed, strict=False)
+        repo = _open_dir(root, "repo")
+        if repo is None:
+            return removed
+        try:
+            for name in _names(repo):
+                if _HEAD_TEMP.fullmatch(name):
+                    _remove_own(repo, name, f"repo/{name}", removed, strict=False)
+            _clear_ref_locks(repo, removed)
+        finally:
+            os.close(repo)
     finally:
-        repo.close()
-    state.point_head(commit)
+        os.close(root)
+    return removed
+
+
+def _clear_ref_locks(repo: int, removed: list[str]) -> None:
+    refs = _open_dir(repo, "refs")
+    if refs is None:
+        return
+    try:
+        ours = _open_dir(refs, "qgitconf")
+    finally:
+        os.close(refs)
+    if ours is None:
+        return
+    try:
+        if "applied.lock" in _names(ours):
+            _remove_own(ours, "applied.lock", "repo/refs/qgitconf/applied.lock", removed)
+        gens = _open_dir(ours, "generations")
+        if gens is None:
+            return
+        try:
+            for name in _names(gens):
+                if _GENERATION_LOCK.fullmatch(name):
+                    where = f"repo/refs/qgitconf/generations/{name}"
+                    _remove_own(gens, name, where, removed)
+        finally:
+            os.close(gens)
+    finally:
+        os.close(ours)
+
+
+def _names(d: int) -> list[str]:
+    try:
+        return os.listdir(d)
+    except OSError:
+        return []
+
+
+def _open_dir(d: int, name: str) -> int | None:
+    """``name`` in ``d`` as a directory fd, never through a link; None if it is
+    missing or not a directory (nothing of the agent's can be below it then)."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=d)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) or e.errno in (errno.ELOOP, errno.ENOTDIR):
+            return None
+        raise
+
+
+def _stale_temp(d: int, name: str) -> bool:
+    if not name.startswith(".state.json."):
+        return True
+    try:
+        st = os.stat(name, dir_fd=d, follow_symlinks=False)
+    except OSError:
+        return False
+    return st.st_mtime < time.time() - _RECEIVE_GRACE_S
+
+
+def _remove_own(d: int, name: str, where: str, removed: list[str], *, strict: bool = True) -> None:
+    """Unlink ``name`` in ``d`` if it is a regular file of this user (not a link);
+    otherwise raise (``strict``: it blocks a ref write) or leave it."""
+    try:
+        st = os.stat(name, dir_fd=d, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        if not strict:
+            return
+        raise LocalStateError(
+            f"{sanitize(where)} in the agent state directory is not a lock file qgitconf "
+            "left (a symlink, a directory or another user's file); the agent cannot "
+            "write that ref: move it away, then run qgitconf status"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=d)
+    removed.append(where)
 
 
 def recover(state: AgentState, fs: HomeFS, fault: Fault | None = None) -> str | None:
@@ -400,10 +584,17 @@ def recover(state: AgentState, fs: HomeFS, fault: Fault | None = None) -> str | 
         ApplyError: the rollback could not put everything back (the journal stays, so
             the next command tries again; nothing is lost).
     """
+    # Under the state lock no other apply runs: a ref lock or a temp name of a state
+    # record left by the agent is debris of a killed process (issue 23).
+    cleared = clear_debris(state)
     journal = Journal.load(state)
     if journal is None:
         if state.journal_dir.exists():  # removed after its plan.json: just finish
             shutil.rmtree(state.journal_dir, ignore_errors=True)
+        if cleared:
+            return "leftovers of an interrupted qgitconf were removed: " + ", ".join(
+                sanitize(c) for c in cleared
+            )
         return None
     if fault is not None:
         journal.fault = fault

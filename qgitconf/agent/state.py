@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -134,14 +134,27 @@ class AgentState:
             # update's to write: DESIGN rule 12).
             Repo.init_bare(str(self.repo_path), mkdir=True, default_branch=b"main")
 
-    def refs(self) -> Any:
+    def refs(self, while_locked: Callable[[bytes], None] | None = None) -> Any:
         """The agent repo's refs (dulwich's loose-ref writer, with its lock files);
-        cheaper to load than the whole ``Repo`` (Receive only moves one ref)."""
+        cheaper to load than the whole ``Repo`` (Receive only moves one ref).
+
+        ``while_locked(ref)`` is called while a write given a ``message`` holds the
+        ref's lock file (``<ref>.lock`` written, not yet renamed over the ref): the
+        fault hook's seam for a kill in the middle of a ref write (issue 23).  No
+        reflog is written either way.
+        """
         from dulwich.refs import DiskRefsContainer
 
         if not (self.repo_path / "HEAD").exists():
             raise LocalStateError(f"no agent repository at {self.repo_path}")
-        return DiskRefsContainer(str(self.repo_path))
+        if while_locked is None:
+            return DiskRefsContainer(str(self.repo_path))
+        hook = while_locked
+
+        def logger(ref: bytes, *_rest: object) -> None:
+            hook(ref)
+
+        return DiskRefsContainer(str(self.repo_path), logger=logger)
 
     def repo(self) -> Any:
         from dulwich.repo import Repo
