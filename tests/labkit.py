@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.errors import TooLargeError
-from qgitconf.lab.lab import KEY_FILE
-from qgitconf.lab.real import RealLab
+from qgitconf.lab.real import KEY_FILE, RealLab
 from qgitconf.transport import CallResult
 
 Lab = RealLab

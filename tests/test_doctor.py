@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from qgitconf.doctor import _check_pinned, gpg_version_check, key_status
-from qgitconf.lab.lab import make_key
+from tests.keys import make_key
 from tests.labkit import Lab, commit_files, publish, qg, run
 
 
@@ -178,3 +178,44 @@ def test_doctor_nothing_set_up(lab: Lab) -> None:
     report = _doctor(lab, "untrusted", 0)
     assert report["role"] == "none"
     assert _by_name(report)["setup"]["result"] == "warn"
+
+
+def test_doctor_config_mgmt_fails_without_signing_key_asc(lab: Lab) -> None:
+    """Issue 16: without qgitconf/signing-key.asc the pre-receive hook refuses every
+    push, so doctor must fail, naming the file."""
+    checks = _by_name(_doctor(lab, "config-mgmt", 0))
+    assert checks["signing-key.asc"]["result"] == "ok"
+    assert lab.fingerprint in checks["signing-key.asc"]["message"]
+    run(lab, "config-mgmt", "rm", "qgitconf.git/qgitconf/signing-key.asc")
+    report = _doctor(lab, "config-mgmt", 1)
+    check = _by_name(report)["signing-key.asc"]
+    assert check["result"] == "fail"
+    assert "signing-key.asc is missing" in check["message"]
+    assert "pre-receive" in check["message"]
+    proc = qg(lab, "config-mgmt", "doctor", "--no-sign", expect=1)
+    assert any(
+        line.startswith("FAIL  signing-key.asc") for line in proc.stdout.decode().splitlines()
+    )
+
+
+def test_python_gnupg_minimum_is_the_same_everywhere() -> None:
+    """pyproject, debian/control, the rpm spec and doctor name one minimum."""
+    import re
+
+    from qgitconf.doctor import MIN_PYTHON_GNUPG
+
+    root = Path(__file__).resolve().parent.parent
+    want = ".".join(map(str, MIN_PYTHON_GNUPG))
+    found = {
+        "pyproject.toml": re.findall(
+            r'"python-gnupg>=([0-9.]+)"', (root / "pyproject.toml").read_text()
+        ),
+        "debian/control": re.findall(
+            r"python3-gnupg \(>= ([0-9.]+)\)", (root / "debian/control").read_text()
+        ),
+        "rpm spec": re.findall(
+            r"Requires:\s+python3-gnupg >= ([0-9.]+)",
+            (root / "rpm_spec/qgitconf.spec.in").read_text(),
+        ),
+    }
+    assert found == {k: [want] for k in found}

@@ -1,12 +1,11 @@
 """The real lab: Qubes' own qrexec and split-GPG, built from source, booted on this host.
 
-:class:`RealLab` offers the API of :class:`qgitconf.lab.lab.Lab` that the tests use,
-but every command "in a qube" goes through the real Qubes stack: dom0 runs
-``qrexec-client -d QUBE user:CMD`` (what ``qvm-run`` does), dom0's real
-``qrexec-daemon`` hands it to the qube's real ``qrexec-agent``, which starts it as
-the qube's user through PAM.  Calls between qubes go through the real
+:class:`RealLab` is the lab the tests and the demo use: every command "in a qube" goes
+through the real Qubes stack: dom0 runs ``qrexec-client -d QUBE user:CMD`` (what
+``qvm-run`` does), dom0's real ``qrexec-daemon`` hands it to the qube's real ``qrexec-agent``,
+which starts it as the qube's user through PAM. Calls between qubes go through the real
 ``qrexec-client-vm``, dom0's real ``qrexec-policy-daemon`` reading the shipped
-``policy/`` files unchanged, and the socket vchan Qubes' own CI uses.  Signing goes
+``policy/`` files unchanged, and the socket vchan Qubes' own CI uses. Signing goes
 through the real split-GPG (``qubes-gpg-client-wrapper`` → ``qubes.Gpg`` →
 ``gpg-server`` in the vault).
 
@@ -493,7 +492,7 @@ def check_extra_targets(names: Sequence[str]) -> tuple[str, ...]:
 
 
 class RealLab:
-    """A booted real lab.  Same API as :class:`qgitconf.lab.lab.Lab` for the tests.
+    """A booted real lab (the tests' ``lab`` fixture, the demo, ``lab up``).
 
     Its qubes are dom0 and ``vms``: the default five (``VMS``) and the extra targets
     the lab was booted with, each tagged ``qgitconf-target``, running, with its own

@@ -35,8 +35,8 @@ from dulwich.objects import ShaFile
 
 from qgitconf.envelope import Statement, format_envelope_header, format_statement
 from qgitconf.gitstore import TreeEntry, tree_sha256
-from qgitconf.lab.lab import gpg_in
 from tests.hostile import packgen
+from tests.keys import gpg_in
 
 TYPE = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
 MODE_FILE, MODE_EXEC, MODE_LINK, MODE_TREE, MODE_GITLINK = (
