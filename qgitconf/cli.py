@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -60,6 +61,37 @@ def _is_target() -> bool:
     from qgitconf.agent.config import system_config_path, user_config_path
 
     return user_config_path(_home()).is_file() or system_config_path().is_file()
+
+
+def _progress(flag: bool) -> Callable[[str], None] | None:
+    """Where progress lines go: stderr, when it is a terminal or with --progress."""
+    if not (flag or sys.stderr.isatty()):
+        return None
+    return lambda text: click.echo(f"qgitconf: {text}", err=True)
+
+
+_PROGRESS_OPTION = click.option(
+    "--progress",
+    "show_progress",
+    is_flag=True,
+    help="Report progress on stderr for big trees (2,000 files or more) even when "
+    "stderr is not a terminal.",
+)
+
+
+def _names(targets: bool = True, layers: bool = False) -> Callable[..., list[Any]]:
+    """A shell_complete callback: the repository's target (and/or layer) names that
+    start with what was typed; nothing in a target qube."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        from qgitconf.agent.side import completion_names
+
+        names = completion_names(_home(), _env(), targets=targets, layers=layers)
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+    return complete
 
 
 def _print_json(value: Any) -> None:
@@ -149,7 +181,13 @@ def target() -> None:
 
 @target.command("add")
 @click.argument("name")
-@click.option("--layer", "layers", multiple=True, help="Shared branch merged into this target.")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Shared branch merged into this target.",
+    shell_complete=_names(targets=False, layers=True),
+)
 def target_add(name: str, layers: tuple[str, ...]) -> None:
     """Create the branch for target qube NAME (config-mgmt)."""
     tip = _mgmt("target add").target_add(name, layers)
@@ -170,8 +208,15 @@ def layer() -> None:
 
 
 @layer.command("add")
-@click.argument("name")
-@click.option("--to", "to", multiple=True, metavar="TARGET", help="Also merge it into TARGET.")
+@click.argument("name", shell_complete=_names(targets=False, layers=True))
+@click.option(
+    "--to",
+    "to",
+    multiple=True,
+    metavar="TARGET",
+    help="Also merge it into TARGET.",
+    shell_complete=_names(),
+)
 def layer_add(name: str, to: tuple[str, ...]) -> None:
     """Create the shared branch NAME (config-mgmt) and/or merge it into existing targets.
 
@@ -233,15 +278,72 @@ def target_init(
     click.echo(f"config: {out['config']}")
 
 
+@target.command("remove")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def target_remove(yes: bool, as_json: bool) -> None:
+    """Stop being a target (in the target): unpin and forget.
+
+    Removes ~/.config/qgitconf/target.toml, the pinned keys and the agent state
+    (~/.local/share/qgitconf: generations, kept originals and backups, the staged
+    update).  The files qgitconf applied stay in $HOME as they are, no longer managed.
+    In the config-mgmt qube it refuses [wrong-side].
+    """
+    _target("target remove")
+    from qgitconf.agent.commands import target_remove as do
+    from qgitconf.agent.commands import target_remove_plan
+
+    plan = target_remove_plan(_home(), _env())
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not a terminal: run `qgitconf target remove --yes`")
+        for line in _remove_lines(plan):
+            click.echo(line, err=as_json)
+        click.confirm("Forget this target?", abort=True, err=as_json)
+    out = do(_home(), _env())
+    if out.get("recovered"):
+        click.echo(f"qgitconf: {out['recovered']}", err=True)
+    if as_json:
+        _print_json(out)
+        return
+    for path in out["removed"]:
+        click.echo(f"removed {sanitize(path)}")
+    click.echo(
+        f"this qube is no longer a qgitconf target; {out['managed']} applied file(s) stay in "
+        "$HOME as they are"
+    )
+    click.echo(
+        "also: in dom0 `qvm-tags QUBE del qgitconf-target`; in config-mgmt its branch and "
+        "kept update stay until you remove them"
+    )
+
+
+def _remove_lines(plan: dict[str, Any]) -> list[str]:
+    lines = ["This removes (the files qgitconf applied stay in $HOME as they are):"]
+    lines += [f"  {sanitize(p)}" for p in plan["remove"]]
+    lines.append(
+        f"{plan['managed']} applied file(s) stay, no longer managed; {plan['generations']} "
+        "generation(s) are forgotten: `qgitconf revert` cannot go back any more"
+    )
+    if plan["kept_copies"]:
+        lines.append(
+            f"{plan['kept_copies']} kept copies of your earlier files (originals, backups) "
+            "are deleted with the state"
+        )
+    if plan["pending"]:
+        lines.append("a staged update that was never applied is dropped")
+    return lines
+
+
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_names(layers=True))
 def edit(name: str) -> None:
     """Print the path of a worktree of NAME's branch to edit and commit in with git."""
     click.echo(str(_mgmt("edit").worktree(name)))
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_names(layers=True))
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--as", "dest", metavar="PATH", help="Path in the branch (default: relative to $HOME)."
@@ -264,7 +366,7 @@ def add(name: str, files: tuple[str, ...], dest: str | None, allow_large: bool) 
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_names(layers=True))
 @click.option("-m", "--message", required=True, help="Commit message.")
 @click.option(
     "--allow-large",
@@ -281,7 +383,7 @@ def commit(name: str, message: str, allow_large: bool) -> None:
 
 
 @cli.command()
-@click.argument("targets", nargs=-1)
+@click.argument("targets", nargs=-1, shell_complete=_names())
 @click.option("--all", "all_", is_flag=True, help="Publish to every target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option(
@@ -388,7 +490,7 @@ def _publish_dry_run(repo: Any, names: list[str], as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=_names())
 @click.option("-n", "--dry-run", is_flag=True, help="Show what it would drop; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def squash(name: str, dry_run: bool, as_json: bool) -> None:
@@ -425,7 +527,9 @@ def squash(name: str, dry_run: bool, as_json: bool) -> None:
 @cli.command("import")
 @click.argument("qube", required=False)
 @click.argument("path", required=False)
-@click.option("--into", metavar="TARGET", help="Target branch the file is for.")
+@click.option(
+    "--into", metavar="TARGET", help="Target branch the file is for.", shell_complete=_names()
+)
 @click.option("--list", "list_", is_flag=True, help="List the imports in quarantine.")
 @click.option("--review", "review_id", metavar="ID", help="Show a quarantined import.")
 @click.option("--accept", "accept_id", metavar="ID", help="Commit it (signed) onto its branch.")
@@ -534,18 +638,34 @@ def status(as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_names())
 @click.option("--to", "to", help="Generation (target) or commit (config-mgmt) to go back to.")
 @click.option(
     "--overwrite", is_flag=True, help="Target: overwrite local changes (kept as backups)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Target: print the result as JSON.")
-def revert(name: str | None, to: str | None, overwrite: bool, as_json: bool) -> None:
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Target: print what it would write, remove, keep and stop on; change nothing.",
+)
+@_PROGRESS_OPTION
+def revert(
+    name: str | None,
+    to: str | None,
+    overwrite: bool,
+    as_json: bool,
+    dry_run: bool,
+    show_progress: bool,
+) -> None:
     """Go back: in a target, to an earlier generation; in config-mgmt, NAME's branch to an
     earlier commit (as a new signed commit)."""
     if name is not None:
         from qgitconf.mgmt.revert import revert_branch
 
+        if dry_run:
+            raise UsageError("--dry-run is for a target's revert (without NAME)")
         sha = revert_branch(_mgmt("revert"), name, to)
         click.echo(f"{name}: committed {sha[:12]} restoring an earlier tree; publish it to send")
         return
@@ -557,7 +677,10 @@ def revert(name: str | None, to: str | None, overwrite: bool, as_json: bool) -> 
         if not to.isdigit():
             raise UsageError("--to takes a generation number in a target qube")
         number = int(to)
-    rec = do(_home(), _env(), to=number, overwrite=overwrite)
+    if dry_run:
+        _dry_run(as_json, kind="revert", to=number, overwrite=overwrite)
+        return
+    rec = do(_home(), _env(), to=number, overwrite=overwrite, progress=_progress(show_progress))
     if rec.get("recovered"):
         click.echo(f"qgitconf: {rec['recovered']}", err=True)
     if as_json:
@@ -575,7 +698,8 @@ def revert(name: str | None, to: str | None, overwrite: bool, as_json: bool) -> 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (schema: docs/review.md).")
 @click.option("--gui", is_flag=True, help="Show it in a dialog; apply only on its Apply button.")
-def review(as_json: bool, gui: bool) -> None:
+@_PROGRESS_OPTION
+def review(as_json: bool, gui: bool, show_progress: bool) -> None:
     """Show who signed the staged update, its risk report and what it changes (git diff).
 
     It prints the command that applies exactly what was shown: qgitconf apply
@@ -599,13 +723,53 @@ def review(as_json: bool, gui: bool) -> None:
             click.echo("cancelled: nothing applied")
             sys.exit(1)
         click.echo("qgitconf: no display or no zenity; showing the review here", err=True)
-    out = rv.review(_home(), _env())
+    out = rv.review(_home(), _env(), _progress(show_progress))
     if as_json:
         _print_json(out)
     elif sys.stdout.isatty():
         rv.page(rv.render_text(out, rv.diff_colors(_env())), _env())
     else:
         click.echo(rv.render_text(out), nl=False)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+@click.option("--json", "as_json", is_flag=True, help="Print paths, states and the diff as JSON.")
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help="Exit 1 if a managed file changed locally, 0 if none did (as git diff --exit-code).",
+)
+def diff(paths: tuple[str, ...], as_json: bool, exit_code: bool) -> None:
+    """Show the managed files changed locally since they were applied (diff applied ->
+    now), limited to PATHs (files or directories below $HOME) if given.
+
+    Made like review's diff: the system's git with your git config and attributes
+    switched off, every line escaped, paged on a terminal (GIT_PAGER/PAGER, a system
+    program).  A file that cannot be shown as a diff (a directory now, blocked) is
+    named with a note.  Changes nothing.
+    """
+    _target("diff")
+    from qgitconf.agent import review as rv
+    from qgitconf.agent.commands import local_diff
+    from qgitconf.errors import EXIT_FAILURE
+
+    out = local_diff(_home(), _env(), paths)
+    if out["interrupted"]:
+        click.echo("qgitconf: an apply was interrupted; `qgitconf status` recovers it", err=True)
+    if as_json:
+        _print_json(out)
+    else:
+        text = "".join(
+            f"# {d['path']}: {'; '.join(d['notes'])}\n" for d in out["drift"] if d["notes"]
+        )
+        if sys.stdout.isatty() and (text or out["diff"]):
+            colors = rv.diff_colors(_env())
+            rv.page(text + (rv.colorize(out["diff"], colors) if colors else out["diff"]), _env())
+        else:
+            click.echo(text + out["diff"], nl=False)
+    if exit_code and out["drift"]:
+        sys.exit(EXIT_FAILURE)
 
 
 def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
@@ -671,6 +835,13 @@ def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
     is_flag=True,
     help=f"List every file left out by --keep/--only (otherwise the first {_SHOWN_SKIPPED}).",
 )
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Print what it would write, remove, keep and stop on; change nothing.",
+)
+@_PROGRESS_OPTION
 def apply(
     yes: bool,
     overwrite: bool,
@@ -680,50 +851,55 @@ def apply(
     commit: str | None,
     as_json: bool,
     verbose: bool,
+    dry_run: bool,
+    show_progress: bool,
 ) -> None:
     """Apply the staged update into $HOME (atomic writes, backups, journal).
 
     It names the commit it applies.  To apply exactly what `qgitconf review` showed,
     use the command it printed: qgitconf apply --commit COMMIT (a later update staged
     meanwhile is then refused, not applied unseen).  Without --yes it asks, naming the
-    staged commit, and applies only that one.
+    staged commit, and applies only that one.  --dry-run prints the plan and changes
+    nothing.
 
     Nothing is written while any file in the way changed locally or was not written
-    by qgitconf: apply then lists them and exits 1 [drift] (it never prompts for
-    them); choose with --overwrite, --keep PATH or --only PATH (an --only PATH that
-    matches no file is a usage error).  An interrupted earlier apply is rolled back
+    by qgitconf: apply then lists them and exits 1 [drift], before asking (see them
+    with `qgitconf diff`); choose with --overwrite, --keep PATH or --only PATH (an
+    --only PATH that matches no file is a usage error).  An interrupted earlier apply is rolled back
     (or finished) first; Ctrl-C (SIGINT) or SIGTERM part-way rolls back and exits 130
     or 143 [interrupted, terminated].
     """
     _target("apply")
     from qgitconf.agent.commands import apply as do
-    from qgitconf.agent.commands import check_commit_id, staged_update
+    from qgitconf.agent.commands import check_commit_id
 
     if commit is not None:
         commit = check_commit_id(commit)
     if interactive:
-        if yes or overwrite or keep or only or as_json:
+        if yes or overwrite or keep or only or as_json or dry_run:
             raise UsageError(
-                "--interactive asks per file: use it without --yes/--overwrite/--keep/--only/--json"
+                "--interactive asks per file: use it without "
+                "--yes/--overwrite/--keep/--only/--json/--dry-run"
             )
         picked = _apply_interactive(commit)
         if picked is None:
             return
         rec = picked
+    elif dry_run:
+        _dry_run(as_json, kind="apply", overwrite=overwrite, keep=keep, only=only, commit=commit)
+        return
     else:
         if not yes:
-            if not sys.stdin.isatty():
-                raise UsageError(
-                    "not a terminal: review with `qgitconf review`, then use the "
-                    "`qgitconf apply --commit COMMIT` it prints, with --yes"
-                )
-            staged = staged_update(_home())
-            shown = commit or staged["commit"]
-            click.confirm(
-                f"Apply update {staged['sequence']}, commit {shown}?", abort=True, err=as_json
-            )
-            commit = shown  # apply what the question named, nothing staged after it
-        rec = do(_home(), _env(), overwrite=overwrite, keep=keep, only=only or None, commit=commit)
+            commit = _confirm_apply(overwrite, keep, only, commit, as_json)
+        rec = do(
+            _home(),
+            _env(),
+            overwrite=overwrite,
+            keep=keep,
+            only=only or None,
+            commit=commit,
+            progress=_progress(show_progress),
+        )
     if rec.get("recovered"):
         click.echo(f"qgitconf: {rec['recovered']}", err=True)
     if as_json:
@@ -737,6 +913,87 @@ def apply(
         click.echo(f"  {line}")
     _print_kept(rec)
     _print_skipped(list(rec.get("skipped") or []), verbose=verbose)
+
+
+def _confirm_apply(
+    overwrite: bool,
+    keep: tuple[str, ...],
+    only: tuple[str, ...],
+    commit: str | None,
+    as_json: bool,
+) -> str:
+    """apply without --yes: stop at once on drift (named, with the choices), else ask,
+    naming the commit and any file --overwrite would write over; the commit asked about.
+    """
+    from qgitconf.agent.commands import check_preview, plan_preview
+
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "not a terminal: review with `qgitconf review`, then use the "
+            "`qgitconf apply --commit COMMIT` it prints, with --yes"
+        )
+    plan = plan_preview(
+        _home(), _env(), overwrite=overwrite, keep=keep, only=only or None, commit=commit
+    )
+    check_preview(plan)  # drift without --overwrite: say so now, not after "y"
+    shown = str(plan["commit"])
+    if plan["up_to_date"]:
+        return shown
+    if plan["conflicts"]:
+        click.echo("--overwrite writes over these files (the current ones are kept):", err=as_json)
+        for line in plan["conflicts"]:
+            click.echo(f"  {line}", err=as_json)
+    click.confirm(f"Apply update {plan['sequence']}, commit {shown}?", abort=True, err=as_json)
+    return shown  # apply what the question named, nothing staged after it
+
+
+def _dry_run(as_json: bool, *, kind: str, **options: Any) -> None:
+    """apply/revert --dry-run: print the plan (or its JSON); exit 1 [drift] if the real
+    run would stop."""
+    from qgitconf.agent.commands import check_preview, plan_preview
+
+    only = options.pop("only", None)
+    plan = plan_preview(_home(), _env(), kind=kind, only=only or None, **options)
+    if as_json:
+        _print_json(plan)
+    else:
+        for line in _plan_lines(plan):
+            click.echo(line)
+    check_preview(plan)
+
+
+def _plan_lines(plan: dict[str, Any]) -> list[str]:
+    """The text of a dry run (everything in ``plan`` is sanitised already)."""
+    head = "dry run: nothing was changed. "
+    if plan["kind"] == "apply":
+        head += f"apply update {plan['sequence']}, commit {plan['commit']}"
+    else:
+        head += f"revert to generation {plan['to']}, " + (
+            f"commit {plan['commit']}" if plan["commit"] else "before qgitconf"
+        )
+    if plan["up_to_date"]:
+        return [head, "  already applied: nothing to do"]
+    lines = [head + f" would make generation {plan['generation']}:"]
+    if plan.get("interrupted"):
+        lines.append("  an interrupted apply is recovered first; the plan may then differ")
+    kept = {k["path"]: k["at"] for k in plan["kept"]}
+    for op, key in (("write", "write"), ("remove", "remove"), ("restore", "restore")):
+        for path in plan[key]:
+            extra = f"  (the current one kept in {kept[path]})" if path in kept else ""
+            lines.append(f"  {op:<8} {path}{extra}")
+    for path in plan["adopt"]:
+        lines.append(f"  {'adopt':<8} {path}  (already as wanted; a copy is kept for revert)")
+    for line in plan["conflicts"]:
+        lines.append(f"  CONFLICT {line}")
+    for line in plan["blockers"]:
+        lines.append(f"  BLOCKED  {line}")
+    for line in plan["left"]:
+        lines.append(f"  {line}")
+    if plan["skipped"]:
+        lines.append(f"  left out this time: {len(plan['skipped'])} files")
+    counts = ", ".join(f"{len(plan[k])} {k}" for k in ("write", "remove", "restore"))
+    lines.append(f"  total: {counts}")
+    return lines
 
 
 def _print_kept(rec: dict[str, Any]) -> None:
@@ -858,7 +1115,7 @@ def policy_check(files: tuple[str, ...], samples: bool | None, mgmt_qube: str) -
 
 
 @cli.command()
-@click.argument("target", required=False)
+@click.argument("target", required=False, shell_complete=_names())
 @click.option("--home-dir", default="/home/user", show_default=True, help="$HOME in the qube.")
 @click.option("--user", "user", default="user", show_default=True, help="Owner of the state.")
 def persist(target: str | None, home_dir: str, user: str) -> None:

@@ -11,8 +11,9 @@ qube is:
   the agent repository passes ``git fsck``; no interrupted apply left a journal;
   the state directory survives a reboot (see :mod:`qgitconf.persist`); the qrexec
   service is installed;
-- config-mgmt (a repository exists): ``git fsck``, a signing key is set, and
-  ``gpg.program`` (split-GPG in Qubes) really signs;
+- config-mgmt (a repository exists): ``git fsck``, a signing key is set, its public
+  half is saved as ``qgitconf/signing-key.asc`` (the ``pre-receive`` hook refuses
+  every push without it), and ``gpg.program`` (split-GPG in Qubes) really signs;
 - dom0 (``/etc/qubes/policy.d`` is visible, or ``QGITCONF_POLICY_DIR``): the
   qgitconf policy files pass ``qgitconf policy check``.
 
@@ -49,6 +50,9 @@ __all__ = [
 MIN_GPG = (2, 2, 36)
 """GnuPG before 2.2.36 lets a user id inject status lines (CVE-2022-34903)."""
 MIN_PYTHON_GNUPG = (0, 4, 4)
+"""python-gnupg 0.4.4 fixed CVE-2019-6690 (passphrase injection).  The same minimum is
+declared in pyproject.toml, debian/control and rpm_spec/qgitconf.spec.in (a test keeps
+them equal); Debian 12's python3-gnupg is 0.4.9."""
 EXPIRY_WARN_DAYS = 30
 RPC_DIRS = ("/etc/qubes-rpc", "/usr/local/etc/qubes-rpc")
 RESULTS = ("ok", "warn", "fail", "skip")
@@ -330,8 +334,34 @@ def _mgmt_checks(repo: Any, env: Mapping[str, str], sign: bool) -> list[Check]:
         checks.append(Check("signing-key", "fail", sanitize(e.detail)))
         return checks
     checks.append(Check("signing-key", "ok", f"user.signingkey {sanitize(key)}"))
+    checks.append(_key_file_check(Path(repo.meta) / "signing-key.asc", key))
     checks.append(_gpg_program_check(repo.gpg_program(), key, env, sign))
     return checks
+
+
+def _key_file_check(path: Path, key: str) -> Check:
+    """The public half of the signing key is saved where the ``pre-receive`` hook reads
+    it (``qgitconf/signing-key.asc``), and is exactly that key: without it the hook
+    refuses every push."""
+    from qgitconf.signing import inspect_key_file
+
+    name = "signing-key.asc"
+    hint = f"the pre-receive hook refuses every push until the public key of {key} is saved there"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Check(name, "fail", f"{path} is missing: {hint}")
+    except OSError as e:
+        return Check(name, "fail", f"cannot read {path}: {sanitize(str(e))}")
+    try:
+        fprs = [k.fingerprint for k in inspect_key_file(data)]
+    except QgitconfError as e:
+        return Check(name, "fail", f"{path}: {sanitize(e.detail)}")
+    want = key.replace(" ", "").upper()
+    if len(fprs) != 1 or not fprs[0].endswith(want):
+        held = ", ".join(fprs) or "no key"
+        return Check(name, "fail", f"{path} holds {held}, not only {sanitize(key)}: {hint}")
+    return Check(name, "ok", f"{path} holds {fprs[0]}")
 
 
 def _gpg_program_check(program: str, key: str, env: Mapping[str, str], sign: bool) -> Check:

@@ -113,7 +113,7 @@ def persist_commands(
         "# Not needed on R4.2, or on R4.3 without custom-persist: /home persists there.",
         "# Declare the state BEFORE enabling the service: once custom-persist is on, every",
         f"# path of {qube}'s /home that is not declared is rebuilt from /etc/skel at boot.",
-        f"qvm-service -e {qube} custom-persist",
+        "# So the declarations come first, and the service is enabled last.",
         "# The agent state (accepted sequence and commit, generations, backups): required,",
         "# or a reboot makes the qube forget what it accepted. dir: form = created if missing.",
         feature("qgitconf-state", f"dir:{user}:{user}:0700:{base / STATE_REL}"),
@@ -134,6 +134,10 @@ def persist_commands(
     for rel in paths:
         if rel not in printable:
             lines.append(f"# skipped a path with unprintable characters: {sanitize(rel)}")
+    lines += [
+        "# Last, with everything above declared: turn custom-persist on.",
+        f"qvm-service -e {qube} custom-persist",
+    ]
     return lines
 
 

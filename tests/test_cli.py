@@ -38,6 +38,7 @@ COMMANDS = (
     "import",
     "pull",
     "squash",
+    "diff",
     "lab",
 )
 HELP_ARGV = [
@@ -46,6 +47,7 @@ HELP_ARGV = [
     ["target", "add"],
     ["target", "init"],
     ["target", "list"],
+    ["target", "remove"],
     ["layer", "add"],
     ["layer", "list"],
     ["lab", "up"],

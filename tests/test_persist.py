@@ -17,22 +17,25 @@ def _commands(lines: list[str]) -> list[list[str]]:
     return [shlex.split(line) for line in lines if not line.startswith("#")]
 
 
-def test_commands_declare_state_in_dir_form_before_anything_else() -> None:
-    cmds = _commands(persist_commands("personal", [".bashrc", ".config/git/config"]))
-    assert cmds[0] == ["qvm-service", "-e", "personal", "custom-persist"]
-    assert cmds[1] == [
+def test_commands_declare_state_in_dir_form_first_and_enable_the_service_last() -> None:
+    """The script's own comment: declare the state BEFORE enabling custom-persist (issue
+    16: the service was enabled first, so a reboot in between lost the state)."""
+    lines = persist_commands("personal", [".bashrc", ".config/git/config"])
+    assert any("BEFORE enabling the service" in line for line in lines)
+    cmds = _commands(lines)
+    assert cmds[0] == [
         "qvm-features",
         "personal",
         "custom-persist.qgitconf-state",
         f"dir:user:user:0700:{STATE}",
     ]
-    assert cmds[2] == [
+    assert cmds[1] == [
         "qvm-features",
         "personal",
         "custom-persist.qgitconf-config",
         "dir:user:user:0700:/home/user/.config/qgitconf",
     ]
-    assert cmds[3:] == [
+    assert cmds[2:4] == [
         ["qvm-features", "personal", "custom-persist.qgitconf-f-bashrc", "/home/user/.bashrc"],
         [
             "qvm-features",
@@ -41,13 +44,15 @@ def test_commands_declare_state_in_dir_form_before_anything_else() -> None:
             "/home/user/.config/git/config",
         ],
     ]
+    assert cmds[-1] == ["qvm-service", "-e", "personal", "custom-persist"]
+    assert [c[0] for c in cmds].count("qvm-service") == 1
 
 
 def test_feature_names_unique_and_paths_quoted() -> None:
     cmds = _commands(persist_commands("work", [".a-b", ".a.b", "my file", "x'y"]))
-    names = [c[2] for c in cmds[3:]]
+    names = [c[2] for c in cmds[2:-1]]
     assert len(set(names)) == 4
-    assert [c[3] for c in cmds[3:]] == [
+    assert [c[3] for c in cmds[2:-1]] == [
         "/home/user/.a-b",
         "/home/user/.a.b",
         "/home/user/my file",

@@ -28,6 +28,7 @@ from qgitconf.agent.apply import (
 from qgitconf.agent.config import FPR, load_target_config, write_target_config
 from qgitconf.agent.homefs import DiskState, HomeFS, content
 from qgitconf.agent.journal import Fault, describe, recover
+from qgitconf.agent.progress import ApplyProgress, Emit, apply_totals, note
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, LocalStateError, StagedChangedError, UsageError
@@ -167,8 +168,11 @@ def apply(
     keep: Sequence[str] = (),
     only: Sequence[str] | None = None,
     commit: str | None = None,
+    progress: Emit | None = None,
 ) -> dict[str, Any]:
     """Apply the staged update into ``home``; returns the new generation's record.
+
+    ``progress`` (see :mod:`qgitconf.agent.progress`) gets lines per phase of a big apply.
 
     With ``commit`` (a full id), only that commit: if another one is staged, nothing
     is applied.  The staged commit is read, checked and planned under the state lock,
@@ -210,8 +214,20 @@ def apply(
                 "note": "up to date",
                 "recovered": recovered,
             }
+        fault = _with_progress(fault, progress, "apply", plan)
         rec = execute(plan, fs, state, overwrite=overwrite, kind="apply", fault=fault)
+        if isinstance(fault, ApplyProgress):
+            fault.finish()
     return {**rec, "recovered": recovered, "kept": kept_copies(state, rec)}
+
+
+def _with_progress(fault: Fault, progress: Emit | None, kind: str, plan: Any) -> Fault:
+    """``fault`` wrapped to report progress on a big plan (unchanged otherwise)."""
+    if progress is None:
+        return fault
+    acts = plan.touches_disk
+    note(progress, len(acts), f"{kind}: {len(acts)} changes planned")
+    return ApplyProgress(fault, progress, kind, apply_totals(acts))
 
 
 def kept_copies(state: AgentState, rec: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -234,7 +250,12 @@ def kept_copies(state: AgentState, rec: Mapping[str, Any]) -> list[dict[str, str
 
 
 def revert(
-    home: Path, env: Mapping[str, str], *, to: int | None, overwrite: bool
+    home: Path,
+    env: Mapping[str, str],
+    *,
+    to: int | None,
+    overwrite: bool,
+    progress: Emit | None = None,
 ) -> dict[str, Any]:
     """Go back to generation ``to`` (default: the one before the current)."""
     cfg = load_target_config(home, env)
@@ -246,6 +267,7 @@ def revert(
         recovered = recover(state, HomeFS(home), fault)
         number, commit = revert_target(state, state.generations(), to)
         plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
+        fault = _with_progress(fault, progress, "revert", plan)
         rec = execute(
             plan,
             fs,
@@ -255,6 +277,8 @@ def revert(
             note=f"revert to generation {number}",
             fault=fault,
         )
+        if isinstance(fault, ApplyProgress):
+            fault.finish()
     return {**rec, "recovered": recovered, "kept": kept_copies(state, rec)}
 
 
@@ -473,3 +497,281 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
         return subprocess.run(
             [program, *sysprog.GIT_ISOLATION, *gpg, *args], env=genv, check=False
         ).returncode
+
+
+# -- qgitconf diff: local changes against what was applied ---------------------------------
+
+
+def local_diff(home: Path, env: Mapping[str, str], paths: Sequence[str] = ()) -> dict[str, Any]:
+    """Every managed file changed locally since it was applied, and the diff
+    applied -> disk (like ``chezmoi diff``); writes nothing.
+
+    ``paths`` ($HOME-relative, ``~/``, or absolute below $HOME) limit it to those files
+    or directories.  The diff is made by review's isolated git
+    (:func:`qgitconf.agent.review.diff_changes`) and sanitised, as is every path.
+
+    Returns:
+        ``applied``, ``managed``, ``drift`` (``[{path, state, notes}]``: ``state`` as
+        in ``status --json``'s ``drift_detail``), ``diff``, ``diff_tool``,
+        ``interrupted``.
+
+    Raises:
+        ConfigError: not a target.
+        LocalStateError: an apply, revert or restore is running (``busy``).
+    """
+    from qgitconf.agent.apply import matches
+    from qgitconf.agent.review import applied_contents, diff_changes, local_change
+
+    load_target_config(home, env)
+    state = AgentState(state_dir(home))
+    wanted = [_rel(home, p) for p in paths]
+    with state.lock() as held, HomeFS(home) as fs:
+        if not held:
+            raise _busy()
+        found, managed = _scan(state, fs, save=False)
+        if wanted:
+            found = [(p, k) for p, k in found if matches(p, wanted)]
+        manifest = state.manifest() if found else {}
+        records = {p: manifest[p] for p, _k in found if p in manifest}
+        applied = applied_contents(state, records)
+        entries: list[dict[str, Any]] = []
+        files = []
+        for path, kind in sorted(found):
+            change, notes = local_change(fs, path, applied.get(path), records.get(path, {}))
+            if change is not None:
+                files.append(change)
+            entries.append({"path": sanitize(path), "state": kind, "notes": notes})
+        interrupted = describe(state) is not None
+    diff, tool = diff_changes(home, files)
+    return {
+        "applied": state.applied_commit,
+        "managed": managed,
+        "drift": entries,
+        "diff": diff,
+        "diff_tool": tool,
+        "interrupted": interrupted,
+    }
+
+
+# -- apply --dry-run / revert --dry-run, and apply's confirmation -------------------------
+
+
+def _preview(
+    state: AgentState, plan: Any, *, kind: str, overwrite: bool, number: int | None
+) -> dict[str, Any]:
+    """What ``plan`` would do, as plain (sanitised) data; see :func:`plan_preview`."""
+    from qgitconf.agent.apply import kept_name
+
+    ops: dict[str, list[str]] = {"write": [], "delete": [], "restore": [], "adopt": []}
+    kept: list[dict[str, str]] = []
+    dirs: dict[str, list[str]] = {"mkdir": [], "rmdir": []}
+    for act in plan.touches_disk:
+        shown = sanitize(act.path)
+        if act.op in ops:
+            ops[act.op].append(shown)
+        elif act.op in dirs:
+            dirs[act.op].append(shown)
+        if act.op == "write" and act.keep is not None:
+            at = (
+                f"originals/{kept_name(act.path)}"
+                if act.keep == "original"
+                else f"backups/{number}/{act.path}"
+            )
+            kept.append({"path": shown, "at": sanitize(str(state.root / at))})
+    stops = bool(plan.blockers) or (bool(plan.conflicts) and not overwrite)
+    return {
+        "dry_run": True,
+        "kind": kind,
+        "commit": plan.commit,
+        "generation": number,
+        "write": ops["write"],
+        "remove": ops["delete"],
+        "restore": ops["restore"],
+        "adopt": ops["adopt"],
+        "mkdir": dirs["mkdir"],
+        "rmdir": dirs["rmdir"],
+        "kept": kept,
+        "conflicts": list(plan.conflicts),
+        "blockers": list(plan.blockers),
+        "left": list(plan.left),
+        "skipped": [sanitize(p) for p in plan.skipped],
+        "would_stop": stops,
+        "up_to_date": not plan.touches_disk and not plan.blockers,
+    }
+
+
+def plan_preview(
+    home: Path,
+    env: Mapping[str, str],
+    *,
+    kind: str = "apply",
+    overwrite: bool = False,
+    keep: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    commit: str | None = None,
+    to: int | None = None,
+) -> dict[str, Any]:
+    """What ``apply`` (``kind="apply"``) or ``revert`` (``kind="revert"``, to
+    generation ``to``) would do with these options; changes nothing (no recovery, no
+    kept copy, no state: $HOME and the agent state stay byte-identical).
+
+    Returns:
+        ``dry_run``, ``kind``, ``commit``, ``generation`` (the one it would create),
+        ``to`` (revert), ``sequence`` (apply), ``write``/``remove``/``restore``/
+        ``adopt``/``mkdir``/``rmdir`` (paths), ``kept`` (``[{path, at}]``: where
+        what is overwritten would be kept), ``conflicts``, ``blockers``, ``left``,
+        ``skipped``, ``would_stop`` (apply or revert would write nothing and exit 1
+        [drift]), ``up_to_date`` and ``interrupted`` (an interrupted apply would be
+        recovered first, so the plan may differ).
+
+    Raises:
+        NothingStagedError, StagedChangedError, UsageError, LocalStateError: as the
+            command itself would, before anything is written.
+    """
+    cfg = load_target_config(home, env)
+    state = AgentState(state_dir(home))
+    expected = None if commit is None else check_commit_id(commit)
+    with state.lock() as held:
+        if not held:
+            raise _busy()
+        gens = state.generations()
+        number = (int(gens[-1]["number"]) + 1) if gens else 1
+        extra: dict[str, Any] = {}
+        if kind == "revert":
+            back_to, target = revert_target(state, gens, to)
+            plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, target)
+            extra["to"] = back_to
+        else:
+            target = ensure_staged(state, expected)
+            plan, fs = plan_apply(
+                state,
+                home,
+                cfg.rules,
+                cfg.limits,
+                target,
+                keep=[_rel(home, k) for k in keep],
+                only=None if only is None else [_rel(home, o) for o in only],
+            )
+            extra["sequence"] = (state.load().get("staged") or {}).get("sequence")
+        fs.close()
+        out = _preview(state, plan, kind=kind, overwrite=overwrite, number=number)
+        # As apply: nothing to write and this commit applied already: no new generation.
+        out["up_to_date"] = kind == "apply" and out["up_to_date"] and state.applied_commit == target
+        if out["up_to_date"]:
+            out["generation"] = None
+        out["interrupted"] = describe(state) is not None
+    return {**out, **extra}
+
+
+# -- target remove ----------------------------------------------------------------------------
+
+
+def _removal_paths(home: Path) -> list[Path]:
+    from qgitconf.agent.config import user_config_path
+
+    cfg = user_config_path(home)
+    return [cfg, cfg.parent / "keys", state_dir(home)]
+
+
+def target_remove_plan(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """What ``target remove`` would remove and keep (for its question); changes nothing.
+
+    Returns:
+        ``remove`` (paths that exist), ``managed`` (files that stay in $HOME, no longer
+        managed), ``kept_copies`` (originals and backups that go with the state),
+        ``generations``, ``pending`` (a staged update not applied), ``template``
+        (the template's ``/etc/qgitconf/target.toml`` exists: this qube stays a
+        target through it).
+
+    Raises:
+        ConfigError: this qube has no target configuration of its own.
+    """
+    from qgitconf.agent.config import system_config_path, user_config_path
+
+    if not user_config_path(home).is_file():
+        if system_config_path().is_file():
+            raise ConfigError(
+                f"this qube is a target through its template's {system_config_path()}; "
+                "`target remove` removes only a qube's own ~/.config/qgitconf/target.toml: "
+                "remove the template's file in the template",
+                code="template-target",
+            )
+        raise ConfigError("this qube is not a qgitconf target; nothing to remove")
+    state = AgentState(state_dir(home))
+    root = state.root
+    kept = 0
+    for sub in ("originals", "backups"):
+        if (root / sub).is_dir():
+            kept += sum(1 for p in (root / sub).rglob("*") if not p.is_dir())
+    data = state.load() if root.is_dir() else {}
+    staged = (data.get("staged") or {}).get("commit")
+    return {
+        "remove": [str(p) for p in _removal_paths(home) if p.exists() or p.is_symlink()],
+        "managed": len(state.manifest()) if root.is_dir() else 0,
+        "kept_copies": kept,
+        "generations": len(state.generations()) if root.is_dir() else 0,
+        "pending": bool(staged) and staged != data.get("applied"),
+        "template": system_config_path().is_file(),
+    }
+
+
+def target_remove(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """Forget this target: remove ``~/.config/qgitconf/target.toml``, the pinned keys
+    and the agent state (``~/.local/share/qgitconf``); the files qgitconf applied stay
+    in $HOME as they are.  An interrupted apply is recovered first, so no temp file
+    or half-applied generation is left behind.
+
+    Returns:
+        :func:`target_remove_plan`'s keys, ``removed`` (the paths removed) and
+        ``recovered``.
+
+    Raises:
+        ConfigError: not a target of its own (see :func:`target_remove_plan`).
+        LocalStateError: an apply, revert or restore is running (``busy``).
+    """
+    import shutil
+
+    plan = target_remove_plan(home, env)
+    state = AgentState(state_dir(home))
+    removed: list[str] = []
+    recovered = None
+    with state.lock() as held:
+        if not held:
+            raise _busy()
+        recovered = recover(state, HomeFS(home), Fault.from_env(env))
+        for path in _removal_paths(home):
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+            else:
+                continue
+            removed.append(str(path))
+    with contextlib.suppress(OSError):
+        _removal_paths(home)[0].parent.rmdir()  # ~/.config/qgitconf, if now empty
+    return {**plan, "removed": removed, "recovered": recovered}
+
+
+def check_preview(preview: Mapping[str, Any]) -> None:
+    """Stop, before asking or writing, when the previewed apply would stop anyway.
+
+    Raises:
+        DriftError: files in the way without ``--overwrite``, or blocked paths; the
+            files are named, with the choices (as apply itself says).
+    """
+    from qgitconf.errors import DriftError
+
+    if not preview["would_stop"]:
+        return
+    if preview["blockers"]:
+        raise DriftError(
+            f"{preview['kind']} would stop; nothing was written:\n  "
+            + "\n  ".join(preview["blockers"])
+            + "\nmove these away, or leave them out with --keep PATH"
+        )
+    raise DriftError(
+        f"{preview['kind']} would stop on these files; nothing was written:\n  "
+        + "\n  ".join(preview["conflicts"])
+        + "\nsee the local changes with `qgitconf diff`, then run again with --overwrite "
+        "(whatever is overwritten is kept for revert), or leave files out with --keep PATH"
+    )

@@ -11,7 +11,12 @@ refuses to start unless C is the staged commit.
 
 A file changed locally (or not written by qgitconf) must be accepted with "o"
 (overwrite; the local copy is kept for ``revert``), so no drift is overwritten by a
-plain "accept" (rule 10).  No click here: the prompts are callables (STYLE ring 3).
+plain "accept" (rule 10).  Before the question, such a file shows its own diff: the
+local change since the apply (applied -> now) for a managed file, or what overwriting
+would change (now -> update) for a file qgitconf never wrote.  A path the update does
+not change (left out of an earlier apply, or drifted) shows what writing it does.
+An answer that is not one of the choices prints them again.  No click here: the
+prompts are callables (STYLE ring 3).
 """
 
 from __future__ import annotations
@@ -21,16 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.apply import plan_apply
+from qgitconf.agent.apply import Action, Plan, plan_apply
 from qgitconf.agent.config import load_target_config
+from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.review import (
+    applied_contents,
     builtin_diff,
     changed_files,
     colorize,
+    diff_changes,
     file_notes,
     git_diff,
+    git_mode,
+    local_change,
 )
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.errors import QgitconfError
+from qgitconf.limits import Limits
 from qgitconf.risks import FileChange, assess
 from qgitconf.sanitize import sanitize
 
@@ -72,9 +84,39 @@ def choose(
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
     commit = ensure_staged(state, None if expect is None else check_commit_id(expect))
+    plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
+    try:
+        return _walk(home, state, plan, fs, cfg.limits, commit, ask, show, colors)
+    finally:
+        fs.close()
+
+
+_CHOICES = "answer a (accept), s (skip) or q (quit: nothing is applied)"
+_CONFLICT_CHOICES = (
+    "a local file is in the way, so a does not take it: answer o (overwrite it; the local "
+    "copy is kept for `qgitconf revert`), s (skip: leave it as it is) or q (quit: nothing "
+    "is applied)"
+)
+
+
+def _walk(
+    home: Path,
+    state: AgentState,
+    plan: Plan,
+    fs: HomeFS,
+    limits: Limits,
+    commit: str,
+    ask: Ask,
+    show: Show,
+    colors: Mapping[str, str] | None,
+) -> Choices:
+    """The body of :func:`choose`, with the plan and its HomeFS (closed by the caller)."""
     applied = state.applied_commit
-    plan, _fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
-    changes = changed_files(state, applied, commit, cfg.limits)
+    manifest = state.manifest()
+    local = applied_contents(
+        state, {a.path: manifest[a.path] for a in plan.changes if a.conflict and a.path in manifest}
+    )
+    changes = changed_files(state, applied, commit, limits)
     by_path: dict[str, FileChange] = {f.path: f for f in changes.files}
     findings = assess(changes.files, changes.links)
     actions = [a for a in plan.changes if a.op in ("write", "delete", "restore")]
@@ -92,11 +134,7 @@ def choose(
         change = by_path.get(act.path)
         notes = file_notes(change) if change else []
         if change is None:
-            notes.append(
-                "unchanged in the update; puts back what qgitconf applied"
-                if act.op == "write"
-                else f"{act.op} (not a change of the update)"
-            )
+            notes.append(_unchanged_note(act, manifest))
         show("")
         show(f"[{n}/{total}] {act.op} {shown}" + (f"  ({'; '.join(notes)})" if notes else ""))
         risks = [f for f in findings if f.path == shown]
@@ -116,6 +154,11 @@ def choose(
             raw = git_diff(state, home, applied, commit, [act.path], stat=False)
             diff = sanitize(raw if raw is not None else builtin_diff([change]), keep_newlines=True)
             show(colorize(diff, colors) if colors else diff.rstrip("\n"))
+        elif act.op in ("write", "restore") and act.new is not None:
+            show("  what this writes (what is there now -> the update):")
+            _show_diff(home, [_disk_to_update(fs, act)], show, colors)
+        if conflict:
+            _show_conflict(home, fs, act, manifest, local, show, colors)
         prompt = f"[commit {commit[:12]}] " + (
             "overwrite the local file (a copy is kept) [o], skip [s], quit [q]? "
             if conflict
@@ -123,6 +166,7 @@ def choose(
         )
         while True:
             answer = ask(prompt).strip().lower()
+            known = ("o", "overwrite") if conflict else ("a", "accept", "y", "yes")
             if answer in ("a", "accept", "y", "yes") and not conflict:
                 choices.accepted.append(act.path)
                 break
@@ -136,7 +180,75 @@ def choose(
             if answer in ("q", "quit"):
                 choices.quit = True
                 return choices
+            if answer not in known:
+                show(f"  {_CONFLICT_CHOICES if conflict else _CHOICES}")
     return choices
+
+
+def _unchanged_note(act: Action, manifest: Mapping[str, Any]) -> str:
+    """The note for a path the plan touches although the update does not change it."""
+    if act.op == "write" and act.path not in manifest:
+        return (
+            "not changed by this update, but left out of an earlier apply "
+            "(skipped, --keep or --only): written now for the first time"
+        )
+    if act.op == "write":
+        return "not changed by this update; puts back what qgitconf applied (changed locally)"
+    if act.op == "restore":
+        return "no longer in the update; puts back your file from before qgitconf"
+    return f"{act.op} (not a change of the update)"
+
+
+def _show_diff(
+    home: Path, files: list[FileChange], show: Show, colors: Mapping[str, str] | None
+) -> None:
+    diff, _tool = diff_changes(home, files)
+    if diff:
+        show(colorize(diff, colors) if colors else diff.rstrip("\n"))
+
+
+def _disk_to_update(fs: HomeFS, act: Action) -> FileChange:
+    """What writing ``act`` changes: the file on disk now (or nothing) -> the update."""
+    new_mode = git_mode(act.new or {})
+    old_mode: int | None = None
+    old = b""
+    if act.old.kind == "file":
+        try:
+            old = fs.read(act.path)
+            old_mode = git_mode(act.old.record())
+        except (OSError, QgitconfError):
+            old_mode = None
+    elif act.old.kind == "link":
+        old_mode, old = (
+            git_mode(act.old.record()),
+            act.old.target.encode("utf-8", "surrogateescape"),
+        )
+    return FileChange(act.path, old_mode, new_mode, old, act.data)
+
+
+def _show_conflict(
+    home: Path,
+    fs: HomeFS,
+    act: Action,
+    manifest: Mapping[str, Any],
+    local: Mapping[str, tuple[int, bytes]],
+    show: Show,
+    colors: Mapping[str, str] | None,
+) -> None:
+    """The local file in the way: its own change since the apply (a managed file that
+    drifted), or what overwriting it would change (a file qgitconf never wrote)."""
+    if act.path in manifest:
+        change, notes = local_change(fs, act.path, local.get(act.path), manifest[act.path])
+        show(
+            "  changed locally since the last apply (applied -> now)"
+            + (f" ({'; '.join(notes)})" if notes else "")
+            + ":"
+        )
+        if change is not None:
+            _show_diff(home, [change], show, colors)
+        return
+    show("  your file, not written by qgitconf; overwriting it changes it so (now -> update):")
+    _show_diff(home, [_disk_to_update(fs, act)], show, colors)
 
 
 def apply_choices(home: Path, env: Mapping[str, str], choices: Choices) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ added lines invisible.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import shlex
 import subprocess
@@ -40,7 +41,9 @@ from typing import Any
 from qgitconf import sysprog
 from qgitconf.agent.apply import plan_apply, staged_commit
 from qgitconf.agent.config import TargetConfig, load_target_config
+from qgitconf.agent.progress import Counter, Emit, note
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.errors import QgitconfError
 from qgitconf.fsutil import read_json, write_json
 from qgitconf.gitstore import EMPTY_TREE, MODE_LINK, blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
@@ -74,15 +77,27 @@ def _entries(store: Any, commit: str | None, limits: Limits) -> dict[str, tuple[
     return out
 
 
-def changed_files(state: AgentState, old: str | None, new: str, limits: Limits) -> Changes:
-    """Every path whose mode or content differs from ``old`` (None: nothing) to ``new``."""
+def changed_files(
+    state: AgentState,
+    old: str | None,
+    new: str,
+    limits: Limits,
+    progress: Emit | None = None,
+) -> Changes:
+    """Every path whose mode or content differs from ``old`` (None: nothing) to ``new``.
+
+    ``progress`` gets a line now and then on a big tree (:mod:`qgitconf.agent.progress`).
+    """
     repo = state.repo()
     try:
         store = repo.object_store
         before = _entries(store, old, limits)
         after = _entries(store, new, limits)
         files: list[FileChange] = []
-        for path in sorted(set(before) | set(after)):
+        paths = sorted(set(before) | set(after))
+        counter = Counter(progress, "review: comparing the trees", len(paths))
+        for path in paths:
+            counter.step()
             a, b = before.get(path), after.get(path)
             if a == b:
                 continue
@@ -102,6 +117,7 @@ def changed_files(state: AgentState, old: str | None, new: str, limits: Limits) 
         }
         modes = {p: mode for p, (mode, _sha) in after.items()}
         tree = tree_of(modes, links, lambda p: blob_bytes(store, after[p][1]))
+        counter.finish()
         return Changes(files, tree)
     finally:
         repo.close()
@@ -167,6 +183,13 @@ def git_diff(
     shown.  ``core.quotePath`` makes git quote odd bytes in paths, and the caller
     sanitises what is left.
     """
+    return _git_diff_in(state.repo_path, home, old or EMPTY_TREE, new, paths, stat=stat)
+
+
+def _git_diff_in(
+    git_dir: Path, home: Path, old: str, new: str, paths: Sequence[str], *, stat: bool
+) -> bytes | None:
+    """The body of :func:`git_diff`: ``git diff old new`` in the repository ``git_dir``."""
     git = sysprog.find("git")
     if git is None:
         return None
@@ -179,7 +202,7 @@ def git_diff(
         *DIFF_OPTIONS,
         *(["--stat", "--summary"] if stat else []),
         "--patch",
-        old or EMPTY_TREE,
+        old,
         new,
         "--",
         *paths,
@@ -188,8 +211,8 @@ def git_diff(
         proc = subprocess.run(
             cmd,
             capture_output=True,
-            env=git_env(home, state.repo_path),
-            cwd=state.repo_path,
+            env=git_env(home, git_dir),
+            cwd=git_dir,
             stdin=subprocess.DEVNULL,
             check=False,
         )
@@ -240,6 +263,156 @@ def builtin_diff(files: Sequence[FileChange]) -> str:
         if f.new_mode == MODE_LINK or f.old_mode == MODE_LINK:
             out.append("\\ No newline at end of file (symlink target)")
     return "\n".join(out) + ("\n" if out else "")
+
+
+# -- any two contents: local changes (qgitconf diff, interactive conflicts) ------------------
+
+
+def diff_changes(home: Path, files: Sequence[FileChange]) -> tuple[str, str]:
+    """A unified diff of ``files`` (any old and new contents: what was applied against
+    what is on disk, or the disk against the update), sanitised, and who made it
+    (``"git"`` or ``"builtin"``).
+
+    The same isolated git as review's (:func:`git_diff`: the system's git, no user or
+    system config, no attributes, every option pinned, ``--text``, no external diff,
+    no textconv): both sides are written as blobs and trees into a throwaway bare
+    repository (made by dulwich: no template, no hooks), then ``git diff OLD NEW``
+    runs there.  Without git, :func:`builtin_diff`.  Rule 11: the text is sanitised.
+    """
+    if not files:
+        return "", "git" if git_available() else "builtin"
+    raw: bytes | str | None = None
+    if git_available():
+        with tempfile.TemporaryDirectory(prefix="qgitconf-diff-") as tmp:
+            old, new = _write_trees(Path(tmp), files)
+            raw = _git_diff_in(Path(tmp), home, old, new, (), stat=False)
+    tool = "git" if raw is not None else "builtin"
+    if raw is None:
+        raw = builtin_diff(files)
+    return sanitize(raw, keep_newlines=True), tool
+
+
+def _write_trees(git_dir: Path, files: Sequence[FileChange]) -> tuple[str, str]:
+    """Blobs and trees of both sides of ``files`` in a new bare repository at ``git_dir``."""
+    from dulwich.index import commit_tree
+    from dulwich.objects import Blob
+    from dulwich.repo import Repo
+
+    repo = Repo.init_bare(str(git_dir))
+    try:
+        store = repo.object_store
+        sides: tuple[list[tuple[bytes, Any, int]], list[tuple[bytes, Any, int]]] = ([], [])
+        for f in files:
+            for side, mode, data in ((0, f.old_mode, f.old), (1, f.new_mode, f.new)):
+                if mode is None:
+                    continue
+                blob = Blob.from_string(data)
+                store.add_object(blob)
+                sides[side].append((f.path.encode("utf-8", "surrogateescape"), blob.id, mode))
+        old = commit_tree(store, sides[0])
+        new = commit_tree(store, sides[1])
+        return old.decode("ascii"), new.decode("ascii")
+    finally:
+        repo.close()
+
+
+def git_mode(record: Mapping[str, Any]) -> int | None:
+    """The git mode of a manifest record (or a disk state's record); None if neither a
+    file nor a symlink."""
+    if record.get("type") == "link":
+        return MODE_LINK
+    if record.get("type") == "file":
+        return 0o100755 if int(record.get("mode") or 0) & 0o111 else 0o100644
+    return None
+
+
+def applied_contents(
+    state: AgentState, records: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[int, bytes]]:
+    """What qgitconf wrote at each path of ``records`` (manifest records): ``(git mode,
+    bytes)``.  A file's content is looked up in the applied commit, then in the commits
+    of earlier generations (a path left out by ``--keep`` keeps an older content), and
+    taken only if its SHA-256 is the recorded one; a path whose content is in none of
+    them is left out of the result."""
+    out: dict[str, tuple[int, bytes]] = {}
+    files: dict[str, Mapping[str, Any]] = {}
+    for path, rec in records.items():
+        mode = git_mode(rec)
+        if mode == MODE_LINK:
+            out[path] = (mode, str(rec.get("target", "")).encode("utf-8", "surrogateescape"))
+        elif mode is not None:
+            files[path] = rec
+    if not files:
+        return out
+    commits: list[str] = []
+    for c in [state.applied_commit, *(g.get("commit") for g in reversed(state.generations()))]:
+        if isinstance(c, str) and c not in commits:
+            commits.append(c)
+    from dulwich.object_store import tree_lookup_path
+
+    repo = state.repo()
+    try:
+        store = repo.object_store
+        trees: list[Any] = []
+        for c in commits:
+            try:
+                trees.append(read_commit(store, c).tree)
+            except Exception:  # noqa: S112 - a commit gone from the repo: look elsewhere
+                continue
+        for path, rec in files.items():
+            name = path.encode("utf-8", "surrogateescape")
+            for tree in trees:
+                try:
+                    _mode, sha = tree_lookup_path(store.__getitem__, tree, name)
+                    data = blob_bytes(store, sha.decode("ascii"))
+                except Exception:  # noqa: S112 - not in this commit (or not a blob)
+                    continue
+                if hashlib.sha256(data).hexdigest() == rec.get("sha256"):
+                    out[path] = (git_mode(rec) or 0o100644, data)
+                    break
+    finally:
+        repo.close()
+    return out
+
+
+def local_change(
+    fs: Any, path: str, applied: tuple[int, bytes] | None, record: Mapping[str, Any]
+) -> tuple[FileChange | None, list[str]]:
+    """The change from what qgitconf applied at ``path`` to what is on disk now (read
+    through ``fs``, a :class:`~qgitconf.agent.homefs.HomeFS`: no link is followed), and
+    plain-words notes (sanitised) for what a text diff does not show.
+
+    Returns ``(None, notes)`` when the applied content is not known any more.
+    """
+    disk = fs.probe(path)
+    notes: list[str] = []
+    new_mode: int | None = None
+    new = b""
+    if disk.kind == "file":
+        try:
+            new = fs.read(path)
+            new_mode = git_mode(disk.record())
+        except (OSError, QgitconfError):
+            notes.append("changed while being read")
+        want = int(record.get("mode") or 0)
+        if record.get("type") == "file" and disk.mode != want:
+            notes.append(f"mode {want:04o} -> {disk.mode:04o}")
+    elif disk.kind == "link":
+        new_mode, new = MODE_LINK, disk.target.encode("utf-8", "surrogateescape")
+        notes.append("symlink -> " + sanitize(disk.target))
+    elif disk.kind == "missing":
+        pass  # the diff shows it: "deleted file"
+    elif disk.kind == "blocked":
+        notes.append(f"'{sanitize(disk.target)}' on its way is a symlink or a file now")
+    elif disk.kind == "dir":
+        notes.append("a directory now")
+    else:
+        notes.append("not a regular file or symlink now")
+    if applied is None:
+        notes.append("what qgitconf applied is not in the agent repository any more")
+        return None, notes
+    old_mode, old = applied
+    return FileChange(path, old_mode, new_mode, old, new), notes
 
 
 def file_notes(f: FileChange) -> list[str]:
@@ -357,8 +530,11 @@ def file_entry(f: FileChange) -> dict[str, Any]:
     }
 
 
-def review(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def review(home: Path, env: Mapping[str, str], progress: Emit | None = None) -> dict[str, Any]:
     """Everything a person needs to decide on the staged update (all of it sanitised).
+
+    ``progress`` (the click layer's, only for a terminal or ``--progress``) gets a line
+    per phase and now and then while comparing a tree of 2,000 files or more.
 
     Returns:
         The review; the schema is documented in ``docs/review.md``.
@@ -373,9 +549,14 @@ def review(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     data = state.load()
     staged = data["staged"]
     applied = data.get("applied")
-    changes = changed_files(state, applied, commit, cfg.limits)
+    changes = changed_files(state, applied, commit, cfg.limits, progress)
+    size = len(changes.files)
+    note(progress, size, f"review: assessing the risks of {size} changed files")
     findings = assess(changes.files, changes.links)
-    plan, _fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
+    note(progress, size, "review: checking $HOME for what apply would do")
+    plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
+    fs.close()
+    note(progress, size, "review: making the diff")
     raw = git_diff(state, home, applied, commit)
     tool = "git" if raw is not None else "builtin"
     diff = sanitize(raw if raw is not None else builtin_diff(changes.files), keep_newlines=True)

@@ -94,3 +94,30 @@ def check_mgmt_init(home: Path, env: Mapping[str, str], *, force: bool) -> None:
             "offline config-mgmt qube, which sends updates here. Use --force only to keep "
             "a config-mgmt repository in this target qube as well"
         )
+
+
+def completion_names(
+    home: Path, env: Mapping[str, str], *, targets: bool = True, layers: bool = False
+) -> list[str]:
+    """Names to complete a TARGET (and/or LAYER) argument with: the branch names of the
+    repository's targets (and layers), from its records, sorted.
+
+    Only in the config-mgmt qube: in a target qube (and anywhere without a
+    repository) there is nothing to complete.  Never raises: a broken repository
+    completes nothing.
+    """
+    try:
+        s = side(home, env)
+        if not s.mgmt:
+            return []
+        from qgitconf.mgmt.repo import MgmtRepo
+
+        repo = MgmtRepo(s.repo, home, env)
+        names: set[str] = set()
+        if targets:
+            names.update(repo.targets())
+        if layers:
+            names.update(repo.layers())
+        return sorted(n for n in names if isinstance(n, str))
+    except Exception:  # completion must never print a traceback into the shell
+        return []
