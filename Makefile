@@ -42,6 +42,7 @@ SYSCONFDIR     ?= /etc
 DATADIR        ?= $(PREFIX)/share
 MANDIR         ?= $(DATADIR)/man
 USERUNITDIR    ?= $(PREFIX)/lib/systemd/user
+USERPRESETDIR  ?= $(PREFIX)/lib/systemd/user-preset
 INSTALL_PYTHON ?= $(BIN)/python
 PYTHON_SHEBANG ?= /usr/bin/python3
 VERSION        := $(shell cat version)
@@ -77,6 +78,10 @@ install-vm:
 	  install -d "$(DESTDIR)$(USERUNITDIR)"; \
 	  install -m 0644 $$(ls systemd/*.service systemd/*.timer 2>/dev/null) "$(DESTDIR)$(USERUNITDIR)/"; \
 	  sed -i 's|=/usr/bin/qgitconf |=$(PREFIX)/bin/qgitconf |' "$(DESTDIR)$(USERUNITDIR)"/*.service; fi
+	install -D -m 0644 systemd/50-qgitconf.preset "$(DESTDIR)$(USERPRESETDIR)/50-qgitconf.preset"
+	# the dom0 policy, for `qgitconf policy check` and for copying to dom0 (docs/setup.md)
+	install -d "$(DESTDIR)$(DATADIR)/qgitconf/policy"
+	install -m 0644 policy/*.policy "$(DESTDIR)$(DATADIR)/qgitconf/policy/"
 	install -D -m 0644 completion/qgitconf.bash "$(DESTDIR)$(DATADIR)/bash-completion/completions/qgitconf"
 	install -D -m 0644 completion/_qgitconf "$(DESTDIR)$(DATADIR)/zsh/site-functions/_qgitconf"
 	install -D -m 0644 completion/qgitconf.fish "$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/qgitconf.fish"
@@ -84,7 +89,7 @@ install-vm:
 
 install-dom0:
 	install -d "$(DESTDIR)$(SYSCONFDIR)/qubes/policy.d"
-	install -m 0664 policy/30-qgitconf.policy "$(DESTDIR)$(SYSCONFDIR)/qubes/policy.d/"
+	install -m 0664 policy/*.policy "$(DESTDIR)$(SYSCONFDIR)/qubes/policy.d/"
 
 # A clean copy of the source tree (no venv, caches or build output) for the builders.
 srctree:
@@ -104,9 +109,10 @@ rpm: srctree
 	@command -v rpmbuild >/dev/null || { echo "rpmbuild not found: skipping the rpm" >&2; exit 0; }; \
 	set -e; top="$(abspath $(PKGBUILD))/rpm"; mkdir -p "$$top/SOURCES" "$$top/SPECS"; \
 	tar -czf "$$top/SOURCES/$(SRCNAME).tar.gz" -C "$(PKGBUILD)" "$(SRCNAME)"; \
-	sed -e 's/@VERSION@/$(VERSION)/g' -e 's/@REL@/1/g' rpm_spec/qgitconf.spec.in > "$$top/SPECS/qgitconf.spec"; \
-	rpmbuild --nodeps --define "_topdir $$top" --define "__python3 $(abspath $(INSTALL_PYTHON))" \
-	  -bb "$$top/SPECS/qgitconf.spec"; \
+	for spec in qgitconf qgitconf-dom0; do \
+	  sed -e 's/@VERSION@/$(VERSION)/g' -e "s/@REL@/$$(cat rel)/g" rpm_spec/$$spec.spec.in > "$$top/SPECS/$$spec.spec"; \
+	  rpmbuild --nodeps --define "_topdir $$top" --define "__python3 $(abspath $(INSTALL_PYTHON))" \
+	    -bb "$$top/SPECS/$$spec.spec"; done; \
 	mkdir -p dist && cp "$$top"/RPMS/noarch/*.rpm dist/
 
 packages: deb rpm
@@ -139,6 +145,36 @@ fuzz: $(STAMP)
 	QGITCONF_FUZZ_SECONDS=$(FUZZ_TIME) $(BIN)/pytest -q -p no:cacheprovider \
 	    --hypothesis-profile=fuzz tests/test_envelope.py tests/test_paths.py \
 	    tests/test_policy.py tests/test_packscan.py
+
+# -- the templates' dulwich (issue 20; docs/packaging.md) -----------------------------------
+# The security tests on the oldest dulwich the Qubes templates ship, each leg in its own
+# venv from PyPI (kept in build/dulwich, rebuilt when this file changes); `make test` is
+# the newest 1.x leg.  A leg named *-pure is built without dulwich's extension, as Debian
+# 13 ships it.  python-gnupg and click are PyPI's newest here.
+DULWICH_LEGS  ?= 0.21.2 0.22.7-pure
+DULWICH_DIR   := build/dulwich
+DULWICH_TOOLS := python-gnupg click pytest pytest-timeout hypothesis 'setuptools>=68' wheel
+DULWICH_TESTS := tests/test_dulwich_compat.py tests/test_hostile.py tests/test_packindex.py \
+                 tests/test_packscan.py tests/test_objcache.py tests/test_signing.py \
+                 tests/test_hooks.py tests/test_envelope.py tests/test_paths.py
+
+.PHONY: test-dulwich
+
+$(DULWICH_DIR)/%/.installed: Makefile
+	rm -rf "$(@D)"
+	$(PYTHON) -m venv "$(@D)"
+	$(if $(findstring -pure,$*),PURE=1 PIP_NO_BINARY=dulwich) "$(@D)/bin/pip" install --quiet \
+	  --disable-pip-version-check dulwich==$(subst -pure,,$*) $(DULWICH_TOOLS)
+	touch "$@"
+
+test-dulwich: $(foreach leg,$(DULWICH_LEGS),$(DULWICH_DIR)/$(leg)/.installed)
+	set -e; for leg in $(DULWICH_LEGS); do \
+	  py="$(DULWICH_DIR)/$$leg/bin/python"; \
+	  ext=$$($$py -c 'import importlib.util as u; print("yes" if u.find_spec("dulwich._objects") else "no")'); \
+	  case "$$leg" in *-pure) want=no;; *) want=yes;; esac; \
+	  echo "== dulwich $$leg: $$($$py -c 'import dulwich; print(dulwich.__version__)'), extension: $$ext"; \
+	  [ "$$ext" = "$$want" ] || { echo "dulwich $$leg: extension $$ext, expected $$want" >&2; exit 1; }; \
+	  $$py -m pytest -q -p no:cacheprovider $(DULWICH_TESTS); done
 
 # -- the real lab's Qubes sources (see docs/lab.md) -----------------------------------------
 # For a newcomer with network: fetch the pinned upstream tarballs the real lab builds

@@ -45,6 +45,8 @@ __all__ = [
     "gpg_version_check",
     "key_status",
     "run_doctor",
+    "split_gpg2_client_check",
+    "split_gpg_vault",
 ]
 
 MIN_GPG = (2, 2, 36)
@@ -364,6 +366,57 @@ def _key_file_check(path: Path, key: str) -> Check:
     return Check(name, "ok", f"{path} holds {fprs[0]}")
 
 
+def split_gpg_vault(cfg: Path, env: Mapping[str, str]) -> str:
+    """Which qube split-GPG v1's wrapper asks, as its ``/etc/profile.d/qubes-gpg.sh`` picks it.
+
+    That script (qubes-app-linux-split-gpg 2.0.85) takes a non-empty
+    ``/rw/config/gpg-split-domain`` first, then ``$QUBES_GPG_DOMAIN``, and otherwise
+    calls ``@default``: the dom0 policy's ``target=`` then chooses the vault.  None of
+    these is an error; the signature test shows whether the call really reaches a key.
+
+    Args:
+        cfg: The per-qube file (``/rw/config/gpg-split-domain``).
+        env: The environment (``QUBES_GPG_DOMAIN``).
+
+    Returns:
+        A short description for the check's message (already sanitized).
+    """
+    vault = ""
+    try:
+        vault = cfg.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        vault = ""
+    if not vault:
+        vault = env.get("QUBES_GPG_DOMAIN", "").strip()
+    if not vault or vault == "@default":
+        return "vault chosen by the dom0 policy (@default)"
+    return f"vault {sanitize(vault)}"
+
+
+def split_gpg2_client_check(read: Callable[[str], str | None], flag: Path) -> str | None:
+    """Is split-gpg2's client, once enabled, really running?
+
+    ``qvm-service QUBE split-gpg2-client on`` writes ``/qubes-service/split-gpg2-client``
+    into the running qube's QubesDB at once, but ``/run/qubes-service/`` is filled from
+    QubesDB only at boot, and split-gpg2's ``split-gpg2-client.service`` has
+    ``ConditionPathExists=/run/qubes-service/split-gpg2-client``: until the qube is
+    restarted, the local ``gpg`` finds no forwarded agent and no secret key.
+
+    Args:
+        read: QubesDB reader (``None`` for a missing key or no QubesDB).
+        flag: ``/run/qubes-service/split-gpg2-client``.
+
+    Returns:
+        The problem, or ``None`` (not enabled, or enabled since boot).
+    """
+    if read("/qubes-service/split-gpg2-client") != "1" or flag.exists():
+        return None
+    return (
+        "split-gpg2-client was enabled after this qube started, so the client is not "
+        f"running ({flag} is missing): restart the qube"
+    )
+
+
 def _gpg_program_check(program: str, key: str, env: Mapping[str, str], sign: bool) -> Check:
     from qgitconf.signing import sign_detached
 
@@ -373,13 +426,15 @@ def _gpg_program_check(program: str, key: str, env: Mapping[str, str], sign: boo
         return Check(name, "fail", f"{sanitize(program)} not found on PATH")
     note = ""
     if Path(program).name == "qubes-gpg-client-wrapper":
-        vault = env.get("QUBES_GPG_DOMAIN")
         cfg = Path(env.get("QGITCONF_GPG_SPLIT_DOMAIN_FILE", "/rw/config/gpg-split-domain"))
-        if not vault and cfg.is_file():
-            vault = cfg.read_text(encoding="utf-8", errors="replace").strip()
-        if not vault:
-            return Check(name, "fail", f"split-GPG has no vault: write its name to {cfg}")
-        note = f" (vault {sanitize(vault)})" if vault else ""
+        note = f" ({split_gpg_vault(cfg, env)})"
+    elif Path(program).name in ("gpg", "gpg2"):
+        from qgitconf import qubesdb
+
+        run_flag = Path(env.get("QGITCONF_QUBES_SERVICE_DIR", "/run/qubes-service"))
+        problem = split_gpg2_client_check(qubesdb.read, run_flag / "split-gpg2-client")
+        if problem is not None:
+            return Check(name, "fail", problem)
     if not sign:
         return Check(name, "ok", f"{sanitize(found)}{note} found (signature test skipped)")
     try:

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from qgitconf.doctor import _check_pinned, gpg_version_check, key_status
+from qgitconf.doctor import (
+    _check_pinned,
+    gpg_version_check,
+    key_status,
+    split_gpg2_client_check,
+    split_gpg_vault,
+)
 from tests.keys import make_key
 from tests.labkit import Lab, commit_files, publish, qg, run
 
@@ -219,3 +225,72 @@ def test_python_gnupg_minimum_is_the_same_everywhere() -> None:
         ),
     }
     assert found == {k: [want] for k in found}
+
+
+def test_doctor_accepts_split_gpg_default_target(lab: Lab) -> None:
+    """Issue 19.12: split-GPG 2.0.85's qubes-gpg.sh calls ``@default`` when there is no
+    /rw/config/gpg-split-domain, and the dom0 policy's ``target=`` picks the vault.  The
+    real wrapper, qrexec and policy daemon route the test signature to the vault."""
+    cfg = lab.qube("config-mgmt") / "rw/config/gpg-split-domain"
+    saved = cfg.read_bytes()
+    cfg.unlink()
+    try:
+        # the upstream form (qubes-app-linux-split-gpg README / split-gpg2's example policy)
+        (lab.policy_dir / "30-split-gpg.policy").write_text(
+            "qubes.Gpg + config-mgmt @default allow target=vault\n"
+        )
+        check = _by_name(_doctor(lab, "config-mgmt", 0))["gpg.program"]
+        assert check["result"] == "ok", check
+        assert "vault chosen by the dom0 policy (@default)" in check["message"]
+        assert "signed a test message" in check["message"]
+        # without a policy rule for @default the call is refused: the signature test fails
+        (lab.policy_dir / "30-split-gpg.policy").write_text("qubes.Gpg * config-mgmt vault allow\n")
+        assert _by_name(_doctor(lab, "config-mgmt", 1))["gpg.program"]["result"] == "fail"
+    finally:
+        cfg.write_bytes(saved)
+    check = _by_name(_doctor(lab, "config-mgmt", 0))["gpg.program"]
+    assert "(vault vault)" in check["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "said"),
+    [
+        ("vault\n", {}, "vault vault"),
+        ("vault\n", {"QUBES_GPG_DOMAIN": "other"}, "vault vault"),  # the file wins
+        ("", {"QUBES_GPG_DOMAIN": "other"}, "vault other"),
+        ("", {}, "vault chosen by the dom0 policy (@default)"),
+        (None, {}, "vault chosen by the dom0 policy (@default)"),
+        ("@default\n", {}, "vault chosen by the dom0 policy (@default)"),
+    ],
+)
+def test_split_gpg_vault_follows_qubes_gpg_sh(
+    tmp_path: Path, content: str | None, env: dict[str, str], said: str
+) -> None:
+    cfg = tmp_path / "gpg-split-domain"
+    if content is not None:
+        cfg.write_text(content)
+    assert split_gpg_vault(cfg, env) == said
+
+
+def test_split_gpg2_client_enabled_after_boot_needs_a_restart(tmp_path: Path) -> None:
+    """Issue 19.1: split-gpg2-client.service has ConditionPathExists=
+    /run/qubes-service/split-gpg2-client, which exists only if the service was on at boot."""
+    flag = tmp_path / "split-gpg2-client"
+    on = {"/qubes-service/split-gpg2-client": "1"}
+    assert split_gpg2_client_check({}.get, flag) is None  # not enabled: nothing to say
+    problem = split_gpg2_client_check(on.get, flag)
+    assert problem is not None and "restart the qube" in problem
+    flag.touch()
+    assert split_gpg2_client_check(on.get, flag) is None
+
+
+def test_doctor_split_gpg2_client_enabled_after_boot(lab: Lab) -> None:
+    run(lab, "config-mgmt", "git", "--git-dir=qgitconf.git", "config", "gpg.program", "gpg")
+    args = ["qgitconf", "doctor", "--json", "--no-sign"]
+    checks = _by_name(json.loads(lab.run("config-mgmt", args).stdout))
+    assert checks["gpg.program"]["result"] == "ok"
+    lab.set_qubesdb("config-mgmt", "/qubes-service/split-gpg2-client", "1")
+    proc = lab.run("config-mgmt", args)
+    assert proc.returncode == 1
+    check = _by_name(json.loads(proc.stdout))["gpg.program"]
+    assert check["result"] == "fail" and "restart the qube" in check["message"]

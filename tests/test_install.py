@@ -51,8 +51,15 @@ def test_install_vm_and_dom0_tree(tmp_path: Path) -> None:
         conf = dest / "etc/qubes/rpc-config" / name
         assert "wait-for-session=0" in conf.read_text().splitlines()
         assert _mode(conf) == 0o644
-    policy = dest / "etc/qubes/policy.d/30-qgitconf.policy"
-    assert policy.read_bytes() == (ROOT / "policy/30-qgitconf.policy").read_bytes()
+    policies = sorted((ROOT / "policy").glob("*.policy"))
+    assert policies
+    for src in policies:
+        assert (dest / "etc/qubes/policy.d" / src.name).read_bytes() == src.read_bytes()
+        # the template's copy, for `qgitconf policy check` and copying to dom0 (issue 19.14)
+        shipped = dest / "usr/share/qgitconf/policy" / src.name
+        assert shipped.read_bytes() == src.read_bytes() and _mode(shipped) == 0o644
+    preset = dest / "usr/lib/systemd/user-preset/50-qgitconf.preset"
+    assert preset.read_bytes() == (ROOT / "systemd/50-qgitconf.preset").read_bytes()
     assert (dest / "usr/share/bash-completion/completions/qgitconf").is_file()
     assert (dest / "usr/share/zsh/site-functions/_qgitconf").is_file()
     assert (dest / "usr/share/fish/vendor_completions.d/qgitconf.fish").is_file()
@@ -69,7 +76,8 @@ def test_install_dom0_installs_only_policy(tmp_path: Path) -> None:
     dest = tmp_path / "dom0"
     _make("install-dom0", f"DESTDIR={dest}")
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert files == ["etc/qubes/policy.d/30-qgitconf.policy"]
+    want = sorted(f"etc/qubes/policy.d/{p.name}" for p in (ROOT / "policy").glob("*.policy"))
+    assert want and files == want
 
 
 @needs_make

@@ -35,12 +35,33 @@ def test_debian_changelog_version() -> None:
 
 
 def test_qubesbuilder_layout() -> None:
+    """Issue 19.7: dom0 (``host``) builds only the policy spec, as
+    qubes-app-linux-split-gpg's .qubesbuilder does; templates (``vm``) the rest."""
     text = (ROOT / ".qubesbuilder").read_text()
     # A tiny structural check (no YAML dependency): host rpm, vm rpm + deb.
-    assert re.search(r"^host:\n  rpm:\n    build:\n    - rpm_spec/qgitconf.spec$", text, re.M)
+    assert re.search(r"^host:\n  rpm:\n    build:\n    - rpm_spec/qgitconf-dom0.spec$", text, re.M)
     assert re.search(r"^vm:\n  rpm:\n    build:\n    - rpm_spec/qgitconf.spec\n", text, re.M)
     assert re.search(r"^  deb:\n    build:\n    - debian$", text, re.M)
-    assert (ROOT / "rpm_spec/qgitconf.spec.in").is_file()
+    assert "qgitconf.spec" not in text.split("vm:")[0]  # the agent package never for dom0
+    # Builder v2 renders X.spec from X.spec.in
+    for spec in re.findall(r"- (rpm_spec/\S+\.spec)$", text, re.M):
+        assert (ROOT / f"{spec}.in").is_file(), spec
+
+
+def test_specs_render_as_builder_v2_does() -> None:
+    """qubes-builderv2 generate-spec: @VERSION@ lines from `version`, @REL@ from `rel`,
+    and it stops when a spec has @REL@ but the repository has no `rel` file."""
+    rel = (ROOT / "rel").read_text().splitlines()
+    assert rel and re.fullmatch(r"[0-9]+(\.[0-9]+)*", rel[0])
+    for spec in (ROOT / "rpm_spec").glob("*.spec.in"):
+        text = spec.read_text()
+        rendered = text.replace("@VERSION@", __version__).replace("@REL@", rel[0])
+        assert not re.search(r"@[A-Z0-9_]+@", rendered), spec.name
+
+
+def _files_section(spec: str) -> list[str]:
+    body = spec.split("\n%files\n", 1)[1].split("\n%changelog", 1)[0]
+    return [ln for ln in body.splitlines() if ln and not ln.startswith("#")]
 
 
 def test_spec_lists_every_rpc_and_rpc_config_file() -> None:
@@ -49,7 +70,63 @@ def test_spec_lists_every_rpc_and_rpc_config_file() -> None:
         assert f"%{{_sysconfdir}}/qubes-rpc/{f.name}" in spec
     for f in (ROOT / "rpc-config").iterdir():
         assert f"%{{_sysconfdir}}/qubes/rpc-config/{f.name}" in spec
-    assert "%package dom0" in spec and "policy.d/30-qgitconf.policy" in spec
+    # the template package carries no dom0 file and no dom0 subpackage
+    assert "%package" not in spec and "policy.d" not in spec
+    # but the policy, for `qgitconf policy check` and copying to dom0 (docs/setup.md)
+    assert "%{_datadir}/qgitconf/" in _files_section(spec)
+
+
+def test_dom0_spec_holds_only_the_policy() -> None:
+    spec = (ROOT / "rpm_spec/qgitconf-dom0.spec.in").read_text()
+    assert re.search(r"^Name:\s+qgitconf-dom0$", spec, re.M)
+    assert "%package" not in spec
+    assert re.findall(r"^Requires:\s+(.*)$", spec, re.M) == ["qubes-core-qrexec-dom0"]
+    assert _files_section(spec) == [
+        "%config(noreplace) %attr(0664,root,qubes) %{_sysconfdir}/qubes/policy.d/*qgitconf*.policy"
+    ]
+    assert all("qgitconf" in p.name for p in (ROOT / "policy").glob("*.policy"))
+    assert "make install-dom0 " in spec and "make install " not in spec
+
+
+def test_user_units_enabled_alike_and_documented() -> None:
+    """Issue 19.13: Debian (dh_installsystemduser) and the RPM (%post, preset) both
+    enable the pull timer and the restore service; the docs the units name ship."""
+    preset = (ROOT / "systemd/50-qgitconf.preset").read_text()
+    enabled = re.findall(r"^enable (\S+)$", preset, re.M)
+    assert sorted(enabled) == ["qgitconf-pull.timer", "qgitconf-restore.service"]
+    spec = (ROOT / "rpm_spec/qgitconf.spec.in").read_text()
+    post = spec.split("\n%post\n", 1)[1].split("\n%preun\n", 1)[0]
+    assert "--global preset qgitconf-pull.timer qgitconf-restore.service" in post
+    assert "%{_prefix}/lib/systemd/user-preset/50-qgitconf.preset" in spec
+    rules = (ROOT / "debian/rules").read_text()
+    assert "--no-enable" not in rules and "override_dh_installsystemduser" not in rules
+    docs = re.search(r"^%doc (.*)$", spec, re.M)
+    assert docs is not None
+    deb_docs = (ROOT / "debian/qgitconf.docs").read_text().split()
+    for unit in (ROOT / "systemd").glob("qgitconf-*"):
+        text = unit.read_text()
+        directives = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+        # PrivateTmp= needs user namespaces in a user unit (unverified on the Qubes kernel)
+        assert not any(ln.startswith("PrivateTmp") for ln in directives), unit.name
+        for doc in re.findall(r"file:///usr/share/doc/qgitconf/(\S+)", text):
+            assert f"docs/{doc}" in docs.group(1).split(), (unit.name, doc)
+            assert f"docs/{doc}" in deb_docs, (unit.name, doc)
+            assert (ROOT / "docs" / doc).is_file()
+    assert "dh_compress -X.md" in rules  # the linked .md files stay uncompressed
+
+
+def test_systemd_restore_unit_runs_before_pull() -> None:
+    """Issue 19.13: the docs say restore re-creates missing files at boot; a unit does."""
+    unit = (ROOT / "systemd/qgitconf-restore.service").read_text()
+    lines = [ln for ln in unit.splitlines() if ln and not ln.startswith("#")]
+    assert "Type=oneshot" in lines
+    assert "ExecStart=/usr/bin/qgitconf restore" in lines
+    assert "Before=qgitconf-pull.service" in lines
+    assert "WantedBy=default.target" in lines
+    assert "ConditionPathExists=|%h/.config/qgitconf/target.toml" in lines
+    for name in ("qgitconf-restore.service", "qgitconf-pull.service"):
+        text = (ROOT / "systemd" / name).read_text().splitlines()
+        assert not any(ln.startswith("PrivateTmp") for ln in text), name
 
 
 def test_rpc_config_files_are_valid() -> None:
@@ -140,6 +217,20 @@ def test_make_packages_builds_deb_and_rpm() -> None:
     ):
         assert path in listing, path
     assert "policy.d" not in listing  # dom0 files never go into the template package
+    for path in (
+        "./usr/lib/systemd/user/qgitconf-restore.service",
+        "./usr/lib/systemd/user/qgitconf-pull.timer",
+        "./usr/lib/systemd/user-preset/50-qgitconf.preset",
+        "./usr/share/doc/qgitconf/config-mgmt.md",
+        *(f"./usr/share/qgitconf/policy/{p.name}" for p in (ROOT / "policy").glob("*.policy")),
+    ):
+        assert path in listing, path
+    control = ROOT / "build" / "deb-control"
+    shutil.rmtree(control, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-e", str(debs[0]), str(control)], check=True)
+    postinst = (control / "postinst").read_text()
+    for unit in ("qgitconf-pull.timer", "qgitconf-restore.service"):
+        assert unit in postinst, postinst  # dh_installsystemduser enables both
     # The installed scripts run isolated (DESIGN rule 12: no user site-packages).
     unpacked = ROOT / "build" / "deb-contents"
     shutil.rmtree(unpacked, ignore_errors=True)
@@ -153,4 +244,14 @@ def test_make_packages_builds_deb_and_rpm() -> None:
         rpms = {p.name for p in (ROOT / "dist").glob(f"qgitconf*-{__version__}-1*.noarch.rpm")}
         assert any(n.startswith("qgitconf-dom0-") for n in rpms), rpms
         assert any(n.startswith(f"qgitconf-{__version__}") for n in rpms), rpms
+        for name in rpms:
+            files = subprocess.run(
+                ["rpm", "-qlp", str(ROOT / "dist" / name)], capture_output=True, text=True
+            ).stdout.split()
+            if name.startswith("qgitconf-dom0-"):
+                # the dom0 package holds only the policy
+                assert files and all(f.startswith("/etc/qubes/policy.d/") for f in files), files
+            else:
+                assert not any("policy.d" in f for f in files), files
+                assert "/usr/share/doc/qgitconf/config-mgmt.md" in files
     assert tarfile  # the tarball is built inside make

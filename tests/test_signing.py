@@ -418,3 +418,52 @@ def test_gpg_runs_in_an_environment_built_from_nothing(
     names = {line[4:].split("=", 1)[0] for line in env_lines}
     assert not names & {"GNUPGHOME", "GPG_AGENT_INFO", "LD_PRELOAD"}
     assert f"ENV PATH={sysprog.SYSTEM_PATH}" in env_lines
+
+
+_GPG_BATCH = ("gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "")
+
+
+def _gpg(home: Path, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*_GPG_BATCH, "--homedir", str(home), *args],
+        input=data,
+        capture_output=True,
+        check=False,
+    )
+
+
+def _split_gpg2_home(vault: Path, fpr: str, dest: Path) -> Path:
+    """What split-gpg2 serves from: a new GnuPG home holding only the *secret subkeys*
+    (splitgpg2/__init__.py ``setup_subkey_keyring``: ``--export-secret-subkeys``)."""
+    dest.mkdir(mode=0o700)
+    subkeys = _gpg(vault, "--export-secret-subkeys", fpr).stdout
+    assert subkeys
+    assert _gpg(dest, "--import", data=subkeys).returncode == 0
+    return dest
+
+
+def test_split_gpg2_key_as_setup_md_makes_it_signs_and_the_primary_is_pinned(
+    tmp_path: Path,
+) -> None:
+    """Issue 19.2: docs/setup.md's split-GPG v2 key (primary + signing subkey, made with
+    real gpg exactly as the doc says) signs through a subkeys-only home, and the
+    agent's verifier accepts it with the *primary* fingerprint pinned (VALIDSIG)."""
+    vault = tmp_path / "vault"
+    vault.mkdir(mode=0o700)
+    uid = "qgitconf <qgitconf@vault>"
+    assert _gpg(vault, "--quick-gen-key", uid, "ed25519", "sign", "2y").returncode == 0
+    listed = _gpg(vault, "--with-colons", "--list-keys", "qgitconf").stdout.decode()
+    fpr = next(ln.split(":")[9] for ln in listed.splitlines() if ln.startswith("fpr:"))
+    # the old setup (primary only): split-gpg2's home has no usable secret key
+    old = _split_gpg2_home(vault, fpr, tmp_path / "old")
+    assert _gpg(old, "--armor", "--detach-sign", "-u", fpr, data=b"x").returncode != 0
+    # the setup as docs/setup.md now says it
+    assert _gpg(vault, "--quick-add-key", fpr, "ed25519", "sign", "2y").returncode == 0
+    served = _split_gpg2_home(vault, fpr, tmp_path / "served")
+    payload = b"qgitconf statement\n"
+    sig = _gpg(served, "--armor", "--detach-sign", "-u", fpr, data=payload)
+    assert sig.returncode == 0, sig.stderr.decode()
+    with Verifier({fpr: _export(vault, fpr)}) as v:
+        assert v.verify(payload, sig.stdout) == fpr
+    for home in (vault, old, served):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
