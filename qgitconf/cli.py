@@ -403,8 +403,10 @@ def commit(name: str, message: str, allow_large: bool) -> None:
 def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int, dry_run: bool) -> None:
     """Merge layers, then build, sign and send updates to TARGETS over qrexec.
 
-    A target that is not running is reported as pending: it pulls the kept update
-    (`qgitconf pull`) when it starts.
+    A target that qrexec refuses (exit 126) is reported as denied: dom0's policy
+    refused the call, or the target is not running and the policy does not start it
+    (qrexec does not say which); a stopped target gets the kept update with
+    `qgitconf pull` when it starts.
     """
     from qgitconf.errors import EXIT_FAILURE
     from qgitconf.mgmt.publish import OK_STATUSES, PublishResult, publish_targets
@@ -1121,22 +1123,28 @@ def policy_check(files: tuple[str, ...], samples: bool | None, mgmt_qube: str) -
 def persist(target: str | None, home_dir: str, user: str) -> None:
     """Print the dom0 commands that keep qgitconf's state and files across reboots.
 
-    For qubes that use custom-persist (Qubes OS R4.3).  In config-mgmt, TARGET's
-    managed paths come from its branch; in a target, from what was applied.
+    Only for qubes that already use custom-persist (Qubes OS R4.3); never the command
+    that turns it on.  In a target, whether it is on comes from QubesDB and the paths
+    from what was applied; in config-mgmt, TARGET's paths come from its branch and the
+    commands are printed commented out, after what to check.
     """
     from qgitconf import persist as p
 
+    enabled: bool | None = None
     if _is_target():
-        from qgitconf.qubesdb import own_name
+        from qgitconf.qubesdb import own_name, read
 
         name = target or own_name()
         paths = p.managed_paths_from_state(_home())
+        enabled = read("/qubes-service/custom-persist") == "1"
     else:
         if target is None:
             raise UsageError("name the TARGET qube")
         name = target
         paths = p.managed_paths_from_branch(_mgmt_repo().require().path, target, _env())
-    for line in p.persist_commands(name, paths, home=home_dir, user=user):
+    for line in p.persist_commands(
+        name, paths, home=home_dir, user=user, custom_persist=enabled
+    ):
         click.echo(line)
 
 

@@ -182,18 +182,11 @@ class TransportError(QgitconfError):
 
 
 class PolicyDeniedError(TransportError):
-    """dom0 policy refused the call (qrexec-client-vm exit status 126)."""
+    """qrexec refused the call (qrexec-client-vm exit status 126, "Request refused"):
+    dom0's policy denied it, or the target is not running and the policy does not
+    start it (``autostart=no``).  Real qrexec does not say which."""
 
     code = "policy-denied"
-
-
-class NotRunningError(PolicyDeniedError):
-    """The target qube is not running and the policy does not start it (autostart=no).
-
-    The update is kept in config-mgmt; the target pulls it when it starts.
-    """
-
-    code = "not-running"
 
 
 # --- local state and configuration --------------------------------------------------

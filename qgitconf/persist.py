@@ -9,13 +9,17 @@ R4.3's ``custom-persist`` service changes that: with it on, ``/home`` is rebuilt
 features survive.  A qube whose agent state is lost forgets the last accepted
 sequence and commit, and would then accept an older signed update again (rule 4 and 6
 protect only what the state remembers).  This module prints the dom0 commands that
-declare:
+declare, and only for a qube where custom-persist is already on (never the command
+that turns it on: see :func:`persist_commands`):
 
 - the agent state directory and the target configuration directory, in the ``dir:``
   form so they are created even before they exist (a plain path that does not exist
   yet is skipped silently);
-- each managed path, in the plain form (kept once the file exists in the persistent
-  store; ``qgitconf restore`` re-creates the others from the persistent state).
+- the directory of each managed file, in the ``dir:`` form: declared files would be
+  bind mounts, which a rename cannot replace (:func:`persisted_dirs`); files directly
+  in $HOME are re-created at boot by ``qgitconf restore`` from the persistent state.
+
+Each key is at most :data:`FEATURE_KEY_MAX` characters (:func:`feature_key`).
 
 It also answers "is the state persistent here?" for ``doctor`` from QubesDB
 (``/qubes-service/custom-persist``, ``/persist/*``, ``/type``).
@@ -26,6 +30,7 @@ bottom do the I/O.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import subprocess
@@ -38,11 +43,14 @@ from qgitconf.sanitize import sanitize
 
 __all__ = [
     "CONFIG_REL",
+    "FEATURE_KEY_MAX",
     "STATE_REL",
     "Persistence",
+    "feature_key",
     "managed_paths_from_branch",
     "managed_paths_from_state",
     "persist_commands",
+    "persisted_dirs",
     "qubesdb_reader",
     "state_persistence",
 ]
@@ -56,23 +64,76 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 _QUBE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,30}")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
+FEATURE_KEY_MAX = 54
+"""Longest ``custom-persist.<key>`` key: dom0 writes each one to QubesDB as
+``/persist/<key>`` and refuses a key longer than the QubesDB key limit (63) less
+``/persist/`` (qubes-core-admin ``qubes/ext/custom_persist.py``, ``_check_key``)."""
+_HASH_LEN = 10
+
 
 def _slug(rel: str) -> str:
     return _SLUG.sub("-", rel.lower()).strip("-") or "file"
 
 
-def _feature_names(paths: Sequence[str]) -> list[str]:
-    """One unique ``qgitconf-f-…`` feature name per path (dots and slashes become ``-``)."""
+def feature_key(prefix: str, rel: str) -> str:
+    """The ``custom-persist`` key for ``rel``: ``PREFIX-<slug>``, or, when that is longer
+    than :data:`FEATURE_KEY_MAX` or not enough to tell paths apart, the slug cut short
+    and a short hash of the path (``PREFIX-<slug…>-<sha256[:10]>``)."""
+    base = f"{prefix}-{_slug(rel)}"
+    if len(base) <= FEATURE_KEY_MAX:
+        return base
+    return _hashed(base, rel)
+
+
+def _hashed(base: str, rel: str) -> str:
+    digest = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:_HASH_LEN]
+    return f"{base[: FEATURE_KEY_MAX - _HASH_LEN - 1].rstrip('-')}-{digest}"
+
+
+def _feature_names(prefix: str, paths: Sequence[str]) -> list[str]:
+    """One unique key per path, each at most :data:`FEATURE_KEY_MAX` characters."""
     seen: set[str] = set()
     names: list[str] = []
     for rel in paths:
-        base = f"qgitconf-f-{_slug(rel)}"
-        name, n = base, 2
-        while name in seen:
-            name, n = f"{base}-{n}", n + 1
+        name = feature_key(prefix, rel)
+        if name in seen:
+            name = _hashed(f"{prefix}-{_slug(rel)}", rel)
+        n = 2
+        while name in seen:  # a hash collision: practically never
+            name = _hashed(f"{prefix}-{_slug(rel)}", f"{rel}\0{n}")
+            n += 1
         seen.add(name)
         names.append(name)
     return names
+
+
+def persisted_dirs(managed: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The directories to declare for ``managed`` paths, and the files left at $HOME's top.
+
+    custom-persist (like bind-dirs) bind-mounts each declared path; a declared *file*
+    becomes a mount point that no rename can replace (EBUSY), and one that does not
+    exist at boot is skipped (core-agent ``vm-systemd/bind-dirs.sh``).  So the parent
+    directory of each managed file is declared instead (its other files persist too),
+    minus those inside another declared directory.  A file directly in $HOME has no
+    directory but $HOME itself; it is returned apart.
+
+    Returns:
+        (directories, top-level files), both $HOME-relative and sorted.
+    """
+    parents: set[str] = set()
+    top: list[str] = []
+    for rel in set(managed):
+        parent = str(PurePosixPath(rel).parent)
+        if parent == ".":
+            top.append(rel)
+        else:
+            parents.add(parent)
+    kept = [
+        d
+        for d in sorted(parents)
+        if not any(p in parents for p in (str(a) for a in PurePosixPath(d).parents) if p != ".")
+    ]
+    return kept, sorted(top)
 
 
 def persist_commands(
@@ -81,17 +142,27 @@ def persist_commands(
     *,
     home: str = "/home/user",
     user: str = "user",
+    custom_persist: bool | None = None,
 ) -> list[str]:
     """The dom0 commands (with ``#`` explanations) that make qgitconf persistent in QUBE.
+
+    Never a command that turns custom-persist on: on a qube that did not use it, the
+    next boot would rebuild ``/home`` from ``/etc/skel`` and every undeclared file of
+    the user would vanish from view (core-agent ``vm-systemd/mount-dirs.sh``).
 
     Args:
         qube: The target qube's name.
         managed: $HOME-relative paths qgitconf manages there.
         home: The home directory inside the qube.
         user: The owner (and group) of the state directories.
+        custom_persist: Whether custom-persist is on in the qube (QubesDB
+            ``/qubes-service/custom-persist`` is ``1``), as the qube itself reads it;
+            ``None`` when unknown (config-mgmt): the declarations are then printed
+            commented out, after what to check.
 
     Returns:
-        Lines of a shell script for dom0; comment lines start with ``#``.
+        Lines of a shell script for dom0; comment lines start with ``#``.  With
+        ``custom_persist`` False, comments only.
 
     Raises:
         ConfigError: If ``qube`` or ``user`` is not a valid name, or ``home`` is not
@@ -104,16 +175,40 @@ def persist_commands(
     if not home.startswith("/") or sanitize(home) != home or ":" in home:
         raise ConfigError(f"home must be an absolute path without ':': {sanitize(home)}")
     base = PurePosixPath(home)
+    never = [
+        "# Never turn custom-persist on for qgitconf's sake: with it on, /home is rebuilt",
+        "# from /etc/skel at every boot and every file of the user that is not declared",
+        "# vanishes from view (qubes-core-agent-linux vm-systemd/mount-dirs.sh).",
+    ]
+    if custom_persist is False:
+        return [
+            f"# custom-persist is off in {qube} (QubesDB /qubes-service/custom-persist is",
+            "# not 1): all of /home persists, so qgitconf's state and files already survive",
+            "# a reboot. Nothing to declare.",
+            *never,
+        ]
+    quoted = custom_persist is None
+    lead = "#   " if quoted else ""
 
     def feature(name: str, value: str) -> str:
-        return f"qvm-features {qube} custom-persist.{name} {shlex.quote(value)}"
+        return f"{lead}qvm-features {qube} custom-persist.{name} {shlex.quote(value)}"
 
-    lines = [
-        f"# In dom0: keep qgitconf's state in {qube} across reboots (R4.3 custom-persist).",
-        "# Not needed on R4.2, or on R4.3 without custom-persist: /home persists there.",
-        "# Declare the state BEFORE enabling the service: once custom-persist is on, every",
-        f"# path of {qube}'s /home that is not declared is rebuilt from /etc/skel at boot.",
-        "# So the declarations come first, and the service is enabled last.",
+    if quoted:
+        lines = [
+            "# Only for a qube that ALREADY uses custom-persist (Qubes R4.3). Check first,",
+            f"# in dom0: `qvm-service {qube}` must list custom-persist as on (or run",
+            f"# `qgitconf persist` in {qube}: it reads QubesDB and prints only what applies).",
+            "# If it is off, or on R4.2: stop here, /home persists and nothing is needed.",
+            *never,
+            "# If it is on: run the commands below in dom0, without the leading '#   '.",
+        ]
+    else:
+        lines = [
+            f"# In dom0: keep qgitconf's state in {qube} across reboots. custom-persist is",
+            f"# on in {qube} (QubesDB /qubes-service/custom-persist = 1): only declared paths",
+            "# of /home survive a reboot. A declaration takes effect at the next boot.",
+        ]
+    lines += [
         "# The agent state (accepted sequence and commit, generations, backups): required,",
         "# or a reboot makes the qube forget what it accepted. dir: form = created if missing.",
         feature("qgitconf-state", f"dir:{user}:{user}:0700:{base / STATE_REL}"),
@@ -122,22 +217,26 @@ def persist_commands(
     ]
     paths = sorted(set(managed))
     printable = [p for p in paths if sanitize(p) == p and p and not p.startswith("/")]
-    if printable:
+    dirs, top = persisted_dirs(printable)
+    if dirs:
         lines += [
-            "# The managed files. A plain path is kept once it exists in the persistent store;",
-            "# until then `qgitconf restore` re-creates it at boot from the persistent state.",
+            "# The directories of the managed files (directories, not files: a declared file",
+            "# is bind-mounted, and bind-dirs skips one that is missing at boot).",
         ]
-        for name, rel in zip(_feature_names(printable), printable, strict=True):
-            lines.append(feature(name, str(base / rel)))
-    else:
+        for name, rel in zip(_feature_names("qgitconf-d", dirs), dirs, strict=True):
+            lines.append(feature(name, f"dir:{user}:{user}:0755:{base / rel}"))
+    if top:
+        lines += [
+            "# Not declared: managed files directly in $HOME (only $HOME itself holds them).",
+            "# `qgitconf restore` re-creates them at boot from the persistent state. If you",
+            "# declare one yourself, apply rewrites it in place (it is a mount point).",
+        ]
+        lines += [f"#   {base / rel}" for rel in top]
+    if not printable:
         lines.append("# No managed files yet: run this again after the first apply.")
     for rel in paths:
         if rel not in printable:
             lines.append(f"# skipped a path with unprintable characters: {sanitize(rel)}")
-    lines += [
-        "# Last, with everything above declared: turn custom-persist on.",
-        f"qvm-service -e {qube} custom-persist",
-    ]
     return lines
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from qgitconf.envelope import parse_statement
-from qgitconf.errors import GitError, TooLargeError
+from qgitconf.errors import GitError, PolicyDeniedError, TooLargeError
 from qgitconf.lab.attacks import split_update
 from qgitconf.mgmt import publish as publish_mod
 from qgitconf.mgmt.publish import load_record
@@ -341,8 +341,49 @@ def test_signing_config_is_what_git_config_says(lab: Lab) -> None:
         assert repo.signing_config() == ("second-program", repo.signing_key())
 
 
-def test_lab_qrexec_refuses_with_the_transport_status() -> None:
-    from qgitconf.lab import qrexec
+def test_transport_refused_status_is_real_qrexecs() -> None:
+    """The emulator this compared with is gone; the value is real qrexec-client-vm's
+    exit status for a refused call (test_reallab checks it on the real qrexec)."""
     from qgitconf.transport import QREXEC_REFUSED
 
-    assert qrexec.QREXEC_REFUSED == QREXEC_REFUSED
+    assert QREXEC_REFUSED == 126
+
+
+class _Refusing:
+    """A transport that answers as qrexec does for a refused call (exit 126)."""
+
+    def __init__(self, stderr: bytes) -> None:
+        self.stderr = stderr
+
+    def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:
+        return CallResult(126, b"", self.stderr)
+
+
+@pytest.mark.parametrize("stderr", [b"Request refused\n", b"work is not running (autostart=no)\n"])
+def test_refusal_is_denied_or_not_running_whatever_stderr_says(stderr: bytes) -> None:
+    """Real qrexec-client-vm prints only ``Request refused`` for a denied call and for a
+    halted target alike; no other text (the old emulator's "not running") makes a
+    refusal "pending" (issue 19)."""
+    with pytest.raises(PolicyDeniedError) as info:
+        publish_mod.send(_Refusing(stderr), "work", b"update")
+    assert type(info.value) is PolicyDeniedError and info.value.code == "policy-denied"
+    assert str(info.value).startswith("refused: denied or not running: ")
+    assert "autostart=no" in str(info.value) and "qgitconf pull" in str(info.value)
+    assert "pending" not in publish_mod.OK_STATUSES
+
+
+def test_halted_target_is_refused_denied_or_not_running(lab: Lab) -> None:
+    """On the real qrexec: work halted, the policy's autostart=no; publish says
+    "denied" with both causes, exits 1, and status says the same."""
+    commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    lab.set_running("work", False)
+    result = publish(lab, "work", expect=1)
+    assert result["status"] == "denied"
+    assert result["message"].startswith("refused: denied or not running: ")
+    assert "qgitconf pull" in result["message"]
+    row = rows(lab)["work"]
+    assert row["last_error"]["code"] == "policy-denied" and row["pending"]
+    text = qg(lab, "config-mgmt", "status").stdout.decode()
+    assert "last publish: policy-denied: refused: denied or not running: " in text
+    table = qg(lab, "config-mgmt", "publish", "work", expect=1).stdout.decode()
+    assert "denied" in table and "pending" not in table

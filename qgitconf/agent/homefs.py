@@ -535,11 +535,57 @@ class HomeFS:
         try:
             os.rename(tmp, name, src_dir_fd=d, dst_dir_fd=d)
         except OSError as e:
+            if e.errno == errno.EBUSY:
+                try:
+                    self._rewrite_in_place(d, tmp, name, path)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=d)
+                self._sync_dir(d, path)
+                return
             os.unlink(tmp, dir_fd=d)
             if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR):
                 raise ApplyError(f"'{sanitize(name)}' is a directory; not replaced") from e
             raise
         self._sync_dir(d, path)
+
+    def _rewrite_in_place(self, d: int, tmp: str, name: str, path: str) -> None:
+        """``name`` is a mount point (a file bind-mounted by custom-persist or bind-dirs:
+        rename onto it fails with EBUSY): copy the regular file ``tmp`` into it, truncate,
+        set the mode, fsync.  Not atomic: the journal's undo copy (a copy, as a hard link
+        cannot cross the mount) is what a crash in between rolls back to."""
+        if not stat.S_ISREG(os.stat(tmp, dir_fd=d, follow_symlinks=False).st_mode):
+            raise ApplyError(
+                f"'{sanitize(path)}' is a mount point (custom-persist or bind-dirs): only a "
+                "regular file can be written into it; persist its directory instead"
+            )
+        src = os.open(tmp, _READ_FLAGS, dir_fd=d)
+        try:
+            st = os.fstat(src)
+            if not stat.S_ISREG(st.st_mode):  # replaced since the lstat
+                raise ApplyError(
+                    f"'{sanitize(path)}' is a mount point (custom-persist or bind-dirs): only a "
+                    "regular file can be written into it; persist its directory instead"
+                )
+            try:
+                dst = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+            except OSError as e:
+                raise ApplyError(
+                    f"'{sanitize(path)}' is a mount point that is not a writable file: {e}"
+                ) from e
+            try:
+                if not stat.S_ISREG(os.fstat(dst).st_mode):
+                    raise ApplyError(f"'{sanitize(path)}' is a mount point, not a file")
+                os.ftruncate(dst, 0)
+                self.hook("in-place")  # a crash here leaves it empty: rolled back
+                while chunk := os.read(src, 1 << 20):
+                    _write_all(dst, memoryview(chunk))
+                os.fchmod(dst, stat.S_IMODE(st.st_mode))
+                os.fsync(dst)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
 
     def remove_temp(self, path: str, tmp: str) -> bool:
         """Remove a leftover temp file ``tmp`` beside ``path``; True if there was one."""
@@ -567,6 +613,11 @@ class HomeFS:
             except OSError as e:
                 if _absent(e):
                     return
+                if e.errno == errno.EBUSY:
+                    raise ApplyError(
+                        f"'{sanitize(path)}' is a mount point (custom-persist or bind-dirs) "
+                        "and cannot be removed; undeclare it in dom0 and reboot first"
+                    ) from e
                 raise
             self._sync_dir(d, path)
 
@@ -587,7 +638,10 @@ class HomeFS:
             self._sync_dir(d, path)
 
     def rmdir(self, path: str) -> bool:
-        """Remove the empty directory ``path``; False if it is missing or not empty."""
+        """Remove the empty directory ``path``; False if it is missing or not empty.
+
+        A directory that is a mount point (persisted by custom-persist or bind-dirs:
+        EBUSY) stays, and counts as removed: qgitconf no longer has anything in it."""
         with self.parent(path) as (d, name):
             if d is None:
                 return False
@@ -602,6 +656,8 @@ class HomeFS:
                     errno.ENAMETOOLONG,
                 ):
                     return False
+                if e.errno == errno.EBUSY:
+                    return True
                 raise
             self._sync_dir(d, path)
             return True

@@ -319,7 +319,9 @@ class Journal:
             try:
                 fs.move_in(undo_fd, name, path)
             except OSError as e:
-                if e.errno != errno.EXDEV:
+                # EXDEV: another filesystem; EBUSY: ``path`` is a mount point (a file
+                # persisted by custom-persist or bind-dirs), written back in place.
+                if e.errno not in (errno.EXDEV, errno.EBUSY):
                     raise
                 self._copy_back(fs, step, undo_fd, kept)
             return

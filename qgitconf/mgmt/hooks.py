@@ -121,7 +121,6 @@ def check_push(
     """
     from dulwich.objects import Commit
 
-    from qgitconf.dulwich_compat import split_commit_signature
     from qgitconf.errors import CommitSignatureError
     from qgitconf.signing import Verifier
 
@@ -153,7 +152,7 @@ def check_push(
                 if not isinstance(commit, Commit):
                     problems.append(f"{sha}: not a commit")
                     continue
-                payload, signature = split_commit_signature(raw)  # as git verify-commit
+                payload, signature, _kind = commit.extract_signature()
                 try:
                     if signature is None:
                         raise CommitSignatureError("unsigned")

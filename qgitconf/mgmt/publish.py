@@ -6,7 +6,8 @@ of the tip).  The sequence is recorded, and the update kept for pull, *before* i
 sent, so sequence numbers only grow even if publish dies half-way.
 
 The record also lists the published commits the target has not answered for yet
-(``unconfirmed``: it was not running, dom0 refused, or the call failed), because the
+(``unconfirmed``: qrexec refused the call - denied, or the target not running -
+or the call failed), because the
 target may have pulled any of them; ``qgitconf squash`` never drops one of those.
 """
 
@@ -25,7 +26,6 @@ from qgitconf.envelope import Statement, format_envelope_header, format_statemen
 from qgitconf.errors import (
     BadReplyError,
     GitError,
-    NotRunningError,
     PolicyDeniedError,
     QgitconfError,
     TransportError,
@@ -55,7 +55,7 @@ class PublishResult:
     """What publish did for one target."""
 
     target: str
-    status: str  # staged | up-to-date | rejected | pending | denied | failed
+    status: str  # staged | up-to-date | rejected | denied | failed
     sequence: int
     commit: str
     size: int
@@ -265,6 +265,11 @@ def build_update(
     return format_envelope_header(statement, signature) + bundle
 
 
+REFUSED = "refused: denied or not running"
+"""How a qrexec refusal (exit 126) reads: the policy denied the call, or the target is
+halted and the policy does not start it; real qrexec-client-vm does not say which."""
+
+
 def send(transport: Transport, target: str, update: bytes) -> Reply:
     """Send an update to ``target``'s Receive service and parse its reply.
 
@@ -274,13 +279,11 @@ def send(transport: Transport, target: str, update: bytes) -> Reply:
     """
     result = transport.call(target, RECEIVE, update, MAX_REPLY_BYTES)
     if result.status == QREXEC_REFUSED and not result.stdout:
-        # The lab's qrexec (like dom0's log) says why; real qrexec-client-vm only exits
-        # 126, so in Qubes a stopped target reads as "denied" (docs/config-mgmt.md).
-        # Trusting this text is harmless: it only labels the caller's own result.
-        if b"not running" in result.stderr[:4096]:
-            raise NotRunningError(f"{target} is not running; it can pull the kept update")
+        # Real qrexec-client-vm prints only "Request refused" and exits 126 both when
+        # dom0's policy denies the call and when the target is halted and the policy
+        # does not start it (autostart=no): config-mgmt cannot tell them apart.
         raise PolicyDeniedError(
-            f"qrexec policy refused {RECEIVE} to {target}; " + denied_hint(target)
+            f"{REFUSED}: qrexec refused {RECEIVE} to {target}; " + denied_hint(target)
         )
     try:
         return parse_reply(result.stdout)
@@ -353,9 +356,6 @@ def _deliver(
         note(f"{target}: sending {human(len(update))}")
     try:
         reply = send(transport, target, update)
-    except NotRunningError as e:
-        _note(repo, target, record, None, e, tip)
-        return PublishResult(target, "pending", sequence, tip, len(update), None, str(e))
     except PolicyDeniedError as e:
         _note(repo, target, record, None, e, tip)
         return PublishResult(target, "denied", sequence, tip, len(update), None, str(e))
@@ -479,7 +479,7 @@ def _note(
     write_json(_record_path(repo, target), record)
 
 
-OK_STATUSES = ("staged", "up-to-date", "pending")
+OK_STATUSES = ("staged", "up-to-date")
 Progress = Callable[[int, int, PublishResult], None]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qgitconf.mgmt.publish import load_record
+from qgitconf.mgmt.publish import REFUSED, load_record
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.sanitize import sanitize
 
@@ -116,7 +116,12 @@ def status_lines(row: dict[str, Any]) -> list[str]:
         lines.append(f"  rejected: {rep['detail']}")
     err = row["last_error"]
     if err is not None:
-        lines.append(f"  last publish: {err['code']}: {err['detail']}")
+        detail = err["detail"] or ""
+        if err["code"] == "policy-denied" and not detail.startswith(REFUSED):
+            # a record from before: qrexec exits 126 alike for a denied call and for a
+            # halted target the policy does not start (autostart=no)
+            detail = f"{REFUSED}: {detail}"
+        lines.append(f"  last publish: {err['code']}: {detail}")
     if row["hint"]:
         lines.append(f"  {row['hint']}")
     return lines
