@@ -1082,7 +1082,7 @@ def git(args: tuple[str, ...]) -> None:
 
 @cli.group()
 def policy() -> None:
-    """The dom0 qrexec policy (policy/30-qgitconf.policy)."""
+    """The dom0 qrexec policy (policy/90-qgitconf.policy)."""
 
 
 @policy.command("check")
@@ -1090,13 +1090,13 @@ def policy() -> None:
 @click.option(
     "--samples/--no-samples",
     default=None,
-    help="Also evaluate the built-in sample requests [default: only for 30-qgitconf.policy].",
+    help="Also evaluate the built-in sample requests [default: only for 90-qgitconf.policy].",
 )
 @click.option(
     "--mgmt-qube",
     default="config-mgmt",
     show_default=True,
-    help="Name of the config-mgmt qube, for the samples.",
+    help="Name of the management qube (tagged qgitconf-mgmt) in the samples' model.",
 )
 def policy_check(files: tuple[str, ...], samples: bool | None, mgmt_qube: str) -> None:
     """Check policy FILES (R4.1+ format) before installing them in dom0.

@@ -165,6 +165,16 @@ class UnsafePathError(UntrustedInputError):
     code = "unsafe-path"
 
 
+class ExportWrongQubeError(UntrustedInputError):
+    """An Export answer names another qube than the one ``import`` asked.
+
+    dom0's ``ask`` dialog lists every tagged target and preselects none: the user
+    may pick another qube than the one config-mgmt named.  Nothing is imported.
+    """
+
+    code = "export-wrong-qube"
+
+
 class BadReplyError(UntrustedInputError):
     """A reply from a target qube is not in the documented schema."""
 
@@ -187,6 +197,17 @@ class PolicyDeniedError(TransportError):
     start it (``autostart=no``).  Real qrexec does not say which."""
 
     code = "policy-denied"
+
+
+class SourceOffError(PolicyDeniedError):
+    """``qgitconf pull``: qrexec refused ``qgitconf.Fetch`` (exit 126).
+
+    The shipped policy allows a tagged target's Fetch with ``autostart=no``, so the
+    refusal means the management qube is not running; qrexec gives the same answer
+    when the policy denies the call (e.g. the qube lacks its tag).
+    """
+
+    code = "source-off"
 
 
 # --- local state and configuration --------------------------------------------------

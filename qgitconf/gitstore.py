@@ -85,17 +85,17 @@ def _tree_items(store: Any, sha: str) -> list[tuple[bytes, int, bytes]]:
 
     A store that keeps trees raw (the quarantine: checked when they came in, or
     read from the agent's cache of checked trees) offers ``raw_tree``; its content is
-    parsed by dulwich's C parser without building a ``Tree``.  Other stores give
-    dulwich objects.
+    parsed by qgitconf's strict parser without building a ``Tree``.  Other stores
+    give dulwich objects.
     """
     raw_tree = getattr(store, "raw_tree", None)
     data = raw_tree(sha.encode("ascii")) if raw_tree is not None else None
     if data is None:
         tree = _get(store, sha, b"tree", "tree")
         return [(item.path, item.mode, item.sha) for item in tree.iteritems()]
-    from dulwich.objects import parse_tree
+    from qgitconf.dulwich_compat import parse_tree_entries
 
-    return list(parse_tree(data, 20))
+    return parse_tree_entries(data)
 
 
 def blob_bytes(store: Any, sha: str) -> bytes:

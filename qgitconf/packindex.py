@@ -11,9 +11,10 @@ delta chain twice:
   ``apply_delta``; bases stay in a bounded cache until their last delta is resolved
   (an evicted base is rebuilt from the pack, never more than ``max_delta_depth`` deep);
 * every commit and tag is parsed by dulwich and ``check()``-ed (dulwich does not
-  fsck on ingestion); every tree is parsed once by dulwich's strict C parser and
-  given the checks of dulwich's ``Tree.check`` (``check_tree_object``), and kept raw
-  until a walk needs it; blobs get their SHA-256 for the tree digest;
+  fsck on ingestion); every tree is parsed once by qgitconf's strict parser (the same
+  on every dulwich version: ``dulwich_compat.parse_tree_entries``) and given the
+  checks of dulwich's ``Tree.check`` (``check_tree_object``), and kept raw until a
+  walk needs it; blobs get their SHA-256 for the tree digest;
 * the bases of a thin pack, found in the agent's store by ``lookup``, are named so
   ``write_pack`` can append them: the written pack stands on its own, as git requires.
 
@@ -33,8 +34,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dulwich.errors import ObjectFormatException
-from dulwich.objects import ObjectID, ShaFile, parse_tree
+from dulwich.objects import ObjectID, ShaFile
 
+from qgitconf.dulwich_compat import pack_object_header, parse_tree_entries
 from qgitconf.errors import BundleError, TooLargeError, UnsafePathError
 from qgitconf.limits import Limits
 from qgitconf.packscan import PackEntry, PackSummary
@@ -287,19 +289,17 @@ def _check_object(kind: int, data: bytes, hexsha: bytes, out: IndexedPack) -> No
 def check_tree_object(data: bytes) -> None:
     """Check a tree's content as dulwich's ``Tree.check`` does, parsing it once.
 
-    The strict C parser refuses malformed entries (modes with leading zeros, short
-    ids); then each name must be a single non-empty component other than ``.``,
-    ``..`` and ``.git``, each mode one git writes, and the entries sorted as git sorts
-    them (directories as if their name ended in ``/``) without duplicates.
+    The strict parser refuses malformed entries (modes with leading zeros or other
+    than octal digits, short ids); then each name must be a single non-empty component
+    other than ``.``, ``..`` and ``.git``, each mode one git writes, and the entries
+    sorted as git sorts them (directories as if their name ended in ``/``) without
+    duplicates.
 
     Raises:
         ObjectFormatException: the tree is malformed; the message starts with
             ``invalid name`` or ``invalid mode`` for an entry git itself would refuse.
     """
-    try:
-        entries = list(parse_tree(data, 20, strict=True))
-    except ValueError as exc:
-        raise ObjectFormatException(exc) from exc
+    entries = parse_tree_entries(data)
     # The common case in one sweep of C-level operations: good names and modes,
     # strictly sorted, no name twice.  Anything else takes the entry-by-entry walk
     # below, which finds the first bad entry and words the error as Tree.check does.
@@ -330,10 +330,7 @@ def check_tree_object(data: bytes) -> None:
 
 def _entry_bytes(kind: int, data: bytes) -> bytes:
     """A whole object as a pack entry: type-and-size header, then zlib data."""
-    from dulwich.object_format import SHA1
-    from dulwich.pack import pack_object_header
-
-    return bytes(pack_object_header(kind, None, len(data), SHA1)) + zlib.compress(data, 1)
+    return pack_object_header(kind, len(data)) + zlib.compress(data, 1)
 
 
 def _copy(src: BinaryIO, start: int, length: int) -> Iterator[bytes]:

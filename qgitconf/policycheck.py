@@ -1,21 +1,23 @@
 """``qgitconf policy check``: validate policy files before they reach dom0.
 
 A syntax error in any file under ``/etc/qubes/policy.d`` makes *every* qrexec call
-fail, so the shipped ``30-qgitconf.policy`` (or a user's edited copy) is checked here
+fail, so the shipped ``90-qgitconf.policy`` (or a user's own rules) is checked here
 before it is installed.  Two layers:
 
 1. **Syntax** — :func:`qgitconf.policy.check_policy_file`: the file name rule, every
    token and parameter.  Each problem is reported as ``FILE:LINE: reason``.
 2. **Behaviour** (samples) — a fixed table of requests (:data:`SAMPLES`) is evaluated
    first-match against the file's rules with a model of a typical system: the
-   config-mgmt qube, two qubes tagged ``qgitconf-target``, an untagged qube, the
-   vault and dom0.  It proves the rules do what the comments promise: config-mgmt may
-   push only to tagged qubes and never starts them, only tagged qubes may fetch and
-   only from config-mgmt, Export always asks, everything else is denied.
+   config-mgmt qube tagged ``qgitconf-mgmt``, two qubes tagged ``qgitconf-target``,
+   an untagged qube, the vault and dom0.  It proves the rules do what the comments
+   promise: the management qube may push only to tagged qubes and never starts them,
+   only tagged qubes may fetch, only from the management qube and without starting
+   it, Export always asks and starts nothing, a call with an argument is denied, and
+   everything else is denied.
 
-Samples run by default when the file is named ``30-qgitconf.policy`` (the shipped
-name) and otherwise only with ``--samples``.  ``--mgmt-qube`` names the config-mgmt
-qube when yours has another name.
+Samples run by default when the file is named ``90-qgitconf.policy`` (the shipped
+name) and otherwise only with ``--samples``.  ``--mgmt-qube`` names the management
+qube of the model (the shipped file names no qube: it matches the tag).
 
 Pure except for reading the files.
 """
@@ -31,8 +33,10 @@ from qgitconf.policy import QubeInfo, check_policy_file, evaluate, parse_policy_
 from qgitconf.sanitize import sanitize
 
 __all__ = [
+    "MGMT_TAG",
     "SAMPLES",
     "SHIPPED_NAME",
+    "TARGET_TAG",
     "PolicyReport",
     "Sample",
     "check_files",
@@ -40,10 +44,11 @@ __all__ = [
     "sample_qubes",
 ]
 
-SHIPPED_NAME = "30-qgitconf.policy"
+SHIPPED_NAME = "90-qgitconf.policy"
 """The name the shipped policy file is installed under in dom0."""
 
 TARGET_TAG = "qgitconf-target"
+MGMT_TAG = "qgitconf-mgmt"
 _MGMT = "{mgmt}"
 
 
@@ -70,38 +75,57 @@ class Sample:
     params: tuple[tuple[str, str], ...] = ()
 
 
+_NO_START = (("autostart", "no"),)
+
 SAMPLES: tuple[Sample, ...] = (
     Sample(
         "qgitconf.Receive",
         _MGMT,
         "personal",
         "allow",
-        "config-mgmt pushes to a tagged target, without starting it",
-        params=(("autostart", "no"),),
+        "the management qube pushes to a tagged target, without starting it",
+        params=_NO_START,
     ),
     Sample(
         "qgitconf.Receive",
         _MGMT,
         "personal",
-        "allow",
-        "the argument is ignored",
+        "deny",
+        "the services take no argument: a call with one matches no rule",
         argument="x",
-        params=(("autostart", "no"),),
     ),
     Sample("qgitconf.Receive", _MGMT, "untagged", "deny", "untagged qubes receive nothing"),
     Sample("qgitconf.Receive", _MGMT, "dom0", "deny", "nothing is pushed into dom0"),
     Sample("qgitconf.Receive", _MGMT, "@default", "deny", "no default target"),
     Sample("qgitconf.Receive", _MGMT, "@dispvm", "deny", "no disposable targets"),
-    Sample("qgitconf.Receive", "untagged", "personal", "deny", "only config-mgmt pushes"),
+    Sample("qgitconf.Receive", "untagged", "personal", "deny", "only the management qube pushes"),
     Sample("qgitconf.Receive", "work", "personal", "deny", "a target cannot push to another"),
     Sample("qgitconf.Receive", "vault", "personal", "deny", "the vault pushes nothing"),
-    Sample("qgitconf.Fetch", "personal", _MGMT, "allow", "a tagged target pulls its update"),
+    Sample(
+        "qgitconf.Fetch",
+        "personal",
+        _MGMT,
+        "allow",
+        "a tagged target pulls its update, without starting the management qube",
+        params=_NO_START,
+    ),
+    Sample("qgitconf.Fetch", "personal", _MGMT, "deny", "Fetch takes no argument", argument="x"),
     Sample("qgitconf.Fetch", "untagged", _MGMT, "deny", "untagged qubes cannot pull"),
-    Sample("qgitconf.Fetch", "personal", "work", "deny", "Fetch goes to config-mgmt only"),
+    Sample("qgitconf.Fetch", "personal", "work", "deny", "Fetch goes to the management qube only"),
+    Sample("qgitconf.Fetch", "personal", "vault", "deny", "Fetch goes to the management qube only"),
     Sample("qgitconf.Fetch", _MGMT, "personal", "deny", "Fetch is not a push path"),
-    Sample("qgitconf.Export", _MGMT, "personal", "ask", "dom0 asks before every export"),
+    Sample(
+        "qgitconf.Export",
+        _MGMT,
+        "personal",
+        "ask",
+        "dom0 asks before every export, and starts no halted target",
+        params=_NO_START,
+    ),
+    Sample("qgitconf.Export", _MGMT, "personal", "deny", "Export takes no argument", argument="x"),
     Sample("qgitconf.Export", _MGMT, "untagged", "deny", "no export from untagged qubes"),
-    Sample("qgitconf.Export", "untagged", "personal", "deny", "only config-mgmt imports"),
+    Sample("qgitconf.Export", _MGMT, "@default", "deny", "no export without a named qube"),
+    Sample("qgitconf.Export", "untagged", "personal", "deny", "only the management qube imports"),
     Sample("qgitconf.Export", "personal", "work", "deny", "targets cannot read each other"),
     Sample("qgitconf.Unknown", _MGMT, "personal", "deny", "unknown services are denied"),
 )
@@ -133,12 +157,12 @@ def sample_qubes(mgmt: str) -> dict[str, QubeInfo]:
         mgmt: The config-mgmt qube's name.
 
     Returns:
-        Qubes by name: ``mgmt``, ``personal`` and ``work`` (tagged), ``untagged``,
-        ``vault`` and dom0.
+        Qubes by name: ``mgmt`` (tagged ``qgitconf-mgmt``), ``personal`` and ``work``
+        (tagged ``qgitconf-target``), ``untagged``, ``vault`` and dom0.
     """
     tagged = frozenset({TARGET_TAG})
     return {
-        mgmt: QubeInfo(mgmt),
+        mgmt: QubeInfo(mgmt, frozenset({MGMT_TAG})),
         "personal": QubeInfo("personal", tagged),
         "work": QubeInfo("work", tagged),
         "untagged": QubeInfo("untagged"),

@@ -91,15 +91,15 @@ def _fetch() -> int:
 
 def _export() -> int:
     """target: one regular file from $HOME, named on stdin (policy: ask)."""
-    from qgitconf.agent.export import format_export, read_home_file, read_request
+    from qgitconf.agent.export import answer
 
     home = Path(os.environ["HOME"])
     try:
-        mode, content = read_home_file(home, read_request(sys.stdin.buffer))
+        data = answer(home, sys.stdin.buffer)
     except QgitconfError as e:
         print(f"qgitconf: export refused: {e.code}: {sanitize(e.detail)}", file=sys.stderr)
         return e.exit_status
-    sys.stdout.buffer.write(format_export(mode, content))
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     return 0
 

@@ -169,13 +169,13 @@ def test_doctor_config_mgmt_broken_gpg_program(lab: Lab) -> None:
 
 
 def test_doctor_dom0_policy(lab: Lab) -> None:
-    policy = (lab.policy_dir / "30-qgitconf.policy").read_bytes()
-    lab.write("untrusted", "policy.d/30-qgitconf.policy", policy)
+    policy = (lab.policy_dir / "90-qgitconf.policy").read_bytes()
+    lab.write("untrusted", "policy.d/90-qgitconf.policy", policy)
     env = {"QGITCONF_POLICY_DIR": "/home/user/policy.d"}
     report = _doctor(lab, "untrusted", 0, **env)
     assert report["role"] == "dom0"
     assert _by_name(report)["policy"]["result"] == "ok"
-    lab.write("untrusted", "policy.d/30-qgitconf.policy", b"qgitconf.Receive * a b permit\n")
+    lab.write("untrusted", "policy.d/90-qgitconf.policy", b"qgitconf.Receive * a b permit\n")
     report = _doctor(lab, "untrusted", 1, **env)
     assert any(c["result"] == "fail" and ":1: " in c["message"] for c in report["checks"])
 

@@ -364,8 +364,16 @@ def test_reply_on_stdout_diagnostics_on_stderr(lab: Lab) -> None:
 @pytest.mark.parametrize("argument", ["--help", "receive", "../x", "-I"])
 def test_service_argument_never_becomes_an_option(lab: Lab, argument: str) -> None:
     """qrexec hands `SERVICE+ARG`'s argument to the rpc file as $1; the rpc file's argv
-    is fixed, so the update is judged the same whatever the caller appends."""
+    is fixed, so the update is judged the same whatever the caller appends.  The shipped
+    policy takes no argument (`+`, issue 19.8): dom0 refuses such a call first; a
+    permissive rule of the user's lets it through to show the rpc file's fixed argv."""
     before = target_snapshot(lab, "personal")
+    spec = f"qgitconf.Receive+{argument}"
+    refused = run(lab, "config-mgmt", "qrexec-client-vm", "personal", spec, expect=None)
+    assert refused.returncode == 126 and refused.stdout == b""
+    (lab.policy_dir / "20-arguments.policy").write_text(
+        "qgitconf.Receive * config-mgmt personal allow\n"
+    )
     proc = run(
         lab,
         "config-mgmt",

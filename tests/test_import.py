@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from qgitconf.agent.export import MAGIC, MAX_EXPORT_BYTES, format_export
-from qgitconf.errors import MalformedError
+from qgitconf.agent.export import MAGIC, MAGIC_V1, MAX_EXPORT_BYTES, format_export
+from qgitconf.errors import ConfigError, MalformedError
 from qgitconf.mgmt.importing import parse_export
 from tests.labkit import Lab, qg, run, tip
 
@@ -26,9 +26,10 @@ def allow(lab: Lab, qube: str) -> None:
     lab.set_ask_answer("allow", qube)
 
 
-def export(lab: Lab, request: bytes) -> tuple[int, bytes, str]:
-    """Call personal's qgitconf.Export from config-mgmt with a raw request."""
-    allow(lab, "personal")
+def export(lab: Lab, request: bytes, pick: str = "personal") -> tuple[int, bytes, str]:
+    """Call personal's qgitconf.Export from config-mgmt with a raw request (the user
+    picks ``pick`` at the prompt)."""
+    allow(lab, pick)
     proc = run(
         lab,
         "config-mgmt",
@@ -98,6 +99,35 @@ def test_import_of_a_private_key_needs_allow_secret(lab: Lab) -> None:
     assert "RISK: HIGH   secret  .ssh/id_ed25519" in review
     proc = qg(lab, "config-mgmt", "import", "--accept", "1", expect=2)
     assert b"--allow-secret" in proc.stderr
+
+
+def test_import_refuses_the_wrong_qube_picked_at_the_prompt(lab: Lab) -> None:
+    """Issue 19.10: dom0's ask dialog lets the user pick another tagged qube than the
+    one config-mgmt named; the answer names the qube that answered (QubesDB /name)
+    and import refuses it: nothing enters the repository."""
+    lab.write("personal", ".vimrc", b"set nu\n")
+    lab.write("work", ".vimrc", b"set work\n")
+    before = tip(lab, "personal")
+    lab.set_ask_answer("allow", "work")
+    proc = qg(lab, "config-mgmt", "import", "personal", ".vimrc", "--into", "personal", expect=3)
+    err = proc.stderr.decode()
+    assert "[export-wrong-qube]" in err and "work answered" in err, err
+    assert tip(lab, "personal") == before
+    assert git_mgmt(lab, "for-each-ref", "refs/qgitconf/") == ""
+    assert qg(lab, "config-mgmt", "import", "--list").stdout == b""
+    # the answer itself names work
+    status, out, _err = export(lab, b".vimrc\n", pick="work")
+    assert status == 0 and parse_export(out).qube == "work"
+
+
+def test_export_does_not_start_a_halted_target(lab: Lab) -> None:
+    """autostart=no on the Export rule: a halted target is refused, not started."""
+    lab.write("work", ".vimrc", b"set nu\n")
+    lab.set_running("work", False)
+    allow(lab, "work")
+    proc = qg(lab, "config-mgmt", "import", "work", ".vimrc", "--into", "work", expect=5)
+    assert b"[policy-denied]" in proc.stderr
+    assert git_mgmt(lab, "for-each-ref", "refs/qgitconf/") == ""
 
 
 def test_import_denied_at_the_prompt(lab: Lab) -> None:
@@ -180,15 +210,21 @@ def test_export_refuses_a_fifo_and_a_hard_link(lab: Lab) -> None:
 
 BAD_EXPORTS = [
     ("empty", b""),
-    ("wrong magic", b"QGITCONF-EXPORT 2\nmode: 100644\nsize: 0\n\n"),
-    ("symlink mode", MAGIC + b"mode: 120000\nsize: 1\n\nx"),
-    ("size lies short", MAGIC + b"mode: 100644\nsize: 1\n\nxy"),
-    ("size lies long", MAGIC + b"mode: 100644\nsize: 3\n\nxy"),
-    ("leading zero", MAGIC + b"mode: 100644\nsize: 01\n\nx"),
-    ("extra header", MAGIC + b"mode: 100644\nsize: 1\npath: ../x\n\nx"),
-    ("no blank line", MAGIC + b"mode: 100644\nsize: 1\nx"),
-    ("over the cap", MAGIC + b"mode: 100644\nsize: 2000000\n\n" + b"x" * 2_000_000),
-    ("header bomb", MAGIC + b"mode: 100644" + b" " * 10_000 + b"\nsize: 0\n\n"),
+    ("wrong magic", b"QGITCONF-EXPORT 9\nqube: work\nmode: 100644\nsize: 0\n\n"),
+    ("version 1: no qube", MAGIC_V1 + b"mode: 100644\nsize: 0\n\n"),
+    ("no qube line", MAGIC + b"mode: 100644\nsize: 0\n\n"),
+    ("qube line last", MAGIC + b"mode: 100644\nsize: 0\nqube: work\n\n"),
+    ("bad qube name", MAGIC + b"qube: ../work\nmode: 100644\nsize: 0\n\n"),
+    ("long qube name", MAGIC + b"qube: " + b"w" * 32 + b"\nmode: 100644\nsize: 0\n\n"),
+    ("two qube lines", MAGIC + b"qube: a\nqube: b\nmode: 100644\nsize: 0\n\n"),
+    ("symlink mode", MAGIC + b"qube: w\nmode: 120000\nsize: 1\n\nx"),
+    ("size lies short", MAGIC + b"qube: w\nmode: 100644\nsize: 1\n\nxy"),
+    ("size lies long", MAGIC + b"qube: w\nmode: 100644\nsize: 3\n\nxy"),
+    ("leading zero", MAGIC + b"qube: w\nmode: 100644\nsize: 01\n\nx"),
+    ("extra header", MAGIC + b"qube: w\nmode: 100644\nsize: 1\npath: ../x\n\nx"),
+    ("no blank line", MAGIC + b"qube: w\nmode: 100644\nsize: 1\nx"),
+    ("over the cap", MAGIC + b"qube: w\nmode: 100644\nsize: 2000000\n\n" + b"x" * 2_000_000),
+    ("header bomb", MAGIC + b"qube: w\nmode: 100644" + b" " * 10_000 + b"\nsize: 0\n\n"),
 ]
 
 
@@ -199,8 +235,15 @@ def test_parse_export_refuses(data: bytes) -> None:
 
 
 def test_parse_export_roundtrip() -> None:
-    got = parse_export(format_export(0o100755, b"#!/bin/sh\n"))
-    assert (got.mode, got.content) == (0o100755, b"#!/bin/sh\n")
+    got = parse_export(format_export("personal", 0o100755, b"#!/bin/sh\n"))
+    assert (got.qube, got.mode, got.content) == ("personal", 0o100755, b"#!/bin/sh\n")
+    longest = "p" * 31
+    assert parse_export(format_export(longest, 0o100644, b"")).qube == longest
+
+
+def test_format_export_refuses_a_bad_own_name() -> None:
+    with pytest.raises(ConfigError):
+        format_export("../x", 0o100644, b"")
 
 
 def test_import_record_is_json(lab: Lab) -> None:

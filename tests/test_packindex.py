@@ -190,6 +190,8 @@ def _dulwich_verdict(data: bytes) -> str | None:
         ShaFile.from_raw_string(TREE, data).check()
     except ObjectFormatException as e:
         return str(e)
+    except ValueError as e:  # 0.22's pure Python parser lets a bare ValueError out
+        return f"ValueError: {e}"
     return None
 
 

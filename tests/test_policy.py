@@ -23,12 +23,13 @@ from qgitconf.policy import (
     parse_policy_text,
 )
 
-SHIPPED = Path(__file__).resolve().parent.parent / "policy" / "30-qgitconf.policy"
+SHIPPED = Path(__file__).resolve().parent.parent / "policy" / "90-qgitconf.policy"
 
 TAG = "qgitconf-target"
+MGMT_TAG = "qgitconf-mgmt"
 
 QUBES: Mapping[str, QubeInfo] = {
-    "config-mgmt": QubeInfo("config-mgmt"),
+    "config-mgmt": QubeInfo("config-mgmt", frozenset({MGMT_TAG})),
     "personal": QubeInfo("personal", frozenset({TAG})),
     "work": QubeInfo("work", frozenset({TAG, "other"})),
     "untrusted": QubeInfo("untrusted"),
@@ -56,26 +57,53 @@ def shipped() -> list[PolicyRule]:
     return parse_policy_text(SHIPPED.read_text(encoding="utf-8"), SHIPPED.name)
 
 
+def _line_of(service: str) -> int:
+    """The line of the shipped file's rule for ``service``."""
+    lines = SHIPPED.read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.startswith(service + " "))
+
+
 # --- the shipped policy ----------------------------------------------------------------
+# Issue 19.8: the packaged file sits in the 90 tier (packaged defaults), names no qube
+# (the management qube carries the qgitconf-mgmt tag), has no catch-all deny lines
+# (no match is already a deny; catch-alls shadowed 30-user.policy and Global Config's
+# 50-config-* files) and takes `+` (no argument).  Issue 19.9 and 19.10: Fetch and
+# Export carry autostart=no.  The rows that were "deny by a catch-all rule" are now
+# "deny because nothing matches" (rule None).
 
 
 def test_shipped_file_checks_clean() -> None:
     assert check_policy_file(SHIPPED) == []
 
 
+def test_shipped_name_is_the_package_tier() -> None:
+    # after 30-user.policy and every 50-config-*.policy, next to 90-default.policy
+    names = ["30-user.policy", "50-config-filecopy.policy", "90-default.policy", SHIPPED.name]
+    assert sorted(names, key=lambda n: n.encode()) == names
+    assert SHIPPED.name == "90-qgitconf.policy"
+    assert [p.name for p in SHIPPED.parent.glob("*.policy")] == [SHIPPED.name]
+
+
 def test_shipped_rules_as_written(shipped: list[PolicyRule]) -> None:
     summary = [
         (r.service, r.argument, r.source, r.target, r.action, dict(r.params)) for r in shipped
     ]
+    no_start = {"autostart": "no"}
     assert summary == [
-        ("qgitconf.Receive", "*", "config-mgmt", f"@tag:{TAG}", "allow", {"autostart": "no"}),
-        ("qgitconf.Receive", "*", "@anyvm", "@anyvm", "deny", {}),
-        ("qgitconf.Fetch", "*", f"@tag:{TAG}", "config-mgmt", "allow", {}),
-        ("qgitconf.Fetch", "*", "@anyvm", "@anyvm", "deny", {}),
-        ("qgitconf.Export", "*", "config-mgmt", f"@tag:{TAG}", "ask", {}),
-        ("qgitconf.Export", "*", "@anyvm", "@anyvm", "deny", {}),
+        ("qgitconf.Receive", "+", f"@tag:{MGMT_TAG}", f"@tag:{TAG}", "allow", no_start),
+        ("qgitconf.Fetch", "+", f"@tag:{TAG}", f"@tag:{MGMT_TAG}", "allow", no_start),
+        ("qgitconf.Export", "+", f"@tag:{MGMT_TAG}", f"@tag:{TAG}", "ask", no_start),
     ]
     assert all(r.filename == SHIPPED.name for r in shipped)
+
+
+def test_shipped_names_no_qube_and_denies_nothing(shipped: list[PolicyRule]) -> None:
+    for r in shipped:
+        assert r.action != "deny", r
+        assert r.source.startswith("@tag:") and r.target.startswith("@tag:"), r
+    assert "config-mgmt" not in "".join(
+        line for line in SHIPPED.read_text(encoding="utf-8").splitlines() if line[:1] != "#"
+    )
 
 
 def test_shipped_comments_only_at_line_start() -> None:
@@ -86,46 +114,94 @@ def test_shipped_comments_only_at_line_start() -> None:
 
 
 @pytest.mark.parametrize(
-    ("service", "source", "target", "argument", "action", "lineno"),
+    ("service", "source", "target", "action"),
     [
-        ("qgitconf.Receive", "config-mgmt", "personal", "", "allow", 21),
-        ("qgitconf.Receive", "config-mgmt", "work", "", "allow", 21),
-        ("qgitconf.Receive", "config-mgmt", "personal", "anything", "allow", 21),
-        ("qgitconf.Receive", "untrusted", "personal", "", "deny", 23),
-        ("qgitconf.Receive", "work", "personal", "", "deny", 23),
-        ("qgitconf.Receive", "config-mgmt", "untrusted", "", "deny", 23),
-        ("qgitconf.Receive", "config-mgmt", "vault", "", "deny", 23),
-        ("qgitconf.Receive", "config-mgmt", "fedora-40", "", "deny", 23),
-        ("qgitconf.Fetch", "personal", "config-mgmt", "", "allow", 28),
-        ("qgitconf.Fetch", "work", "config-mgmt", "", "allow", 28),
-        ("qgitconf.Fetch", "untrusted", "config-mgmt", "", "deny", 30),
-        ("qgitconf.Fetch", "personal", "work", "", "deny", 30),
-        ("qgitconf.Fetch", "personal", "vault", "", "deny", 30),
-        ("qgitconf.Export", "config-mgmt", "personal", "", "ask", 34),
-        ("qgitconf.Export", "config-mgmt", "untrusted", "", "deny", 36),
-        ("qgitconf.Export", "untrusted", "personal", "", "deny", 36),
-        ("qgitconf.Export", "personal", "work", "", "deny", 36),
+        ("qgitconf.Receive", "config-mgmt", "personal", "allow"),
+        ("qgitconf.Receive", "config-mgmt", "work", "allow"),
+        ("qgitconf.Fetch", "personal", "config-mgmt", "allow"),
+        ("qgitconf.Fetch", "work", "config-mgmt", "allow"),
+        ("qgitconf.Export", "config-mgmt", "personal", "ask"),
     ],
 )
 def test_shipped_decisions(
-    shipped: list[PolicyRule],
-    service: str,
-    source: str,
-    target: str,
-    argument: str,
-    action: str,
-    lineno: int,
+    shipped: list[PolicyRule], service: str, source: str, target: str, action: str
 ) -> None:
-    decision = _decide(shipped, service, source, target, argument)
+    decision = _decide(shipped, service, source, target)
     assert decision.action == action
     assert decision.target == target
     assert decision.rule is not None
-    assert decision.rule.lineno == lineno
+    assert decision.rule.lineno == _line_of(service)
+    assert decision.params == {"autostart": "no"}
+
+
+@pytest.mark.parametrize(
+    ("service", "source", "target", "argument"),
+    [
+        ("qgitconf.Receive", "config-mgmt", "personal", "anything"),
+        ("qgitconf.Receive", "untrusted", "personal", ""),
+        ("qgitconf.Receive", "work", "personal", ""),
+        ("qgitconf.Receive", "config-mgmt", "untrusted", ""),
+        ("qgitconf.Receive", "config-mgmt", "vault", ""),
+        ("qgitconf.Receive", "config-mgmt", "fedora-40", ""),
+        ("qgitconf.Fetch", "untrusted", "config-mgmt", ""),
+        ("qgitconf.Fetch", "personal", "config-mgmt", "work"),
+        ("qgitconf.Fetch", "personal", "work", ""),
+        ("qgitconf.Fetch", "personal", "vault", ""),
+        ("qgitconf.Export", "config-mgmt", "personal", "x"),
+        ("qgitconf.Export", "config-mgmt", "untrusted", ""),
+        ("qgitconf.Export", "untrusted", "personal", ""),
+        ("qgitconf.Export", "personal", "work", ""),
+    ],
+)
+def test_shipped_denials_are_no_match(
+    shipped: list[PolicyRule], service: str, source: str, target: str, argument: str
+) -> None:
+    assert _decide(shipped, service, source, target, argument) == Decision("deny", target, None, {})
 
 
 def test_shipped_receive_does_not_autostart(shipped: list[PolicyRule]) -> None:
     decision = _decide(shipped, "qgitconf.Receive", "config-mgmt", "personal")
     assert decision.params == {"autostart": "no"}
+
+
+def test_shipped_fetch_and_export_do_not_autostart(shipped: list[PolicyRule]) -> None:
+    for service, source, target in (
+        ("qgitconf.Fetch", "personal", "config-mgmt"),
+        ("qgitconf.Export", "config-mgmt", "personal"),
+    ):
+        assert _decide(shipped, service, source, target).params == {"autostart": "no"}
+
+
+def test_shipped_management_qube_is_the_tag(shipped: list[PolicyRule]) -> None:
+    # Another name, the tag: allowed.  config-mgmt without the tag: denied.
+    qubes = dict(QUBES, dotfiles=QubeInfo("dotfiles", frozenset({MGMT_TAG})))
+    qubes["config-mgmt"] = QubeInfo("config-mgmt")
+    assert _decide(shipped, "qgitconf.Receive", "dotfiles", "personal", qubes=qubes).action == (
+        "allow"
+    )
+    assert _decide(shipped, "qgitconf.Fetch", "personal", "dotfiles", qubes=qubes).action == (
+        "allow"
+    )
+    for service, source, target in (
+        ("qgitconf.Receive", "config-mgmt", "personal"),
+        ("qgitconf.Fetch", "personal", "config-mgmt"),
+        ("qgitconf.Export", "config-mgmt", "personal"),
+    ):
+        assert _decide(shipped, service, source, target, qubes=qubes).action == "deny"
+
+
+def test_shipped_leaves_user_rules_in_force(tmp_path: Path) -> None:
+    """A rule in 30-user.policy or a 50-config-* file is not shadowed by the package."""
+    (tmp_path / SHIPPED.name).write_bytes(SHIPPED.read_bytes())
+    (tmp_path / "50-config-qgitconf.policy").write_text(
+        "qgitconf.Fetch + @tag:qgitconf-target backup allow\n"
+    )
+    (tmp_path / "30-user.policy").write_text("qgitconf.Receive + config-mgmt personal deny\n")
+    rules = load_policy_dir(tmp_path)
+    qubes = dict(QUBES, backup=QubeInfo("backup"))
+    assert _decide(rules, "qgitconf.Fetch", "personal", "backup", qubes=qubes).action == "allow"
+    assert _decide(rules, "qgitconf.Receive", "config-mgmt", "personal").action == "deny"
+    assert _decide(rules, "qgitconf.Receive", "config-mgmt", "work").action == "allow"
 
 
 @pytest.mark.parametrize(
@@ -392,7 +468,7 @@ def test_load_policy_dir_sorts_bytes_not_locale(tmp_path: Path) -> None:
 
 def test_load_policy_dir_with_shipped(tmp_path: Path) -> None:
     (tmp_path / SHIPPED.name).write_bytes(SHIPPED.read_bytes())
-    assert len(load_policy_dir(tmp_path)) == 6
+    assert len(load_policy_dir(tmp_path)) == 3
 
 
 def test_load_policy_dir_syntax_error(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from qgitconf.cli import cli
 from qgitconf.policycheck import SAMPLES, check_files, check_samples
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "policy" / "30-qgitconf.policy"
+SHIPPED = ROOT / "policy" / "90-qgitconf.policy"
+MGMT, TARGET = "@tag:qgitconf-mgmt", "@tag:qgitconf-target"
 GOOD = "qgitconf.Receive * config-mgmt @tag:qgitconf-target allow autostart=no"
 
 
@@ -34,12 +35,15 @@ def test_shipped_policy_passes_without_samples() -> None:
 
 
 def test_samples_follow_a_renamed_mgmt_qube(tmp_path: Path) -> None:
-    text = SHIPPED.read_text().replace("config-mgmt", "dotfiles-mgmt")
-    path = tmp_path / "30-qgitconf.policy"
-    path.write_text(text)
-    assert _check(str(path))[0] == 4  # samples assume config-mgmt
-    code, out = _check("--mgmt-qube", "dotfiles-mgmt", str(path))
+    """Issue 19.8: the shipped file names no qube; a management qube of another name
+    needs only the tag.  A file that names config-mgmt fails for another name."""
+    code, out = _check("--mgmt-qube", "dotfiles-mgmt", str(SHIPPED))
     assert code == 0, out
+    named = SHIPPED.read_text().replace("@tag:qgitconf-mgmt", "config-mgmt")
+    path = tmp_path / SHIPPED.name
+    path.write_text(named)
+    assert _check(str(path))[0] == 0
+    assert _check("--mgmt-qube", "dotfiles-mgmt", str(path))[0] == 4
 
 
 BROKEN = [
@@ -96,23 +100,27 @@ def test_missing_file_is_a_problem(tmp_path: Path) -> None:
 
 # Valid policies whose *behaviour* breaks a promise: the samples must catch each one.
 WEAKENED = [
-    ("push from anyone", "qgitconf.Receive * @anyvm @tag:qgitconf-target allow autostart=no"),
-    ("push starts qubes", "qgitconf.Receive * config-mgmt @tag:qgitconf-target allow"),
-    ("export without asking", "qgitconf.Export * config-mgmt @tag:qgitconf-target allow"),
-    ("fetch from anywhere", "qgitconf.Fetch * @tag:qgitconf-target @anyvm allow"),
+    ("push from anyone", "qgitconf.Receive + @anyvm @tag:qgitconf-target allow autostart=no"),
+    ("push starts qubes", "qgitconf.Receive + @tag:qgitconf-mgmt @tag:qgitconf-target allow"),
+    ("push with any argument", f"qgitconf.Receive * {MGMT} {TARGET} allow autostart=no"),
+    ("catch-all deny", "qgitconf.Receive * @anyvm @anyvm deny"),
+    ("export without asking", "qgitconf.Export + @tag:qgitconf-mgmt @tag:qgitconf-target allow"),
+    ("export starts qubes", "qgitconf.Export + @tag:qgitconf-mgmt @tag:qgitconf-target ask"),
+    ("fetch from anywhere", "qgitconf.Fetch + @tag:qgitconf-target @anyvm allow autostart=no"),
+    ("fetch starts mgmt", "qgitconf.Fetch + @tag:qgitconf-target @tag:qgitconf-mgmt allow"),
 ]
 
 
 @pytest.mark.parametrize("first", [w[1] for w in WEAKENED], ids=[w[0] for w in WEAKENED])
 def test_samples_catch_weakened_policy(first: str) -> None:
     text = first + "\n" + SHIPPED.read_text()
-    problems = check_samples(text, "30-qgitconf.policy")
+    problems = check_samples(text, SHIPPED.name)
     assert problems
-    assert all(p.startswith("30-qgitconf.policy:1: sample ") for p in problems)
+    assert all(p.startswith(f"{SHIPPED.name}:1: sample ") for p in problems)
 
 
 def test_empty_policy_denies_everything_and_fails_allow_samples(tmp_path: Path) -> None:
-    path = tmp_path / "30-qgitconf.policy"
+    path = tmp_path / SHIPPED.name
     path.write_text("# nothing\n")
     report = check_files([path])
     expected_fail = sum(1 for s in SAMPLES if s.expect != "deny")

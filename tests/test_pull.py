@@ -124,9 +124,28 @@ def test_permissive_policy_still_serves_only_the_callers_update(lab: Lab) -> Non
 
 
 def test_pull_refused_by_policy_is_a_transport_error(lab: Lab) -> None:
+    # qrexec refuses a denied call as it refuses one to a halted qube (exit 126):
+    # since issue 19.9 pull reports both as "source-off" (a PolicyDeniedError,
+    # exit 5) and names the policy as the other cause.
     (lab.policy_dir / "20-deny.policy").write_text("qgitconf.Fetch * work config-mgmt deny\n")
     proc = qg(lab, "work", "pull", expect=5)
-    assert b"[policy-denied]" in proc.stderr
+    assert b"[source-off]" in proc.stderr and b"or the policy denies this qube" in proc.stderr
+
+
+def test_pull_does_not_start_an_offline_config_mgmt(lab: Lab) -> None:
+    """Issue 19.9: Fetch has autostart=no; with config-mgmt halted, pull is refused and
+    says config-mgmt is off (code source-off, exit 5); nothing changes in the target."""
+    commit_files(lab, "work", {".bashrc": "w\n"}, "w")
+    publish(lab, "work")
+    lab.set_running("config-mgmt", False)
+    before = target_snapshot(lab, "work")
+    proc = qg(lab, "work", "pull", expect=5)
+    err = proc.stderr.decode()
+    assert "[source-off]" in err and "config-mgmt is off" in err, err
+    assert "start config-mgmt and run `qgitconf pull` again" in err
+    assert target_snapshot(lab, "work") == before
+    lab.set_running("config-mgmt", True)
+    assert qg(lab, "work", "pull").stdout.decode().startswith("up-to-date")
 
 
 def test_systemd_units_run_pull() -> None:

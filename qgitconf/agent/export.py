@@ -7,8 +7,13 @@ never the agent's own directories or ``~/.gnupg``), then walked from ``$HOME`` w
 ``O_NOFOLLOW`` directory fds: a symlink anywhere on the way, or as the file itself,
 is refused, as is anything but a regular file with one link, or a file over the cap.
 
-The answer on stdout is ``QGITCONF-EXPORT 1\\nmode: <100644|100755>\\nsize: N\\n\\n``
-followed by exactly N bytes; ``qgitconf.mgmt.importing.parse_export`` reads it.
+The answer on stdout is
+``QGITCONF-EXPORT 2\\nqube: NAME\\nmode: <100644|100755>\\nsize: N\\n\\n`` followed by
+exactly N bytes; ``qgitconf.mgmt.importing.parse_export`` reads it.  ``NAME`` is this
+qube's name from QubesDB ``/name`` (never the environment): dom0's ``ask`` dialog
+lets the user pick any tagged qube, so the caller cannot know which qube answered
+unless the answer says, and ``import`` refuses a file from another qube than the
+one it asked.  Version 1 answers had no ``qube:`` line and are refused.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from qgitconf.errors import MalformedError, TooLargeError, UnsafePathError
+from qgitconf import qubesdb
+from qgitconf.envelope import QUBE_NAME
+from qgitconf.errors import ConfigError, MalformedError, TooLargeError, UnsafePathError
 from qgitconf.paths import MODE_EXECUTABLE, MODE_FILE, PathRules, check_tree_entry
 
-MAGIC = b"QGITCONF-EXPORT 1\n"
+MAGIC = b"QGITCONF-EXPORT 2\n"
+MAGIC_V1 = b"QGITCONF-EXPORT 1\n"  # before the answer named its qube: refused
 MAX_REQUEST_BYTES = 4096
 MAX_EXPORT_BYTES = 1024 * 1024
 
@@ -100,5 +108,28 @@ def read_home_file(home: Path, rel: str, cap: int = MAX_EXPORT_BYTES) -> tuple[i
             os.close(fd)
 
 
-def format_export(mode: int, content: bytes) -> bytes:
-    return MAGIC + f"mode: {mode:o}\nsize: {len(content)}\n\n".encode("ascii") + content
+def format_export(qube: str, mode: int, content: bytes) -> bytes:
+    """The Export answer: the header naming ``qube``, then ``content``.
+
+    Raises:
+        ConfigError: ``qube`` is not a valid qube name.
+    """
+    if QUBE_NAME.fullmatch(qube) is None:
+        raise ConfigError("this qube's name from QubesDB is not a qube name", code="no-qubesdb")
+    head = f"qube: {qube}\nmode: {mode:o}\nsize: {len(content)}\n\n"
+    return MAGIC + head.encode("ascii") + content
+
+
+def answer(home: Path, stream: BinaryIO) -> bytes:
+    """Serve one Export call: this qube's name, then the requested file, as the answer.
+
+    The name comes from QubesDB ``/name`` (dom0 writes it), read before the request.
+
+    Raises:
+        ConfigError: no QubesDB name.
+        MalformedError, UnsafePathError, TooLargeError: as :func:`read_request` and
+            :func:`read_home_file`.
+    """
+    qube = qubesdb.own_name()
+    mode, content = read_home_file(home, read_request(stream))
+    return format_export(qube, mode, content)

@@ -125,14 +125,14 @@ class AgentState:
         """Create the state directory and the bare repo on first use."""
         if (self.repo_path / "HEAD").exists() and self.tmp.is_dir():
             return
-        from dulwich.repo import Repo
+        from qgitconf.dulwich_compat import init_bare
 
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.tmp.mkdir(exist_ok=True, mode=0o700)
         if not (self.repo_path / "HEAD").exists():
-            # A default branch given, dulwich reads no config (~/.gitconfig is an
-            # update's to write: DESIGN rule 12).
-            Repo.init_bare(str(self.repo_path), mkdir=True, default_branch=b"main")
+            # No config read for the default branch (~/.gitconfig is an update's to
+            # write: DESIGN rule 12).
+            init_bare(str(self.repo_path), b"main")
 
     def refs(self, while_locked: Callable[[bytes], None] | None = None) -> Any:
         """The agent repo's refs (dulwich's loose-ref writer, with its lock files);

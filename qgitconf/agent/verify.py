@@ -180,6 +180,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         import tempfile
 
         from qgitconf.bundle import Quarantine
+        from qgitconf.dulwich_compat import commit_raw, split_commit_signature
         from qgitconf.gitstore import read_commit
 
         quarantine = Quarantine(ctx.tmp, ctx.objects)
@@ -190,7 +191,8 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
                 quarantine.ingest(spool, st.bundle_size, ctx.limits)  # step 7
             # The quarantine is the store: new objects as already parsed, then the stores.
             commit = read_commit(quarantine, st.commit)  # step 8, rule 6
-            payload, signature, _kind = commit.extract_signature()
+            # The signed bytes cut from the raw commit as git verify-commit cuts them.
+            payload, signature = split_commit_signature(commit_raw(commit))
             if not signature:
                 raise CommitSignatureError(f"commit {st.commit} is not signed")
             # gpg checks the commit's signature while the tree is walked (the signed

@@ -57,11 +57,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 TARGET_TAG = "qgitconf-target"
+MGMT_TAG = "qgitconf-mgmt"  # docs/setup.md: `qvm-tags config-mgmt add qgitconf-mgmt`
 # the lab's Qubes system: dom0, the vault, the repository, two targets, an attacker
 QUBES: dict[str, dict[str, Any]] = {
     "dom0": {"class": "AdminVM", "tags": []},
     "vault": {"class": "AppVM", "tags": []},
-    "config-mgmt": {"class": "AppVM", "tags": []},
+    "config-mgmt": {"class": "AppVM", "tags": [MGMT_TAG]},
     "personal": {"class": "AppVM", "tags": [TARGET_TAG]},
     "work": {"class": "AppVM", "tags": [TARGET_TAG]},
     "untrusted": {"class": "AppVM", "tags": []},

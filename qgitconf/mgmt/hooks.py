@@ -121,6 +121,7 @@ def check_push(
     """
     from dulwich.objects import Commit
 
+    from qgitconf.dulwich_compat import split_commit_signature
     from qgitconf.errors import CommitSignatureError
     from qgitconf.signing import Verifier
 
@@ -152,7 +153,7 @@ def check_push(
                 if not isinstance(commit, Commit):
                     problems.append(f"{sha}: not a commit")
                     continue
-                payload, signature, _kind = commit.extract_signature()
+                payload, signature = split_commit_signature(raw)  # as git verify-commit
                 try:
                     if signature is None:
                         raise CommitSignatureError("unsigned")

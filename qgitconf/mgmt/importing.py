@@ -3,6 +3,14 @@
 config-mgmt calls ``qgitconf.Export`` in the qube (dom0 policy: ``ask``).  The answer
 is untrusted: read up to a cap, parsed strictly (:func:`parse_export`), and stored as
 a commit on ``refs/qgitconf/import/<ID>`` — never on a branch, and never signed.
+
+dom0's ``ask`` dialog lists every tagged target and preselects none (qubes-doc
+``developer/services/qrexec.rst``: "By default no VM is selected, even if the caller
+provided some"), so the user may send the call to another qube than the one named
+here.  The answer names the qube that answered (its QubesDB ``/name``) and an answer
+from any other qube is refused (:class:`ExportWrongQubeError`): nothing is stored.
+The name is the answering qube's own word: it catches the wrong pick at the prompt,
+not a compromised qube that lies (that one can send any content anyway).
 ``--review ID`` shows the change against the target branch (sanitised, with notes on
 what can run code or looks like a secret); ``--accept ID`` writes the file onto the
 current tip of the branch as a new signed commit; ``--drop ID`` deletes the ref.
@@ -18,9 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from qgitconf.agent.export import MAGIC, MAX_EXPORT_BYTES
+from qgitconf.agent.export import MAGIC, MAGIC_V1, MAX_EXPORT_BYTES
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import (
+    ExportWrongQubeError,
     GitError,
     MalformedError,
     PolicyDeniedError,
@@ -41,24 +50,39 @@ EXPORT = "qgitconf.Export"
 REF_PREFIX = "refs/qgitconf/import/"
 _HEADER_CAP = 128
 _ID = re.compile(r"[1-9][0-9]{0,8}")
+_QUBE_LINE = re.compile(rb"qube: ([A-Za-z][A-Za-z0-9_.-]{0,30})")
 _MODE_LINE = re.compile(rb"mode: (100644|100755)\n")
 _SIZE_LINE = re.compile(rb"size: (0|[1-9][0-9]{0,9})\n")
 
 
 @dataclass(frozen=True)
 class ExportedFile:
-    """A file as another qube sent it, parsed but not trusted."""
+    """A file as another qube sent it, parsed but not trusted.
 
+    Attributes:
+        qube: The name the answering qube gave for itself.
+        mode: The git mode (``0o100644`` or ``0o100755``).
+        content: The file's bytes.
+    """
+
+    qube: str
     mode: int
     content: bytes
 
 
 def parse_export(data: bytes, cap: int = MAX_EXPORT_BYTES) -> ExportedFile:
-    """Parse an Export answer: magic, ``mode:``, ``size:``, blank line, exactly size bytes.
+    """Parse an Export answer: magic, ``qube:``, ``mode:``, ``size:``, a blank line,
+    exactly size bytes.  Pure: no I/O, bounded header.
 
     Raises:
-        MalformedError: anything else (including trailing bytes).
+        MalformedError: anything else (including trailing bytes, and a version 1
+            answer, which does not name its qube).
     """
+    if data.startswith(MAGIC_V1):
+        raise MalformedError(
+            "the answer is from an older qgitconf that does not name its qube; "
+            "update qgitconf in that qube"
+        )
     if not data.startswith(MAGIC):
         raise MalformedError("the answer is not a qgitconf export")
     rest = data[len(MAGIC) :]
@@ -66,14 +90,17 @@ def parse_export(data: bytes, cap: int = MAX_EXPORT_BYTES) -> ExportedFile:
     if not sep or len(head) > _HEADER_CAP:
         raise MalformedError("the export header is malformed")
     lines = head.split(b"\n")
-    m = _MODE_LINE.fullmatch(lines[0] + b"\n") if len(lines) == 2 else None
-    n = _SIZE_LINE.fullmatch(lines[1] + b"\n") if m is not None else None
-    if m is None or n is None:
+    if len(lines) != 3:
+        raise MalformedError("the export header is malformed")
+    q = _QUBE_LINE.fullmatch(lines[0])
+    m = _MODE_LINE.fullmatch(lines[1] + b"\n")
+    n = _SIZE_LINE.fullmatch(lines[2] + b"\n")
+    if q is None or m is None or n is None:
         raise MalformedError("the export header is malformed")
     size = int(n.group(1))
     if size > cap or size != len(content):
         raise MalformedError(f"the export says {size} bytes but carries {len(content)}")
-    return ExportedFile(int(m.group(1), 8), content)
+    return ExportedFile(q.group(1).decode("ascii"), int(m.group(1), 8), content)
 
 
 def _check_path(path: str) -> str:
@@ -133,6 +160,8 @@ def import_file(repo: MgmtRepo, qube: str, path: str, into: str, transport: Tran
         PolicyDeniedError: dom0 (or the user, at the prompt) refused the call.
         TransportError: the qube refused (its reason is shown, sanitised).
         MalformedError: the answer is not a well-formed export.
+        ExportWrongQubeError: another qube answered (the user picked it at dom0's
+            prompt); nothing is imported.
     """
     repo.require().target(into)
     if not QUBE_NAME.fullmatch(qube):
@@ -146,6 +175,11 @@ def import_file(repo: MgmtRepo, qube: str, path: str, into: str, transport: Tran
         said = sanitize(result.stderr[-300:].strip() or b"no reason given")
         raise TransportError(f"{qube} refused the export: {said}", code="export-refused")
     exported = parse_export(result.stdout)
+    if exported.qube != qube:
+        raise ExportWrongQubeError(
+            f"asked {qube} for {sanitize(rel)} but {exported.qube} answered (picked at "
+            f"dom0's prompt?); nothing imported: run the import again and pick {qube}"
+        )
     with repo.lock():
         base = repo.tip(into)
         if base is None:
