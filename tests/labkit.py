@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import stat
@@ -234,6 +235,8 @@ LAZY_IMPORTS = (
     "gnupg",
     "qgitconf.agent.commands",
 )
+if importlib.util.find_spec("dulwich.midx") is None:  # dulwich 0.21 and 0.22: none to import
+    LAZY_IMPORTS = tuple(m for m in LAZY_IMPORTS if m != "dulwich.midx")
 
 
 @contextlib.contextmanager
@@ -246,11 +249,7 @@ def as_qube_user(lab: Lab, qube: str) -> Iterator[None]:
     agent's lazy imports (:data:`LAZY_IMPORTS`) are done first, as root.
     """
     for module in LAZY_IMPORTS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError:
-            if module != "dulwich.midx":  # 0.21 and 0.22 have none, nor import it
-                raise
+        importlib.import_module(module)
     mode = stat.S_IMODE(lab.root.stat().st_mode)
     lab.root.chmod(mode | 0o001)
     uid = lab.uid(qube)
