@@ -153,7 +153,10 @@ fuzz: $(STAMP)
 # 13 ships it.  python-gnupg and click are PyPI's newest here.
 DULWICH_LEGS  ?= 0.21.2 0.22.7-pure
 DULWICH_DIR   := build/dulwich
-DULWICH_TOOLS := python-gnupg click pytest pytest-timeout hypothesis 'setuptools>=68' wheel
+DULWICH_TOOLS := pytest pytest-timeout hypothesis 'setuptools>=68' wheel
+# Each leg with the python-gnupg and click of the template that ships its dulwich.
+DISTRO_TOOLS_0.21.2      := python-gnupg==0.4.9 click==8.1.3
+DISTRO_TOOLS_0.22.7-pure := python-gnupg==0.5.4 click==8.1.8
 DULWICH_TESTS := tests/test_dulwich_compat.py tests/test_hostile.py tests/test_packindex.py \
                  tests/test_packscan.py tests/test_objcache.py tests/test_signing.py \
                  tests/test_hooks.py tests/test_envelope.py tests/test_paths.py
@@ -164,7 +167,8 @@ $(DULWICH_DIR)/%/.installed: Makefile
 	rm -rf "$(@D)"
 	$(PYTHON) -m venv "$(@D)"
 	$(if $(findstring -pure,$*),PURE=1 PIP_NO_BINARY=dulwich) "$(@D)/bin/pip" install --quiet \
-	  --disable-pip-version-check dulwich==$(subst -pure,,$*) $(DULWICH_TOOLS)
+	  --disable-pip-version-check dulwich==$(subst -pure,,$*) \
+	  $(or $(DISTRO_TOOLS_$*),python-gnupg click) $(DULWICH_TOOLS)
 	touch "$@"
 
 test-dulwich: $(foreach leg,$(DULWICH_LEGS),$(DULWICH_DIR)/$(leg)/.installed)

@@ -34,10 +34,10 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from qgitconf import sysprog
 from qgitconf.errors import ConfigError, GitError, SignatureError, UntrustedInputError
@@ -82,15 +82,32 @@ _FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")  # v4 or v5 key
 _KEY_ID = re.compile(r"[0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64}")  # long id or fingerprint
 
 
-def _gpg(home: str):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _gpg(home: str) -> Iterator[Any]:
+    """python-gnupg on the system's gpg in the private ``home``, with an environment
+    built from nothing (DESIGN rule 12).
+
+    python-gnupg >= 0.5 takes that environment as ``env``; 0.4.x (Debian 12's 0.4.9)
+    has no such argument and starts gpg with this process's environment, so for the
+    block the process's environment is replaced by the same one and then restored.
+    """
+    import inspect
+
     import gnupg  # imported lazily: python-gnupg is only needed when gpg runs
 
-    return gnupg.GPG(
-        gpgbinary=sysprog.program("gpg"),
-        gnupghome=home,
-        options=list(_GPG_OPTIONS),
-        env=sysprog.base_env(home),
-    )
+    env = sysprog.base_env(home)
+    options = {"gpgbinary": sysprog.program("gpg"), "gnupghome": home}
+    if "env" in inspect.signature(gnupg.GPG.__init__).parameters:
+        yield gnupg.GPG(options=list(_GPG_OPTIONS), env=env, **options)
+        return
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield gnupg.GPG(options=list(_GPG_OPTIONS), **options)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class KeyInfo(NamedTuple):
@@ -106,14 +123,15 @@ def inspect_key_file(data: bytes) -> list[KeyInfo]:
     """List the primary keys an armored or binary key file holds, in a throwaway home."""
     home = tempfile.mkdtemp(prefix="qgitconf-gpg-")
     try:
-        gpg = _gpg(home)
-        result = gpg.import_keys(data)
         keys: list[KeyInfo] = []
-        for key in gpg.list_keys():
-            fpr = str(key["fingerprint"])
-            armored = gpg.export_keys(fpr, armor=True).encode("ascii")
-            expires = int(key["expires"]) if key.get("expires") else None
-            keys.append(KeyInfo(fpr, tuple(str(u) for u in key.get("uids", [])), expires, armored))
+        with _gpg(home) as gpg:
+            result = gpg.import_keys(data)
+            for key in gpg.list_keys():
+                fpr = str(key["fingerprint"])
+                armored = gpg.export_keys(fpr, armor=True).encode("ascii")
+                expires = int(key["expires"]) if key.get("expires") else None
+                uids = tuple(str(u) for u in key.get("uids", []))
+                keys.append(KeyInfo(fpr, uids, expires, armored))
         if not keys and result.count == 0:
             return []
         return keys
@@ -298,11 +316,11 @@ class Verifier:
             return self
         self._home = _fresh_home(cache)
         try:
-            gpg = _gpg(self._home)
             imported: set[str] = set()
-            for data in self._pinned.values():
-                result = gpg.import_keys(data)
-                imported.update(str(f).upper() for f in result.fingerprints)
+            with _gpg(self._home) as gpg:
+                for data in self._pinned.values():
+                    result = gpg.import_keys(data)
+                    imported.update(str(f).upper() for f in result.fingerprints)
             # A key file that smuggles in extra keys must not widen the trust set (rule 2).
             if imported != set(self._pinned):
                 raise ConfigError(
