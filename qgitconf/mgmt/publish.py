@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -161,53 +160,16 @@ def _tree_entries(repo: MgmtRepo, tip: str) -> list[TreeEntry]:
 
 
 def _blob_digests(repo: MgmtRepo, shas: Sequence[str]) -> dict[str, bytes]:
-    """SHA-256 of the content of each blob in ``shas``, read by one ``git cat-file --batch``.
+    """SHA-256 of the content of each blob in ``shas`` (one ``git cat-file --batch``),
+    hashed as it comes: nothing holds more than a chunk of a blob in memory."""
+    from qgitconf.mgmt.catfile import iter_blobs
 
-    A thread feeds the ids while the contents are hashed as they come, so neither
-    pipe can fill up and nothing holds more than one blob in memory.
-    """
-    proc = subprocess.Popen(
-        ["git", f"--git-dir={repo.path}", "cat-file", "--batch"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(repo.env),
-    )
-    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
-        raise GitError("git cat-file: pipes missing")
-    stdin = proc.stdin
-
-    def feed() -> None:
-        try:
-            stdin.write("".join(f"{s}\n" for s in shas).encode("ascii"))
-        except OSError:
-            pass  # cat-file died; its status says why
-        finally:
-            stdin.close()
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
     out: dict[str, bytes] = {}
-    try:
-        for sha in shas:
-            header = proc.stdout.readline().split()
-            if len(header) != 3 or header[0].decode("ascii", "replace") != sha:
-                raise GitError(f"git cat-file: no blob {sha}")
-            if header[1] != b"blob":
-                raise GitError(f"git cat-file: {sha} is a {header[1].decode()}, not a blob")
-            size = int(header[2])
-            content = proc.stdout.read(size + 1)  # the content and its newline
-            if len(content) != size + 1:
-                raise GitError(f"git cat-file: blob {sha} is short")
-            out[sha] = hashlib.sha256(content[:size]).digest()
-    finally:
-        proc.stdout.close()  # first: a cat-file blocked on a full pipe then exits
-        writer.join()
-        err = proc.stderr.read()
-        proc.stderr.close()
-        status = proc.wait()
-    if status != 0:
-        raise GitError(f"git cat-file failed: {err.decode(errors='replace')[-200:]}")
+    for sha, _size, chunks in iter_blobs(["git", f"--git-dir={repo.path}"], repo.env, shas):
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        out[sha] = digest.digest()
     return out
 
 
