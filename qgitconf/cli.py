@@ -1142,9 +1142,7 @@ def persist(target: str | None, home_dir: str, user: str) -> None:
             raise UsageError("name the TARGET qube")
         name = target
         paths = p.managed_paths_from_branch(_mgmt_repo().require().path, target, _env())
-    for line in p.persist_commands(
-        name, paths, home=home_dir, user=user, custom_persist=enabled
-    ):
+    for line in p.persist_commands(name, paths, home=home_dir, user=user, custom_persist=enabled):
         click.echo(line)
 
 
