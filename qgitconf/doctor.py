@@ -142,6 +142,15 @@ def _check_python_gnupg() -> Check:
     return Check("python-gnupg", "ok", f"python-gnupg {_show(v)}")
 
 
+def _check_dulwich() -> Check:
+    from qgitconf.dulwich_compat import MIN_DULWICH, dulwich_version
+
+    v = dulwich_version()
+    if v < MIN_DULWICH:
+        return Check("dulwich", "fail", f"dulwich {_show(v)} < {_show(MIN_DULWICH)}")
+    return Check("dulwich", "ok", f"dulwich {_show(v)}")
+
+
 # -- pinned keys ----------------------------------------------------------------------------
 
 
@@ -490,7 +499,7 @@ def run_doctor(
     from qgitconf.agent.config import system_config_path, user_config_path
     from qgitconf.mgmt.repo import MgmtRepo, default_repo_path
 
-    checks = [_check_gpg(env), _check_python_gnupg()]
+    checks = [_check_gpg(env), _check_python_gnupg(), _check_dulwich()]
     roles: list[str] = []
     t = now()
     if user_config_path(home).is_file() or system_config_path(env).is_file():

@@ -294,3 +294,12 @@ def test_doctor_split_gpg2_client_enabled_after_boot(lab: Lab) -> None:
     assert proc.returncode == 1
     check = _by_name(json.loads(proc.stdout))["gpg.program"]
     assert check["result"] == "fail" and "restart the qube" in check["message"]
+
+
+def test_doctor_checks_the_dulwich_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qgitconf import doctor, dulwich_compat
+
+    assert doctor._check_dulwich().result == "ok"
+    monkeypatch.setattr(dulwich_compat, "dulwich_version", lambda: (0, 20, 50))
+    check = doctor._check_dulwich()
+    assert check.result == "fail" and "0.20.50 < 0.21.2" in check.message
