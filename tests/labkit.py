@@ -12,14 +12,18 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
 import stat
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from qgitconf.errors import TooLargeError
+import pytest
+
+from qgitconf.errors import GitError, TooLargeError
 from qgitconf.lab.real import KEY_FILE, RealLab
+from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.transport import CallResult
 
 Lab = RealLab
@@ -179,20 +183,65 @@ def rogue_signer(lab: Lab) -> Callable[[bytes], bytes]:
     return signer_in(lab, "config-mgmt", fpr)
 
 
+def in_qube(
+    lab: Lab, qube: str, cmd: list[str], stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``cmd`` in ``qube`` (as its user, through the real qrexec), callable from
+    in-process code under :func:`as_qube_user` and from any thread: only the child goes
+    back to root (the real uid) to enter the lab; this process keeps its uids."""
+    return subprocess.run(
+        lab.qrexec_argv(qube, "cd && exec " + shlex.join(cmd)),
+        input=stdin,
+        capture_output=True,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+        user=0,
+        group=0,
+    )
+
+
 class QubeTransport:
     """The transport seam's lab adapter: ``qrexec-client-vm TARGET SERVICE`` run inside
-    ``source`` through the real qrexec, so in-process callers (publish) reach the
-    target exactly as the installed client would."""
+    ``source`` through the real qrexec, so an in-process publish reaches the target
+    exactly as the installed client would."""
 
-    def __init__(self, lab: Lab, source: str) -> None:
+    def __init__(self, lab: Lab, source: str = "config-mgmt") -> None:
         self.lab = lab
         self.source = source
 
     def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:
-        proc = self.lab.run(self.source, ["qrexec-client-vm", target, service], input=stdin)
+        proc = in_qube(self.lab, self.source, ["qrexec-client-vm", target, service], stdin)
         if len(proc.stdout) > stdout_cap:
             raise TooLargeError(f"{service} in {target} answered more than {stdout_cap} bytes")
         return CallResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def mgmt(lab: Lab) -> MgmtRepo:
+    """config-mgmt's repo for in-process calls (under :func:`as_qube_user`)."""
+    home = lab.home("config-mgmt")
+    return MgmtRepo(home / "qgitconf.git", home, host_env(lab, "config-mgmt"))
+
+
+@contextlib.contextmanager
+def in_process_publish(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[MgmtRepo]:
+    """In-process publish on config-mgmt's repo, as config-mgmt's user.  The statement
+    is signed by the repo's own ``gpg.program`` (qubes-gpg-client-wrapper) run in
+    config-mgmt, through the real split-GPG: the host has no split-GPG client.  Send it
+    with ``QubeTransport(lab)``."""
+    from qgitconf.mgmt import publish as publish_mod
+
+    def sign_in_config_mgmt(
+        program: str, key: str, payload: bytes, env: Mapping[str, str]
+    ) -> bytes:
+        cmd = [program, "--detach-sign", "--armor", "--local-user", key]
+        proc = in_qube(lab, "config-mgmt", cmd, payload)
+        if proc.returncode != 0 or b"-----BEGIN PGP SIGNATURE-----" not in proc.stdout:
+            raise GitError(f"signing with {program} in config-mgmt failed: {proc.stderr!r}")
+        return proc.stdout
+
+    monkeypatch.setattr(publish_mod, "sign_detached", sign_in_config_mgmt)
+    with as_qube_user(lab, "config-mgmt"):
+        yield mgmt(lab)
 
 
 QUBE_HOME = Path("/home/user")
@@ -234,6 +283,8 @@ LAZY_IMPORTS = (
     "dulwich.repo",
     "gnupg",
     "qgitconf.agent.commands",
+    "concurrent.futures",
+    "concurrent.futures.thread",
 )
 if importlib.util.find_spec("dulwich.midx") is None:  # dulwich 0.21 and 0.22: none to import
     LAZY_IMPORTS = tuple(m for m in LAZY_IMPORTS if m != "dulwich.midx")

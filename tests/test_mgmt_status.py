@@ -3,94 +3,31 @@ and sequence numbers that only grow even when publish dies half-way."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
-import shlex
-import subprocess
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qgitconf.envelope import parse_statement
-from qgitconf.errors import GitError, PolicyDeniedError, TooLargeError
+from qgitconf.errors import PolicyDeniedError
 from qgitconf.lab.attacks import split_update
 from qgitconf.mgmt import publish as publish_mod
 from qgitconf.mgmt.publish import load_record
-from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.transport import CallResult
 from tests.labkit import (
     Lab,
+    QubeTransport,
     as_qube_user,
     commit_files,
-    host_env,
+    in_process_publish,
     kept_update,
+    mgmt,
     publish,
     qg,
     run,
     tip,
 )
-
-
-def mgmt(lab: Lab) -> MgmtRepo:
-    """config-mgmt's repo for in-process calls (under ``as_qube_user``)."""
-    home = lab.home("config-mgmt")
-    return MgmtRepo(home / "qgitconf.git", home, host_env(lab, "config-mgmt"))
-
-
-def in_config_mgmt(lab: Lab, cmd: list[str], stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    """``cmd`` in config-mgmt (as its user, through the real qrexec), callable from
-    in-process code under ``as_qube_user``, from any thread: only the child goes back to
-    root (the real uid) to enter the lab; this process keeps the qube user's uid."""
-    return subprocess.run(
-        lab.qrexec_argv("config-mgmt", "cd && exec " + shlex.join(cmd)),
-        input=stdin,
-        capture_output=True,
-        check=False,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
-        user=0,
-        group=0,
-    )
-
-
-class Transport:
-    """The transport seam as :class:`tests.labkit.QubeTransport` from config-mgmt, for
-    an in-process publish (under ``as_qube_user``)."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-
-    def call(self, target: str, service: str, stdin: bytes, stdout_cap: int) -> CallResult:
-        proc = in_config_mgmt(self.lab, ["qrexec-client-vm", target, service], stdin)
-        if len(proc.stdout) > stdout_cap:
-            raise TooLargeError(f"{service} in {target} answered more than {stdout_cap} bytes")
-        return CallResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-@contextlib.contextmanager
-def in_process_publish(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[MgmtRepo]:
-    """In-process publish on config-mgmt's repo, as config-mgmt's user.  The statement
-    is signed by the repo's own ``gpg.program`` (qubes-gpg-client-wrapper) run in
-    config-mgmt, through the real split-GPG: the host has no split-GPG client."""
-
-    def sign_in_config_mgmt(
-        program: str, key: str, payload: bytes, env: Mapping[str, str]
-    ) -> bytes:
-        proc = in_config_mgmt(
-            lab, [program, "--detach-sign", "--armor", "--local-user", key], payload
-        )
-        if proc.returncode != 0 or b"-----BEGIN PGP SIGNATURE-----" not in proc.stdout:
-            raise GitError(f"signing with {program} in config-mgmt failed: {proc.stderr!r}")
-        return proc.stdout
-
-    monkeypatch.setattr(publish_mod, "sign_detached", sign_in_config_mgmt)
-    # publish's lazy imports (--jobs): the stdlib is out of the qube user's reach
-    for module in ("concurrent.futures", "concurrent.futures.thread"):
-        importlib.import_module(module)
-    with as_qube_user(lab, "config-mgmt"):
-        yield mgmt(lab)
 
 
 def rows(lab: Lab) -> dict[str, dict[str, Any]]:
@@ -269,7 +206,7 @@ def test_sequence_grows_after_a_crash_before_the_update_is_kept(
     monkeypatch.setattr(publish_mod, "atomic_write", dying_write)
     with in_process_publish(lab, monkeypatch) as repo:
         with pytest.raises(Crash):
-            publish_mod.publish(repo, "personal", Transport(lab))
+            publish_mod.publish(repo, "personal", QubeTransport(lab))
         record = load_record(repo, "personal")
     assert record["sequence"] == 2 and record["published"] is None
     monkeypatch.setattr(publish_mod, "atomic_write", real)

@@ -18,8 +18,7 @@ from qgitconf.limits import MAX_REPLY_BYTES
 from qgitconf.mgmt.publish import load_record, publish, publish_targets
 from qgitconf.mgmt.reply import parse_reply
 from qgitconf.transport import CallResult
-from tests.labkit import Lab, commit_files, kept_update, qg
-from tests.test_mgmt_status import Transport, in_process_publish
+from tests.labkit import Lab, QubeTransport, commit_files, in_process_publish, kept_update, qg
 
 HEX = "a" * 40
 
@@ -146,7 +145,7 @@ def test_a_lie_about_the_accepted_commit_only_costs_a_full_bundle(
         assert load_record(repo, "personal")["accepted"] == "b" * 40
     commit_files(lab, "personal", {".bashrc": "2\n"}, "two")
     with in_process_publish(lab, monkeypatch) as repo:
-        result = publish(repo, "personal", Transport(lab))
+        result = publish(repo, "personal", QubeTransport(lab))
     assert result.status == "staged" and result.sequence == 2
     st = parse_statement(split_update(kept_update(lab, "personal"))[0])
     assert st.prerequisite is None
@@ -163,7 +162,7 @@ def test_a_lie_about_an_older_commit_is_checked_by_the_target(
         assert publish(repo, "personal", liar).status == "staged"
     commit_files(lab, "personal", {".bashrc": "2\n"}, "two")
     with in_process_publish(lab, monkeypatch) as repo:
-        result = publish(repo, "personal", Transport(lab))
+        result = publish(repo, "personal", QubeTransport(lab))
     assert result.status == "staged" and result.sequence == 3  # 2 was the rejected one
     st = parse_statement(split_update(kept_update(lab, "personal"))[0])
     assert st.prerequisite is None
