@@ -537,6 +537,7 @@ def squash(name: str, dry_run: bool, as_json: bool) -> None:
 @click.option("--accept", "accept_id", metavar="ID", help="Commit it (signed) onto its branch.")
 @click.option("--drop", "drop_id", metavar="ID", help="Discard it.")
 @click.option("--allow-secret", is_flag=True, help="Accept even if it looks like a secret.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: JSON, one object a list.")
 def import_(
     qube: str | None,
     path: str | None,
@@ -546,6 +547,7 @@ def import_(
     accept_id: str | None,
     drop_id: str | None,
     allow_secret: bool,
+    as_json: bool,
 ) -> None:
     """Fetch PATH (relative to its home) out of QUBE into quarantine, for TARGET.
 
@@ -559,7 +561,11 @@ def import_(
     actions = sum(x is not None for x in (review_id, accept_id, drop_id)) + list_
     if actions > 1 or (actions and (qube or path)):
         raise UsageError("use one of QUBE PATH --into TARGET, --list, --review, --accept, --drop")
-    if list_:
+    if as_json and not list_:
+        raise UsageError("--json goes with --list")
+    if list_ and as_json:
+        _print_json(importing.list_imports(repo))
+    elif list_:
         for e in importing.list_imports(repo):
             click.echo(
                 f"{e['id']}: {sanitize(e['path'])} from {e['qube']} for {e['into']} "

@@ -56,6 +56,14 @@ def test_import_review_accept(lab: Lab) -> None:
 
     listing = qg(lab, "config-mgmt", "import", "--list").stdout.decode()
     assert listing.startswith("1: .gitconfig from personal for personal")
+    [entry] = json.loads(qg(lab, "config-mgmt", "import", "--list", "--json").stdout)
+    assert (entry["id"], entry["path"], entry["qube"], entry["into"]) == (
+        "1",
+        ".gitconfig",
+        "personal",
+        "personal",
+    )
+    assert qg(lab, "config-mgmt", "import", "--review", "1", "--json", expect=2).returncode == 2
     review = qg(lab, "config-mgmt", "import", "--review", "1").stdout.decode()
     assert "from personal (untrusted)" in review
     assert "RISK: HIGH   git-alias-shell  .gitconfig:2" in review
