@@ -537,7 +537,7 @@ def squash(name: str, dry_run: bool, as_json: bool) -> None:
 @click.option("--accept", "accept_id", metavar="ID", help="Commit it (signed) onto its branch.")
 @click.option("--drop", "drop_id", metavar="ID", help="Discard it.")
 @click.option("--allow-secret", is_flag=True, help="Accept even if it looks like a secret.")
-@click.option("--json", "as_json", is_flag=True, help="With --list: JSON, one object a list.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: the list as JSON.")
 def import_(
     qube: str | None,
     path: str | None,
