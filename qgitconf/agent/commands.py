@@ -19,13 +19,14 @@ from typing import Any
 
 from qgitconf import sysprog
 from qgitconf.agent.apply import (
+    Plan,
     execute,
     plan_apply,
     plan_restore,
     revert_target,
     staged_commit,
 )
-from qgitconf.agent.config import FPR, load_target_config, write_target_config
+from qgitconf.agent.config import FPR, TargetConfig, load_target_config, write_target_config
 from qgitconf.agent.homefs import DiskState, HomeFS, content
 from qgitconf.agent.journal import Fault, describe, recover
 from qgitconf.agent.progress import ApplyProgress, Emit, apply_totals, note
@@ -160,6 +161,27 @@ def staged_update(home: Path) -> dict[str, Any]:
     return {"commit": commit, "sequence": staged.get("sequence"), "applied": state.applied_commit}
 
 
+def _plan_choices(
+    state: AgentState,
+    home: Path,
+    cfg: TargetConfig,
+    commit: str,
+    keep: Sequence[str],
+    only: Sequence[str] | None,
+) -> tuple[Plan, HomeFS]:
+    """``plan_apply`` for ``commit`` with the user's ``--keep``/``--only`` choices
+    ($HOME-relative): the one plan apply and ``apply --dry-run`` both show."""
+    return plan_apply(
+        state,
+        home,
+        cfg.rules,
+        cfg.limits,
+        commit,
+        keep=[_rel(home, k) for k in keep],
+        only=None if only is None else [_rel(home, o) for o in only],
+    )
+
+
 def apply(
     home: Path,
     env: Mapping[str, str],
@@ -194,15 +216,7 @@ def apply(
             raise _busy()
         recovered = recover(state, HomeFS(home), fault)
         commit = ensure_staged(state, expected)
-        plan, fs = plan_apply(
-            state,
-            home,
-            cfg.rules,
-            cfg.limits,
-            commit,
-            keep=[_rel(home, k) for k in keep],
-            only=None if only is None else [_rel(home, o) for o in only],
-        )
+        plan, fs = _plan_choices(state, home, cfg, commit, keep, only)
         if not plan.touches_disk and not plan.blockers and state.applied_commit == commit:
             return {
                 "number": None,
@@ -643,15 +657,7 @@ def plan_preview(
             extra["to"] = back_to
         else:
             target = ensure_staged(state, expected)
-            plan, fs = plan_apply(
-                state,
-                home,
-                cfg.rules,
-                cfg.limits,
-                target,
-                keep=[_rel(home, k) for k in keep],
-                only=None if only is None else [_rel(home, o) for o in only],
-            )
+            plan, fs = _plan_choices(state, home, cfg, target, keep, only)
             extra["sequence"] = (state.load().get("staged") or {}).get("sequence")
         fs.close()
         out = _preview(state, plan, kind=kind, overwrite=overwrite, number=number)
