@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest venv clean
+.PHONY: demo test lint typecheck pytest venv clean test-install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -201,3 +201,13 @@ qubes-src:
 	  fi; \
 	  echo "$$sum  $(QUBES_SRC_DIR)/$$file" | sha256sum -c - || exit 1; \
 	done
+
+# -- the package in clean Debian systems (issue 20; docs/packaging.md) ----------------------
+# Root: builds the .deb, makes clean Debian 12 and 13 systems with mmdebstrap (cached in
+# /var/cache/qgitconf-ci), installs it there with plain `apt-get install ./qgitconf_*.deb`
+# and runs the installed package: init, signed and unsigned pushes through the hook, an
+# update through the installed qgitconf.Fetch and qgitconf.Receive, review, apply, revert.
+TEST_INSTALL_SUITES ?= bookworm trixie
+
+test-install: $(STAMP)
+	$(BIN)/python -m tests.cleaninstall.run $(TEST_INSTALL_SUITES)

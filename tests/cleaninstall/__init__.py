@@ -1,0 +1,1 @@
+"""``make test-install``: the .deb installed from clean Debian systems (issue 20)."""
