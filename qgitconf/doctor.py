@@ -4,8 +4,9 @@ Each check returns one :class:`Check` (``ok``, ``warn``, ``fail`` or ``skip`` wi
 message); ``doctor`` exits 1 when any check fails.  The checks depend on what this
 qube is:
 
-- everywhere: GnuPG ≥ 2.2.36 (status-line injection, CVE-2022-34903) and
-  python-gnupg ≥ 0.4.4, which rule 2's verifier relies on;
+- everywhere: GnuPG ≥ 2.2.36 (status-line injection, CVE-2022-34903), and the oldest
+  python-gnupg (0.4.9), dulwich (0.21.2) and click (8.1.3) the project tests
+  (``make test-dulwich``);
 - a target (a ``target.toml`` exists): the configuration loads, each pinned key is
   present, not revoked or expired and not expiring within 30 days, and can sign;
   the agent repository passes ``git fsck``; no interrupted apply left a journal;
@@ -38,6 +39,7 @@ from qgitconf.sanitize import sanitize
 
 __all__ = [
     "EXPIRY_WARN_DAYS",
+    "MIN_CLICK",
     "MIN_GPG",
     "MIN_PYTHON_GNUPG",
     "Check",
@@ -51,10 +53,14 @@ __all__ = [
 
 MIN_GPG = (2, 2, 36)
 """GnuPG before 2.2.36 lets a user id inject status lines (CVE-2022-34903)."""
-MIN_PYTHON_GNUPG = (0, 4, 4)
-"""python-gnupg 0.4.4 fixed CVE-2019-6690 (passphrase injection).  The same minimum is
-declared in pyproject.toml, debian/control and rpm_spec/qgitconf.spec.in (a test keeps
-them equal); Debian 12's python3-gnupg is 0.4.9."""
+MIN_PYTHON_GNUPG = (0, 4, 9)
+"""The oldest python-gnupg tested (``make test-dulwich``: Debian 12's 0.4.9; 0.4.4 fixed
+CVE-2019-6690, passphrase injection).  One minimum: pyproject.toml, debian/control,
+rpm_spec/qgitconf.spec.in and docs/packaging.md state the same (a test keeps them
+equal)."""
+MIN_CLICK = (8, 1, 3)
+"""The oldest click tested (``make test-dulwich``: Debian 12's 8.1.3); stated alike in
+the same files (the same test)."""
 EXPIRY_WARN_DAYS = 30
 RPC_DIRS = ("/etc/qubes-rpc", "/usr/local/etc/qubes-rpc")
 RESULTS = ("ok", "warn", "fail", "skip")
@@ -140,6 +146,20 @@ def _check_python_gnupg() -> Check:
             "python-gnupg", "fail", f"python-gnupg {v and _show(v)} < {_show(MIN_PYTHON_GNUPG)}"
         )
     return Check("python-gnupg", "ok", f"python-gnupg {_show(v)}")
+
+
+def _check_click() -> Check:
+    from importlib import metadata
+
+    try:
+        text = metadata.version("click")
+    except metadata.PackageNotFoundError:
+        return Check("click", "fail", "click is not installed (or has no metadata)")
+    v = _version(text)
+    if v is None or v < MIN_CLICK:
+        shown = _show(v) if v else sanitize(text)
+        return Check("click", "fail", f"click {shown} < {_show(MIN_CLICK)}")
+    return Check("click", "ok", f"click {_show(v)}")
 
 
 def _check_dulwich() -> Check:
@@ -499,7 +519,7 @@ def run_doctor(
     from qgitconf.agent.config import system_config_path, user_config_path
     from qgitconf.mgmt.repo import MgmtRepo, default_repo_path
 
-    checks = [_check_gpg(env), _check_python_gnupg(), _check_dulwich()]
+    checks = [_check_gpg(env), _check_python_gnupg(), _check_dulwich(), _check_click()]
     roles: list[str] = []
     t = now()
     if user_config_path(home).is_file() or system_config_path(env).is_file():

@@ -204,27 +204,67 @@ def test_doctor_config_mgmt_fails_without_signing_key_asc(lab: Lab) -> None:
     )
 
 
-def test_python_gnupg_minimum_is_the_same_everywhere() -> None:
-    """pyproject, debian/control, the rpm spec and doctor name one minimum."""
+def test_dependency_minimums_are_the_same_everywhere() -> None:
+    """One minimum per dependency (issue 20): pyproject, debian/control, the rpm spec,
+    doctor's constants, docs/packaging.md's table and docs/usage.md's doctor row."""
     import re
 
-    from qgitconf.doctor import MIN_PYTHON_GNUPG
+    from qgitconf.doctor import MIN_CLICK, MIN_GPG, MIN_PYTHON_GNUPG
+    from qgitconf.dulwich_compat import MIN_DULWICH
 
     root = Path(__file__).resolve().parent.parent
-    want = ".".join(map(str, MIN_PYTHON_GNUPG))
-    found = {
-        "pyproject.toml": re.findall(
-            r'"python-gnupg>=([0-9.]+)"', (root / "pyproject.toml").read_text()
-        ),
-        "debian/control": re.findall(
-            r"python3-gnupg \(>= ([0-9.]+)\)", (root / "debian/control").read_text()
-        ),
-        "rpm spec": re.findall(
-            r"Requires:\s+python3-gnupg >= ([0-9.]+)",
-            (root / "rpm_spec/qgitconf.spec.in").read_text(),
-        ),
+    pyproject = (root / "pyproject.toml").read_text()
+    control = (root / "debian/control").read_text()
+    spec = (root / "rpm_spec/qgitconf.spec.in").read_text()
+    packaging = (root / "docs/packaging.md").read_text()
+    usage = (root / "docs/usage.md").read_text()
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| ([\w-]+) \| `[^`]+` \| `[^`]+` \| ([^|]+?) \|", packaging, re.M)
     }
-    assert found == {k: [want] for k in found}
+    for pip, deb, rpm, row, minimum in (
+        ("python-gnupg", "python3-gnupg", "python3-gnupg", "python-gnupg", MIN_PYTHON_GNUPG),
+        ("click", "python3-click", "python3-click", "click", MIN_CLICK),
+        ("dulwich", "python3-dulwich", "python3-dulwich", "dulwich", MIN_DULWICH),
+        (None, "gpg", "gnupg2", "GnuPG", MIN_GPG),
+    ):
+        want = ".".join(map(str, minimum))
+        found = {
+            "debian/control": re.findall(rf"^\s+{deb} \(>= ([0-9.]+)\)", control, re.M),
+            "rpm spec": re.findall(rf"^Requires:\s+{rpm} >= ([0-9.]+)$", spec, re.M),
+            "docs/packaging.md": [rows.get(row)],
+        }
+        if pip is not None:
+            found["pyproject.toml"] = re.findall(rf'"{pip}>=([0-9.]+)[,"]', pyproject)
+        assert found == {k: [want] for k in found}, (row, found)
+    # doctor's row in usage.md names the same minimums
+    line = next(ln for ln in usage.splitlines() if ln.startswith("| every qube |"))
+    for name, minimum in (
+        ("gpg", MIN_GPG),
+        ("python-gnupg", MIN_PYTHON_GNUPG),
+        ("dulwich", MIN_DULWICH),
+        ("click", MIN_CLICK),
+    ):
+        assert f"`{name}` ≥ {'.'.join(map(str, minimum))}" in line, (name, line)
+
+
+def test_doctor_checks_click_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor fails below MIN_CLICK and names the version it read."""
+    from importlib import metadata
+
+    from qgitconf import doctor
+
+    monkeypatch.setattr(metadata, "version", lambda name: "8.1.2")
+    check = doctor._check_click()
+    assert (check.result, check.message) == ("fail", "click 8.1.2 < 8.1.3")
+    monkeypatch.setattr(metadata, "version", lambda name: "8.1.3")
+    assert doctor._check_click().result == "ok"
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    assert doctor._check_click().result == "fail"
 
 
 def test_doctor_accepts_split_gpg_default_target(lab: Lab) -> None:

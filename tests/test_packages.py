@@ -255,3 +255,106 @@ def test_make_packages_builds_deb_and_rpm() -> None:
                 assert not any("policy.d" in f for f in files), files
                 assert "/usr/share/doc/qgitconf/config-mgmt.md" in files
     assert tarfile  # the tarball is built inside make
+
+
+# -- the RPM's Requires against Fedora 41/42 (issue 20) -----------------------------------
+
+
+def _fedora_table() -> dict[str, dict[str, str]]:
+    """docs/packaging.md's dependency table, by Fedora package name."""
+    text = (ROOT / "docs/packaging.md").read_text()
+    lines = text.split("| dependency | Debian package | Fedora package |", 1)[1].splitlines()
+    header = ["dependency", "debian", "fedora", "minimum", "d12", "d13", "f41", "f42"]
+    rows = {}
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        row = dict(zip(header, cells, strict=True))
+        rows[row["fedora"]] = row
+    return rows
+
+
+def _vtuple(text: str) -> tuple[int, ...]:
+    m = re.match(r"[0-9]+(?:\.[0-9]+)*", text)
+    assert m, text
+    return tuple(int(x) for x in m.group(0).split("."))
+
+
+def check_rpm_requires(requires: list[str], table: dict[str, dict[str, str]]) -> list[str]:
+    """What is wrong with ``rpm -qpR``'s lines against the table (empty: nothing)."""
+    problems = []
+    seen = set()
+    for req in requires:
+        if req.startswith(("rpmlib(", "config(qgitconf)")) or req == "/bin/sh":
+            continue  # rpm's own, and %post/%preun's shell
+        if req.startswith("python(abi) = "):
+            # the Python the package is built with: each Fedora release's own
+            continue
+        if req.startswith("/"):
+            # the scripts' interpreter: /usr/bin/python3 on Fedora, the venv's here
+            if req != "/usr/bin/python3" and not req.startswith(str(ROOT)):
+                problems.append(f"unexpected file dependency {req}")
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9_.+-]+)(?: (>=|=|<|<=|>) ([0-9][0-9.]*))?", req)
+        if m is None:
+            problems.append(f"unexpected requirement {req!r} (rich or generated?)")
+            continue
+        name, op, version = m.groups()
+        row = table.get(name)
+        if row is None:
+            problems.append(f"{name} is not in docs/packaging.md's table")
+            continue
+        seen.add(name)
+        if op is not None and op != ">=":
+            problems.append(f"{req}: only minimums (an upper bound holds back dnf updates)")
+        if version is not None and version != row["minimum"]:
+            problems.append(f"{req}: the table's minimum is {row['minimum']}")
+        floor = version or (row["minimum"] if row["minimum"] != "any" else None)
+        for release in ("f41", "f42"):
+            if floor is not None and _vtuple(row[release]) < _vtuple(floor):
+                problems.append(f"{req}: Fedora {release[1:]} has {name} {row[release]}")
+    problems += [f"{name} is in the table but not required" for name in table.keys() - seen]
+    return problems
+
+
+def test_rpm_requires_check_fails_on_what_fedora_lacks() -> None:
+    table = {
+        "python3-dulwich": {"minimum": "0.21.2", "f41": "0.21.7", "f42": "0.22.1"},
+        "git-core": {"minimum": "any", "f41": "2.47.0", "f42": "2.49.0"},
+    }
+    ok = ["python3-dulwich >= 0.21.2", "git-core", "/bin/sh", "python(abi) = 3.13"]
+    assert check_rpm_requires(ok, table) == []
+    assert check_rpm_requires(["python3-dulwich >= 0.22", "git-core"], table) == [
+        "python3-dulwich >= 0.22: the table's minimum is 0.21.2",
+        "python3-dulwich >= 0.22: Fedora 41 has python3-dulwich 0.21.7",
+    ]
+    bound = check_rpm_requires(["python3-dulwich < 2", "git-core"], table)
+    assert bound[0].startswith("python3-dulwich < 2: only minimums")
+    generated = "(python3.13dist(dulwich) < 2 with python3.13dist(dulwich) >= 0.21.2)"
+    assert "rich or generated" in check_rpm_requires([generated, *ok], table)[0]
+    assert check_rpm_requires(["git-core"], table) == [
+        "python3-dulwich is in the table but not required"
+    ]
+
+
+@pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="rpmbuild not installed")
+def test_rpm_requires_are_in_fedora_41_and_42() -> None:
+    """Issue 20: the built RPM's Requires, checked against docs/packaging.md's Fedora
+    columns (no Fedora repository is reachable here)."""
+    proc = subprocess.run(
+        ["make", "-C", str(ROOT), "rpm"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MAKEFLAGS=""),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rpm = ROOT / "dist" / f"qgitconf-{__version__}-1.noarch.rpm"
+    requires = subprocess.run(
+        ["rpm", "-qpR", str(rpm)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    table = _fedora_table()
+    assert set(table) == {"python3", "python3-dulwich", "python3-gnupg", "python3-click",
+                          "git-core", "gnupg2"}  # fmt: skip
+    assert check_rpm_requires(requires, table) == [], requires
