@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,7 @@ def test_make_packages_builds_deb_and_rpm() -> None:
         "./etc/qubes/rpc-config/qgitconf.Receive",
         "./usr/bin/qgitconf",
         "./usr/lib/python3/dist-packages/qgitconf/cli.py",
+        "./usr/lib/python3/dist-packages/qgitconf/lab/qubes-src.sha256",  # `lab demo`
         "./usr/share/man/man1/qgitconf.1",
         "./usr/share/bash-completion/completions/qgitconf",
     ):
@@ -358,3 +360,15 @@ def test_rpm_requires_are_in_fedora_41_and_42() -> None:
     assert set(table) == {"python3", "python3-dulwich", "python3-gnupg", "python3-click",
                           "git-core", "gnupg2"}  # fmt: skip
     assert check_rpm_requires(requires, table) == [], requires
+
+
+def test_the_lab_files_are_package_data() -> None:
+    """The installed package runs its own demo (issue 20): every non-Python file the lab
+    reads next to its modules is in the wheel's package data."""
+    tomlfile = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    data = tomlfile["tool"]["setuptools"]["package-data"]["qgitconf"]
+    lab = ROOT / "qgitconf" / "lab"
+    extra = sorted(p.name for p in lab.iterdir() if p.is_file() and p.suffix not in (".py",))
+    assert extra == ["qubes-src.sha256"]
+    for name in extra:
+        assert f"lab/{name}" in data

@@ -334,24 +334,112 @@ def source_copy_ignore(dest: Path) -> Callable[[str, list[str]], set[str]]:
     return ignore
 
 
+# Where an installed qgitconf put its qrexec files and the dom0 policy: the Debian and
+# RPM packages (PREFIX=/usr), and `make install`'s default PREFIX=/usr/local.
+INSTALLED_RPC_DIRS = ("/etc/qubes-rpc", "/usr/local/etc/qubes-rpc")
+INSTALLED_RPC_CONFIG_DIRS = ("/etc/qubes/rpc-config", "/usr/local/etc/qubes/rpc-config")
+INSTALLED_POLICY_DIRS = ("/usr/share/qgitconf/policy", "/usr/local/share/qgitconf/policy")
+SERVICES = ("qgitconf.Receive", "qgitconf.Fetch", "qgitconf.Export")
+
+
+@dataclass(frozen=True)
+class QgitconfFiles:
+    """What the lab installs into its qubes and dom0: this checkout, or the installed
+    package (``qgitconf lab demo`` from a package has no source tree).
+
+    Attributes:
+        source: The checkout (built with pip and ``make install-vm``), or None when
+            qgitconf runs from an installed package.
+        rpc: The directory holding the ``qgitconf.*`` qrexec services.
+        rpc_config: The directory holding their ``/etc/qubes/rpc-config`` files.
+        policy: The directory holding the dom0 policy (``*.policy``).
+    """
+
+    source: Path | None
+    rpc: Path
+    rpc_config: Path
+    policy: Path
+
+
+def qgitconf_files(
+    project: Path | None = None,
+    rpc_dirs: Sequence[str] = INSTALLED_RPC_DIRS,
+    rpc_config_dirs: Sequence[str] = INSTALLED_RPC_CONFIG_DIRS,
+    policy_dirs: Sequence[str] = INSTALLED_POLICY_DIRS,
+) -> QgitconfFiles:
+    """The source tree when qgitconf runs from one, else the installed files.
+
+    A source tree is the directory above the running ``qgitconf`` package when it has
+    ``pyproject.toml`` and ``rpc/``; otherwise each installed directory is the first
+    of its list that holds every file the lab needs (never a mix of the two).
+
+    Raises:
+        ConfigError: neither a source tree nor an installed package.
+    """
+    project = PROJECT if project is None else project
+    if (project / "pyproject.toml").is_file() and (project / "rpc").is_dir():
+        return QgitconfFiles(project, project / "rpc", project / "rpc-config", project / "policy")
+
+    def first(dirs: Sequence[str], names: Sequence[str], what: str) -> Path:
+        for d in dirs:
+            if names and all((Path(d) / n).is_file() for n in names):
+                return Path(d)
+        raise ConfigError(
+            f"qgitconf runs from {project}, which is no source tree, and its {what} are not "
+            f"installed (looked in {', '.join(dirs)}): install the package, or run from a "
+            "checkout"
+        )
+
+    policies = sorted({p.name for d in policy_dirs for p in Path(d).glob("*qgitconf*.policy")})
+    return QgitconfFiles(
+        None,
+        first(rpc_dirs, SERVICES, "qrexec services"),
+        first(rpc_config_dirs, SERVICES, "rpc-config files"),
+        first(policy_dirs, policies, "dom0 policy files"),
+    )
+
+
+def _install_files(files: QgitconfFiles, layer: Path) -> None:
+    """The installed package's qrexec files and policy into ``layer``, as the packages
+    lay them out (what ``make install-vm`` does from a checkout)."""
+    for src_dir, dest, mode in (
+        (files.rpc, "etc/qubes-rpc", 0o755),
+        (files.rpc_config, "etc/qubes/rpc-config", 0o644),
+    ):
+        for name in SERVICES:
+            _install(src_dir / name, layer / dest / name, mode)
+    for f in sorted(files.policy.glob("*.policy")):
+        _install(f, layer / "usr/share/qgitconf/policy" / f.name, 0o644)
+
+
 def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
     """Install qgitconf into ``layer`` as the packages do, for the system python3.
 
-    The Python package goes to ``/usr/lib/python3/dist-packages`` (pip from a clean
-    copy of the tree, so the checkout's ``build/`` is not touched), the two console
-    scripts as dh_python3 writes them, the rest by ``make install-vm``.  dulwich,
-    click and python-gnupg are not in Debian 12 at the versions qgitconf needs:
-    the venv's copies stand in for the distro packages.
+    From a checkout: the Python package goes to ``/usr/lib/python3/dist-packages``
+    (pip from a clean copy of the tree, so the checkout's ``build/`` is not touched),
+    the two console scripts as dh_python3 writes them, the rest by ``make
+    install-vm``.  From an installed package (:func:`qgitconf_files`): the running
+    ``qgitconf`` package is copied as it is, with the installed services,
+    rpc-config files and policy.  dulwich, click and python-gnupg come from where the
+    running qgitconf finds them (a venv's copies stand in for distro packages).
     """
-    clean = layer.parent / "qgitconf-src"
-    shutil.copytree(PROJECT, clean, ignore=source_copy_ignore(clean))
+    files = qgitconf_files()
     site = layer / "usr/lib/python3/dist-packages"
-    _sh(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--no-compile", "--target", str(site), str(clean)],
-        log, {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "HOME": str(clean)},
-    )  # fmt: skip
-    shutil.rmtree(site / "bin", ignore_errors=True)
+    clean = layer.parent / "qgitconf-src"
+    if files.source is not None:
+        shutil.copytree(files.source, clean, ignore=source_copy_ignore(clean))
+        _sh(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+             "--no-build-isolation", "--no-index", "--no-compile", "--target", str(site),
+             str(clean)],
+            log, {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "HOME": str(clean)},
+        )  # fmt: skip
+        shutil.rmtree(site / "bin", ignore_errors=True)
+    else:
+        shutil.copytree(
+            HERE.parent, site / "qgitconf", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        _install_files(files, layer)
     venv = _venv_site()
     for dep in ("dulwich", "click", "gnupg.py"):
         s = venv / dep
@@ -371,12 +459,13 @@ def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
             "if __name__ == '__main__':\n    sys.exit(main())\n"
         )
         path.chmod(0o755)
-    _sh(
-        ["make", "--no-print-directory", "-C", str(clean), "install-vm", f"DESTDIR={layer}",
-         "PREFIX=/usr"],
-        log,
-    )  # fmt: skip
-    shutil.rmtree(clean, ignore_errors=True)
+    if files.source is not None:
+        _sh(
+            ["make", "--no-print-directory", "-C", str(clean), "install-vm",
+             f"DESTDIR={layer}", "PREFIX=/usr"],
+            log,
+        )  # fmt: skip
+        shutil.rmtree(clean, ignore_errors=True)
     # byte-compiled for the system python3, as py3compile does when the packages are
     # installed: /usr is read-only in a qube, so without this every qgitconf process
     # would compile every module it imports again
@@ -634,7 +723,7 @@ class RealLab:
         # tests can add a rule and the policy daemon's inotify watch sees it.
         pol = self.policy_dir
         shutil.copytree(self.build_dir / "dom0/etc/qubes/policy.d", pol)
-        for f in sorted((PROJECT / "policy").glob("*.policy")):
+        for f in sorted(qgitconf_files().policy.glob("*.policy")):
             shutil.copy2(f, pol / f.name)
         (pol / "30-split-gpg.policy").write_text(SPLIT_GPG_POLICY)
         drop = {"qubes", "user"}
