@@ -206,8 +206,12 @@ qubes-src:
 # Root: builds the .deb, makes clean Debian 12 and 13 systems with mmdebstrap (cached in
 # /var/cache/qgitconf-ci), installs it there with plain `apt-get install ./qgitconf_*.deb`
 # and runs the installed package: init, signed and unsigned pushes through the hook, an
-# update through the installed qgitconf.Fetch and qgitconf.Receive, review, apply, revert.
+# update through the installed qgitconf.Fetch and qgitconf.Receive, review, apply, revert;
+# then `qgitconf lab demo` from the installed package (the lab's Qubes sources from
+# QUBES_SRC_DIR, below).  TEST_INSTALL_FLAGS= skips the demo.
 TEST_INSTALL_SUITES ?= bookworm trixie
+TEST_INSTALL_FLAGS  ?= --lab-demo
 
 test-install: $(STAMP)
-	$(BIN)/python -m tests.cleaninstall.run $(TEST_INSTALL_SUITES)
+	QUBES_SRC_DIR="$(abspath $(QUBES_SRC_DIR))" \
+	  $(BIN)/python -m tests.cleaninstall.run $(TEST_INSTALL_FLAGS) $(TEST_INSTALL_SUITES)

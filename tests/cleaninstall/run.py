@@ -66,11 +66,15 @@ PACKAGES = ("python3", "python3-dulwich", "python3-gnupg", "python3-click", "git
 
 # The chroot's private namespace: /proc, a minimal /dev, a fresh /tmp, the package
 # cache for apt; then chroot (numeric ids: nothing is looked up on the host) and env -i.
-# Arguments: ROOT ARCHIVES(or "") USERSPEC(or "") COMMAND...
+# For the lab demo (--lab-demo): /sys, and the Qubes sources read-only in /srv/qubes-src.
+# Arguments: ROOT ARCHIVES(or "") USERSPEC(or "") QUBES_SRC(or "") COMMAND...
 ENTER = r"""
 set -e
-R=$1 ARCHIVES=$2 USERSPEC=$3
-shift 3
+R=$1 ARCHIVES=$2 USERSPEC=$3 QUBES_SRC=$4
+shift 4
+# the system's root a mount point, as a real root is (pivot_root and propagation
+# changes in it, e.g. the lab's namespaces, need one)
+mount --bind "$R" "$R"
 mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
 mount -t tmpfs -o mode=0755,size=1m,nosuid,noexec dev "$R/dev"
 for d in null zero full random urandom tty; do
@@ -85,6 +89,12 @@ mkdir "$R/dev/shm" "$R/dev/pts"
 mount -t tmpfs -o mode=1777,nosuid,nodev shm "$R/dev/shm"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$R/tmp"
 if [ -n "$ARCHIVES" ]; then mount --bind "$ARCHIVES" "$R/var/cache/apt/archives"; fi
+if [ -n "$QUBES_SRC" ]; then
+  mount --rbind /sys "$R/sys"
+  mkdir -p "$R/srv/qubes-src"
+  mount --bind "$QUBES_SRC" "$R/srv/qubes-src"
+  mount -o remount,bind,ro "$R/srv/qubes-src"
+fi
 if [ -n "$USERSPEC" ]; then
   exec chroot --userspec="$USERSPEC" --groups="${USERSPEC#*:}" "$R" "$@"
 fi
@@ -225,6 +235,7 @@ class System:
         input: bytes | None = None,
         timeout: float = 120,
         apt: bool = False,
+        qubes_src: Path | None = None,
     ) -> Proc:
         """Run ``argv`` in the system (``env -i`` plus ``env``), as root or ``user``."""
         base = {"PATH": SYS_PATH, "LANG": "C.UTF-8"}
@@ -241,7 +252,7 @@ class System:
         cmd = [
             "unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
             "/bin/sh", "-c", ENTER, "enter", str(self.root),
-            str(self.archives) if apt else "", spec, *inner,
+            str(self.archives) if apt else "", spec, str(qubes_src or ""), *inner,
         ]  # fmt: skip
         try:
             proc = subprocess.run(
@@ -326,13 +337,17 @@ def expect(proc: Proc, status: int = 0, contains: str | None = None) -> Proc:
 class Flow:
     """The steps, in order, against one :class:`System`."""
 
-    def __init__(self, system: System, deb: Path, result: Result) -> None:
+    def __init__(
+        self, system: System, deb: Path, result: Result, qubes_src: Path | None = None
+    ) -> None:
         self.s = system
         self.deb = deb
         self.r = result
+        self.qubes_src = qubes_src
         self.fpr = ""
         self.pushed = ""
         self.update = b""
+        self.demo_output = ""
 
     def step(self, name: str, fn: Callable[[], str | None]) -> None:
         t0 = time.monotonic()
@@ -361,6 +376,9 @@ class Flow:
         self.step("apply --yes", self.apply)
         self.step("doctor (target, after apply)", self.doctor_target)
         self.step("revert", self.revert)
+        if self.qubes_src is not None:
+            self.step("the lab's build tools (apt-get install)", self.lab_tools)
+            self.step("qgitconf lab demo from the installed package", self.lab_demo)
 
     # -- steps
 
@@ -608,6 +626,38 @@ class Flow:
             raise StepFailed(f"revert to the state before the first apply left {left}")
         return "the files are gone again"
 
+    def lab_tools(self) -> str:
+        # what .ci/run installs for the real lab (docs/lab.md)
+        tools = ["build-essential", "pkg-config", "libpam0g-dev", "python3-pyinotify"]
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        proc = self.s.run(["apt-get", "install", "-y", *tools], env=env, timeout=1200, apt=True)
+        expect(proc)
+        return f"{proc.out.count(chr(10) + 'Setting up ')} packages set up"
+
+    def lab_demo(self) -> str:
+        """The installed package's own demo: no checkout in this system; the lab takes
+        the installed services, rpc-config and policy (qgitconf.lab.real.qgitconf_files)."""
+        s = self.s
+        code = (
+            "from qgitconf.lab.real import qgitconf_files as f; x = f(); "
+            "print(x.source, x.rpc, x.rpc_config, x.policy)"
+        )
+        where = expect(s.run(["python3", "-I", "-c", code], cwd="/")).out.split()
+        want = ["None", "/etc/qubes-rpc", "/etc/qubes/rpc-config", "/usr/share/qgitconf/policy"]
+        if where != want:
+            raise StepFailed(f"the lab would take its files from {where}, not {want}")
+        proc = s.run(
+            ["qgitconf", "lab", "demo"],
+            env={"QUBES_SRC_DIR": "/srv/qubes-src"},
+            cwd="/",
+            timeout=1500,
+            qubes_src=self.qubes_src,
+        )
+        expect(proc, contains="Demo complete")
+        self.demo_output = proc.out
+        last = [ln for ln in proc.out.splitlines() if ln.startswith("Demo complete")]
+        return last[0][:90] if last else ""
+
 
 # -- driver -----------------------------------------------------------------------------
 
@@ -629,7 +679,7 @@ def build_deb() -> Path:
     return debs[-1]
 
 
-def run_suite(suite: str, deb: Path, keep: bool) -> Result:
+def run_suite(suite: str, deb: Path, keep: bool, qubes_src: Path | None = None) -> Result:
     result = Result(suite)
     t0 = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -641,7 +691,7 @@ def run_suite(suite: str, deb: Path, keep: bool) -> Result:
         result.steps.append((f"base system ({how})", "OK", time.monotonic() - tb))
         log(f"  [{suite}] base system ({how}, {tar}): {time.monotonic() - tb:.1f} s")
         subprocess.run(["tar", "-xf", str(tar), "-C", str(root)], check=True, timeout=300)
-        Flow(System(suite, root), deb, result).all()
+        Flow(System(suite, root), deb, result, qubes_src).all()
     except StepFailed as e:
         result.failure = str(e)
         log(f"\nFAILED: {e}\n")
@@ -679,7 +729,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("suites", nargs="*", default=list(SUITES), choices=[*SUITES, []])
     p.add_argument("--deb", type=Path, help="the package to install (default: make deb)")
     p.add_argument("--keep", action="store_true", help="keep the unpacked systems")
+    p.add_argument(
+        "--lab-demo",
+        action="store_true",
+        help="then install the lab's build tools and run `qgitconf lab demo` there "
+        "(Qubes sources from $QUBES_SRC_DIR or ../shared/qubes-src)",
+    )
     args = p.parse_args(argv)
+    qubes_src = None
+    if args.lab_demo:
+        qubes_src = Path(os.environ.get("QUBES_SRC_DIR") or ROOT.parent / "shared/qubes-src")
+        if not (qubes_src / "qubes-core-qrexec.tar.gz").is_file():
+            print(f"--lab-demo: no Qubes sources in {qubes_src}", file=sys.stderr)
+            return 2
+        qubes_src = qubes_src.resolve()
     if os.geteuid() != 0:
         print("make test-install needs root (chroot, namespaces)", file=sys.stderr)
         return 2
@@ -690,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 1
     log(f"package: {deb} ({time.monotonic() - t0:.0f} s)")
-    results = [run_suite(s, deb, args.keep) for s in args.suites or SUITES]
+    results = [run_suite(s, deb, args.keep, qubes_src) for s in args.suites or SUITES]
     print(summary(results, deb))
     print(f"total {time.monotonic() - t0:.0f} s")
     return 0 if all(r.ok for r in results) else 1
