@@ -37,6 +37,7 @@ from tests.cleaninstall.run import (
     base_tarball,
     build_deb,
     expect,
+    remove_system,
 )
 
 LABELS = {
@@ -143,7 +144,7 @@ def bench_rows(suite: str, deb: Path, quick: bool) -> list[dict[str, Any]]:
             for r in inner
         ]
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_system(root)
 
 
 def main(argv: list[str]) -> int:

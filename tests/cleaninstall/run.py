@@ -679,6 +679,26 @@ def build_deb() -> Path:
     return debs[-1]
 
 
+def mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root`` in the host's namespace (there should be none)."""
+    top = str(root.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == top or point.startswith(top + "/"):
+            found.append(point)
+    return found
+
+
+def remove_system(root: Path) -> None:
+    """Remove an unpacked system, never through a mount (a bound /sys, the sources or
+    the package cache): every mount lived in a namespace that is gone, and this checks."""
+    leaked = mounts_under(root)
+    if leaked:
+        raise StepFailed(f"not removing {root}: still mounted there: {', '.join(leaked)}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def run_suite(suite: str, deb: Path, keep: bool, qubes_src: Path | None = None) -> Result:
     result = Result(suite)
     t0 = time.monotonic()
@@ -703,8 +723,11 @@ def run_suite(suite: str, deb: Path, keep: bool, qubes_src: Path | None = None) 
         if keep:
             log(f"  kept {root}")
         else:
-            # nothing is mounted there: every mount lived in a namespace that is gone
-            shutil.rmtree(root, ignore_errors=True)
+            try:
+                remove_system(root)
+            except StepFailed as e:
+                result.failure = result.failure or str(e)
+                log(f"\nFAILED: {e}\n")
     return result
 
 
