@@ -114,6 +114,29 @@ def test_upstream_bind_dirs_keeps_listed_paths_of_an_appvm(lab: RealLab) -> None
     assert "Bind mounting /rw/bind-dirs/etc/lab-kept onto /etc/lab-kept" in log
 
 
+def test_custom_persist_entries_from_qubesdb(lab: RealLab) -> None:
+    """R4.3's custom-persist: with the service on, upstream bind-dirs.sh reads its
+    paths from QubesDB ``/persist/`` (``qvm-features Q custom-persist.NAME VALUE``),
+    pre-creating a ``dir:`` entry, and ignores /rw/config/qubes-bind-dirs.d."""
+    lab.set_qubesdb("personal", "/qubes-service/custom-persist", "1")
+    lab.set_qubesdb("personal", "/persist/lab-dir", "dir:root:root:0755:/etc/lab-pdir")
+    sh(
+        lab,
+        "personal",
+        "mkdir -p /rw/config/qubes-bind-dirs.d && "
+        f"echo \"binds+=( '/etc/lab-conf' )\" > {BIND_CONF} && "
+        "mkdir -p /rw/bind-dirs/etc && touch /rw/bind-dirs/etc/lab-conf",
+        user="root",
+    )
+    lab.reboot("personal")
+    sh(lab, "personal", "echo kept > /etc/lab-pdir/f", user="root")
+    lab.reboot("personal")
+    assert sh(lab, "personal", "cat /etc/lab-pdir/f; ls /run/qubes-service") == (
+        "kept\ncustom-persist\n"
+    )
+    assert not exists(lab, "personal", "/etc/lab-conf")
+
+
 def test_bind_dirs_copies_the_templates_file_on_first_use(lab: RealLab) -> None:
     """bind-dirs.sh's first use: the path exists in the template's root and not below
     /rw, so it copies it there, then binds it; a change then persists in the AppVM."""
