@@ -168,3 +168,19 @@ def test_disposable_template_home_reaches_each_disposable(tlab: RealLab) -> None
         assert _sh(tlab, disp, "cat .bashrc") == "alias ll='ls -l'\n"
     finally:
         tlab.set_running(disp, False)
+
+
+def test_a_bind_mounted_file_no_longer_managed_is_removed(lab: Lab) -> None:
+    """After a reboot the applied file is a bind mount of its /rw copy; an update (or a
+    revert) that no longer holds it takes it away now and at the next boot."""
+    _enable(lab, "personal")
+    commit_files(lab, "personal", {"system/etc/vim/vimrc.local": "set nocompatible\n"}, "one")
+    publish(lab, "personal")
+    _system(lab, "personal", "apply", "--yes")
+    lab.reboot("personal")
+    assert " /etc/vim/vimrc.local " in _sh(lab, "personal", "cat /proc/self/mountinfo")
+    _system(lab, "personal", "revert", "--to", "0")
+    assert not _exists(lab, "personal", "/etc/vim/vimrc.local")
+    assert not _exists(lab, "personal", "/rw/bind-dirs/etc/vim/vimrc.local")
+    lab.reboot("personal")
+    assert not _exists(lab, "personal", "/etc/vim/vimrc.local")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import stat
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -335,6 +336,53 @@ def _plan(
     return make_plan(fs, wanted, state.manifest(), state.originals(), commit, root=state.root)
 
 
+def _mount_points() -> set[str]:
+    """The mount points of this mount namespace (``/proc/self/mountinfo``, unescaped)."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read(4 * 1024 * 1024).splitlines()
+    except OSError:
+        return set()
+    out: set[str] = set()
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            raw = fields[4].decode("utf-8", "surrogateescape")
+            out.add(raw.encode("latin-1", "surrogateescape").decode("unicode_escape"))
+    return out
+
+
+def _unmount_removed(plan: Plan, layout: Layout) -> bool:
+    """Detach the bind-dirs mount of each file the plan removes (bind-dirs mounted its
+    /rw copy over it at boot: a mount point cannot be unlinked).  Returns whether any
+    was detached (the caller plans again: what is beneath is the template's)."""
+    import ctypes
+
+    mounts = _mount_points()
+    gone = [
+        str(layout.sysroot / a.path)
+        for a in plan.changes
+        if a.op == "delete" and str(layout.sysroot / a.path) in mounts
+    ]
+    if not gone:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    for path in gone:
+        if libc.umount2(path.encode(), 2) != 0:  # MNT_DETACH
+            err = ctypes.get_errno()
+            raise LocalStateError(
+                f"cannot detach the bind-dirs mount of {path}: {os.strerror(err)}"
+            )
+        rel = os.path.relpath(path, layout.sysroot)
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            # bind-dirs.sh touches an empty file to mount over when the template has
+            # none; a file qgitconf created (no original kept) leaves no such stub
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0 and rel not in plan.originals:
+                os.unlink(path)
+    return True
+
+
 def _persist(trust: SystemTrust, state: AgentState, layout: Layout) -> list[str]:
     if trust.vm_type != "AppVM":
         return []
@@ -380,6 +428,9 @@ def apply_system(
         fetched = _verified_update(trust, who, state, limits, layout)
         with HomeFS(layout.sysroot) as fs:
             plan = _plan(state, fs, fetched.commit, trust, fetched.wanted)
+            if not dry_run and _unmount_removed(plan, layout):
+                fs.forget()
+                plan = _plan(state, fs, fetched.commit, trust, fetched.wanted)
             if dry_run:
                 return _summary(plan, None, [], dry_run=True, recovered=recovered)
             check_choices(plan, overwrite=overwrite)
@@ -430,6 +481,9 @@ def revert_system(
             recovered = recover(state, fs, fault)
             number, commit = revert_target(state, state.generations(), to)
             plan = _plan(state, fs, commit, trust)
+            if _unmount_removed(plan, layout):
+                fs.forget()
+                plan = _plan(state, fs, commit, trust)
             record = execute(
                 plan,
                 fs,
