@@ -1152,12 +1152,15 @@ def system_apply(
 @click.option(
     "--to", "to", type=int, metavar="N", help="Generation to go back to (0: before qgitconf)."
 )
+@click.option(
+    "--overwrite", is_flag=True, help="Also over system files changed locally (kept for revert)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def system_revert(to: int | None, as_json: bool) -> None:
+def system_revert(to: int | None, overwrite: bool, as_json: bool) -> None:
     """Go back to an earlier system generation (as root)."""
     from qgitconf.system.step import revert_system
 
-    _print_system(revert_system(to=to), as_json)
+    _print_system(revert_system(to=to, overwrite=overwrite), as_json)
 
 
 @system.command("restore")

@@ -184,3 +184,22 @@ def test_a_bind_mounted_file_no_longer_managed_is_removed(lab: Lab) -> None:
     assert not _exists(lab, "personal", "/rw/bind-dirs/etc/vim/vimrc.local")
     lab.reboot("personal")
     assert not _exists(lab, "personal", "/etc/vim/vimrc.local")
+
+
+def test_the_boot_script_restores_a_dropped_file(lab: Lab) -> None:
+    """While system files are managed, /rw/config/rc.local.d/50_qgitconf.rc (run as root
+    by Qubes' misc-post at each boot) re-creates one a reboot dropped, never over drift."""
+    _enable(lab, "personal")
+    files = {"system/etc/vim/vimrc.local": "v\n", "system/etc/vim/other.vim": "o\n"}
+    commit_files(lab, "personal", files, "one")
+    publish(lab, "personal")
+    _system(lab, "personal", "apply", "--yes")
+    rc = "/rw/config/rc.local.d/50_qgitconf.rc"
+    assert _sh(lab, "personal", f"stat -c '%u %a' {rc}") == "0 755\n"
+    _sh(lab, "personal", "rm /etc/vim/vimrc.local; echo mine > /etc/vim/other.vim", user="root")
+    out = _sh(lab, "personal", rc, user="root")
+    assert "restored 1 missing system file(s)" in out, out
+    assert _sh(lab, "personal", "cat /etc/vim/vimrc.local /etc/vim/other.vim") == "v\nmine\n"
+    _sh(lab, "personal", "echo o > /etc/vim/other.vim", user="root")  # as applied again
+    _system(lab, "personal", "revert", "--to", "0")
+    assert not _exists(lab, "personal", rc)  # nothing managed: no boot script

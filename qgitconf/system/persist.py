@@ -7,7 +7,9 @@ Qubes' ``bind-dirs.sh`` runs early at boot and, for every path listed in
 ``/rw/bind-dirs/<path>`` over ``<path>``.  So after each system apply, revert or restore
 the root step rewrites :data:`CONF_NAME` to list the managed files under ``/etc`` and
 keeps a copy of each as ``/rw/bind-dirs/<path>``; a file no longer managed leaves the
-list and its copy is removed.  ``/usr/local`` needs nothing.  A TemplateVM keeps its
+list and its copy is removed.  While any system file is managed, :data:`RC_NAME` runs
+``qgitconf system restore`` at each boot (Qubes runs ``/rw/config/rc.local.d/*.rc`` as
+root).  ``/usr/local`` needs nothing.  A TemplateVM keeps its
 root filesystem: nothing to do there either.
 
 :func:`conf_text` is pure; :func:`sync_bind_dirs` does the I/O under ``rw``.
@@ -22,8 +24,17 @@ from pathlib import Path
 
 from qgitconf.fsutil import atomic_write
 
-__all__ = ["CONF_NAME", "conf_text", "persisted", "sync_bind_dirs"]
+__all__ = ["CONF_NAME", "RC_NAME", "RC_TEXT", "conf_text", "persisted", "sync_bind_dirs"]
 
+RC_NAME = "config/rc.local.d/50_qgitconf.rc"
+"""The boot script qgitconf owns, relative to ``/rw``: Qubes' ``misc-post.sh`` runs every
+executable ``/rw/config/rc.local.d/*.rc`` as root at each AppVM boot."""
+RC_TEXT = (
+    "#!/bin/sh\n"
+    "# Written by qgitconf (the system step): at each boot, as root, re-create the applied\n"
+    "# system files a reboot dropped; never over a local change.\n"
+    "exec /usr/bin/qgitconf system restore\n"
+).encode("ascii")
 CONF_NAME = "config/qubes-bind-dirs.d/50_qgitconf.conf"
 """The bind-dirs configuration qgitconf owns, relative to ``/rw``."""
 BIND_DIRS = "bind-dirs"
@@ -73,6 +84,12 @@ def sync_bind_dirs(rw: Path, sysroot: Path, manifest: Mapping[str, object]) -> l
         with contextlib.suppress(OSError):
             (base / rel).unlink()
     atomic_write(conf, conf_text(keep), 0o644)
+    rc = rw / RC_NAME
+    if manifest:
+        atomic_write(rc, RC_TEXT, 0o755)
+    else:
+        with contextlib.suppress(OSError):
+            rc.unlink()
     return keep
 
 
