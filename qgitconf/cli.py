@@ -123,8 +123,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     In the config-mgmt qube: init, target add, layer add, edit/add/commit, publish,
     status, revert TARGET, squash TARGET, import.  In a target qube: target init, pull, review,
-    apply, revert, status, log, git.  Anywhere: lab (Qubes' own qrexec and split-GPG
-    on this machine, for trying it out).
+    apply, revert, status, log, git; as root, system apply/revert/restore (files in /etc
+    and /usr/local, where dom0 allows them).  Anywhere: lab (Qubes' own qrexec and
+    split-GPG on this machine, for trying it out).
     """
     ctx.obj = {"debug": debug}
 
@@ -1084,6 +1085,99 @@ def git(args: tuple[str, ...]) -> None:
 
 
 # -- setup and diagnostics (policy check, persist, doctor) ---------------------------------
+
+
+@cli.group()
+def system() -> None:
+    """The root step: system files (/etc, /usr/local) of the staged update.
+
+    Off unless dom0 allows prefixes (qvm-features QUBE
+    vm-config.qgitconf-system-paths '/etc/gitconfig /etc/vim/') and pins the key
+    (vm-config.qgitconf-key).  Run as root: `sudo qgitconf system apply`, or from dom0
+    `qvm-run -u root QUBE 'qgitconf system apply --yes'` (docs/setup.md).
+    """
+
+
+def _print_system(rec: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(rec)
+        return
+    if rec.get("dry_run"):
+        click.echo(f"dry run: nothing was changed. commit {rec['commit']}:")
+    elif rec.get("generation") is not None:
+        click.echo(f"system generation {rec['generation']}: commit {rec['commit']}")
+    for ch in rec.get("changes", []):
+        click.echo(f"  {ch['op']:<8} {sanitize(ch['path'])}")
+    for line in rec.get("conflicts", []):
+        click.echo(f"  CONFLICT {line}")
+    for path in rec.get("bind_dirs", []):
+        click.echo(f"  kept across reboots by bind-dirs: {sanitize(path)}")
+
+
+@system.command("apply")
+@click.option(
+    "--user", "user", metavar="USER", help="Whose staged update (default: QubesDB /default-user)."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--overwrite", is_flag=True, help="Overwrite system files changed locally (kept for revert)."
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Verify and print the plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def system_apply(
+    user: str | None, yes: bool, overwrite: bool, dry_run: bool, as_json: bool
+) -> None:
+    """Verify the staged update again, as root, and apply its system files.
+
+    Root trusts nothing of the user's side: it verifies the kept signed statement and
+    the commit against the key dom0 pinned, checks every system path against the
+    prefixes dom0 allowed and the fixed deny list, then writes through the same
+    journal, backups and drift rules as $HOME.  In an AppVM the files under /etc are
+    listed for bind-dirs so they survive a reboot.
+    """
+    from qgitconf.system.step import apply_system
+
+    if not yes and not dry_run:
+        plan = apply_system(user=user, overwrite=overwrite, dry_run=True)
+        _print_system(plan, False)
+        if not plan["changes"]:
+            click.echo("nothing to do")
+            return
+        if not click.confirm("apply these system files as root?", default=False):
+            raise UsageError("not applied")
+    _print_system(apply_system(user=user, overwrite=overwrite, dry_run=dry_run), as_json)
+
+
+@system.command("revert")
+@click.option(
+    "--to", "to", type=int, metavar="N", help="Generation to go back to (0: before qgitconf)."
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Also over system files changed locally (kept for revert)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def system_revert(to: int | None, overwrite: bool, as_json: bool) -> None:
+    """Go back to an earlier system generation (as root)."""
+    from qgitconf.system.step import revert_system
+
+    _print_system(revert_system(to=to, overwrite=overwrite), as_json)
+
+
+@system.command("restore")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def system_restore(as_json: bool) -> None:
+    """Re-create applied system files a reboot dropped; never over a local change (as root)."""
+    from qgitconf.system.step import restore_system
+
+    rec = restore_system()
+    if as_json:
+        _print_json(rec)
+        return
+    click.echo(f"restored {len(rec['restored'])} missing system file(s)")
+    for path in rec["restored"]:
+        click.echo(f"  restored {sanitize(path)}")
+    for line in rec["left"]:
+        click.echo(f"  {line}")
 
 
 @cli.group()

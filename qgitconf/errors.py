@@ -165,6 +165,13 @@ class UnsafePathError(UntrustedInputError):
     code = "unsafe-path"
 
 
+class SystemPathError(UnsafePathError):
+    """A system file of the tip tree is not allowed here (issue 15): system files off,
+    a denied path, outside the allowed prefixes, or not a regular file."""
+
+    code = "system-path-not-allowed"
+
+
 class ExportWrongQubeError(UntrustedInputError):
     """An Export answer names another qube than the one ``import`` asked.
 

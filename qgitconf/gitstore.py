@@ -55,8 +55,13 @@ def read_commit(store: Any, sha: str) -> Any:
     return _get(store, sha, b"commit", "commit")
 
 
-def walk_tree(store: Any, tree_sha: str, limits: Limits) -> list[TreeEntry]:
+def walk_tree(
+    store: Any, tree_sha: str, limits: Limits, *, system_only: bool = False
+) -> list[TreeEntry]:
     """Flatten a tree into entries (trees included), bounded by ``limits``.
+
+    With ``system_only``, only the top-level ``system`` tree and what is below it
+    (issue 15's root step: its store holds nothing else of the tree).
 
     Raises:
         TooLargeError: too many entries or too deep.
@@ -69,6 +74,8 @@ def walk_tree(store: Any, tree_sha: str, limits: Limits) -> list[TreeEntry]:
         if depth > limits.max_tree_depth:
             raise TooLargeError(f"tree deeper than {limits.max_tree_depth} levels")
         for name, mode, item_sha in _tree_items(store, sha):
+            if system_only and depth == 0 and (name != b"system" or mode != MODE_TREE):
+                continue
             path = prefix + name
             entry = TreeEntry(path, mode, item_sha.decode("ascii"))
             out.append(entry)

@@ -80,6 +80,7 @@ from typing import Any, NamedTuple
 from qgitconf.errors import UnsafePathError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
 from qgitconf.sanitize import sanitize
+from qgitconf.system.rules import SYSTEM_TOP, SystemRules, check_system_file
 
 __all__ = [
     "ALLOWED_MODES",
@@ -240,11 +241,14 @@ class PathRules(NamedTuple):
             a non-tree entry must match at least one.
         max_path_bytes: longest full path accepted, in bytes.
         max_depth: most components a path may have.
+        system: the system prefixes a root-owned setting allows below the reserved
+            ``system/`` directory (``qgitconf.system.rules``; empty: refused).
     """
 
     allow: tuple[str, ...] = ("**",)
     max_path_bytes: int = 4096
     max_depth: int = 64
+    system: SystemRules = SystemRules()
 
 
 # --- globs ---------------------------------------------------------------------------
@@ -549,6 +553,13 @@ def _tree_entry(
     parts = _split_path(path, rules)
     _check_mode(mode)
     text = "/".join(parts)
+    if _fold_component(parts[0]) == SYSTEM_TOP:
+        # System files (issue 15): their own rules, from root-owned settings only.
+        if parts[0] != SYSTEM_TOP or (mode != MODE_TREE and len(parts) == 1):
+            raise _Refused(f"'{SYSTEM_TOP}' is reserved for system files (system/etc/...)")
+        if mode != MODE_TREE:
+            check_system_file(parts, mode, rules.system)
+        return text, parts, None
     denied, ancestor = _denied_walk(parts)
     if denied is not None:
         raise _Refused(f"inside '{denied}', which qgitconf never writes")

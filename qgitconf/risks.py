@@ -103,6 +103,24 @@ def _rules(*items: tuple[str, str, str]) -> dict[str, Rule]:
 
 
 RULES: dict[str, Rule] = _rules(
+    # -- system files (issue 15: under system/, applied by the root step) ---------------
+    (
+        "system-runs-as-root",
+        "high",
+        "a system file that root runs or obeys (services, timers, cron, udev, modules,"
+        " package hooks, boot scripts): runs as root",
+    ),
+    (
+        "system-user-code",
+        "high",
+        "a system-wide shell or session startup file: runs as code in every user's login",
+    ),
+    (
+        "system-path-program",
+        "high",
+        "a program in /usr/local/bin or /usr/local/sbin: first on every PATH, root's included",
+    ),
+    ("system-file", "medium", "a system file outside $HOME, written by the root step"),
     # -- files that run, or are run by something that starts on its own -----------------
     ("executable-file", "medium", "a file is added or made executable"),
     (
@@ -1656,6 +1674,9 @@ def findings_for(
     if change.new_mode is None:
         return c.found
     path = change.path
+    if path.startswith(SYSTEM_PREFIX):
+        _system_findings(c, path[len(SYSTEM_PREFIX) :], change)
+        return c.found
     names = [path, *aliases]
     if any(_hidden(ch) for ch in path):
         c.add("hidden-characters", None, "in the file name")
@@ -1698,6 +1719,76 @@ def findings_for(
     if not classes and not in_path and any(_is_config_place(n) for n in names):
         _whole_file(c, "unclassified-config", added, binary, "")
     return c.found
+
+
+SYSTEM_PREFIX = "system/"
+"""The reserved directory of system files (``qgitconf.system.rules.SYSTEM_TOP``)."""
+
+_SYSTEM_ROOT_RUN = _globs(
+    (
+        "etc/systemd/**",
+        "etc/cron*",
+        "etc/cron*/**",
+        "etc/anacrontab",
+        "etc/udev/**",
+        "etc/modprobe.d/**",
+        "etc/modules-load.d/**",
+        "etc/apt/**",
+        "etc/dnf/**",
+        "etc/yum.repos.d/**",
+        "etc/init.d/**",
+        "etc/rc.local",
+        "etc/rc*.d/**",
+        "etc/NetworkManager/dispatcher.d/**",
+        "etc/logrotate.d/**",
+        "etc/tmpfiles.d/**",
+        "etc/sysctl.conf",
+        "etc/sysctl.d/**",
+        "etc/environment",
+        "etc/sudo*",
+        "etc/sudo*/**",
+        "etc/pam.d/**",
+        "etc/ld.so.*",
+        "etc/ld.so.*/**",
+    )
+)
+"""System paths root runs or obeys (the denied ones too, should a rule ever change)."""
+_SYSTEM_LOGIN = _globs(
+    (
+        "etc/profile",
+        "etc/profile.d/**",
+        "etc/bash.bashrc",
+        "etc/bashrc",
+        "etc/zsh/**",
+        "etc/zshrc",
+        "etc/zprofile",
+        "etc/xdg/autostart/**",
+        "etc/X11/Xsession*",
+        "etc/X11/Xsession.d/**",
+        "etc/X11/xinit/**",
+        "etc/skel/**",
+        "etc/inputrc",
+        "etc/vim/**",
+        "etc/gitconfig",
+        "etc/ssh/ssh_config",
+        "etc/ssh/ssh_config.d/**",
+    )
+)
+"""System-wide files every user's shell, session or tools read and may run code from."""
+
+
+def _system_findings(c: _Collector, rel: str, change: FileChange) -> None:
+    """One finding for a changed system file (``rel`` relative to ``/``)."""
+    if _SYSTEM_ROOT_RUN.fullmatch(rel):
+        c.add("system-runs-as-root", None, "/" + rel + " (runs as root)")
+    elif rel.startswith(("usr/local/bin/", "usr/local/sbin/")):
+        c.add("system-path-program", None, "/" + rel + " (on root's PATH: runs as root)")
+    elif _SYSTEM_LOGIN.fullmatch(rel):
+        c.add("system-user-code", None, "/" + rel)
+    else:
+        c.add("system-file", None, "/" + rel)
+    if change.new_mode == MODE_EXECUTABLE and change.old_mode != MODE_EXECUTABLE:
+        c.add("executable-file", None, "mode 100755")
 
 
 def _resolve(link: str, target: str) -> str | None:

@@ -39,6 +39,7 @@ COMMANDS = (
     "pull",
     "squash",
     "diff",
+    "system",
     "lab",
 )
 HELP_ARGV = [
@@ -48,6 +49,9 @@ HELP_ARGV = [
     ["target", "init"],
     ["target", "list"],
     ["target", "remove"],
+    ["system", "apply"],
+    ["system", "revert"],
+    ["system", "restore"],
     ["layer", "add"],
     ["layer", "list"],
     ["lab", "up"],

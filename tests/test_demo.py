@@ -58,7 +58,7 @@ def test_demo_runs_every_step_on_the_real_backend(tmp_path: Path) -> None:
     ):
         assert needle in out, needle
     # DIRECTORY was given: the run tree is kept for a look at the homes, the lab is down
-    assert (lab_dir / "qubes/personal/home/.gitconfig").read_text().startswith("[alias]")
+    assert (lab_dir / "qubes/personal/rw/home/user/.gitconfig").read_text().startswith("[alias]")
     assert not (lab_dir / "state.json").exists()
 
 

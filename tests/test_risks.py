@@ -52,6 +52,17 @@ CASES: list[tuple[str, FileChange, list[str]]] = [
         [],
     ),
     ("new plain text file", new("notes/foo/notes.txt", "hello\n"), []),
+    # -- system files (issue 15): one finding per file, "runs as root" where it does --
+    (
+        "system unit",
+        new("system/etc/systemd/system/x.service", "[Service]\n"),
+        ["system-runs-as-root"],
+    ),
+    ("system cron", new("system/etc/cron.d/x", "* * * * * root id\n"), ["system-runs-as-root"]),
+    ("system program", new("system/usr/local/bin/tool", "#!/bin/sh\n"), ["system-path-program"]),
+    ("system profile.d", new("system/etc/profile.d/a.sh", "export A=1\n"), ["system-user-code"]),
+    ("system gitconfig", new("system/etc/gitconfig", "[core]\n"), ["system-user-code"]),
+    ("system plain file", new("system/etc/hosts.allow", "ALL: LOCAL\n"), ["system-file"]),
     (
         "vim plain settings",
         new(".vimrc", "set number\nset tabstop=4 shiftwidth=4\nsyntax on\nset ft=sh\n"),

@@ -51,6 +51,9 @@ from qgitconf.gitstore import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules, check_tree
 from qgitconf.sanitize import sanitize
+from qgitconf.system.rules import SYSTEM_TOP
+
+SYSTEM_TOP_B = SYSTEM_TOP.encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -110,25 +113,36 @@ class Plan:
 
 
 def wanted_tree(
-    state: AgentState, commit: str | None, rules: PathRules, limits: Limits
+    state: AgentState,
+    commit: str | None,
+    rules: PathRules,
+    limits: Limits,
+    *,
+    system: bool = False,
 ) -> dict[str, Wanted]:
-    """Read the tree of ``commit`` from the agent repo (rule 7 re-checked at apply)."""
+    """Read the tree of ``commit`` from the agent repo (rule 7 re-checked at apply).
+
+    The home part leaves out the reserved ``system/`` directory; with ``system`` only
+    the files below it are read, named relative to ``/`` (issue 15's root step, whose
+    own repo holds only that part of the tree)."""
     if commit is None:
         return {}
     repo = state.repo()
     try:
         store = repo.object_store
         tree = read_commit(store, commit).tree.decode("ascii")
-        entries = walk_tree(store, tree, limits)
+        entries = walk_tree(store, tree, limits, system_only=system)
         check_tree(
             ((e.path, e.mode, blob_bytes(store, e.sha) if e.is_link else None) for e in entries),
             rules,
         )
         out: dict[str, Wanted] = {}
         for e in entries:
-            if e.is_tree:
+            if e.is_tree or (e.path.split(b"/", 1)[0] == SYSTEM_TOP_B) != system:
                 continue
             path = e.path.decode("utf-8")
+            if system:
+                path = path.split("/", 1)[1]
             kind = "link" if e.is_link else "file"
             mode = 0o755 if e.mode == 0o100755 else 0o644
             out[path] = Wanted(path, kind, mode, _blob(store, e.sha))
@@ -742,13 +756,15 @@ def plan_apply(
 
 
 def plan_restore(
-    state: AgentState, home: Path, rules: PathRules, limits: Limits
+    state: AgentState, home: Path, rules: PathRules, limits: Limits, *, system: bool = False
 ) -> tuple[Plan, HomeFS]:
-    """Re-create applied files that are missing; never touch one that exists (drift)."""
+    """Re-create applied files that are missing; never touch one that exists (drift).
+
+    ``system``: the root step's files (``home`` is then ``/``)."""
     fs = HomeFS(home)
     commit = state.applied_commit
     manifest = state.manifest()
-    wanted = wanted_tree(state, commit, rules, limits)
+    wanted = wanted_tree(state, commit, rules, limits, system=system)
     missing: list[str] = []
     drift: list[str] = []
     for path, rec in sorted(manifest.items()):

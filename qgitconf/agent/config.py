@@ -4,6 +4,11 @@ Pins come from (first found) QubesDB ``/vm-config/qgitconf-key`` (set from dom0)
 ``/etc/qgitconf/target.toml`` (template-wide) or ``~/.config/qgitconf/target.toml``.
 Public keys live as ``keys/<FPR>.asc`` beside the toml.  Nothing an update carries can
 change any of this (DESIGN "Actors and trust").
+
+System files (issue 15) are allowed only by root-owned settings: QubesDB
+``/vm-config/qgitconf-system-paths``, else ``system_paths`` in ``/etc/qgitconf/target.toml``
+(:func:`load_system_rules`).  The user's own ``target.toml`` cannot turn them on: the
+user-level agent of a qube without passwordless root must not be a way to root.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from qgitconf.errors import ConfigError
 from qgitconf.fsutil import atomic_write
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules
+from qgitconf.system.rules import SystemRules, parse_prefixes
 
 FPR = re.compile(r"[0-9A-F]{40}")
 QubesDBRead = Callable[[str], "str | None"]
@@ -57,6 +63,45 @@ def _qubesdb_pin(read: QubesDBRead) -> str | None:
     if not FPR.fullmatch(value):
         raise ConfigError("QubesDB /vm-config/qgitconf-key is not a 40-hex fingerprint")
     return value
+
+
+SYSTEM_PATHS_KEY = "/vm-config/qgitconf-system-paths"
+"""QubesDB key of the allowed system prefixes (dom0: ``qvm-features QUBE
+vm-config.qgitconf-system-paths '/etc/gitconfig /etc/vim/'``)."""
+
+
+def load_system_rules(
+    read_qubesdb: QubesDBRead = qubesdb.read, system_config: Path | None = None
+) -> SystemRules:
+    """The system prefixes allowed here, from root-owned settings only.
+
+    QubesDB :data:`SYSTEM_PATHS_KEY` (dom0's) wins; else ``system_paths`` in the
+    template-wide ``/etc/qgitconf/target.toml`` when root owns it; else none (system
+    files off).  Both the receiving agent and the root step call this.
+
+    Raises:
+        ConfigError: a setting names an invalid or denied prefix.
+    """
+    value = read_qubesdb(SYSTEM_PATHS_KEY)
+    if value:
+        return parse_prefixes(value, f"QubesDB {SYSTEM_PATHS_KEY}")
+    path = system_config or SYSTEM_CONFIG
+    try:
+        st = path.stat()
+    except OSError:
+        return SystemRules()
+    if st.st_uid != 0 and system_config is None:
+        return SystemRules()  # not root's: not a root-owned setting
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+    paths = data.get("system_paths")
+    if paths is None:
+        return SystemRules()
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"{path}: 'system_paths' must be a list of absolute paths")
+    return parse_prefixes(paths, str(path))
 
 
 def load_target_config(
@@ -120,11 +165,12 @@ def load_target_config(
     auto_apply = data.get("auto_apply", False)
     if not isinstance(auto_apply, bool):
         raise ConfigError(f"{path}: 'auto_apply' must be true or false")
+    system = load_system_rules(read_qubesdb, system_config)
     return TargetConfig(
         path=path,
         source=source,
         pinned=pinned,
-        rules=PathRules(allow=tuple(allow)),
+        rules=PathRules(allow=tuple(allow), system=system),
         limits=limits,
         auto_apply=auto_apply,
     )

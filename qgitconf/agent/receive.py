@@ -13,10 +13,17 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from qgitconf.agent.config import TargetConfig, load_target_config
-from qgitconf.agent.state import STAGED_REF, AgentState, state_dir
+from qgitconf.agent.state import (
+    STAGED_REF,
+    STAGED_SIGNATURE,
+    STAGED_STATEMENT,
+    AgentState,
+    state_dir,
+)
 from qgitconf.agent.verify import VerifiedUpdate, VerifyContext, verify_update
 from qgitconf.envelope import format_time
 from qgitconf.errors import QgitconfError, UntrustedInputError
+from qgitconf.fsutil import atomic_write
 from qgitconf.signing import HomeCache
 
 
@@ -61,6 +68,10 @@ def _stage(update: VerifiedUpdate, state: AgentState) -> None:
     st = update.statement
     if update.quarantine is not None:
         update.quarantine.promote()
+    # The signed statement, for the root step to verify again (issue 15): kept before
+    # the state names the commit, so a staged commit always has its statement.
+    atomic_write(state.root / STAGED_STATEMENT, update.raw_statement, 0o600)
+    atomic_write(state.root / STAGED_SIGNATURE, update.raw_signature, 0o600)
     data = state.load()
     data.update(
         sequence=st.sequence,

@@ -42,6 +42,10 @@ from qgitconf.sanitize import sanitize
 STAGED_REF = b"refs/qgitconf/staged"
 APPLIED_REF = b"refs/qgitconf/applied"
 GENERATION_REF = "refs/qgitconf/generations/{n}"
+STAGED_STATEMENT = "staged.statement"
+"""The staged update's signed statement, as it came (the root step verifies it again)."""
+STAGED_SIGNATURE = "staged.statement.asc"
+"""Its detached signature."""
 
 
 _STAT_MAGIC = b"qgitconf-stat-2\n"

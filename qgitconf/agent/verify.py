@@ -79,14 +79,19 @@ class VerifiedUpdate(NamedTuple):
     up_to_date: bool
     quarantine: Quarantine | None
     paths: list[str]
+    # The signed statement as it came (kept at staging for the root step, issue 15).
+    raw_statement: bytes = b""
+    raw_signature: bytes = b""
 
     def close(self) -> None:
         if self.quarantine is not None:
             self.quarantine.close()
 
 
-def _check_statement(st: Statement, ctx: VerifyContext) -> bool:
-    """Rule 4.  Returns True when the update is the one already accepted."""
+def check_statement(st: Statement, ctx: VerifyContext) -> bool:
+    """Rule 4.  Returns True when the update is the one already accepted.
+
+    Also the root step's check of the kept statement (``qgitconf.system.step``)."""
     if st.target != ctx.own_name:
         raise WrongTargetError(
             f"update is for {sanitize(st.target)!r}, this qube is {sanitize(ctx.own_name)!r}"
@@ -174,7 +179,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
     with Verifier(ctx.pinned, ctx.gnupg_homes) as verifier:
         signer = verifier.verify(raw.statement, raw.signature)  # step 3, rule 2
         st = parse_statement(raw.statement)  # step 4
-        if _check_statement(st, ctx):
+        if check_statement(st, ctx):
             return VerifiedUpdate(st, signer, True, None, [])
         # Imported only now: an up-to-date update (the common no-op) never needs them.
         import tempfile
@@ -210,7 +215,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         except BaseException:
             quarantine.close()
             raise
-    return VerifiedUpdate(st, signer, False, quarantine, paths)
+    return VerifiedUpdate(st, signer, False, quarantine, paths, raw.statement, raw.signature)
 
 
 def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) -> list[str]:

@@ -77,7 +77,17 @@ UID = {name: 2101 + i for i, name in enumerate(VMS)}
 QUBES_GID = 2198
 # extra targets (RealLab.boot(extra_targets=...)): uids from 2201, past QUBES_GID
 EXTRA_UID_BASE = 2201
-MAX_EXTRA_TARGETS = 100
+MAX_EXTRA_TARGETS = 100  # extra targets and templates together
+# disposables (RealLab.start_disposable): their user has their disposable template's uid
+# (in Qubes every qube's user is uid 1000; the lab gives each qube its own, and a
+# disposable's home is a copy of its template's); domain ids from here
+DISP_DOMID_BASE = 200
+# A qube's root volume: the parts of its root its root user can write, each an
+# overlay whose upper directory is in the qube's ``root/upper`` on the host (discarded
+# at each boot of an AppVM or disposable, kept by a TemplateVM); ``root`` has the
+# lab's empty directory beneath it instead of the host's /root.
+ROOT_DIRS = ("usr", "etc", "opt", "srv", "root", "var/lib", "var/cache", "var/log", "var/spool")
+NO_HOST_LOWER = frozenset({"root"})
 # a Qubes qube name (qubes-core-admin's validate_name), short enough for a hostname
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 VAULT_UID_NAME = "qgitconf lab vault <vault@lab.invalid>"
@@ -271,7 +281,12 @@ def _build_into(b: Path, src: Path, tarballs: list[Tarball], log: IO[bytes]) -> 
     _install(gpg / "qubes.Gpg.service", e / "qubes-rpc/qubes.Gpg")
     _install(gpg / "qubes.GpgImportKey.service", e / "qubes-rpc/qubes.GpgImportKey")
     _install(gpg / "qubes-gpg.sh", e / "profile.d/qubes-gpg.sh", 0o644)
-    _install(s / "qubes-core-agent-linux/qubes-rpc/qubes.VMShell", e / "qubes-rpc/qubes.VMShell")
+    agent = s / "qubes-core-agent-linux"
+    _install(agent / "qubes-rpc/qubes.VMShell", e / "qubes-rpc/qubes.VMShell")
+    # qubes-core-agent's boot pieces the lab runs unchanged in each qube at its boot:
+    # bind-dirs.sh and the library it sources
+    _install(agent / "init/functions", u / "lib/qubes/init/functions", 0o644)
+    _install(agent / "vm-systemd/bind-dirs.sh", u / "lib/qubes/init/bind-dirs.sh")
     # qubes.Gpg runs /usr/bin/gpg2, which Debian's gnupg2 package (a dependency of
     # qubes-gpg-split) provides as a link to gpg; stand in for that package
     _link("gpg", u / "bin/gpg2")
@@ -480,13 +495,55 @@ def _passwd_lines(path: str, drop: set[str]) -> list[str]:
     return [ln for ln in lines if ln.split(":", 1)[0] not in drop]
 
 
+@dataclass(frozen=True)
+class Overlay:
+    """One overlay mount of a domain's root: ``target`` (relative to the root) shows
+    ``lowers`` (the first on top); with an ``upper`` (and its ``work`` directory on the
+    same file system) root can write it there, without one it is read-only."""
+
+    target: str
+    lowers: tuple[str, ...]
+    upper: str | None = None
+    work: str | None = None
+
+    def options(self) -> str:
+        lower = "lowerdir=" + ":".join(self.lowers)
+        if self.upper is None or self.work is None:
+            return f"ro,{lower}"
+        # index=off: a rebooted template mounts the same upper again while the old
+        # namespace may still be going away; nothing here needs the inode index
+        return f"index=off,{lower},upperdir={self.upper},workdir={self.work}"
+
+
+# What a qube's boot runs after its root is laid out and before its qrexec-agent starts,
+# as systemd orders it in a qube: qubes-sysinit's /run/qubes-service flags from QubesDB
+# (the lines of qubes-sysinit.sh that need no Xen), then upstream bind-dirs.sh unchanged.
+# A failing bind-dirs.sh does not stop the boot (qubes-bind-dirs.service failing does not).
+VM_BOOT_STEPS = (
+    "mkdir -p /run/qubes /run/qubes-service",
+    "qubesdb-multiread /qubes-service/ | while read -r srv _eq on; do "
+    'case $srv in ""|.*|*/*) continue;; esac; '
+    'if [ "$on" = 1 ]; then touch "/run/qubes-service/$srv"; fi; done',
+    "echo > /run/qubes-service-environment",
+    '/usr/lib/qubes/init/bind-dirs.sh >&2 || echo "lab: bind-dirs.sh exited $?" >&2',
+)
+
+
 def _holder_script(
-    mnt: Path, kind: str, binds: Mapping[str, str], usr: str, etc: str, hostname: str
+    mnt: Path,
+    kind: str,
+    binds: Mapping[str, str],
+    overlays: Sequence[Overlay],
+    hostname: str,
+    boot_steps: Sequence[str] = (),
 ) -> str:
     """The shell that lays out one domain's root and becomes its namespace holder.
 
     The holder has its own mount and UTS namespaces: its hostname is the domain's
-    name, as qubes-sysinit sets it from QubesDB ``/name`` in a qube.
+    name, as qubes-sysinit sets it from QubesDB ``/name`` in a qube.  ``overlays``
+    are mounted after ``/var`` (the host's, read-only), so some may lie over parts of
+    it; ``binds`` after them, in order; ``boot_steps`` run as root in the new root
+    before the holder says ``ready``.
     """
     q = shlex.quote
     lines = [
@@ -494,15 +551,18 @@ def _holder_script(
         f"hostname {q(hostname)}",
         f"mount -t tmpfs -o mode=0755 lab-root {q(str(mnt))}",
         f"cd {q(str(mnt))}",
-        "mkdir -p usr etc home/user run tmp var proc dev sys rw root .old",
+        "mkdir -p usr etc home/user run tmp var proc dev sys rw root opt srv .old",
+        "chmod 0700 root",
         "for d in bin sbin lib lib64; do if [ -L /$d ]; then ln -s usr/$d $d; fi; done",
-        f"mount -t overlay overlay -o ro,lowerdir={usr}:/usr usr",
-        f"mount -t overlay overlay -o ro,lowerdir={etc}:/etc etc",
+        "mount --bind /var var && mount -o remount,bind,ro var",
+    ]
+    for o in overlays:
+        lines.append(f"mount -t overlay overlay -o {q(o.options())} {q(o.target)}")
+    lines += [
         "mount --rbind /dev dev",
         "mount -t tmpfs -o mode=1777 tmpfs dev/shm",
         "mount --rbind /proc proc",
         "mount --rbind /sys sys",
-        "mount --bind /var var && mount -o remount,bind,ro var",
         "mount -t tmpfs -o mode=1777 tmpfs var/tmp",
         "mount -t tmpfs -o mode=1777 tmpfs tmp",
         "mount -t tmpfs -o mode=0755 tmpfs run",
@@ -529,6 +589,7 @@ def _holder_script(
         "cd /",
         "umount -l /.old",
         "rmdir /.old",
+        *boot_steps,
         "echo ready",
         "exec sleep infinity >/dev/null",
     ]
@@ -581,41 +642,81 @@ def check_extra_targets(names: Sequence[str]) -> tuple[str, ...]:
     return out
 
 
+def check_templates(
+    templates: Mapping[str, Sequence[str]],
+    dispvm_templates: Sequence[str],
+    appvms: Sequence[str],
+) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """``templates`` (template name → the AppVMs based on it) and ``dispvm_templates``
+    checked against the lab's ``appvms``: new valid names for the templates, existing
+    AppVMs for the rest, each AppVM based on at most one template."""
+    tpls = {name: tuple(based) for name, based in templates.items()}
+    check_extra_targets([*appvms[len(VMS) :], *tpls])
+    based_on: dict[str, str] = {}
+    for tpl, based in tpls.items():
+        for vm in based:
+            if vm not in appvms:
+                raise UsageError(f"{vm!r} (based on {tpl!r}) is not an AppVM of the lab")
+            if vm in based_on:
+                raise UsageError(f"{vm!r} is based on both {based_on[vm]!r} and {tpl!r}")
+            based_on[vm] = tpl
+    dvms = tuple(dispvm_templates)
+    for vm in dvms:
+        if vm not in appvms:
+            raise UsageError(f"disposable template {vm!r} is not an AppVM of the lab")
+    return tpls, dvms
+
+
 class RealLab:
     """A booted real lab (the tests' ``lab`` fixture, the demo, ``lab up``).
 
-    Its qubes are dom0 and ``vms``: the default five (``VMS``) and the extra targets
-    the lab was booted with, each tagged ``qgitconf-target``, running, with its own
-    uid, domain id, home, QubesDB, qrexec-daemon and agent, qgitconf installed.
+    Its qubes are dom0 and ``vms``: the default five (``VMS``), the extra targets and
+    the templates the lab was booted with, each tagged ``qgitconf-target`` (but the
+    default five), and the disposables started since; each with its own uid (but a
+    disposable), domain id, home, root volume, QubesDB, qrexec-daemon and agent,
+    qgitconf installed.
     """
 
-    def __init__(self, root: Path, build_dir: Path, extra_targets: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        build_dir: Path,
+        extra_targets: Sequence[str] = (),
+        templates: Mapping[str, Sequence[str]] | None = None,
+        dispvm_templates: Sequence[str] = (),
+    ) -> None:
         self.root = root
         self.build_dir = build_dir
         self.fingerprint = ""
         self.extra_targets = check_extra_targets(extra_targets)
+        appvms = [*VMS, *self.extra_targets]
+        self.templates, self.dispvm_templates = check_templates(
+            templates or {}, dispvm_templates, appvms
+        )
+        based_on = {vm: tpl for tpl, based in self.templates.items() for vm in based}
         self.qubes: dict[str, dict[str, Any]] = {
-            **QUBES,
-            **{n: {"class": "AppVM", "tags": [TARGET_TAG]} for n in self.extra_targets},
+            **{n: {**q, "template": based_on.get(n)} for n, q in QUBES.items()},
+            **{
+                n: {"class": "AppVM", "tags": [TARGET_TAG], "template": based_on.get(n)}
+                for n in self.extra_targets
+            },
+            **{n: {"class": "TemplateVM", "tags": [TARGET_TAG]} for n in self.templates},
         }
+        for n in self.dispvm_templates:
+            self.qubes[n]["template_for_dispvms"] = True
         self.vms: list[str] = [n for n in self.qubes if n != "dom0"]
-        self._uids = {
-            **UID,
-            **{n: EXTRA_UID_BASE + i for i, n in enumerate(self.extra_targets)},
-        }
-        self._domids = {
-            **DOMID,
-            **{n: len(VMS) + 1 + i for i, n in enumerate(self.extra_targets)},
-        }
+        added = [*self.extra_targets, *self.templates]
+        self._uids = {**UID, **{n: EXTRA_UID_BASE + i for i, n in enumerate(added)}}
+        self._domids = {**DOMID, **{n: len(VMS) + 1 + i for i, n in enumerate(added)}}
+        self._disposables = 0  # started so far: the next is disp<N+1>
+        self.reset_rebooted: list[str] = []  # the qubes the last reset() restarted
         self._sup: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._host_pid: dict[str, int] = {}
         self._running = dict.fromkeys(self.vms, True)
         self._tags: dict[str, list[str]] = {n: list(q["tags"]) for n, q in self.qubes.items()}
         self._ask = "allow"
-        self._qubesdb: dict[str, dict[str, str]] = {
-            n: {"/name": n, "/type": "AppVM", "/qubes-vm-type": "AppVM"} for n in self.vms
-        }
+        self._qubesdb: dict[str, dict[str, str]] = {n: self._initial_qubesdb(n) for n in self.vms}
         self._baseline: dict[str, Any] | None = None
         self.boot_seconds = 0.0
         self.source_dir: Path | None = None
@@ -624,19 +725,45 @@ class RealLab:
         # the root is a directory the caller named: close() empties it, leaves it
         self._keep_root_dir = False
 
+    def _initial_qubesdb(self, name: str) -> dict[str, str]:
+        """The keys qubesd writes into a qube's QubesDB at its start (qubes-core-admin
+        ``QubesVM.create_qdb_entries``) that the lab's qubes and bind-dirs.sh read."""
+        q = self.qubes[name]
+        klass = q["class"]
+        persistence = {"TemplateVM": "full", "DispVM": "none"}.get(klass, "rw-only")
+        db = {
+            "/name": name,
+            "/type": klass,
+            "/qubes-vm-type": klass,
+            "/qubes-vm-updateable": str(klass == "TemplateVM"),
+            "/qubes-vm-persistence": persistence,
+        }
+        if q.get("template"):
+            db["/qubes-base-template"] = str(q["template"])
+        return db
+
     # -- layout ---------------------------------------------------------------------------
 
     def qube(self, name: str) -> Path:
-        """The host directory holding what is private to qube ``name``."""
+        """The host directory holding what is private to qube ``name``.
+
+        Inside: ``rw`` (its private volume, the qube's ``/rw``: ``config``,
+        ``home/user``, ``usrlocal``, ``bind-dirs``), ``root`` (its root volume:
+        ``upper`` and ``work`` of the overlays of ``ROOT_DIRS``; ``tpl``, the
+        template's root as the qube booted on it), ``etc`` (the lab's per-qube /etc
+        layer: passwd, hostname, environment), ``qubesdb``; a template also has
+        ``root.saved`` (its root as of its last shutdown), a disposable template
+        ``rw.saved`` (likewise its private volume).
+        """
         if name not in self.qubes:
             raise UsageError(f"no qube {name!r} in the lab")
         return self.root / "qubes" / name
 
     def home(self, name: str) -> Path:
-        """The host path of qube ``name``'s ``/home/user``."""
+        """The host path of qube ``name``'s ``/home/user`` (``/rw/home/user`` in it)."""
         if name not in self.vms:
             raise UsageError(f"no qube {name!r} with a home")
-        return self.qube(name) / "home"
+        return self.qube(name) / "rw/home/user"
 
     @property
     def policy_dir(self) -> Path:
@@ -649,12 +776,27 @@ class RealLab:
 
     def in_root(self, name: str) -> Path:
         """The host path of domain ``name``'s ``/`` (through its holder's /proc entry)."""
+        if name not in self._host_pid:
+            raise UsageError(f"qube {name!r} is not running")
         return Path(f"/proc/{self._host_pid[name]}/root")
+
+    def template_of(self, name: str) -> str | None:
+        """The lab template qube ``name`` is based on (a disposable: its disposable
+        template's), or None (a template, or an AppVM on the host's stand-in template)."""
+        t = self.qubes[name].get("template")
+        return str(t) if t else None
 
     # -- boot -----------------------------------------------------------------------------
 
     @classmethod
-    def boot(cls, root: Path | None = None, *, extra_targets: Sequence[str] = ()) -> RealLab:
+    def boot(
+        cls,
+        root: Path | None = None,
+        *,
+        extra_targets: Sequence[str] = (),
+        templates: Mapping[str, Sequence[str]] | None = None,
+        dispvm_templates: Sequence[str] = (),
+    ) -> RealLab:
         """Build (cached) and boot the lab; raise ConfigError when that fails.
 
         The lab's run tree goes to ``root`` when given (a new or empty directory, or
@@ -662,9 +804,13 @@ class RealLab:
         else to a fresh ``LAB_BASE/run-XXXX`` (close() removes it).  ``extra_targets``
         are more target qubes (``t01``...), set up as ``personal`` and ``work`` are:
         tagged ``qgitconf-target``, running, the vault's public key in
-        ``~/QubesIncoming/vault``.
+        ``~/QubesIncoming/vault``.  ``templates`` adds TemplateVMs, set up as the extra
+        targets, each with the AppVMs (default or extra) based on it:
+        ``{"debian-tpl": ["personal", "t01"]}``.  ``dispvm_templates`` are AppVMs
+        that are disposable templates (``template_for_dispvms``; start_disposable()).
         """
         extra = check_extra_targets(extra_targets)
+        check_templates(templates or {}, dispvm_templates, [*VMS, *extra])
         ok, why = available()
         if not ok:
             raise ConfigError(f"real lab unavailable: {why}")
@@ -682,7 +828,7 @@ class RealLab:
             root = claim_root(root)
             keep_dir = True
         (root / "owner").write_text(str(os.getpid()))
-        lab = cls(root, build_dir, extra)
+        lab = cls(root, build_dir, extra, templates, dispvm_templates)
         lab.source_dir = src
         lab._keep_root_dir = keep_dir
         try:
@@ -699,6 +845,12 @@ class RealLab:
         r = self.root
         for d in ("log", "layers", "mnt", "dom0/state", "dom0/etc"):
             (r / d).mkdir(parents=True)
+        # the upper directories of the qubes' roots are in the run tree: an overlay
+        # refuses an upper inside one of its lower layers (the host's directories)
+        for d in ROOT_DIRS:
+            if d not in NO_HOST_LOWER and r.resolve().is_relative_to(Path("/", d).resolve()):
+                raise ConfigError(f"the lab's run tree {r} must not be under /{d}")
+        (r / "layers/empty").mkdir(mode=0o700)
         vchan = r / "vchan"
         vchan.mkdir()
         # socket vchan: the caller (qrexec-client-vm, as the qube's user) creates the
@@ -708,7 +860,7 @@ class RealLab:
             install_qgitconf(r / "layers/qgitconf", log)
         # lab stand-ins in the VMs: QubesDB's readers
         lab_vm = r / "layers/lab-vm"
-        for prog in ("qubesdb-read", "qubesdb-list"):
+        for prog in ("qubesdb-read", "qubesdb-list", "qubesdb-multiread"):
             dest = lab_vm / "usr/bin" / prog
             dest.parent.mkdir(parents=True, exist_ok=True)
             body = (HERE / "real_qubesdb.py").read_text()
@@ -733,86 +885,154 @@ class RealLab:
         (d0 / "hostname").write_text("dom0\n")
         self._write_system_info()
         self.set_ask_answer(self._ask)
+        for name in self.vms:
+            self._prepare_vm(name)
+        # config-mgmt signs through the vault (docs/setup.md: /rw/config/gpg-split-domain)
+        (self.qube("config-mgmt") / "rw/config/gpg-split-domain").write_text("vault\n")
+        for name in self.vms:
+            self._lay_root(name, fresh=True)
+
+    def _prepare_vm(self, name: str) -> None:
+        """Qube ``name``'s directories: its /etc layer, private volume, QubesDB."""
+        drop = {"qubes", "user"}
         shadow_gid = next(
             (int(ln.split(":")[2]) for ln in _passwd_lines("/etc/group", set())
              if ln.startswith("shadow:")),
             0,
         )  # fmt: skip
         env_lines = _passwd_lines("/etc/environment", set())
-        for name in self.vms:
-            uid, q = self._uids[name], self.qube(name)
-            etc = q / "etc"
-            etc.mkdir(parents=True)
-            users = _passwd_lines("/etc/passwd", {"user"})
-            (etc / "passwd").write_text(
-                "\n".join([*users, f"user:x:{uid}:{uid}:Qube user:/home/user:/bin/bash"]) + "\n"
+        uid, q = self._uids[name], self.qube(name)
+        etc = q / "etc"
+        etc.mkdir(parents=True)
+        users = _passwd_lines("/etc/passwd", {"user"})
+        (etc / "passwd").write_text(
+            "\n".join([*users, f"user:x:{uid}:{uid}:Qube user:/home/user:/bin/bash"]) + "\n"
+        )
+        groups = _passwd_lines("/etc/group", drop)
+        (etc / "group").write_text(
+            "\n".join([*groups, f"user:x:{uid}:", f"qubes:x:{QUBES_GID}:user"]) + "\n"
+        )
+        shadow = etc / "shadow"
+        shadow.write_text(
+            "\n".join([*_passwd_lines("/etc/shadow", {"user"}), "user:!:19000:0:99999:7:::"]) + "\n"
+        )
+        shadow.chmod(0o640)
+        os.chown(shadow, 0, shadow_gid)
+        (etc / "hostname").write_text(f"{name}\n")
+        # socket vchan has no hypervisor to tell a process its domain id; pam_env
+        # passes /etc/environment to every service the agent starts
+        (etc / "environment").write_text(
+            "\n".join([*env_lines, f"VCHAN_DOMAIN={self._domids[name]}"]) + "\n"
+        )
+        # the private volume as setup-rw.sh leaves it at a qube's first boot
+        for d in ("rw/config", "rw/usrlocal", "rw/home"):
+            (q / d).mkdir(parents=True, mode=0o755)
+        home = self.home(name)
+        home.mkdir()
+        os.chown(home, uid, uid)
+        home.chmod(0o700)
+        (q / "qubesdb").mkdir()
+        self._write_qubesdb(name)
+        if self.qubes[name]["class"] == "TemplateVM":
+            for d in ROOT_DIRS:  # no earlier session: an empty root volume
+                (q / "root.saved" / d).mkdir(parents=True)
+
+    def _lay_root(self, name: str, fresh: bool) -> None:
+        """Make qube ``name``'s root volume ready for its boot.
+
+        ``fresh`` (a boot): an AppVM's or disposable's upper directories are new and
+        empty (Qubes' volatile volume), and a qube based on a lab template gets that
+        template's root as of its last shutdown (``root.saved``) as its ``tpl`` layer;
+        a template keeps its upper.  Without ``fresh`` (reset() restored the volume)
+        everything stays.
+        """
+        vol = self.qube(name) / "root"
+        vol.mkdir(exist_ok=True)
+        volatile = self.qubes[name]["class"] != "TemplateVM"
+        if fresh and volatile:
+            shutil.rmtree(vol / "upper", ignore_errors=True)
+            shutil.rmtree(vol / "work", ignore_errors=True)
+        tpl = self.template_of(name)
+        if fresh and tpl is not None:
+            shutil.rmtree(vol / "tpl", ignore_errors=True)
+            _cp_a_new(self.qube(tpl) / "root.saved", vol / "tpl")
+        for d in ROOT_DIRS:
+            (vol / "upper" / d).mkdir(parents=True, exist_ok=True)
+            (vol / "work" / d).mkdir(parents=True, exist_ok=True)
+            if tpl is not None:
+                (vol / "tpl" / d).mkdir(parents=True, exist_ok=True)
+        (vol / "upper/root").chmod(0o700)
+
+    def _overlays(self, name: str) -> list[Overlay]:
+        """The overlays of qube ``name``'s root, each writable into its root volume."""
+        r, b, q = self.root, self.build_dir, self.qube(name)
+        layers, vol = r / "layers", q / "root"
+        tpl = self.template_of(name) is not None
+        out = []
+        for d in ROOT_DIRS:
+            top = {"usr": [layers / "lab-vm/usr"], "etc": [q / "etc"]}.get(d, [])
+            pkgs = {
+                "usr": [layers / "qgitconf/usr", b / "vm/usr"],
+                "etc": [layers / "qgitconf/etc", b / "vm/etc"],
+            }.get(d, [])
+            host = Path("/", d)
+            base = host if d not in NO_HOST_LOWER and host.is_dir() else layers / "empty"
+            lowers = [*top, *([vol / "tpl" / d] if tpl else []), *pkgs, base]
+            out.append(
+                Overlay(d, tuple(map(str, lowers)), str(vol / "upper" / d), str(vol / "work" / d))
             )
-            groups = _passwd_lines("/etc/group", drop)
-            (etc / "group").write_text(
-                "\n".join([*groups, f"user:x:{uid}:", f"qubes:x:{QUBES_GID}:user"]) + "\n"
-            )
-            shadow = etc / "shadow"
-            shadow.write_text(
-                "\n".join([*_passwd_lines("/etc/shadow", {"user"}), "user:!:19000:0:99999:7:::"])
-                + "\n"
-            )
-            shadow.chmod(0o640)
-            os.chown(shadow, 0, shadow_gid)
-            (etc / "hostname").write_text(f"{name}\n")
-            # socket vchan has no hypervisor to tell a process its domain id; pam_env
-            # passes /etc/environment to every service the agent starts
-            (etc / "environment").write_text(
-                "\n".join([*env_lines, f"VCHAN_DOMAIN={self._domids[name]}"]) + "\n"
-            )
-            home = self.home(name)
-            home.mkdir(parents=True)
-            os.chown(home, uid, uid)
-            home.chmod(0o700)
-            (q / "rw/config").mkdir(parents=True)
-            (q / "qubesdb").mkdir()
-            self._write_qubesdb(name)
-        # config-mgmt signs through the vault (docs/setup.md: /rw/config/gpg-split-domain)
-        (self.qube("config-mgmt") / "rw/config/gpg-split-domain").write_text("vault\n")
+        return out
+
+    def _holder_argv(self, name: str) -> list[str]:
+        r, q = self.root, self.qube(name)
+        mnt = r / "mnt" / name
+        mnt.mkdir(exist_ok=True)
+        binds = {
+            "run/vchan": str(r / "vchan"),
+            "rw": str(q / "rw"),
+            # mount-dirs.sh: /rw/home on /home, /rw/usrlocal on /usr/local
+            "home": str(q / "rw/home"),
+            "usr/local": str(q / "rw/usrlocal"),
+            "ro:run/qubesdb": str(q / "qubesdb"),
+        }
+        script = _holder_script(mnt, "vm", binds, self._overlays(name), name, VM_BOOT_STEPS)
+        return ["unshare", "-m", "-u", "--propagation", "private", "--", "/bin/sh", "-c", script]
+
+    def _qube_config(self, name: str) -> dict[str, Any]:
+        d = self._domids[name]
+        return {
+            "domid": d,
+            "uuid": self._uuid(name),
+            "running": self._running[name],
+            # what qubes-qrexec-agent.service runs, minus systemd
+            "agent": ["env", "-i", f"PATH={SYS_PATH}", f"VCHAN_DOMAIN={d}",
+                      "/usr/lib/qubes/qrexec-agent"],
+            # what qubesd runs on VM start
+            "daemon": ["/usr/sbin/qrexec-daemon", "--direct", "-u", self._uuid(name), str(d),
+                       name, "user"],
+        }  # fmt: skip
 
     def _boot_config(self) -> dict[str, Any]:
         r, b = self.root, self.build_dir
         layers = r / "layers"
         holders: dict[str, list[str]] = {}
-        common = {"run/vchan": str(r / "vchan")}
-        usr0 = f"{layers}/lab-dom0/usr:{b}/dom0/usr"
-        etc0 = f"{r}/dom0/etc:{b}/dom0/etc"
         binds0 = {
-            **common,
+            "run/vchan": str(r / "vchan"),
             "ro:run/qgitconf-lab": str(r / "dom0/state"),
             "etc/qubes/policy.d": str(self.policy_dir),
         }
-        for name in ["dom0", *self.vms]:
-            mnt = r / "mnt" / name
-            mnt.mkdir()
-            if name == "dom0":
-                script = _holder_script(mnt, "dom0", binds0, usr0, etc0, "dom0")
-            else:
-                q = self.qube(name)
-                usr = f"{layers}/lab-vm/usr:{layers}/qgitconf/usr:{b}/vm/usr"
-                etc = f"{q}/etc:{layers}/qgitconf/etc:{b}/vm/etc"
-                binds = {
-                    **common,
-                    "home/user": str(self.home(name)),
-                    "ro:rw": str(q / "rw"),
-                    "ro:run/qubesdb": str(q / "qubesdb"),
-                }
-                script = _holder_script(mnt, "vm", binds, usr, etc, name)
-            holders[name] = [
-                "unshare",
-                "-m",
-                "-u",
-                "--propagation",
-                "private",
-                "--",
-                "/bin/sh",
-                "-c",
-                script,
-            ]
+        overlays0 = [
+            Overlay("usr", (f"{layers}/lab-dom0/usr", f"{b}/dom0/usr", "/usr")),
+            Overlay("etc", (f"{r}/dom0/etc", f"{b}/dom0/etc", "/etc")),
+        ]
+        mnt = r / "mnt/dom0"
+        mnt.mkdir()
+        script = _holder_script(mnt, "dom0", binds0, overlays0, "dom0")
+        holders["dom0"] = [
+            "unshare", "-m", "-u", "--propagation", "private", "--", "/bin/sh", "-c", script,
+        ]  # fmt: skip
+        for name in self.vms:
+            holders[name] = self._holder_argv(name)
         state = "/run/qgitconf-lab"
         stand_ins = "/usr/lib/qgitconf-lab/real_dom0.py"
         dom0_services = [
@@ -821,20 +1041,6 @@ class RealLab:
             ["/usr/bin/qrexec-policy-daemon", "--eval-socket-path=/run/qubes/policy.EvalSimple",
              "--gui-socket-path=/run/qubes/policy.EvalGUI"],
         ]  # fmt: skip
-        qubes = {}
-        for name in self.vms:
-            d = self._domids[name]
-            qubes[name] = {
-                "domid": d,
-                "uuid": self._uuid(name),
-                "running": self._running[name],
-                # what qubes-qrexec-agent.service runs, minus systemd
-                "agent": ["env", "-i", f"PATH={SYS_PATH}", f"VCHAN_DOMAIN={d}",
-                          "/usr/lib/qubes/qrexec-agent"],
-                # what qubesd runs on VM start
-                "daemon": ["/usr/sbin/qrexec-daemon", "--direct", "-u", self._uuid(name), str(d),
-                           name, "user"],
-            }  # fmt: skip
         return {
             "log_dir": str(r / "log"),
             "vchan_dir": str(r / "vchan"),
@@ -842,7 +1048,7 @@ class RealLab:
             "dom0_services": dom0_services,
             "dom0_sockets": ["run/qubesd.internal.sock", "run/qubes/policy.sock",
                              "run/qubes/policy-agent.sock"],
-            "qubes": qubes,
+            "qubes": {name: self._qube_config(name) for name in self.vms},
         }  # fmt: skip
 
     def _start(self) -> None:
@@ -928,6 +1134,10 @@ class RealLab:
             self.write(name, f"QubesIncoming/vault/{KEY_FILE}", public)
         self.run("vault", ["gpgconf", "--kill", "all"])
         self.grant_gpg_consent("config-mgmt")
+        # the lab's set-up stands for the disposable templates' earlier sessions: their
+        # disposables start from it (Qubes starts one from the volume saved at shutdown)
+        for name in self.dispvm_templates:
+            self._save_on_stop(name)
         self.save_baseline()
 
     # -- state of the Qubes system ------------------------------------------------------
@@ -947,7 +1157,7 @@ class RealLab:
                 "label": label,
                 "icon": f"appvm-{label}",
                 "tags": sorted(self._tags[name]),
-                "template_for_dispvms": False,
+                "template_for_dispvms": bool(q.get("template_for_dispvms")),
                 "default_dispvm": None,
                 "power_state": "Running" if dom0 or self._running[name] else "Halted",
                 # dom0 is the GUI qube (the default install): `ask` goes to its agent
@@ -960,19 +1170,137 @@ class RealLab:
     def _write_qubesdb(self, name: str) -> None:
         _atomic_write(self.qube(name) / "qubesdb/db.json", json.dumps(self._qubesdb[name]).encode())
 
+    # -- power: start, halt, reboot, disposables -----------------------------------------
+
     def set_running(self, name: str, running: bool) -> None:
-        """Start or halt qube ``name`` (its agent and dom0's qrexec-daemon for it)."""
+        """Start or halt qube ``name``, as ``qvm-start`` and ``qvm-shutdown --wait`` do.
+
+        Halting ends every process of the qube and its namespace (so its mounts),
+        and dom0's qrexec-daemon for it; a template saves its root volume and a
+        disposable template its private volume (what the qubes based on them get at
+        their next start), a disposable is gone.  Starting lays out its root afresh
+        (an AppVM's changes outside /rw are discarded), runs its boot steps
+        (bind-dirs.sh among them) and starts its agent and daemon.
+        """
         if name not in self.vms:
             raise UsageError(f"no qube {name!r} to start or halt")
         if running == self._running[name]:
             return
         self._running[name] = running
         if running:
-            self._request(op="start", qube=name)
+            self._lay_root(name, fresh=True)
+            self._domain_up(name)
             self._write_system_info()
         else:
             self._write_system_info()  # halted first: no new call is routed to it
-            self._request(op="stop", qube=name)
+            self._domain_down(name)
+            if self.qubes[name]["class"] == "DispVM":
+                self._forget(name)
+            else:
+                self._save_on_stop(name)
+
+    def reboot(self, name: str) -> None:
+        """Shut qube ``name`` down and start it again (``set_running`` off, then on).
+
+        As in Qubes: an AppVM's root (``/etc``, ``/var/lib``, ``/opt``... outside
+        ``/rw``, ``/home`` and ``/usr/local``) is as its template left it at the
+        template's last shutdown, bind-dirs.sh puts the paths its
+        ``qubes-bind-dirs.d`` files list back from ``/rw/bind-dirs``, and a template
+        keeps its root.  Its agent and dom0's daemon for it run again, so ``run()``
+        works as before.
+        """
+        if name not in self.vms or not self._running[name]:
+            raise UsageError(f"qube {name!r} is not running: nothing to reboot")
+        if self.qubes[name]["class"] == "DispVM":
+            raise UsageError(f"{name!r} is a disposable: it is gone once halted")
+        self.set_running(name, False)
+        self.set_running(name, True)
+
+    def start_disposable(self, dvm_template: str) -> str:
+        """Start a new disposable from ``dvm_template`` and return its name (``dispN``).
+
+        Its private volume (``/rw``, so ``/home/user``) is a copy of the disposable
+        template's as of that qube's last shutdown (or the lab's set-up); its root
+        is volatile, on the disposable template's template.  QubesDB ``/type`` is
+        ``DispVM``; its user has the disposable template's uid.  ``set_running(name,
+        False)`` (or reset()) ends and removes it.
+        """
+        if dvm_template not in self.dispvm_templates:
+            raise UsageError(f"{dvm_template!r} is not a disposable template of the lab")
+        self._disposables += 1
+        name = f"disp{self._disposables}"
+        self.qubes[name] = {
+            "class": "DispVM",
+            "tags": [],
+            "template": self.qubes[dvm_template].get("template"),
+            "dispvm_template": dvm_template,
+        }
+        self.vms.append(name)
+        self._uids[name] = self._uids[dvm_template]
+        self._domids[name] = DISP_DOMID_BASE + self._disposables
+        self._running[name] = True
+        self._tags[name] = []
+        self._qubesdb[name] = self._initial_qubesdb(name)
+        try:
+            self._prepare_vm(name)
+            rw = self.qube(name) / "rw"
+            shutil.rmtree(rw)
+            _cp_a_new(self.qube(dvm_template) / "rw.saved", rw)
+            self._lay_root(name, fresh=True)
+            self._request(
+                op="add", qube=name, holder=self._holder_argv(name), config=self._qube_config(name)
+            )
+            self._domain_up(name)
+        except BaseException:
+            self._forget(name)
+            raise
+        self._write_system_info()
+        return name
+
+    def _domain_up(self, name: str) -> None:
+        """Boot qube ``name``'s namespace from its laid-out volumes, its agent and daemon."""
+        nspid = int(self._request(op="start", qube=name)["holder"])
+        self._host_pid[name] = _nspid_to_host(self._sup_host_pid())[nspid]
+        self._state_changed()
+
+    def _domain_down(self, name: str) -> None:
+        self._request(op="stop", qube=name)
+        self._host_pid.pop(name, None)
+        self._state_changed()
+
+    def _save_on_stop(self, name: str) -> None:
+        """What Qubes keeps of a halted qube for the qubes started from it later: a
+        template's root volume, a disposable template's private volume."""
+        q = self.qube(name)
+        if self.qubes[name]["class"] == "TemplateVM":
+            shutil.rmtree(q / "root.saved", ignore_errors=True)
+            _cp_a_new(q / "root/upper", q / "root.saved")
+        if name in self.dispvm_templates:
+            shutil.rmtree(q / "rw.saved", ignore_errors=True)
+            _cp_a_new(q / "rw", q / "rw.saved")
+
+    def _forget(self, name: str) -> None:
+        """Remove disposable ``name`` (halted, or never booted) from the lab."""
+        with contextlib.suppress(ConfigError):
+            self._request(op="remove", qube=name)
+        self._host_pid.pop(name, None)
+        self._running.pop(name, None)
+        self._tags.pop(name, None)
+        self._qubesdb.pop(name, None)
+        self._uids.pop(name, None)
+        self._domids.pop(name, None)
+        if name in self.vms:
+            self.vms.remove(name)
+        shutil.rmtree(self.qube(name), ignore_errors=True)
+        shutil.rmtree(self.root / "mnt" / name, ignore_errors=True)
+        self.qubes.pop(name, None)
+        self._write_system_info()
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        # a lab that `lab up` keeps: state.json has the holders' pids (attach())
+        if not self._attached and (self.root / STATE_FILE).exists():
+            self.save_state()
 
     def set_tags(self, name: str, tags: Sequence[str]) -> None:
         self._tags[name] = list(tags)
@@ -1056,22 +1384,39 @@ class RealLab:
         *,
         input: bytes | None = None,
         extra_env: Mapping[str, str] | None = None,
+        user: str = "user",
     ) -> subprocess.CompletedProcess[bytes]:
         """Run ``cmd`` in qube ``name`` as its user, through the real qrexec.
 
         dom0 runs ``qrexec-client -d NAME user:CMD`` as ``qvm-run`` does; the agent
         starts CMD as the qube's user through PAM.  The working directory is the home.
+        ``user="root"`` is ``qvm-run -u root``: ``qrexec-client -d NAME root:CMD``,
+        CMD runs as root (in ``/root``).
         """
         if name not in self.vms:
             raise UsageError(f"no qube {name!r} to run in")
         env = [f"{k}={v}" for k, v in (extra_env or {}).items()]
         line = "cd && exec " + shlex.join(["env", *env, *cmd] if env else list(cmd))
-        return self.dom0(["/usr/bin/qrexec-client", "-d", name, f"user:{line}"], input=input)
+        return self.dom0(
+            ["/usr/bin/qrexec-client", "-d", name, f"{_check_user(user)}:{line}"], input=input
+        )
 
     # -- reset ----------------------------------------------------------------------------
 
+    # the parts of a qube's volumes reset() restores when they changed ("rw" without
+    # "home": the homes are restored on their own, in place)
+    _VOLUME_PARTS = ("rw", "root/upper", "root/tpl", "root.saved", "rw.saved")
+
+    def _volume_state(self, name: str) -> dict[str, list[tuple[object, ...]]]:
+        q = self.qube(name)
+        return {
+            part: _tree_state(q / part, frozenset({"home"}) if part == "rw" else frozenset())
+            for part in self._VOLUME_PARTS
+        }
+
     def save_baseline(self) -> None:
-        """Remember every home, QubesDB, tags, power state and ask answer for reset()."""
+        """Remember every home, root and private volume, QubesDB, tags, power state and
+        ask answer for reset()."""
         base = self.root / "baseline"
         if base.exists():
             shutil.rmtree(base)
@@ -1079,27 +1424,81 @@ class RealLab:
         self._request(op="killusers", uids=list(self._uids.values()))
         for name in self.vms:
             _cp_a(self.home(name), base / name)
+            q, vol = self.qube(name), base / "vol" / name
+            vol.mkdir(parents=True)
+            for part in self._VOLUME_PARTS:
+                if not (q / part).exists():
+                    continue
+                if part == "rw":
+                    (vol / "rw").mkdir()
+                    for child in (q / "rw").iterdir():
+                        if child.name != "home":
+                            _cp_a_new(child, vol / "rw" / child.name)
+                else:
+                    (vol / part).parent.mkdir(parents=True, exist_ok=True)
+                    _cp_a_new(q / part, vol / part)
         shutil.copytree(self.policy_dir, base / "policy.d")
         self._baseline = {
+            "vms": list(self.vms),
             "qubesdb": json.loads(json.dumps(self._qubesdb)),
             "running": dict(self._running),
             "tags": {n: list(t) for n, t in self._tags.items()},
             "ask": self._ask,
+            "volumes": {n: self._volume_state(n) for n in self.vms},
         }
 
+    def _restore_volumes(self, name: str) -> None:
+        """Qube ``name``'s volumes as save_baseline() saw them (the qube is halted)."""
+        q, vol = self.qube(name), self.root / "baseline/vol" / name
+        for part in self._VOLUME_PARTS:
+            if part == "rw":
+                for child in list((q / "rw").iterdir()):
+                    if child.name == "home":
+                        continue
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+                if (vol / "rw").exists():
+                    _cp_a(vol / "rw", q / "rw")
+                continue
+            shutil.rmtree(q / part, ignore_errors=True)
+            if (vol / part).exists():
+                _cp_a_new(vol / part, q / part)
+        shutil.rmtree(q / "root/work", ignore_errors=True)
+        self._lay_root(name, fresh=False)
+
     def reset(self) -> None:
-        """Back to the state save_baseline() saw: homes byte for byte, QubesDB, power, ask.
+        """Back to the state save_baseline() saw: homes byte for byte, volumes, QubesDB,
+        power, ask.
 
         Each home directory keeps its inode (it is bind-mounted into its qube); its
-        contents are replaced.  Leftover processes of the qubes' users go first.
+        contents are replaced.  Leftover processes of the qubes' users go first.  A
+        qube whose root or private volume changed (a root write, a reboot) is halted,
+        its volumes restored, and started again (``reset_rebooted`` names them);
+        disposables started since are removed.
         """
         if self._baseline is None:
             raise UsageError("reset() before save_baseline()")
         b = self._baseline
+        for name in [n for n in self.vms if n not in b["vms"]]:
+            self.set_running(name, False)  # a disposable: removed
         for name in self.vms:
             if self._running[name] != b["running"][name]:
                 self.set_running(name, b["running"][name])
         self._request(op="killusers", uids=list(self._uids.values()))
+        self.reset_rebooted = []
+        for name in self.vms:
+            if self._volume_state(name) == b["volumes"][name]:
+                continue
+            up = self._running[name]
+            if up:
+                self._domain_down(name)
+            self._restore_volumes(name)
+            if up:
+                self._domain_up(name)
+            b["volumes"][name] = self._volume_state(name)
+            self.reset_rebooted.append(name)
         for name in self.vms:
             home = self.home(name)
             for child in list(home.iterdir()):
@@ -1144,6 +1543,8 @@ class RealLab:
             "fingerprint": self.fingerprint,
             "boot_seconds": self.boot_seconds,
             "extra_targets": list(self.extra_targets),
+            "templates": {t: list(b) for t, b in self.templates.items()},
+            "dispvm_templates": list(self.dispvm_templates),
         }
         path = self.root / STATE_FILE
         _atomic_write(path, json.dumps(state, indent=1).encode())
@@ -1163,7 +1564,13 @@ class RealLab:
             state = json.loads((root / STATE_FILE).read_text())
         except (OSError, ValueError) as e:
             raise LocalStateError(f"no lab is running in {root} (qgitconf lab up)") from e
-        lab = cls(root, Path(state["build_dir"]), state.get("extra_targets", ()))
+        lab = cls(
+            root,
+            Path(state["build_dir"]),
+            state.get("extra_targets", ()),
+            state.get("templates", {}),
+            state.get("dispvm_templates", ()),
+        )
         lab._attached = True
         lab.fingerprint = str(state["fingerprint"])
         lab.boot_seconds = float(state["boot_seconds"])
@@ -1186,16 +1593,20 @@ class RealLab:
             return os.getpid()
         return int(json.loads((self.root / STATE_FILE).read_text())["pid"])
 
-    def qrexec_argv(self, name: str, line: str) -> list[str]:
+    def qrexec_argv(self, name: str, line: str, user: str = "user") -> list[str]:
         """The host command that runs shell ``line`` in qube ``name`` through qrexec.
 
         ``qrexec-client -d NAME user:LINE`` in dom0, as ``qvm-run`` does: the qube's
-        agent starts LINE as its user, through PAM and a login shell.  For a caller
-        that passes its own stdin, stdout and stderr through (``lab run``).
+        agent starts LINE as its user (or ``user``, e.g. root), through PAM and a
+        login shell.  For a caller that passes its own stdin, stdout and stderr
+        through (``lab run``).
         """
         if name not in self.vms:
             raise UsageError(f"no qube {name!r} in the lab (qubes: {', '.join(self.vms)})")
-        return [*self._dom0_enter(), "/usr/bin/qrexec-client", "-d", name, f"user:{line}"]
+        return [
+            *self._dom0_enter(), "/usr/bin/qrexec-client", "-d", name,
+            f"{_check_user(user)}:{line}",
+        ]  # fmt: skip
 
     def _dom0_enter(self) -> list[str]:
         return ["nsenter", "-t", str(self._host_pid["dom0"]), "-m", "-u", "-p", "-r", "-w", "--"]
@@ -1281,6 +1692,43 @@ def claim_root(root: Path) -> Path:
             raise UsageError(f"{root} holds a lab that is running (process {owner})")
         _empty_dir(root)
     return root
+
+
+def _check_user(user: str) -> str:
+    """``user`` as the user part of a qrexec command (``user:CMD``): a plain name."""
+    if not user or not user[0].isalpha() or not set(user) <= _NAME_CHARS - {"."}:
+        raise UsageError(f"{user!r} is not a user name")
+    return user
+
+
+def _cp_a_new(src: Path, dest: Path) -> None:
+    """``cp -a SRC DEST`` for a new DEST: SRC's tree, owners, modes, xattrs (an overlay
+    upper's whiteouts and opaque marks) and times."""
+    proc = subprocess.run(["cp", "-a", "--", str(src), str(dest)], capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise ConfigError(f"cp -a {src} {dest}: {proc.stderr.decode(errors='replace')}")
+
+
+def _tree_state(path: Path, skip: frozenset[str] = frozenset()) -> list[tuple[object, ...]]:
+    """What tells whether the tree at ``path`` changed: each entry's path, type, mode,
+    owner, size, times and link target (``skip``: names left out at the top)."""
+    out: list[tuple[object, ...]] = []
+    if not path.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(path):
+        here = Path(dirpath)
+        if here == path:
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            filenames = [f for f in filenames if f not in skip]
+        links = [d for d in dirnames if (here / d).is_symlink()]  # os.walk does not enter
+        for p in [here, *(here / f for f in filenames), *(here / d for d in links)]:
+            st = p.lstat()
+            link = os.readlink(p) if p.is_symlink() else ""
+            out.append(
+                (str(p.relative_to(path)), st.st_mode, st.st_uid, st.st_gid, st.st_size,
+                 st.st_mtime_ns, st.st_ctime_ns, link)
+            )  # fmt: skip
+    return sorted(out, key=lambda e: str(e[0]))
 
 
 def _cp_a(src: Path, dest: Path) -> None:

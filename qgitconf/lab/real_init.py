@@ -5,9 +5,14 @@ real_init.py BOOT.json``.  It starts one namespace holder per domain (a process 
 own mount namespace whose root is the domain's file view), then the domain's daemons
 inside it, and answers the harness's requests, one JSON line each way:
 
-* ``{"op": "start", "qube": NAME}``: boot a qube (its ``qrexec-agent``, then dom0's
-  ``qrexec-daemon`` for it), as qubesd does on VM start;
-* ``{"op": "stop", "qube": NAME}``: halt it (every process of the qube and its daemon);
+* ``{"op": "start", "qube": NAME}``: boot a qube: a fresh namespace holder (which lays
+  out its root and runs its boot steps, bind-dirs among them), its ``qrexec-agent``,
+  then dom0's ``qrexec-daemon`` for it, as qubesd does on VM start; the answer names
+  the holder's pid;
+* ``{"op": "stop", "qube": NAME}``: halt it (every process of the qube, its holder, so
+  its mounts, and its daemon);
+* ``{"op": "add", "qube": NAME, "holder": ARGV, "config": {...}}``: learn a qube that
+  was not in the boot file (a disposable), ``{"op": "remove", "qube": NAME}`` forget it;
 * ``{"op": "killusers", "uids": [...]}``: end the qube users' leftover processes
   (``gpg-agent`` and the like) between tests.
 
@@ -130,23 +135,28 @@ class Supervisor:
     def root(self, domain: str) -> Path:
         return Path(f"/proc/{self.holders[domain]}/root")
 
-    def boot(self) -> None:
+    def _holders(self, names: list[str]) -> None:
+        """Start the namespace holders of ``names`` together; wait until each is ready
+        (its root laid out and its boot steps run)."""
         started = {
-            name: self._spawn(argv, f"ns-{name}", stdout=subprocess.PIPE)
-            for name, argv in self.cfg["holders"].items()
+            name: self._spawn(self.cfg["holders"][name], f"ns-{name}", stdout=subprocess.PIPE)
+            for name in names
         }
         for name, proc in started.items():
             out = proc.stdout
             line = out.readline() if out is not None else b""
-            if line.strip() != b"ready":
-                raise RuntimeError(f"namespace {name} did not come up (see ns-{name}.log)")
             if out is not None:
                 out.close()
+            if line.strip() != b"ready":
+                raise RuntimeError(f"namespace {name} did not come up (see ns-{name}.log)")
             self.holders[name] = proc.pid
+
+    def boot(self) -> None:
+        running = [n for n, q in self.cfg["qubes"].items() if q["running"]]
+        self._holders(["dom0", *running])
         for i, argv in enumerate(self.cfg["dom0_services"]):
             self._in("dom0", argv, f"dom0-service-{i}")
         _wait_for([self.root("dom0") / p for p in self.cfg["dom0_sockets"]], "dom0 services")
-        running = [n for n, q in self.cfg["qubes"].items() if q["running"]]
         for name in running:
             self._start_agent(name)
         for name in running:
@@ -167,17 +177,22 @@ class Supervisor:
         sock = self.root("dom0") / "run/qubes" / f"qrexec.{name}"
         _wait_for([sock], f"qrexec-daemon for {name}")
 
-    def start(self, name: str) -> None:
-        if name in self.daemons:
-            return
-        self._start_agent(name)
-        self._start_daemon(name)
-        self._wait_daemon(name)
+    def start(self, name: str) -> int:
+        if name not in self.holders:
+            self._holders([name])
+        if name not in self.daemons:
+            self._start_agent(name)
+            self._start_daemon(name)
+            self._wait_daemon(name)
+        return self.holders[name]
 
     def stop(self, name: str) -> None:
         q = self.cfg["qubes"][name]
-        ns = _mnt_ns(self.holders[name])
-        victims = [p for p in _pids() if p != self.holders[name] and _mnt_ns(p) == ns]
+        holder = self.holders.pop(name, None)
+        ns = _mnt_ns(holder) if holder is not None else None
+        # the holder and everything in its mount namespace: the namespace, and with it
+        # every mount of the qube's root, goes with its last process
+        victims = [p for p in _pids() if ns is not None and _mnt_ns(p) == ns]
         daemon = self.daemons.pop(name, None)
         if daemon is not None:
             victims.append(daemon)
@@ -203,10 +218,22 @@ class Supervisor:
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op == "start":
-            self.start(str(req["qube"]))
-            return {"ok": True}
+            return {"ok": True, "holder": self.start(str(req["qube"]))}
         if op == "stop":
             self.stop(str(req["qube"]))
+            return {"ok": True}
+        if op == "add":
+            name = str(req["qube"])
+            if name in self.cfg["qubes"]:
+                return {"error": f"qube {name!r} exists"}
+            self.cfg["holders"][name] = [str(a) for a in req["holder"]]
+            self.cfg["qubes"][name] = dict(req["config"])
+            return {"ok": True}
+        if op == "remove":
+            name = str(req["qube"])
+            self.stop(name)
+            self.cfg["holders"].pop(name, None)
+            self.cfg["qubes"].pop(name, None)
             return {"ok": True}
         if op == "killusers":
             return {"ok": True, "killed": self.killusers([int(u) for u in req["uids"]])}

@@ -1,15 +1,16 @@
-"""Stand-in for QubesDB's ``qubesdb-read`` and ``qubesdb-list`` in a real-lab qube.
+"""Stand-in for QubesDB's ``qubesdb-read``, ``-list`` and ``-multiread`` in a real-lab qube.
 
-Installed by :mod:`qgitconf.lab.real` as root-owned ``/usr/bin/qubesdb-read`` and
-``/usr/bin/qubesdb-list`` (``#!/usr/bin/python3 -I``; the program picks its command
-from its name, as the real ``qubesdb-cmd`` does).  On Qubes the values come from
-``qubesdb-daemon``, which only dom0 writes; here from ``/run/qubesdb/db.json``, a
-read-only bind of a root-owned file the harness writes (``{"/name": "personal"}``).
-Behaviour as upstream ``client/qubesdb-cmd.c``: ``read`` prints each value and a
-newline (bytes outside 0x20..0x7f as ``\\xNN`` unless ``-r``), ``Failed to read KEY``
-and exit 1 for a missing key; ``list PATH`` prints the keys starting with PATH, PATH
-cut off unless ``-f``; ``-q`` silences errors; no database is "Failed connect to
-local daemon", exit 1.
+Installed by :mod:`qgitconf.lab.real` as root-owned ``/usr/bin/qubesdb-read``,
+``/usr/bin/qubesdb-list`` and ``/usr/bin/qubesdb-multiread`` (``#!/usr/bin/python3
+-I``; the program picks its command from its name, as the real ``qubesdb-cmd`` does).
+On Qubes the values come from ``qubesdb-daemon``, which only dom0 writes; here from
+``/run/qubesdb/db.json``, a read-only bind of a root-owned file the harness writes
+(``{"/name": "personal"}``).  Behaviour as upstream ``client/qubesdb-cmd.c``: ``read``
+prints each value and a newline (bytes outside 0x20..0x7f as ``\\xNN`` unless ``-r``),
+``Failed to read KEY`` and exit 1 for a missing key; ``list PATH`` prints the keys
+starting with PATH, PATH cut off unless ``-f``; ``multiread PATH`` prints ``KEY =
+VALUE`` for each of those keys (what qubes-sysinit.sh and bind-dirs.sh parse); ``-q``
+silences errors; no database is "Failed connect to local daemon", exit 1.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def main(argv: list[str]) -> int:
         cut = 0 if fullpath else len(args[0])
         for key in sorted(k for k in db if k.startswith(args[0])):
             print(key[cut:])
+        return 0
+    if cmd == "multiread":
+        if len(args) != 1:
+            print("MULTIREAD command accept only one path", file=sys.stderr)
+            return 1
+        cut = 0 if fullpath else len(args[0])
+        for key in sorted(k for k in db if k.startswith(args[0])):
+            print(f"{key[cut:]} = {_encode(db[key], raw)}")
         return 0
     print("Unknown command", file=sys.stderr)
     return 1
