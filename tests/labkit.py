@@ -68,11 +68,15 @@ def setup_lab(lab: Lab) -> None:
         )
 
 
-def commit_files(lab: Lab, target: str, files: dict[str, str | bytes], message: str) -> str:
-    """Write ``files`` ($HOME-relative) for ``target`` in config-mgmt and commit them."""
-    for rel, content in files.items():
+def commit_files(
+    lab: Lab, target: str, files: Mapping[str, str | bytes | tuple[str | bytes, int]], message: str
+) -> str:
+    """Write ``files`` ($HOME-relative; a ``(content, mode)`` pair for another mode than
+    0644) for ``target`` in config-mgmt and commit them."""
+    for rel, spec in files.items():
+        content, mode = spec if isinstance(spec, tuple) else (spec, 0o644)
         data = content.encode() if isinstance(content, str) else content
-        lab.write("config-mgmt", f"src/{target}/{rel}", data)
+        lab.write("config-mgmt", f"src/{target}/{rel}", data, mode=mode)
         qg(lab, "config-mgmt", "add", target, f"src/{target}/{rel}", "--as", rel)
     qg(lab, "config-mgmt", "commit", target, "-m", message)
     return tip(lab, target)

@@ -483,3 +483,24 @@ def test_sigkill_at_every_step_of_the_system_apply(lab: Lab, tmp_path: Path) -> 
         f"\nsystem apply: {n - 1} SIGKILL trials, recovered to old {seen['old']}, new {seen['new']}"
     )
     assert n > 5 and seen["old"] and seen["new"]
+
+
+def test_overwritten_file_gets_root_owner_and_plain_mode(lab: Lab, layout: Layout) -> None:
+    """A setuid, group-writable file of another owner where a system file goes is drift;
+    overwritten, the new file is root's with mode 0755 exactly (nothing carried over),
+    and the kept original comes back byte for byte, mode and all, at revert."""
+    _enable(lab)
+    target = layout.sysroot / "etc/vim/vimrc.local"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"theirs\n")
+    os.chown(target, 4242, 4242)
+    target.chmod(0o6775)
+    _stage(lab, {"system/etc/vim/vimrc.local": ("set nocompatible\n", 0o755)})
+    with pytest.raises(DriftError):
+        _apply(lab, layout)
+    _apply(lab, layout, overwrite=True)
+    st = target.lstat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o755)
+    with searchable(lab):
+        revert_system(to=0, layout=layout, read=_reader(lab))
+    assert target.read_bytes() == b"theirs\n"
