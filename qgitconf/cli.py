@@ -1112,6 +1112,13 @@ def _print_system(rec: dict[str, Any], as_json: bool) -> None:
         click.echo(f"  CONFLICT {line}")
     for path in rec.get("bind_dirs", []):
         click.echo(f"  kept across reboots by bind-dirs: {sanitize(path)}")
+    if rec.get("custom_persist"):
+        click.echo(
+            "  custom-persist is on here: bind-dirs reads only dom0's declarations. To keep"
+            " these files, in dom0:"
+        )
+        for line in rec["custom_persist"]:
+            click.echo(f"    {sanitize(line)}")
 
 
 @system.command("apply")

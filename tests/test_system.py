@@ -504,3 +504,21 @@ def test_overwritten_file_gets_root_owner_and_plain_mode(lab: Lab, layout: Layou
     with searchable(lab):
         revert_system(to=0, layout=layout, read=_reader(lab))
     assert target.read_bytes() == b"theirs\n"
+
+
+def test_custom_persist_on_prints_the_dom0_declarations(lab: Lab, layout: Layout) -> None:
+    """With R4.3's custom-persist on, bind-dirs.sh ignores /rw/config/qubes-bind-dirs.d:
+    the root step prints the declarations dom0 must make (each file as itself)."""
+    from qgitconf.persist import FEATURE_KEY_MAX
+    from qgitconf.system.persist import custom_persist_commands
+
+    _enable(lab)
+    _stage(lab, {"system/etc/gitconfig": GITCONFIG, "system/etc/vim/vimrc.local": "v\n"})
+    rec = _apply(lab, layout, read=_reader(lab, **{"/qubes-service/custom-persist": "1"}))
+    assert rec["custom_persist"] == [
+        "qvm-features personal custom-persist.qgitconf-s-etc-gitconfig /etc/gitconfig",
+        "qvm-features personal custom-persist.qgitconf-s-etc-vim-vimrc-local /etc/vim/vimrc.local",
+    ], rec
+    long = custom_persist_commands("personal", ["etc/" + "x" * 80, "usr/local/bin/t"])
+    assert len(long) == 1 and len(long[0].split()[2]) <= len("custom-persist.") + FEATURE_KEY_MAX
+    assert _apply(lab, layout)["custom_persist"] == []  # off: bind-dirs does it
