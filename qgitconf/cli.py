@@ -1112,6 +1112,13 @@ def _print_system(rec: dict[str, Any], as_json: bool) -> None:
         click.echo(f"  CONFLICT {line}")
     for path in rec.get("bind_dirs", []):
         click.echo(f"  kept across reboots by bind-dirs: {sanitize(path)}")
+    if rec.get("custom_persist"):
+        click.echo(
+            "  custom-persist is on here: bind-dirs reads only dom0's declarations. To keep"
+            " these files, in dom0:"
+        )
+        for line in rec["custom_persist"]:
+            click.echo(f"    {sanitize(line)}")
 
 
 @system.command("apply")
@@ -1318,17 +1325,26 @@ def lab_down(lab_dir: str | None) -> None:
     "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @_LAB_OPTION
+@click.option(
+    "-u",
+    "--user",
+    "user",
+    type=click.Choice(["user", "root"]),
+    default="user",
+    show_default=True,
+    help="Run as the qube's user or as root (as qvm-run -u root does).",
+)
 @click.argument("qube")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def lab_run(lab_dir: str | None, qube: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND in QUBE through qrexec, as its user, in its home (-- before COMMAND)."""
+def lab_run(lab_dir: str | None, user: str, qube: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in QUBE through qrexec, in its home (-- before COMMAND)."""
     from qgitconf.lab import real_session
 
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise UsageError("no COMMAND given")
-    real_session.exec_in_qube(lab_dir, qube, list(command))
+    real_session.exec_in_qube(lab_dir, qube, list(command), user=user)
 
 
 @lab.command("shell")

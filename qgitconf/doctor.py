@@ -306,6 +306,7 @@ def _target_checks(home: Path, env: Mapping[str, str], now: float) -> list[Check
         )
         for fpr in cfg.pinned:
             checks.append(_check_pinned(fpr, cfg.path.parent / "keys" / f"{fpr}.asc", env, now))
+        checks.append(_system_check(cfg.rules.system.prefixes))
     state = AgentState(state_dir(home))
     if (state.repo_path / "HEAD").exists():
         checks.append(_git_fsck("agent-repo", state.repo_path, env))
@@ -325,6 +326,18 @@ def _target_checks(home: Path, env: Mapping[str, str], now: float) -> list[Check
     checks.append(_persistence_check(home, env))
     checks.append(_rpc_check(env, "qgitconf.Receive"))
     return checks
+
+
+def _system_check(prefixes: tuple[str, ...]) -> Check:
+    """Whether system files are on (issue 15), from root-owned settings only."""
+    if not prefixes:
+        return Check("system-files", "skip", "off (dom0: vm-config.qgitconf-system-paths)")
+    shown = ", ".join("/" + p for p in prefixes)
+    return Check(
+        "system-files",
+        "ok",
+        f"allowed: {sanitize(shown)}; applied as root by `qgitconf system apply`",
+    )
 
 
 def _persistence_check(home: Path, env: Mapping[str, str]) -> Check:

@@ -68,11 +68,15 @@ def setup_lab(lab: Lab) -> None:
         )
 
 
-def commit_files(lab: Lab, target: str, files: dict[str, str | bytes], message: str) -> str:
-    """Write ``files`` ($HOME-relative) for ``target`` in config-mgmt and commit them."""
-    for rel, content in files.items():
+def commit_files(
+    lab: Lab, target: str, files: Mapping[str, str | bytes | tuple[str | bytes, int]], message: str
+) -> str:
+    """Write ``files`` ($HOME-relative; a ``(content, mode)`` pair for another mode than
+    0644) for ``target`` in config-mgmt and commit them."""
+    for rel, spec in files.items():
+        content, mode = spec if isinstance(spec, tuple) else (spec, 0o644)
         data = content.encode() if isinstance(content, str) else content
-        lab.write("config-mgmt", f"src/{target}/{rel}", data)
+        lab.write("config-mgmt", f"src/{target}/{rel}", data, mode=mode)
         qg(lab, "config-mgmt", "add", target, f"src/{target}/{rel}", "--as", rel)
     qg(lab, "config-mgmt", "commit", target, "-m", message)
     return tip(lab, target)
@@ -291,6 +295,30 @@ if importlib.util.find_spec("dulwich.midx") is None:  # dulwich 0.21 and 0.22: n
 
 
 @contextlib.contextmanager
+def searchable(lab: Lab) -> Iterator[None]:
+    """The lab's run root (0700 root, ``mkdtemp``) searchable (o+x, not listable) for the
+    block, so that a qube user's uid on this host reaches that qube's home."""
+    mode = stat.S_IMODE(lab.root.stat().st_mode)
+    lab.root.chmod(mode | 0o001)
+    try:
+        yield
+    finally:
+        lab.root.chmod(mode)
+
+
+def sh(lab: Lab, qube: str, script: str, user: str = "user", rc: int = 0) -> str:
+    """``sh -c script`` in ``qube`` through the real qrexec (as ``user``); its stdout."""
+    proc = lab.run(qube, ["sh", "-c", script], user=user)
+    assert proc.returncode == rc, (qube, script, proc.stdout, proc.stderr)
+    return proc.stdout.decode()
+
+
+def exists(lab: Lab, qube: str, path: str) -> bool:
+    """Whether ``path`` exists in ``qube`` (asked as root, through the real qrexec)."""
+    return lab.run(qube, ["test", "-e", path], user="root").returncode == 0
+
+
+@contextlib.contextmanager
 def as_qube_user(lab: Lab, qube: str) -> Iterator[None]:
     """Run in-process code with ``qube``'s uid as effective uid, so that what it writes
     into the qube's home belongs to the qube's user (the tests run as root).
@@ -301,14 +329,12 @@ def as_qube_user(lab: Lab, qube: str) -> Iterator[None]:
     """
     for module in LAZY_IMPORTS:
         importlib.import_module(module)
-    mode = stat.S_IMODE(lab.root.stat().st_mode)
-    lab.root.chmod(mode | 0o001)
     uid = lab.uid(qube)
-    os.setegid(uid)
-    os.seteuid(uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-        lab.root.chmod(mode)
+    with searchable(lab):
+        os.setegid(uid)
+        os.seteuid(uid)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)

@@ -19,12 +19,10 @@ are the same debris made by a real kill while the ref's lock file is held.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +34,7 @@ import pytest
 
 from qgitconf.agent import journal as journal_module
 from tests.applykit import STATE, as_user, home_view
-from tests.labkit import Lab, qg
+from tests.labkit import Lab, qg, searchable
 from tests.test_crash import (
     Command,
     Scenario,
@@ -99,18 +97,6 @@ def _fork_kill(command: Command, home: Path, env: dict[str, str], uid: int, kill
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
         f"not killed at {kill}: exit status {status}"
     )
-
-
-@contextlib.contextmanager
-def _searchable(lab: Lab) -> Iterator[None]:
-    """The lab's run root searchable (o+x) for the block, so that the qube user's
-    uid reaches personal's home from this host (as ``as_qube_user`` does)."""
-    mode = stat.S_IMODE(lab.root.stat().st_mode)
-    lab.root.chmod(mode | 0o001)
-    try:
-        yield
-    finally:
-        lab.root.chmod(mode)
 
 
 # -- debris builders (run as the qube's user on its home) -------------------------------
@@ -335,7 +321,7 @@ def test_debris_is_recovered(world: World, row: Row) -> None:
     _copy_into(sc.before, home)
     env = dict(world.env)
     command = COMMANDS[row.scenario]
-    with _searchable(lab):
+    with searchable(lab):
         if row.kill is None:
             with _as(uid):
                 command(home, env)
@@ -373,7 +359,7 @@ def test_a_lock_that_is_not_the_agents_is_named_not_removed(world: World) -> Non
     sc = world.scenarios["apply"]
     home = lab.home("personal")
     _copy_into(sc.before, home)
-    with _searchable(lab):
+    with searchable(lab):
         _fork_kill(_apply, home, dict(world.env), world.uid, Kill("state-saved"))
     lock = home / REFS / "applied.lock"
     with as_user(lab, "personal"):

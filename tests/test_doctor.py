@@ -115,6 +115,10 @@ def test_doctor_target_clean_then_broken(lab: Lab) -> None:
     # the lab's QubesDB: an AppVM without custom-persist keeps /home
     assert checks["persistence"]["result"] == "ok"
     assert "custom-persist is off" in checks["persistence"]["message"]
+    assert checks["system-files"]["result"] == "skip"  # off unless dom0 turns it on
+    lab.set_qubesdb("personal", "/vm-config/qgitconf-system-paths", "/etc/gitconfig")
+    system = _by_name(_doctor(lab, "personal", 0))["system-files"]
+    assert system["result"] == "ok" and "/etc/gitconfig" in system["message"], system
 
     state = lab.home("personal") / ".local/share/qgitconf"
     lab.write("personal", ".local/share/qgitconf/journal/plan.json", b"{}")

@@ -12,21 +12,11 @@ from collections.abc import Iterator
 import pytest
 
 from qgitconf.lab.real import RealLab
-from tests.labkit import INCOMING, Lab, commit_files, publish, qg, run, snapshot
+from tests.labkit import INCOMING, Lab, commit_files, exists, publish, qg, run, sh, snapshot
 
 SYS_KEY = "/vm-config/qgitconf-system-paths"
 GITCONFIG = b"[core]\n\teditor = vim\n"
 BIND_CONF = "/rw/config/qubes-bind-dirs.d/50_qgitconf.conf"
-
-
-def _sh(lab: Lab, qube: str, script: str, user: str = "user", rc: int = 0) -> str:
-    proc = lab.run(qube, ["sh", "-c", script], user=user)
-    assert proc.returncode == rc, (qube, script, proc.stdout, proc.stderr)
-    return proc.stdout.decode()
-
-
-def _exists(lab: Lab, qube: str, path: str) -> bool:
-    return lab.run(qube, ["test", "-e", path], user="root").returncode == 0
 
 
 def _enable(lab: Lab, qube: str, prefixes: str = "/etc/gitconfig /etc/vim/") -> None:
@@ -46,27 +36,27 @@ def test_allowed_etc_file_applied_survives_reboot_and_is_reverted(lab: Lab) -> N
     assert publish(lab, "personal")["status"] == "staged"
     qg(lab, "personal", "apply", "--yes")
     # the template ships its own /etc/gitconfig: a file root did not write is drift
-    template = _sh(lab, "personal", "cat /etc/gitconfig")
+    template = sh(lab, "personal", "cat /etc/gitconfig")
     assert "drift" in str(_system(lab, "personal", "apply", "--yes", rc=1)["stderr"])
-    assert _sh(lab, "personal", "cat /etc/gitconfig") == template
+    assert sh(lab, "personal", "cat /etc/gitconfig") == template
     rec = _system(lab, "personal", "apply", "--yes", "--overwrite")
     assert rec["generation"] == 1 and rec["bind_dirs"] == ["/etc/gitconfig"], rec
-    assert _sh(lab, "personal", "cat /etc/gitconfig; stat -c '%u %a' /etc/gitconfig") == (
+    assert sh(lab, "personal", "cat /etc/gitconfig; stat -c '%u %a' /etc/gitconfig") == (
         GITCONFIG.decode() + "0 644\n"
     )
     # git as the user reads it (what the user wanted)
-    assert _sh(lab, "personal", "git config --system core.editor") == "vim\n"
-    _sh(lab, "personal", "echo control > /etc/lab-control", user="root")
+    assert sh(lab, "personal", "git config --system core.editor") == "vim\n"
+    sh(lab, "personal", "echo control > /etc/lab-control", user="root")
     lab.reboot("personal")
-    assert not _exists(lab, "personal", "/etc/lab-control")  # /etc was reset ...
-    assert _sh(lab, "personal", "cat /etc/gitconfig") == GITCONFIG.decode()  # ... but bind-dirs
-    assert "/etc/gitconfig" in _sh(lab, "personal", "grep ' /etc/gitconfig ' /proc/self/mountinfo")
+    assert not exists(lab, "personal", "/etc/lab-control")  # /etc was reset ...
+    assert sh(lab, "personal", "cat /etc/gitconfig") == GITCONFIG.decode()  # ... but bind-dirs
+    assert "/etc/gitconfig" in sh(lab, "personal", "grep ' /etc/gitconfig ' /proc/self/mountinfo")
     _system(lab, "personal", "revert", "--to", "0")
-    assert _sh(lab, "personal", "cat /etc/gitconfig") == template  # the original is back
-    assert not _exists(lab, "personal", "/rw/bind-dirs/etc/gitconfig")
-    assert "binds+=" not in _sh(lab, "personal", f"cat {BIND_CONF}")
+    assert sh(lab, "personal", "cat /etc/gitconfig") == template  # the original is back
+    assert not exists(lab, "personal", "/rw/bind-dirs/etc/gitconfig")
+    assert "binds+=" not in sh(lab, "personal", f"cat {BIND_CONF}")
     lab.reboot("personal")
-    assert _sh(lab, "personal", "cat /etc/gitconfig") == template
+    assert sh(lab, "personal", "cat /etc/gitconfig") == template
 
 
 def test_a_second_apply_after_reboot_writes_the_bind_mounted_file(lab: Lab) -> None:
@@ -78,9 +68,9 @@ def test_a_second_apply_after_reboot_writes_the_bind_mounted_file(lab: Lab) -> N
     commit_files(lab, "personal", {"system/etc/gitconfig": b"# two\n"}, "two")
     assert publish(lab, "personal")["status"] == "staged"
     _system(lab, "personal", "apply", "--yes")
-    assert _sh(lab, "personal", "cat /etc/gitconfig") == "# two\n"
+    assert sh(lab, "personal", "cat /etc/gitconfig") == "# two\n"
     lab.reboot("personal")
-    assert _sh(lab, "personal", "cat /etc/gitconfig") == "# two\n"
+    assert sh(lab, "personal", "cat /etc/gitconfig") == "# two\n"
 
 
 def test_not_enabled_refused_at_receive_nothing_changed(lab: Lab) -> None:
@@ -94,10 +84,10 @@ def test_not_enabled_refused_at_receive_nothing_changed(lab: Lab) -> None:
     # and the root step, enabled only now, refuses the staged update it never saw signed
     # for it: nothing about system files is staged, so nothing happens
     _enable(lab, "personal")
-    etc = _sh(lab, "personal", "cat /etc/gitconfig")
+    etc = sh(lab, "personal", "cat /etc/gitconfig")
     rec = _system(lab, "personal", "apply", "--yes")
     assert rec["changes"] == [], rec
-    assert _sh(lab, "personal", "cat /etc/gitconfig") == etc
+    assert sh(lab, "personal", "cat /etc/gitconfig") == etc
 
 
 def test_denied_path_refused_even_when_enabled(lab: Lab) -> None:
@@ -150,11 +140,11 @@ def test_template_target_system_file_reaches_a_qube_based_on_it(tlab: RealLab) -
     assert publish(tlab, "tpl")["status"] == "staged"
     rec = _system(tlab, "tpl", "apply", "--yes")
     assert rec["bind_dirs"] == [], rec  # a template keeps its root: no bind-dirs
-    assert not _exists(tlab, "app1", "/etc/vim/vimrc.local")
+    assert not exists(tlab, "app1", "/etc/vim/vimrc.local")
     tlab.reboot("tpl")  # the template's root is saved at its shutdown
-    assert _sh(tlab, "tpl", "cat /etc/vim/vimrc.local") == "set nocompatible\n"
+    assert sh(tlab, "tpl", "cat /etc/vim/vimrc.local") == "set nocompatible\n"
     tlab.reboot("app1")
-    assert _sh(tlab, "app1", "cat /etc/vim/vimrc.local") == "set nocompatible\n"
+    assert sh(tlab, "app1", "cat /etc/vim/vimrc.local") == "set nocompatible\n"
 
 
 def test_disposable_template_home_reaches_each_disposable(tlab: RealLab) -> None:
@@ -165,7 +155,7 @@ def test_disposable_template_home_reaches_each_disposable(tlab: RealLab) -> None
     tlab.reboot("dvm")  # its private volume is saved at its shutdown
     disp = tlab.start_disposable("dvm")
     try:
-        assert _sh(tlab, disp, "cat .bashrc") == "alias ll='ls -l'\n"
+        assert sh(tlab, disp, "cat .bashrc") == "alias ll='ls -l'\n"
     finally:
         tlab.set_running(disp, False)
 
@@ -178,12 +168,12 @@ def test_a_bind_mounted_file_no_longer_managed_is_removed(lab: Lab) -> None:
     publish(lab, "personal")
     _system(lab, "personal", "apply", "--yes")
     lab.reboot("personal")
-    assert " /etc/vim/vimrc.local " in _sh(lab, "personal", "cat /proc/self/mountinfo")
+    assert " /etc/vim/vimrc.local " in sh(lab, "personal", "cat /proc/self/mountinfo")
     _system(lab, "personal", "revert", "--to", "0")
-    assert not _exists(lab, "personal", "/etc/vim/vimrc.local")
-    assert not _exists(lab, "personal", "/rw/bind-dirs/etc/vim/vimrc.local")
+    assert not exists(lab, "personal", "/etc/vim/vimrc.local")
+    assert not exists(lab, "personal", "/rw/bind-dirs/etc/vim/vimrc.local")
     lab.reboot("personal")
-    assert not _exists(lab, "personal", "/etc/vim/vimrc.local")
+    assert not exists(lab, "personal", "/etc/vim/vimrc.local")
 
 
 def test_the_boot_script_restores_a_dropped_file(lab: Lab) -> None:
@@ -195,11 +185,11 @@ def test_the_boot_script_restores_a_dropped_file(lab: Lab) -> None:
     publish(lab, "personal")
     _system(lab, "personal", "apply", "--yes")
     rc = "/rw/config/rc.local.d/50_qgitconf.rc"
-    assert _sh(lab, "personal", f"stat -c '%u %a' {rc}") == "0 755\n"
-    _sh(lab, "personal", "rm /etc/vim/vimrc.local; echo mine > /etc/vim/other.vim", user="root")
-    out = _sh(lab, "personal", rc, user="root")
+    assert sh(lab, "personal", f"stat -c '%u %a' {rc}") == "0 755\n"
+    sh(lab, "personal", "rm /etc/vim/vimrc.local; echo mine > /etc/vim/other.vim", user="root")
+    out = sh(lab, "personal", rc, user="root")
     assert "restored 1 missing system file(s)" in out, out
-    assert _sh(lab, "personal", "cat /etc/vim/vimrc.local /etc/vim/other.vim") == "v\nmine\n"
-    _sh(lab, "personal", "echo o > /etc/vim/other.vim", user="root")  # as applied again
+    assert sh(lab, "personal", "cat /etc/vim/vimrc.local /etc/vim/other.vim") == "v\nmine\n"
+    sh(lab, "personal", "echo o > /etc/vim/other.vim", user="root")  # as applied again
     _system(lab, "personal", "revert", "--to", "0")
-    assert not _exists(lab, "personal", rc)  # nothing managed: no boot script
+    assert not exists(lab, "personal", rc)  # nothing managed: no boot script

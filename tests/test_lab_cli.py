@@ -51,6 +51,8 @@ def test_up_run_shell_down(lab_up: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, "user\n"), proc.stderr
     proc = qgitconf(cwd, "lab", "run", "--lab", "lab", "personal", "--", "id", "-u")
     assert proc.stdout == f"{UID['personal']}\n"
+    proc = qgitconf(cwd, "lab", "run", "--lab", "lab", "-u", "root", "personal", "--", "id", "-u")
+    assert (proc.returncode, proc.stdout) == (0, "0\n"), proc.stderr  # qvm-run -u root
 
     # the words reach the qube as typed: nothing on the host expands ~ or $HOME ...
     proc = qgitconf(cwd, "lab", "run", "--lab", "lab", "work", "--", "echo", "~", "$HOME")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from qgitconf.lab.real import RealLab, available
+from tests.labkit import exists, sh
 
 _OK, _WHY = available()
 pytestmark = pytest.mark.skipif(not _OK, reason=f"real lab: {_WHY}")
@@ -42,17 +43,6 @@ def booted() -> Iterator[RealLab]:
 def lab(booted: RealLab) -> RealLab:
     booted.reset()
     return booted
-
-
-def sh(lab: RealLab, qube: str, script: str, user: str = "user", rc: int = 0) -> str:
-    """``sh -c script`` in ``qube`` through the real qrexec; its stdout."""
-    proc = lab.run(qube, ["sh", "-c", script], user=user)
-    assert proc.returncode == rc, (qube, script, proc.stdout, proc.stderr)
-    return proc.stdout.decode()
-
-
-def exists(lab: RealLab, qube: str, path: str) -> bool:
-    return lab.run(qube, ["test", "-e", path], user="root").returncode == 0
 
 
 def test_root_run_is_uid_0_and_the_normal_run_the_user(lab: RealLab) -> None:

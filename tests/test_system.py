@@ -9,10 +9,9 @@ uid.  The lab's own root filesystem runs are in ``test_e2e_system.py``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from qgitconf.errors import (
 )
 from qgitconf.system.rules import SystemRules, check_system_file, denied_reason, parse_prefixes
 from qgitconf.system.step import Layout, UserHome, apply_system, restore_system, revert_system
-from tests.labkit import Lab, commit_files, publish, qg, snapshot
+from tests.labkit import Lab, commit_files, publish, qg, searchable, snapshot
 
 SYS_KEY = "/vm-config/qgitconf-system-paths"
 STATE = ".local/share/qgitconf"
@@ -147,21 +146,9 @@ def _who(lab: Lab) -> UserHome:
     return UserHome(uid, uid, lab.home("personal"))
 
 
-@contextlib.contextmanager
-def _reachable(lab: Lab) -> Iterator[None]:
-    """The lab's run root is 0700: searchable for the block, so personal's uid (the
-    root step's git child) reaches personal's home."""
-    mode = stat.S_IMODE(lab.root.stat().st_mode)
-    lab.root.chmod(mode | 0o001)
-    try:
-        yield
-    finally:
-        lab.root.chmod(mode)
-
-
 def _apply(lab: Lab, layout: Layout, **kw: Any) -> dict[str, Any]:
     read = kw.pop("read", None) or _reader(lab)
-    with _reachable(lab):
+    with searchable(lab):
         return apply_system(who=_who(lab), layout=layout, read=read, **kw)
 
 
@@ -207,7 +194,7 @@ def test_allowed_etc_file_applied_persisted_and_reverted(lab: Lab, layout: Layou
     assert stat.S_IMODE(layout.state.stat().st_mode) == 0o700
     # applied again: nothing to do, same generation
     assert _apply(lab, layout)["changes"] == []
-    with _reachable(lab):
+    with searchable(lab):
         revert_system(to=0, layout=layout, read=_reader(lab))
     assert not f.exists()
     assert not (layout.rw / "bind-dirs/etc/gitconfig").exists()
@@ -224,7 +211,7 @@ def test_a_file_root_did_not_write_is_drift_then_kept_as_original(lab: Lab, layo
     assert _tree(layout.sysroot) == before
     _apply(lab, layout, overwrite=True)
     assert (layout.sysroot / "etc/gitconfig").read_bytes() == GITCONFIG
-    with _reachable(lab):
+    with searchable(lab):
         revert_system(to=0, layout=layout, read=_reader(lab))
     assert (layout.sysroot / "etc/gitconfig").read_bytes() == ORIGINAL
 
@@ -245,7 +232,7 @@ def test_restore_recreates_a_dropped_file_never_over_drift(lab: Lab, layout: Lay
     _apply(lab, layout)
     (layout.sysroot / "etc/gitconfig").unlink()  # a reboot without bind-dirs
     (layout.sysroot / "etc/vim/vimrc.local").write_bytes(b"changed here\n")
-    with _reachable(lab):
+    with searchable(lab):
         rec = restore_system(layout=layout, read=_reader(lab))
     assert rec["restored"] == ["/etc/gitconfig"], rec
     assert (layout.sysroot / "etc/gitconfig").read_bytes() == GITCONFIG
@@ -417,3 +404,121 @@ def test_not_root_is_refused(lab: Lab, layout: Layout) -> None:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- crash during the system apply: SIGKILL at every journaled step ------------------------
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    import shutil
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest, symlinks=True)
+
+
+def test_sigkill_at_every_step_of_the_system_apply(lab: Lab, tmp_path: Path) -> None:
+    """Each trial kills ``system apply`` at step N (the journal's fault hook), then runs
+    what every system command runs first (recovery): the root filesystem and root's
+    state are then exactly as before, or exactly as after an uninterrupted apply."""
+    from qgitconf.agent.homefs import HomeFS
+    from qgitconf.agent.journal import Fault, recover
+    from qgitconf.agent.state import AgentState
+
+    _enable(lab)
+    _stage(lab, {"system/etc/gitconfig": GITCONFIG, "system/etc/vim/vimrc.local": "v1\n"}, "one")
+    base = tmp_path / "base"
+    layout0 = Layout(base / "root", base / "state", base / "rw", base / "etc-qgitconf/t.toml")
+    (layout0.sysroot / "etc/vim").mkdir(parents=True)
+    (layout0.rw / "config").mkdir(parents=True)
+    _apply(lab, layout0)  # generation 1
+    _stage(
+        lab,
+        {"system/etc/gitconfig": b"# two\n", "system/etc/vim/new.vim": "n\n"},
+        "two: one file changed, one removed, one added",
+    )
+    (layout0.sysroot / "etc/vim/vimrc.local").write_bytes(b"v1\n")  # unchanged on disk
+    before = (_tree(base / "root"), _tree(base / "rw"))
+    done = tmp_path / "done"
+    _copy_tree(base, done)
+    layout_done = Layout(done / "root", done / "state", done / "rw", done / "etc-qgitconf/t.toml")
+    _apply(lab, layout_done)
+    after = (_tree(done / "root"), _tree(done / "rw"))
+    assert after != before
+    work = tmp_path / "work"
+    layout = Layout(work / "root", work / "state", work / "rw", work / "etc-qgitconf/t.toml")
+    seen = {"old": 0, "new": 0}
+    n = 0
+    while True:
+        n += 1
+        _copy_tree(base, work)
+        with searchable(lab):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 0
+                try:
+                    apply_system(who=_who(lab), layout=layout, read=_reader(lab), fault=Fault(n))
+                except BaseException:
+                    code = 1
+                os._exit(code)
+            status = os.waitpid(pid, 0)[1]
+        if os.WIFEXITED(status):
+            assert os.WEXITSTATUS(status) == 0
+            assert (_tree(work / "root"), _tree(work / "rw")) == after
+            break
+        assert os.WTERMSIG(status) == 9
+        state = AgentState(layout.state)
+        with state.lock() as held:
+            assert held
+            with HomeFS(layout.sysroot) as fs:
+                recover(state, fs)
+        now = _tree(work / "root")
+        assert now in (before[0], after[0]), n
+        seen["old" if now == before[0] else "new"] += 1
+        assert not list((work / "state").glob("journal*")), n
+        # the next apply finishes the job, whatever the kill left
+        _apply(lab, layout)
+        assert (_tree(work / "root"), _tree(work / "rw")) == after, n
+    print(
+        f"\nsystem apply: {n - 1} SIGKILL trials, recovered to old {seen['old']}, new {seen['new']}"
+    )
+    assert n > 5 and seen["old"] and seen["new"]
+
+
+def test_overwritten_file_gets_root_owner_and_plain_mode(lab: Lab, layout: Layout) -> None:
+    """A setuid, group-writable file of another owner where a system file goes is drift;
+    overwritten, the new file is root's with mode 0755 exactly (nothing carried over),
+    and the kept original comes back byte for byte, mode and all, at revert."""
+    _enable(lab)
+    target = layout.sysroot / "etc/vim/vimrc.local"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"theirs\n")
+    os.chown(target, 4242, 4242)
+    target.chmod(0o6775)
+    _stage(lab, {"system/etc/vim/vimrc.local": ("set nocompatible\n", 0o755)})
+    with pytest.raises(DriftError):
+        _apply(lab, layout)
+    _apply(lab, layout, overwrite=True)
+    st = target.lstat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o755)
+    with searchable(lab):
+        revert_system(to=0, layout=layout, read=_reader(lab))
+    assert target.read_bytes() == b"theirs\n"
+
+
+def test_custom_persist_on_prints_the_dom0_declarations(lab: Lab, layout: Layout) -> None:
+    """With R4.3's custom-persist on, bind-dirs.sh ignores /rw/config/qubes-bind-dirs.d:
+    the root step prints the declarations dom0 must make (each file as itself)."""
+    from qgitconf.persist import FEATURE_KEY_MAX
+    from qgitconf.system.persist import custom_persist_commands
+
+    _enable(lab)
+    _stage(lab, {"system/etc/gitconfig": GITCONFIG, "system/etc/vim/vimrc.local": "v\n"})
+    rec = _apply(lab, layout, read=_reader(lab, **{"/qubes-service/custom-persist": "1"}))
+    assert rec["custom_persist"] == [
+        "qvm-features personal custom-persist.qgitconf-s-etc-gitconfig /etc/gitconfig",
+        "qvm-features personal custom-persist.qgitconf-s-etc-vim-vimrc-local /etc/vim/vimrc.local",
+    ], rec
+    long = custom_persist_commands("personal", ["etc/" + "x" * 80, "usr/local/bin/t"])
+    assert len(long) == 1 and len(long[0].split()[2]) <= len("custom-persist.") + FEATURE_KEY_MAX
+    assert _apply(lab, layout)["custom_persist"] == []  # off: bind-dirs does it

@@ -49,10 +49,11 @@ class Story:
         expect: int = 0,
         show: bool = True,
         input: bytes | None = None,
+        user: str = "user",
     ) -> str:
         shown = shlex.join(cmd) + (" < update" if input is not None else "")
-        self.echo(f"[{qube}]$ {shown}")
-        proc = self.lab.run(qube, cmd, input=input)
+        self.echo(f"[{qube}]{'#' if user == 'root' else '$'} {shown}")
+        proc = self.lab.run(qube, cmd, input=input, user=user)
         out = proc.stdout.decode("utf-8", "replace")
         err = proc.stderr.decode("utf-8", "replace")
         if show or proc.returncode != expect:
@@ -247,6 +248,34 @@ def story(s: Story) -> None:
     s.check(
         after_files == before_files and b"work.example" not in after_files[".gitconfig"],
         "personal's home is unchanged",
+    )
+
+    s.step("a file outside /home: dom0 allows /etc/vim/ in personal; root applies it")
+    for key, value in (("qgitconf-system-paths", "/etc/vim/"), ("qgitconf-key", fpr)):
+        s.echo(f"[dom0]$ qvm-features personal vm-config.{key} {value}")
+        s.lab.set_qubesdb("personal", f"/vm-config/{key}", value)
+    s.write("config-mgmt", "dotfiles/vimrc.local", "set nocompatible\nsyntax on\n")
+    s.run(
+        "config-mgmt",
+        [
+            "qgitconf",
+            "add",
+            "personal",
+            "dotfiles/vimrc.local",
+            "--as",
+            "system/etc/vim/vimrc.local",
+        ],
+    )
+    s.run("config-mgmt", ["qgitconf", "commit", "personal", "-m", "system-wide vim settings"])
+    s.run("config-mgmt", ["qgitconf", "publish", "personal"])
+    s.run("personal", ["qgitconf", "apply", "--yes"])
+    s.check(not (s.lab.home("personal") / "system").exists(), "the home apply leaves system/ alone")
+    s.run("personal", ["qgitconf", "system", "apply", "--yes"], user="root")
+    s.echo("[dom0]$ qvm-shutdown --wait personal && qvm-start personal")
+    s.lab.reboot("personal")
+    s.check(
+        s.run("personal", ["cat", "/etc/vim/vimrc.local"], show=False).startswith("set nocompat"),
+        "after a reboot /etc/vim/vimrc.local is still there (bind-dirs from /rw)",
     )
 
     s.step("config-mgmt: status as the targets reported it")

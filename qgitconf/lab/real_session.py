@@ -220,15 +220,18 @@ def keep(ready_fd: int, root_arg: str) -> int:
 # -- run / shell -------------------------------------------------------------------------
 
 
-def exec_in_qube(directory: str | None, qube: str, command: list[str]) -> NoReturn:
-    """Become ``qrexec-client -d QUBE user:'cd && exec COMMAND'`` in the running lab.
+def exec_in_qube(
+    directory: str | None, qube: str, command: list[str], user: str = "user"
+) -> NoReturn:
+    """Become ``qrexec-client -d QUBE USER:'cd && exec COMMAND'`` in the running lab
+    (``user`` is the qube's user, or ``root`` as ``qvm-run -u root`` does).
 
     COMMAND's words reach the qube as they are: nothing on the host (or in between)
     expands ``~``, ``$VAR`` or globs in them; ``sh -c '…'`` gives the qube's shell.
     stdin, stdout, stderr and the exit status are the remote command's.
     """
     lab = attach(directory)
-    argv = lab.qrexec_argv(qube, "cd && exec " + shlex.join(command))
+    argv = lab.qrexec_argv(qube, "cd && exec " + shlex.join(command), user=user)
     os.execve(_which("nsenter"), argv, _host_env())
 
 

@@ -24,7 +24,15 @@ from pathlib import Path
 
 from qgitconf.fsutil import atomic_write
 
-__all__ = ["CONF_NAME", "RC_NAME", "RC_TEXT", "conf_text", "persisted", "sync_bind_dirs"]
+__all__ = [
+    "CONF_NAME",
+    "RC_NAME",
+    "RC_TEXT",
+    "conf_text",
+    "custom_persist_commands",
+    "persisted",
+    "sync_bind_dirs",
+]
 
 RC_NAME = "config/rc.local.d/50_qgitconf.rc"
 """The boot script qgitconf owns, relative to ``/rw``: Qubes' ``misc-post.sh`` runs every
@@ -91,6 +99,24 @@ def sync_bind_dirs(rw: Path, sysroot: Path, manifest: Mapping[str, object]) -> l
         with contextlib.suppress(OSError):
             rc.unlink()
     return keep
+
+
+def custom_persist_commands(qube: str, rels: Iterable[str]) -> list[str]:
+    """The dom0 commands that keep the managed ``/etc`` files of a qube where R4.3's
+    custom-persist is on: then ``bind-dirs.sh`` reads only QubesDB ``/persist/*``, never
+    ``/rw/config/qubes-bind-dirs.d``, and ``rc.local.d`` is not run.  Each file is
+    declared as itself (a parent such as ``/etc`` must never be); the key is
+    ``qgitconf-s-<slug>``, at most ``FEATURE_KEY_MAX`` characters."""
+    import shlex
+
+    from qgitconf.persist import _feature_names
+
+    paths = persisted(rels)
+    names = _feature_names("qgitconf-s", paths)
+    return [
+        f"qvm-features {shlex.quote(qube)} custom-persist.{name} {shlex.quote('/' + rel)}"
+        for name, rel in zip(names, paths, strict=True)
+    ]
 
 
 def _read_nofollow(path: Path) -> bytes:

@@ -67,7 +67,7 @@ from qgitconf.errors import (
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules, check_tree
 from qgitconf.signing import Verifier
-from qgitconf.system.persist import sync_bind_dirs
+from qgitconf.system.persist import custom_persist_commands, sync_bind_dirs
 from qgitconf.system.rules import SYSTEM_TOP, SystemRules
 from qgitconf.system.source import UserObjects, read_user_file, statement_caps
 
@@ -116,6 +116,7 @@ class SystemTrust:
     fingerprint: str
     rules: SystemRules
     vm_type: str
+    custom_persist: bool = False
 
 
 def load_trust(read: QubesDBRead = qubesdb.read, layout: Layout = Layout()) -> SystemTrust:
@@ -145,7 +146,8 @@ def load_trust(read: QubesDBRead = qubesdb.read, layout: Layout = Layout()) -> S
             "(dom0: qvm-features QUBE vm-config.qgitconf-system-paths '/etc/gitconfig ...')",
             code="system-files-disabled",
         )
-    return SystemTrust(name, fpr, rules, read("/qubes-vm-type") or "")
+    custom = read("/qubes-service/custom-persist") == "1"
+    return SystemTrust(name, fpr, rules, read("/qubes-vm-type") or "", custom)
 
 
 def _config_key(path: Path) -> str:
@@ -389,6 +391,13 @@ def _persist(trust: SystemTrust, state: AgentState, layout: Layout) -> list[str]
     return sync_bind_dirs(layout.rw, layout.sysroot, state.manifest())
 
 
+def _custom_persist(trust: SystemTrust, state: AgentState) -> list[str]:
+    """With R4.3's custom-persist on, the dom0 commands that keep the managed files."""
+    if trust.vm_type != "AppVM" or not trust.custom_persist:
+        return []
+    return custom_persist_commands(trust.name, state.manifest())
+
+
 @contextlib.contextmanager
 def _locked(state: AgentState) -> Iterator[None]:
     """Root's state lock (the directory, created empty and 0700 if need be)."""
@@ -442,7 +451,10 @@ def apply_system(
         data.update(sequence=fetched.sequence, commit=fetched.commit)
         state.save(data)
         kept = _persist(trust, state, layout)
-    return _summary(plan, record, kept, dry_run=False, recovered=recovered)
+    return {
+        **_summary(plan, record, kept, dry_run=False, recovered=recovered),
+        "custom_persist": _custom_persist(trust, state),
+    }
 
 
 def _summary(
