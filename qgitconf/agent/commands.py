@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -437,6 +436,14 @@ def stat_entry_from(st: tuple[int, int, int, int]) -> list[int]:
     return [*st, time.time_ns()]
 
 
+def _tempdir(prefix: str) -> Any:
+    """A ``tempfile.TemporaryDirectory``; imported here, not on the apply and status
+    paths (``tempfile`` imports ``random``)."""
+    import tempfile
+
+    return tempfile.TemporaryDirectory(prefix=prefix)
+
+
 def log(home: Path) -> list[dict[str, Any]]:
     """The generations, oldest first."""
     state = AgentState(state_dir(home))
@@ -495,8 +502,8 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
 
         print(f"qgitconf: {choice.note}", file=sys.stderr)
     with (
-        tempfile.TemporaryDirectory(prefix="qgitconf-pager-") as empty,
-        tempfile.TemporaryDirectory(prefix="qgitconf-keys-") as keys,
+        _tempdir("qgitconf-pager-") as empty,
+        _tempdir("qgitconf-keys-") as keys,
     ):
         _pinned_gnupg_home(home, keys)
         genv = sysprog.git_env(home, state.repo_path, session=env)
