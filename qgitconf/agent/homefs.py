@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.errors import ApplyError
+from qgitconf.fsutil import syncfs
 from qgitconf.sanitize import sanitize
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -721,31 +722,9 @@ def _close_fds(fds: dict[str, int]) -> None:
     fds.clear()
 
 
-_LIBC_SYNCFS: Any = None
-
-
 def _syncfs(fd: int) -> None:
-    """``syncfs(fd)``: flush the filesystem holding ``fd``; ``sync()`` where there is
-    no ``syncfs`` (it flushes every filesystem, a superset)."""
-    global _LIBC_SYNCFS
-    if _LIBC_SYNCFS is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            _LIBC_SYNCFS = libc.syncfs
-            _LIBC_SYNCFS.argtypes = [ctypes.c_int]
-            _LIBC_SYNCFS.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            _LIBC_SYNCFS = False
-    if _LIBC_SYNCFS is False:
-        os.sync()
-        return
-    if _LIBC_SYNCFS(fd) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    """``syncfs(fd)`` (``fsutil.syncfs``: its error raised)."""
+    syncfs(fd)
 
 
 def _may_fork() -> bool:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from qgitconf.errors import LocalStateError
-from qgitconf.fsutil import atomic_write, read_json
+from qgitconf.fsutil import DurableBatch, atomic_write, read_json
 from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
 from qgitconf.sanitize import sanitize
 
@@ -200,18 +200,28 @@ class AgentState:
         data = read_json(self.root / "generations.json", [])
         return data if isinstance(data, list) else []
 
-    def save_generations(self, gens: list[dict[str, Any]]) -> None:
-        _save_json(self.root / "generations.json", gens)
+    def save_generations(
+        self, gens: list[dict[str, Any]], *, batch: DurableBatch | None = None
+    ) -> None:
+        """Write ``generations.json`` (into ``batch``, if given: see ``fsutil``)."""
+        _save_json(self.root / "generations.json", gens, batch)
 
     def manifest(self) -> dict[str, dict[str, Any]]:
         data = read_json(self.root / "manifest.json", {})
         return data if isinstance(data, dict) else {}
 
-    def save_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
+    def save_manifest(
+        self, manifest: dict[str, dict[str, Any]], *, batch: DurableBatch | None = None
+    ) -> None:
         """Write ``manifest.json``, then ``manifest.stat`` for it (a crash between the
-        two leaves a ``manifest.stat`` that no longer matches: ignored)."""
-        data = _save_json(self.root / "manifest.json", manifest)
-        atomic_write(self.root / "manifest.stat", _stat_index_bytes(manifest, data))
+        two leaves a ``manifest.stat`` that no longer matches: ignored); into
+        ``batch``, if given (renamed in that order by its owner)."""
+        data = _save_json(self.root / "manifest.json", manifest, batch)
+        stat_index = _stat_index_bytes(manifest, data)
+        if batch is None:
+            atomic_write(self.root / "manifest.stat", stat_index)
+        else:
+            batch.add(self.root / "manifest.stat", stat_index)
 
     def stat_index(self) -> StatIndex | None:
         """``manifest.stat`` if it belongs to the current ``manifest.json``; else None
@@ -227,8 +237,11 @@ class AgentState:
         data = read_json(self.root / "originals.json", {})
         return data if isinstance(data, dict) else {}
 
-    def save_originals(self, originals: dict[str, dict[str, Any]]) -> None:
-        _save_json(self.root / "originals.json", originals)
+    def save_originals(
+        self, originals: dict[str, dict[str, Any]], *, batch: DurableBatch | None = None
+    ) -> None:
+        """Write ``originals.json`` (into ``batch``, if given)."""
+        _save_json(self.root / "originals.json", originals, batch)
 
     # -- rejected log ------------------------------------------------------------------
 
@@ -288,7 +301,7 @@ def _append_capped(path: Path, line: bytes, cap: int) -> None:
             os.close(fd)
 
 
-def _save_json(path: Path, value: Any) -> bytes:
+def _save_json(path: Path, value: Any, batch: DurableBatch | None = None) -> bytes:
     """Atomically write ``value`` as compact one-line JSON with sorted keys; return the
     bytes.
 
@@ -298,7 +311,10 @@ def _save_json(path: Path, value: Any) -> bytes:
     records of older versions (indented, or with spaces) read as before.
     """
     data = (json.dumps(value, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
-    atomic_write(path, data)
+    if batch is None:
+        atomic_write(path, data)
+    else:
+        batch.add(path, data)
     return data
 
 
