@@ -644,8 +644,15 @@ class HomeFS:
             fd = os.open(name, _DIR_FLAGS, dir_fd=d)
             try:
                 os.fchmod(fd, mode)
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
+            # Kept as the directory's cached fd (the inode just made, opened without
+            # following a link): the writes into it need no second openat.
+            old = self._fds.get(path)
+            self._fds[path] = fd
+            if old is not None:
+                os.close(old)
             self._sync_dir(d, path)
 
     def rmdir(self, path: str) -> bool:

@@ -161,6 +161,21 @@ def bench_python() -> str:
     return str(BENCH_VENV / "bin" / "python")
 
 
+def syncfs_dir(path: Path) -> None:
+    """``syncfs`` of the filesystem holding ``path`` (the floors' flush; the harness's
+    own, so that it runs against any version of qgitconf)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
 def settle(seconds: float = 3.0) -> None:
     """``sync``, then wait: let writeback and the filesystem's freed inodes settle
     before a row is timed (ext4 creates files far slower right after many deletions)."""
