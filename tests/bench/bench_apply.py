@@ -23,10 +23,12 @@ aside and deleted after the loop (``common.Trash``), then the disk settles.
   pass``), as git's 1k status takes about as long as Python takes to start.
   Target: at most 1.5x.
 
-The floor of each row (what the hardware needs, measured in this process, no process
-start): for apply, inflating every blob (zlib, from memory), its SHA-256, creating its
-directory and file and writing it, and one ``syncfs``; for status, one ``lstat`` per
-file.
+The floor of each row (what the hardware needs, in this process, no process start):
+for apply, inflating every blob (zlib, from memory), its SHA-256, creating its
+directories and file and writing it, and one ``syncfs`` - a fourth side of the same
+interleaved loop, so that it meets the disk as the others do; for status, one
+``lstat`` per file.  Needs root (the bench user, the mount namespace: see
+``common.in_target_namespace``).
 """
 
 from __future__ import annotations
