@@ -33,7 +33,6 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, LocalStateError, StagedChangedError, UsageError
 from qgitconf.sanitize import sanitize
-from qgitconf.signing import HomeCache, Verifier, inspect_key_file
 
 
 def target_init(
@@ -44,6 +43,10 @@ def target_init(
     Raises:
         ConfigError: the key file holds more or other keys than the one to pin.
     """
+    # Imported here: signing imports tempfile (and random), which status and apply
+    # do not need (their rows of ``make bench``).
+    from qgitconf.signing import HomeCache, Verifier, inspect_key_file
+
     if not QUBE_NAME.fullmatch(source):
         raise UsageError(f"{source!r} is not a valid qube name")
     try:
