@@ -113,19 +113,23 @@ def in_target_namespace(module: str, argv: list[str]) -> int | None:
     inside it.  Needs root and ``unshare``; where they are missing, it carries on
     as is (the receive rows then fail with no-qubesdb).
     """
-    if os.environ.get(_NS_ENV) == "1":
+    stub_dir = os.environ.get(_NS_ENV)
+    if stub_dir:
         if not Path("/usr/local/sbin/qubesdb-read").exists():
-            stub = Path(tempfile.mkdtemp(prefix="qgc-qubesdb-"))
-            stub.chmod(0o755)
-            (stub / "qubesdb-read").write_text(_QUBESDB_READ)
-            (stub / "qubesdb-read").chmod(0o755)
-            run(["mount", "--bind", str(stub), "/usr/local/sbin"])
+            run(["mount", "--bind", stub_dir, "/usr/local/sbin"])
         return None
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return None
-    env = dict(os.environ, **{_NS_ENV: "1"})
-    cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, "-m", module]
-    return subprocess.run([*cmd, *argv], env=env, check=False).returncode
+    stub = Path(tempfile.mkdtemp(prefix="qgc-qubesdb-"))
+    try:
+        stub.chmod(0o755)
+        (stub / "qubesdb-read").write_text(_QUBESDB_READ)
+        (stub / "qubesdb-read").chmod(0o755)
+        env = dict(os.environ, **{_NS_ENV: str(stub)})
+        cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, "-m", module]
+        return subprocess.run([*cmd, *argv], env=env, check=False).returncode
+    finally:
+        shutil.rmtree(stub, ignore_errors=True)
 
 
 def bench_user(home: Path) -> tuple[int, int]:
