@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from qgitconf import __version__
+from qgitconf.agent.view import SHOWN_SKIPPED
 from qgitconf.errors import (
     EXIT_BUG,
     EXIT_INTERRUPTED,
@@ -98,14 +99,10 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-_SHOWN_SKIPPED = 5  # files left out by --keep/--only that apply names without --verbose
-
-
 def _counts(rec: dict[str, Any]) -> str:
-    parts = [f"{len(rec.get(k) or [])} {k}" for k in ("written", "removed", "restored")]
-    if rec.get("adopted"):  # already as wanted; the user's copy is kept for revert
-        parts.append(f"{len(rec['adopted'])} adopted")
-    return ", ".join(parts)
+    from qgitconf.agent.view import counts
+
+    return counts(rec)
 
 
 def _transport() -> Any:
@@ -604,6 +601,7 @@ def status(as_json: bool) -> None:
     """Show the state of this qube (target) or of every target (config-mgmt)."""
     if _is_target():
         from qgitconf.agent.commands import status as target_status
+        from qgitconf.agent.view import status_lines as target_lines
 
         out = target_status(_home(), _env())
         if out["recovered"]:
@@ -611,29 +609,8 @@ def status(as_json: bool) -> None:
         if as_json:
             _print_json(out)
             return
-        click.echo(
-            f"source: {out['source']}   sequence: {out['sequence']}   "
-            f"generation: {out['generation']}"
-        )
-        click.echo(f"staged:  {out['staged'] or '-'}")
-        click.echo(f"applied: {out['applied'] or '-'}")
-        if out["last_update"]:
-            age = int(out["last_update_age"] or 0)
-            click.echo(
-                f"last update: {out['last_update']} "
-                f"({age // 86400} d {age % 86400 // 3600} h {age % 3600 // 60} min ago)"
-            )
-        click.echo(f"managed files: {out['managed']}")
-        if out["pending"]:
-            click.echo("an update is staged: run `qgitconf review`, then `qgitconf apply`")
-        for d in out["drift_detail"]:
-            click.echo(f"changed locally ({d['state']}): {d['path']}")
-        for p in out["skipped"]:
-            click.echo(f"left out of the last apply: {p}")
-        if out["busy"]:
-            click.echo("an apply, revert or restore is running right now")
-        elif out["interrupted"]:
-            click.echo("an apply was interrupted and could not be recovered; see the journal")
+        for line in target_lines(out):  # the same lines as qgitconf.entry's status
+            click.echo(line)
         return
     from qgitconf.mgmt.status import mgmt_status, status_lines
 
@@ -842,7 +819,7 @@ def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
     "-v",
     "--verbose",
     is_flag=True,
-    help=f"List every file left out by --keep/--only (otherwise the first {_SHOWN_SKIPPED}).",
+    help=f"List every file left out by --keep/--only (otherwise the first {SHOWN_SKIPPED}).",
 )
 @click.option(
     "-n",
@@ -914,14 +891,10 @@ def apply(
     if as_json:
         _print_json(rec)
         return
-    if rec["number"] is None:
-        click.echo(f"already applied: {rec['commit']}")
-    else:
-        click.echo(f"generation {rec['number']}: applied {rec['commit']} ({_counts(rec)})")
-    for line in rec.get("left", []):
-        click.echo(f"  {line}")
-    _print_kept(rec)
-    _print_skipped(list(rec.get("skipped") or []), verbose=verbose)
+    from qgitconf.agent.view import apply_lines
+
+    for line in apply_lines(rec, verbose=verbose):  # the same lines as qgitconf.entry's apply
+        click.echo(line)
 
 
 def _confirm_apply(
@@ -1007,20 +980,18 @@ def _plan_lines(plan: dict[str, Any]) -> list[str]:
 
 def _print_kept(rec: dict[str, Any]) -> None:
     """Where --overwrite kept what it wrote over (`qgitconf revert` puts it back)."""
-    for k in rec.get("kept") or []:
-        click.echo(f"  overwritten {k['path']}: the previous one is kept in {k['at']}")
+    from qgitconf.agent.view import kept_lines
+
+    for line in kept_lines(rec):
+        click.echo(line)
 
 
 def _print_skipped(skipped: list[str], *, verbose: bool) -> None:
     """The files --keep/--only left out: all with --verbose, else a count and the first few."""
-    if verbose or len(skipped) <= _SHOWN_SKIPPED:
-        for path in skipped:
-            click.echo(f"  left out this time: {path}")
-        return
-    click.echo(f"  left out this time: {len(skipped)} files, the first {_SHOWN_SKIPPED}:")
-    for path in skipped[:_SHOWN_SKIPPED]:
-        click.echo(f"    {path}")
-    click.echo(f"  ... and {len(skipped) - _SHOWN_SKIPPED} more (--verbose lists them all)")
+    from qgitconf.agent.view import skipped_lines
+
+    for line in skipped_lines(skipped, verbose=verbose):
+        click.echo(line)
 
 
 @cli.command()

@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 
 from qgitconf.agent.homefs import DiskState, HomeFS, content, stat_entry, stat_key
 from qgitconf.agent.journal import Fault, Journal, is_kept_path, record_commit
+from qgitconf.agent.packread import PackReader
 from qgitconf.agent.signals import SignalGuard, Signalled, error_for, signal_name
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import (
@@ -124,31 +125,90 @@ def wanted_tree(
 
     The home part leaves out the reserved ``system/`` directory; with ``system`` only
     the files below it are read, named relative to ``/`` (issue 15's root step, whose
-    own repo holds only that part of the tree)."""
+    own repo holds only that part of the tree).
+
+    Trees and blobs come from the agent's packs in bulk (:mod:`qgitconf.agent.packread`:
+    each pack's index read once, the blobs inflated in pack order); an object in no
+    pack, and the commit's own parse, from dulwich.
+    """
     if commit is None:
         return {}
-    repo = state.repo()
-    try:
-        store = repo.object_store
-        tree = read_commit(store, commit).tree.decode("ascii")
-        entries = walk_tree(store, tree, limits, system_only=system)
-        check_tree(
-            ((e.path, e.mode, blob_bytes(store, e.sha) if e.is_link else None) for e in entries),
-            rules,
-        )
-        out: dict[str, Wanted] = {}
-        for e in entries:
-            if e.is_tree or (e.path.split(b"/", 1)[0] == SYSTEM_TOP_B) != system:
-                continue
-            path = e.path.decode("utf-8")
-            if system:
-                path = path.split("/", 1)[1]
-            kind = "link" if e.is_link else "file"
-            mode = 0o755 if e.mode == 0o100755 else 0o644
-            out[path] = Wanted(path, kind, mode, _blob(store, e.sha))
-        return out
-    finally:
-        repo.close()
+    with PackReader(state.objects) as packs:
+        store = _AgentObjects(state, packs)
+        try:
+            tree = store.commit_tree(commit)
+            entries = walk_tree(store, tree, limits, system_only=system)
+            check_tree(
+                ((e.path, e.mode, _blob(store, e.sha) if e.is_link else None) for e in entries),
+                rules,
+            )
+            files = [
+                e
+                for e in entries
+                if not e.is_tree and (e.path.split(b"/", 1)[0] == SYSTEM_TOP_B) == system
+            ]
+            raw = packs.bulk(e.sha for e in files)
+            out: dict[str, Wanted] = {}
+            for e in files:
+                path = e.path.decode("utf-8")
+                if system:
+                    path = path.split("/", 1)[1]
+                kind = "link" if e.is_link else "file"
+                mode = 0o755 if e.mode == 0o100755 else 0o644
+                got = raw.get(e.sha)
+                data = got[1] if got is not None and got[0] == _BLOB else _blob(store, e.sha)
+                out[path] = Wanted(path, kind, mode, data)
+            return out
+        finally:
+            store.close()
+
+
+class _AgentObjects:
+    """The agent repo's objects for :func:`wanted_tree`: the packs first
+    (``raw_tree``, ``get_raw``), dulwich's store for anything else (opened only then).
+    """
+
+    def __init__(self, state: AgentState, packs: PackReader) -> None:
+        self._state = state
+        self._packs = packs
+        self._repo: Any = None
+
+    def _store(self) -> Any:
+        if self._repo is None:
+            self._repo = self._state.repo()
+        return self._repo.object_store
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+
+    def commit_tree(self, commit: str) -> str:
+        """The tree id of ``commit`` (raises BundleError if it is missing or no commit).
+
+        A commit begins with its ``tree`` line (git writes it so, and Receive checked
+        the commit with dulwich's ``Commit.check``); anything else is left to dulwich.
+        """
+        try:
+            kind, raw = self._packs.get_raw(commit)
+        except KeyError:
+            kind, raw = 0, b""
+        if kind == 1 and len(raw) > 46 and raw[:5] == b"tree " and raw[45:46] == b"\n":
+            tree = raw[5:45].decode("ascii", "replace")
+            if all(c in "0123456789abcdef" for c in tree):
+                return tree
+        return str(read_commit(self._store(), commit).tree.decode("ascii"))
+
+    def raw_tree(self, sha: bytes) -> bytes | None:
+        return self._packs.raw_tree(sha)
+
+    def __getitem__(self, sha: bytes) -> Any:
+        return self._store()[sha]
+
+    def get_raw(self, sha: bytes) -> tuple[int, bytes]:
+        try:
+            return self._packs.get_raw(sha.decode("ascii"))
+        except KeyError:
+            return self._store().get_raw(sha)  # type: ignore[no-any-return]
 
 
 def _blob(store: Any, sha: str) -> bytes:
@@ -601,7 +661,7 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
         kept.close()
     # Phase 2: an undo link of everything that will be replaced or deleted, checking
     # first that it is still what the plan saw (it may have changed since).
-    journal.progress("phase undo", sync=True)
+    journal.progress("phase undo")
     removed_dirs = {a.path for a in acts if a.op == "rmdir"}
     fs.forget()  # walk afresh from $HOME: the disk may have changed since the plan
     undo_fd = journal.open_undo()
@@ -628,7 +688,7 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     # the commit point.  A crash before the renames leaves only temp files (the journal
     # knows their names); one after a rename leaves new content that is already on disk
     # (the sync came first), and the undo link to put the old one back.
-    journal.progress("phase change", sync=True)
+    journal.progress("phase change")
     fs.unsynced = set()  # the directories are synced with the filesystem, below
     writes: list[tuple[dict[str, Any], Action]] = []
     for step, act in zip(steps, acts, strict=True):
@@ -644,7 +704,6 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
         else:
             writes.append((step, act))
             continue
-        journal.progress(f"done {step['i']}")
         fault(f"done-{act.op}")
     for step, act in writes:
         if act.new is not None and act.new["type"] == "link":
@@ -654,16 +713,15 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     if writes:
         fs.syncfs()  # every temp file's data is on disk before any rename
         fault("temps-synced")
-    journal.progress("phase rename", sync=True)
+    journal.progress("phase rename")
     stats: dict[str, list[int]] = {}
     for step, act in writes:
         stats[act.path] = stat_entry(fs.replace(act.path, step["tmp"]))
-        journal.progress(f"done {step['i']}")
         fault(f"done-{act.op}")
     fs.syncfs()  # the renames, new and removed directories
     fs.unsynced = None
     fault("dirs-synced")
-    journal.progress("phase commit", sync=True)
+    journal.progress("phase commit")
     return stats
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -34,7 +33,6 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, LocalStateError, StagedChangedError, UsageError
 from qgitconf.sanitize import sanitize
-from qgitconf.signing import HomeCache, Verifier, inspect_key_file
 
 
 def target_init(
@@ -45,6 +43,10 @@ def target_init(
     Raises:
         ConfigError: the key file holds more or other keys than the one to pin.
     """
+    # Imported here: signing imports tempfile (and random), which status and apply
+    # do not need (their rows of ``make bench``).
+    from qgitconf.signing import HomeCache, Verifier, inspect_key_file
+
     if not QUBE_NAME.fullmatch(source):
         raise UsageError(f"{source!r} is not a valid qube name")
     try:
@@ -334,10 +336,27 @@ def _drift(disk: DiskState, rec: Mapping[str, Any]) -> str | None:
 
 
 def _age(stamp: str | None) -> int | None:
-    if not stamp:
+    """Seconds since ``stamp`` (``YYYY-MM-DDTHH:MM:SSZ``, as apply writes it); None if
+    it is not one.  Parsed by hand: ``datetime.strptime`` imports ``_strptime`` (with
+    ``locale`` and ``calendar``), 5-10 ms of every ``qgitconf status``."""
+    if (
+        not isinstance(stamp, str)
+        or len(stamp) != 20
+        or not stamp.isascii()
+        or [stamp[i] for i in (4, 7, 10, 13, 16, 19)] != ["-", "-", "T", ":", ":", "Z"]
+        or not all(stamp[i].isdigit() for i in range(19) if i not in (4, 7, 10, 13, 16))
+    ):
         return None
     try:
-        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        then = datetime(
+            int(stamp[0:4]),
+            int(stamp[5:7]),
+            int(stamp[8:10]),
+            int(stamp[11:13]),
+            int(stamp[14:16]),
+            int(stamp[17:19]),
+            tzinfo=UTC,
+        )
     except ValueError:
         return None
     return max(0, int((datetime.now(UTC) - then).total_seconds()))
@@ -437,6 +456,14 @@ def stat_entry_from(st: tuple[int, int, int, int]) -> list[int]:
     return [*st, time.time_ns()]
 
 
+def _tempdir(prefix: str) -> Any:
+    """A ``tempfile.TemporaryDirectory``; imported here, not on the apply and status
+    paths (``tempfile`` imports ``random``)."""
+    import tempfile
+
+    return tempfile.TemporaryDirectory(prefix=prefix)
+
+
 def log(home: Path) -> list[dict[str, Any]]:
     """The generations, oldest first."""
     state = AgentState(state_dir(home))
@@ -495,8 +522,8 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
 
         print(f"qgitconf: {choice.note}", file=sys.stderr)
     with (
-        tempfile.TemporaryDirectory(prefix="qgitconf-pager-") as empty,
-        tempfile.TemporaryDirectory(prefix="qgitconf-keys-") as keys,
+        _tempdir("qgitconf-pager-") as empty,
+        _tempdir("qgitconf-keys-") as keys,
     ):
         _pinned_gnupg_home(home, keys)
         genv = sysprog.git_env(home, state.repo_path, session=env)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.errors import ApplyError
+from qgitconf.fsutil import syncfs
 from qgitconf.sanitize import sanitize
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -161,6 +162,10 @@ class HomeFS:
         # once per directory, before the journal's commit point).  None: at once.
         self.unsynced: set[str] | None = None
         self._fds: dict[str, int] = {}
+        # Directories found missing since the last ``forget`` (a probe below one is
+        # answered without an ``openat``: an apply into an empty home would otherwise
+        # try each file's missing directory again); ``mkdir`` takes its own out.
+        self._missing: set[str] = set()
         self._finalizer = weakref.finalize(self, _close_fds, self._fds)
 
     def __enter__(self) -> HomeFS:
@@ -177,7 +182,9 @@ class HomeFS:
         """Drop cached directory fds: all of them, or ``below`` and what is under it."""
         if below is None:
             _close_fds(self._fds)
+            self._missing.clear()
             return
+        self._missing.clear()  # what is known missing may be made below it
         prefix = below + "/"
         for key in [k for k in self._fds if k == below or k.startswith(prefix)]:
             os.close(self._fds.pop(key))
@@ -220,6 +227,8 @@ class HomeFS:
         fd = self._fds.get(key)
         if fd is not None:
             return fd
+        if not create and key in self._missing:
+            return None
         if not parts:
             if len(self._fds) >= _MAX_FDS:  # before any fd is handed out: none in use
                 self.forget()
@@ -234,7 +243,9 @@ class HomeFS:
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if not create:
+                self._missing.add(key)
                 return None
+            self._missing.discard(key)
             os.mkdir(name, 0o755, dir_fd=parent)
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         except OSError as e:
@@ -492,11 +503,10 @@ class HomeFS:
             raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
         fd = os.open(tmp, _TEMP_FLAGS, 0o600, dir_fd=d)
         try:
-            view = memoryview(data)
-            half = len(view) // 2
-            _write_all(fd, view[:half])
+            # The fault hook's "partial-temp": killed here, the temp exists, empty (a
+            # temp cut short); one write then (the apply rows: a write per file).
             self.hook("partial-temp")
-            _write_all(fd, view[half:])
+            _write_all(fd, memoryview(data))
             os.fchmod(fd, mode)  # exact mode, whatever the umask
             if sync:
                 os.fsync(fd)
@@ -626,6 +636,7 @@ class HomeFS:
         with self.parent(path) as (d, name):
             if d is None:
                 raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
+            self._missing.discard(path)
             try:
                 os.mkdir(name, mode, dir_fd=d)
             except FileExistsError:
@@ -633,8 +644,15 @@ class HomeFS:
             fd = os.open(name, _DIR_FLAGS, dir_fd=d)
             try:
                 os.fchmod(fd, mode)
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
+            # Kept as the directory's cached fd (the inode just made, opened without
+            # following a link): the writes into it need no second openat.
+            old = self._fds.get(path)
+            self._fds[path] = fd
+            if old is not None:
+                os.close(old)
             self._sync_dir(d, path)
 
     def rmdir(self, path: str) -> bool:
@@ -711,31 +729,9 @@ def _close_fds(fds: dict[str, int]) -> None:
     fds.clear()
 
 
-_LIBC_SYNCFS: Any = None
-
-
 def _syncfs(fd: int) -> None:
-    """``syncfs(fd)``: flush the filesystem holding ``fd``; ``sync()`` where there is
-    no ``syncfs`` (it flushes every filesystem, a superset)."""
-    global _LIBC_SYNCFS
-    if _LIBC_SYNCFS is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            _LIBC_SYNCFS = libc.syncfs
-            _LIBC_SYNCFS.argtypes = [ctypes.c_int]
-            _LIBC_SYNCFS.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            _LIBC_SYNCFS = False
-    if _LIBC_SYNCFS is False:
-        os.sync()
-        return
-    if _LIBC_SYNCFS(fd) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    """``syncfs(fd)`` (``fsutil.syncfs``: its error raised)."""
+    syncfs(fd)
 
 
 def _may_fork() -> bool:

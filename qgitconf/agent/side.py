@@ -28,7 +28,7 @@ class Side:
 def side(home: Path, env: Mapping[str, str]) -> Side:
     """Look at the files that make this qube a target or config-mgmt (reads nothing else)."""
     from qgitconf.agent.config import system_config_path, user_config_path
-    from qgitconf.mgmt.repo import default_repo_path
+    from qgitconf.mgmt import default_repo_path
 
     repo = default_repo_path(home, env)
     target = user_config_path(home).is_file() or system_config_path().is_file()

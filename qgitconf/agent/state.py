@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from qgitconf.errors import LocalStateError
-from qgitconf.fsutil import atomic_write, read_json, write_json
+from qgitconf.fsutil import DurableBatch, atomic_write, read_json
 from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
 from qgitconf.sanitize import sanitize
 
@@ -181,7 +181,7 @@ class AgentState:
         return data
 
     def save(self, data: dict[str, Any]) -> None:
-        write_json(self.root / "state.json", data)
+        _save_json(self.root / "state.json", data)
 
     @property
     def last_sequence(self) -> int | None:
@@ -204,18 +204,28 @@ class AgentState:
         data = read_json(self.root / "generations.json", [])
         return data if isinstance(data, list) else []
 
-    def save_generations(self, gens: list[dict[str, Any]]) -> None:
-        _save_json(self.root / "generations.json", gens)
+    def save_generations(
+        self, gens: list[dict[str, Any]], *, batch: DurableBatch | None = None
+    ) -> None:
+        """Write ``generations.json`` (into ``batch``, if given: see ``fsutil``)."""
+        _save_json(self.root / "generations.json", gens, batch)
 
     def manifest(self) -> dict[str, dict[str, Any]]:
         data = read_json(self.root / "manifest.json", {})
         return data if isinstance(data, dict) else {}
 
-    def save_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
+    def save_manifest(
+        self, manifest: dict[str, dict[str, Any]], *, batch: DurableBatch | None = None
+    ) -> None:
         """Write ``manifest.json``, then ``manifest.stat`` for it (a crash between the
-        two leaves a ``manifest.stat`` that no longer matches: ignored)."""
-        data = _save_json(self.root / "manifest.json", manifest)
-        atomic_write(self.root / "manifest.stat", _stat_index_bytes(manifest, data))
+        two leaves a ``manifest.stat`` that no longer matches: ignored); into
+        ``batch``, if given (renamed in that order by its owner)."""
+        data = _save_json(self.root / "manifest.json", manifest, batch)
+        stat_index = _stat_index_bytes(manifest, data)
+        if batch is None:
+            atomic_write(self.root / "manifest.stat", stat_index)
+        else:
+            batch.add(self.root / "manifest.stat", stat_index)
 
     def stat_index(self) -> StatIndex | None:
         """``manifest.stat`` if it belongs to the current ``manifest.json``; else None
@@ -231,8 +241,11 @@ class AgentState:
         data = read_json(self.root / "originals.json", {})
         return data if isinstance(data, dict) else {}
 
-    def save_originals(self, originals: dict[str, dict[str, Any]]) -> None:
-        _save_json(self.root / "originals.json", originals)
+    def save_originals(
+        self, originals: dict[str, dict[str, Any]], *, batch: DurableBatch | None = None
+    ) -> None:
+        """Write ``originals.json`` (into ``batch``, if given)."""
+        _save_json(self.root / "originals.json", originals, batch)
 
     # -- rejected log ------------------------------------------------------------------
 
@@ -292,14 +305,20 @@ def _append_capped(path: Path, line: bytes, cap: int) -> None:
             os.close(fd)
 
 
-def _save_json(path: Path, value: Any) -> bytes:
-    """Atomically write ``value`` as one-line JSON with sorted keys; return the bytes.
+def _save_json(path: Path, value: Any, batch: DurableBatch | None = None) -> bytes:
+    """Atomically write ``value`` as compact one-line JSON with sorted keys; return the
+    bytes.
 
     For the records that grow with the number of managed files: ``json.dumps`` without
-    ``indent`` runs in C, about ten times faster than an indented dump.
+    ``indent`` runs in C, about ten times faster than an indented dump, and without
+    spaces after the separators the 10,000-file manifest is some 10 % smaller.  The
+    records of older versions (indented, or with spaces) read as before.
     """
-    data = (json.dumps(value, sort_keys=True) + "\n").encode("utf-8")
-    atomic_write(path, data)
+    data = (json.dumps(value, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+    if batch is None:
+        atomic_write(path, data)
+    else:
+        batch.add(path, data)
     return data
 
 

@@ -465,7 +465,10 @@ def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
     for info in venv.glob("*.dist-info"):
         if info.name.split("-")[0].lower() in ("dulwich", "click", "python_gnupg"):
             shutil.copytree(info, site / info.name)
-    for script, target in (("qgitconf", "qgitconf.cli"), ("qgitconf-service", "qgitconf.service")):
+    for script, target in (
+        ("qgitconf", "qgitconf.entry"),
+        ("qgitconf-service", "qgitconf.service"),
+    ):
         path = layer / "usr/bin" / script
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(

@@ -23,15 +23,12 @@ from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
 from qgitconf.fsutil import atomic_write, read_json, write_json
 from qgitconf.gitstore import EMPTY_TREE
+from qgitconf.mgmt import default_repo_path as default_repo_path  # re-exported
 
 _FPR = re.compile(r"[0-9A-F]{40}")
 PUBLIC_KEY = "signing-key.asc"
 """The signing key's public half, in the repo meta; the pre-receive hook verifies with it."""
 _MAX_KEY_FILE = 1024 * 1024
-
-
-def default_repo_path(home: Path, env: Mapping[str, str]) -> Path:
-    return Path(env.get("QGITCONF_REPO") or home / "qgitconf.git")
 
 
 def find_public_key(home: Path, fingerprint: str) -> bytes | None:

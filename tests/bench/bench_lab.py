@@ -19,7 +19,7 @@ each started by one ``qrexec-client -d config-mgmt`` from dom0 (as ``qvm-run`` d
 
 So both pay the same qrexec calls (dom0 -> config-mgmt, config-mgmt -> vault for the
 signature, config-mgmt -> personal), and the harness checks afterwards, untimed, that
-personal holds the new commit.  Each run starts after a ``sync`` (``paired_medians``).
+personal holds the new commit.  Each run starts after a ``sync`` (``common.interleaved``).
 
 Needs root and the Qubes sources (docs/lab.md); exits 0 with a note where the lab
 cannot run.  Run: ``.venv/bin/python -m tests.bench.bench_lab``.
@@ -28,10 +28,11 @@ cannot run.  Run: ``.venv/bin/python -m tests.bench.bench_lab``.
 from __future__ import annotations
 
 import shlex
+import statistics
 import sys
 
 from qgitconf.lab.real import RealLab, available
-from tests.bench.common import paired_medians, print_rows, row
+from tests.bench.common import interleaved, print_rows, row, spread
 from tests.labkit import commit_files, publish, run, setup_lab, tip
 
 RUNS = 5
@@ -137,7 +138,8 @@ def main() -> int:
             run(lab, "config-mgmt", "sh", "-c", reference_script(lab.fingerprint, prev[0]))
 
         # Alternated, each after its own one-line change (and a sync: both flows write).
-        ours_t, ref_t = paired_medians(RUNS, (change, ours), (reference_setup, reference))
+        t_ours, t_ref = interleaved(RUNS, [(change, ours), (reference_setup, reference)])
+        ours_t, ref_t = statistics.median(t_ours), statistics.median(t_ref)
         check_reference()
         r = row(
             "one-line change, publish->staged end to end in the lab",
@@ -148,6 +150,7 @@ def main() -> int:
             ours_t / ref_t <= 2.0,
             "real qrexec; reference: git bundle + split-GPG sign + qrexec transfer + gpg "
             "verify + bundle verify + fetch + verify-commit",
+            spreads=f"{spread(t_ours)} / {spread(t_ref)}",
         )
         print_rows([r])
     finally:
