@@ -17,7 +17,16 @@ from pathlib import Path
 
 from tests.bench.common import compile_package, print_rows
 
-SCRIPTS = ["bench_receive", "bench_lab", "bench_apply", "bench_publish", "rss_receive"]
+# bench_distro (issue 20): the first-update receive rows inside a clean Debian 13 with
+# the .deb installed (pure-Python dulwich 0.22.7, Python 3.13); needs root and the mirror.
+SCRIPTS = [
+    "bench_receive",
+    "bench_lab",
+    "bench_apply",
+    "bench_publish",
+    "rss_receive",
+    "bench_distro",
+]
 
 
 def main(argv: list[str]) -> int:
