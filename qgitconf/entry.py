@@ -78,7 +78,7 @@ def _json(value: Any) -> None:
 
 
 def _status(as_json: bool) -> None:
-    from qgitconf.agent.commands import status
+    from qgitconf.agent.status import status
     from qgitconf.agent.view import status_lines
 
     out = status(_home(), dict(os.environ))

@@ -653,6 +653,35 @@ def _resolve_through_links(
     return None
 
 
+def rules_digest(rules: PathRules) -> str | None:
+    """A digest of everything :func:`check_tree`'s verdict depends on besides the tree:
+    ``rules`` (the allowlist, limits and system prefixes), the code of the checks
+    (this module, :mod:`qgitconf.system.rules` and :mod:`qgitconf.limits`, read from
+    their files, so a changed or upgraded rule gives another digest) and the Unicode
+    database the name comparisons use (a Python upgrade may change it).
+
+    Receive records it with the tree it checked; apply checks a tree again unless it
+    is that tree under the same digest (issue 21).  None when a module's file cannot
+    be read (then every tree is checked again).
+    """
+    import hashlib
+
+    from qgitconf import limits
+    from qgitconf.system import rules as system_rules
+
+    h = hashlib.sha256(unicodedata.unidata_version.encode() + b"\n")
+    try:
+        for module in (__file__, system_rules.__file__, limits.__file__):
+            with open(module, "rb") as f:
+                data = f.read()
+            h.update(b"%d\n" % len(data) + data)
+    except (OSError, TypeError):
+        return None
+    h.update(repr((tuple(rules.allow), rules.max_path_bytes, rules.max_depth)).encode())
+    h.update(repr(tuple(rules.system.prefixes)).encode())
+    return h.hexdigest()
+
+
 def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRules) -> list[str]:
     """Check every entry of an untrusted tree, and how the entries relate.
 

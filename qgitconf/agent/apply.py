@@ -50,7 +50,7 @@ from qgitconf.errors import (
 )
 from qgitconf.gitstore import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
-from qgitconf.paths import PathRules, check_tree
+from qgitconf.paths import PathRules, check_tree, rules_digest
 from qgitconf.sanitize import sanitize
 from qgitconf.system.rules import SYSTEM_TOP
 
@@ -121,7 +121,8 @@ def wanted_tree(
     *,
     system: bool = False,
 ) -> dict[str, Wanted]:
-    """Read the tree of ``commit`` from the agent repo (rule 7 re-checked at apply).
+    """Read the tree of ``commit`` from the agent repo (rule 7 re-checked at apply,
+    unless Receive checked this very tree with the same rules: :func:`checked_at_receive`).
 
     The home part leaves out the reserved ``system/`` directory; with ``system`` only
     the files below it are read, named relative to ``/`` (issue 15's root step, whose
@@ -138,10 +139,11 @@ def wanted_tree(
         try:
             tree = store.commit_tree(commit)
             entries = walk_tree(store, tree, limits, system_only=system)
-            check_tree(
-                ((e.path, e.mode, _blob(store, e.sha) if e.is_link else None) for e in entries),
-                rules,
-            )
+            if system or not checked_at_receive(state, tree, rules):
+                check_tree(
+                    ((e.path, e.mode, _blob(store, e.sha) if e.is_link else None) for e in entries),
+                    rules,
+                )
             files = [
                 e
                 for e in entries
@@ -161,6 +163,24 @@ def wanted_tree(
             return out
         finally:
             store.close()
+
+
+def checked_at_receive(state: AgentState, tree: str, rules: PathRules) -> bool:
+    """Receive staged an update whose tip has ``tree`` after every path of it passed
+    :func:`~qgitconf.paths.check_tree` with rules of the same digest (code and
+    settings): checking it again would give the same verdict.
+
+    The record is in the agent state, which no update can write (rule 7) and which
+    only the user (who owns $HOME as well) can change.  Never used by the root step
+    (``wanted_tree(system=True)``): root does not take the user's word for a check.
+    Any other tree (a revert to an older generation, another commit) is checked again.
+    """
+    staged = state.load().get("staged")
+    checked = staged.get("checked") if isinstance(staged, dict) else None
+    if not isinstance(checked, dict) or not tree or checked.get("tree") != tree:
+        return False
+    digest = checked.get("rules")
+    return isinstance(digest, str) and digest == rules_digest(rules)
 
 
 class _AgentObjects:

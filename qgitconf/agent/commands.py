@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,13 @@ from qgitconf.agent.apply import (
     staged_commit,
 )
 from qgitconf.agent.config import FPR, TargetConfig, load_target_config, write_target_config
-from qgitconf.agent.homefs import DiskState, HomeFS, content
+from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import Fault, describe, recover
 from qgitconf.agent.progress import ApplyProgress, Emit, apply_totals, note
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.agent.status import _scan
+from qgitconf.agent.status import home_status as home_status  # re-exported
+from qgitconf.agent.status import status as status  # re-exported
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, LocalStateError, StagedChangedError, UsageError
 from qgitconf.sanitize import sanitize
@@ -318,142 +319,6 @@ def restore(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
         if plan.touches_disk:
             rec = execute(plan, fs, state, overwrite=False, kind="restore", fault=fault)
     return {"restored": rec["written"], "left": rec["left"], "recovered": recovered}
-
-
-def _drift(disk: DiskState, rec: Mapping[str, Any]) -> str | None:
-    want = content(rec)
-    if disk.record() == want:
-        return None
-    if disk.kind == "missing":
-        return "missing"
-    if disk.kind == "blocked":
-        return "blocked"
-    if disk.kind == "file" and want.get("type") == "file":
-        return "mode" if disk.sha256 == want.get("sha256") else "modified"
-    if disk.kind == "link" and want.get("type") == "link":
-        return "modified"
-    return "type"
-
-
-def _age(stamp: str | None) -> int | None:
-    """Seconds since ``stamp`` (``YYYY-MM-DDTHH:MM:SSZ``, as apply writes it); None if
-    it is not one.  Parsed by hand: ``datetime.strptime`` imports ``_strptime`` (with
-    ``locale`` and ``calendar``), 5-10 ms of every ``qgitconf status``."""
-    if (
-        not isinstance(stamp, str)
-        or len(stamp) != 20
-        or not stamp.isascii()
-        or [stamp[i] for i in (4, 7, 10, 13, 16, 19)] != ["-", "-", "T", ":", ":", "Z"]
-        or not all(stamp[i].isdigit() for i in range(19) if i not in (4, 7, 10, 13, 16))
-    ):
-        return None
-    try:
-        then = datetime(
-            int(stamp[0:4]),
-            int(stamp[5:7]),
-            int(stamp[8:10]),
-            int(stamp[11:13]),
-            int(stamp[14:16]),
-            int(stamp[17:19]),
-            tzinfo=UTC,
-        )
-    except ValueError:
-        return None
-    return max(0, int((datetime.now(UTC) - then).total_seconds()))
-
-
-def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    """Staged vs applied, drift per file, an interrupted apply, the age of the last update.
-
-    Recovers an interrupted apply first (unless one is running right now).  Unchanged
-    files are recognised by the manifest's stat cache, not re-hashed; entries the cache
-    could not vouch for are refreshed when they are found unchanged.
-    """
-    cfg = load_target_config(home, env)
-    return {
-        "role": "target",
-        "source": cfg.source,
-        "keys": sorted(cfg.pinned),
-        **home_status(AgentState(state_dir(home)), home, env),
-    }
-
-
-def home_status(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    """The part of ``status`` that looks at the agent state and $HOME (no config)."""
-    recovered = None
-    with state.lock() as held, HomeFS(home) as fs:
-        if held:
-            recovered = recover(state, fs, Fault.from_env(env))
-        data = state.load()
-        found, managed = _scan(state, fs, save=held)
-        drift = [{"path": sanitize(p), "state": k} for p, k in sorted(found)]
-        interrupted = describe(state)
-    staged = data.get("staged") or {}
-    gens = state.generations()
-    last = gens[-1] if gens else None
-    return {
-        "sequence": data.get("sequence"),
-        "staged": staged.get("commit"),
-        "received": staged.get("received"),
-        "applied": data.get("applied"),
-        "pending": bool(staged) and staged.get("commit") != data.get("applied"),
-        "generation": last["number"] if last else 0,
-        "last_update": last["time"] if last else None,
-        "last_update_age": _age(last["time"]) if last else None,
-        "skipped": list(last.get("skipped") or []) if last else [],
-        "managed": managed,
-        "drift": [d["path"] for d in drift],
-        "drift_detail": drift,
-        "interrupted": interrupted is not None,
-        "journal": interrupted,
-        "busy": not held,
-        "recovered": recovered,
-    }
-
-
-def _scan(state: AgentState, fs: HomeFS, *, save: bool) -> tuple[list[tuple[str, str]], int]:
-    """Drift of every managed file: ``(path, kind)`` pairs and the number managed.
-
-    Fast path: ``manifest.stat`` vouches for the unchanged regular files with one
-    ``lstat`` each, so the (large) manifest is not parsed; only the entries it cannot
-    vouch for are probed.  If any vouched file changed, the whole manifest is scanned.
-    Entries found unchanged by hashing get a fresh stat cache, and a missing or stale
-    ``manifest.stat`` is written again (if ``save``).
-    """
-    index = state.stat_index()
-    manifest: dict[str, dict[str, Any]] | None = None
-    if index is not None and fs.all_unchanged(index.vouched, index.records):
-        records, managed = index.others, index.managed
-    else:
-        manifest = records = state.manifest()
-        managed = len(manifest)
-    found: list[tuple[str, str]] = []
-    refreshed: dict[str, list[int]] = {}
-    unchanged = fs.unchanged
-    for path, rec in records.items():
-        if unchanged(path, rec):  # one lstat: the stat cache vouches for it
-            continue
-        disk = fs.probe(path, rec)
-        kind = _drift(disk, rec)
-        if kind is not None:
-            found.append((path, kind))
-        elif disk.hashed and disk.st is not None:
-            refreshed[path] = stat_entry_from(disk.st)
-    # Nothing managed (never applied): no manifest.stat to write.
-    rebuild = index is None and bool(manifest)
-    if save and (refreshed or rebuild) and not state.journal_dir.exists():
-        if manifest is None:
-            manifest = state.manifest()
-        for path, entry in refreshed.items():
-            if path in manifest:
-                manifest[path]["stat"] = entry
-        with contextlib.suppress(OSError):  # only a cache: a full disk may skip it
-            state.save_manifest(manifest)
-    return found, managed
-
-
-def stat_entry_from(st: tuple[int, int, int, int]) -> list[int]:
-    return [*st, time.time_ns()]
 
 
 def _tempdir(prefix: str) -> Any:

@@ -110,6 +110,7 @@ def load_target_config(
     *,
     read_qubesdb: QubesDBRead = qubesdb.read,
     system_config: Path | None = None,
+    system_rules: bool = True,
 ) -> TargetConfig:
     """Load this qube's target configuration.
 
@@ -122,6 +123,9 @@ def load_target_config(
         env: unused; kept for the callers' symmetry.
         read_qubesdb: the QubesDB reader (tests give their own).
         system_config: the template-wide file (default :data:`SYSTEM_CONFIG`).
+        system_rules: False leaves the system prefixes out of ``rules`` (none allowed),
+            without asking QubesDB for them: for ``status``, which reports and decides
+            nothing by the rules (one ``qubesdb-read`` process fewer).
 
     Raises:
         ConfigError: not set up, unreadable, or invalid.
@@ -165,7 +169,7 @@ def load_target_config(
     auto_apply = data.get("auto_apply", False)
     if not isinstance(auto_apply, bool):
         raise ConfigError(f"{path}: 'auto_apply' must be true or false")
-    system = load_system_rules(read_qubesdb, system_config)
+    system = load_system_rules(read_qubesdb, system_config) if system_rules else SystemRules()
     return TargetConfig(
         path=path,
         source=source,

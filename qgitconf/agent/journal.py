@@ -41,12 +41,10 @@ import errno
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -93,6 +91,14 @@ class Fault:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _rmtree(path: Path, *, ignore_errors: bool = False) -> None:
+    """``shutil.rmtree``, imported when needed: ``shutil`` imports ``bz2`` and ``lzma``
+    (3-4 ms of every ``qgitconf status``, which never removes a tree)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
 def temp_name(path: str, jid: str, i: int) -> str:
     """The temp name step ``i`` writes beside ``path`` (recovery knows it in advance).
 
@@ -104,14 +110,18 @@ def temp_name(path: str, jid: str, i: int) -> str:
     return f".qgc-{jid}-{i}"
 
 
-@dataclass
 class Journal:
-    """One journal directory; ``data`` is the content of ``plan.json``."""
+    """One journal directory; ``data`` is the content of ``plan.json``.
 
-    state: AgentState
-    data: dict[str, Any]
-    fault: Fault = field(default_factory=Fault)
-    _progress_fd: int | None = field(default=None, repr=False)
+    A plain class, not a dataclass: ``dataclasses`` imports ``inspect`` (about 5 ms of
+    every ``qgitconf status``, which imports this module for the recovery check).
+    """
+
+    def __init__(self, state: AgentState, data: dict[str, Any], fault: Fault | None = None) -> None:
+        self.state = state
+        self.data = data
+        self.fault = Fault() if fault is None else fault
+        self._progress_fd: int | None = None
 
     @property
     def dir(self) -> Path:
@@ -133,7 +143,7 @@ class Journal:
         if (state.journal_dir / "plan.json").exists():
             raise LocalStateError("an interrupted apply must be recovered first")
         if state.journal_dir.exists():
-            shutil.rmtree(state.journal_dir)
+            _rmtree(state.journal_dir)
         (state.journal_dir / "undo").mkdir(parents=True, mode=0o700)
         jid = os.urandom(4).hex()  # not ``secrets``: its ``random`` import costs every apply
         data: dict[str, Any] = {
@@ -217,7 +227,7 @@ class Journal:
         (self.dir / "plan.json").unlink(missing_ok=True)
         fsync_dir(self.dir)
         self.fault("journal-removed")
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _rmtree(self.dir, ignore_errors=True)
 
     # -- undo copies ---------------------------------------------------------------------
 
@@ -275,7 +285,7 @@ class Journal:
         number = self.data["after"].get("number")
         self._drop_kept_originals()
         if number is not None:
-            shutil.rmtree(self.state.root / "backups" / str(number), ignore_errors=True)
+            _rmtree(self.state.root / "backups" / str(number), ignore_errors=True)
         if not problems:
             self.close()
         return problems
@@ -617,7 +627,7 @@ def recover(state: AgentState, fs: HomeFS, fault: Fault | None = None) -> str | 
     journal = Journal.load(state)
     if journal is None:
         if state.journal_dir.exists():  # removed after its plan.json: just finish
-            shutil.rmtree(state.journal_dir, ignore_errors=True)
+            _rmtree(state.journal_dir, ignore_errors=True)
         if cleared:
             return "leftovers of an interrupted qgitconf were removed: " + ", ".join(
                 sanitize(c) for c in cleared

@@ -24,6 +24,7 @@ from qgitconf.agent.verify import VerifiedUpdate, VerifyContext, verify_update
 from qgitconf.envelope import format_time
 from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.fsutil import atomic_write
+from qgitconf.paths import PathRules, rules_digest
 from qgitconf.signing import HomeCache
 
 
@@ -63,8 +64,13 @@ def make_context(cfg: TargetConfig, state: AgentState, name: str) -> VerifyConte
     )
 
 
-def _stage(update: VerifiedUpdate, state: AgentState) -> None:
-    """Persist an accepted update: objects first, then state, then the ref."""
+def _stage(update: VerifiedUpdate, state: AgentState, rules: PathRules) -> None:
+    """Persist an accepted update: objects first, then state, then the ref.
+
+    The staged record names the tree whose paths passed the path rules and the digest
+    of those rules (``checked``): apply checks that tree again only if either differs
+    (issue 21).  It lives in the agent state, which no update can write (rule 7).
+    """
     st = update.statement
     if update.quarantine is not None:
         update.quarantine.promote()
@@ -82,6 +88,7 @@ def _stage(update: VerifiedUpdate, state: AgentState) -> None:
             "signer": update.signer,
             "created": format_time(st.created),
             "received": format_time(datetime.now(UTC)),
+            "checked": {"tree": update.tree, "rules": rules_digest(rules)},
         },
     )
     state.save(data)
@@ -121,7 +128,7 @@ def accept_update(
     try:
         st = update.statement
         if not update.up_to_date:
-            _stage(update, state)
+            _stage(update, state, cfg.rules)
             from qgitconf.agent.gui import after_staging
 
             after_staging(home, env, cfg, st.commit, st.sequence)  # notify; opt-in auto-apply

@@ -82,6 +82,8 @@ class VerifiedUpdate(NamedTuple):
     # The signed statement as it came (kept at staging for the root step, issue 15).
     raw_statement: bytes = b""
     raw_signature: bytes = b""
+    # The tip's tree id, whose every path passed the path rules (rule 7) with ``rules``.
+    tree: str = ""
 
     def close(self) -> None:
         if self.quarantine is not None:
@@ -207,7 +209,8 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
                 bytes(payload), bytes(signature), CommitSignatureError
             ) as commit_signature:
                 try:
-                    paths = _check_tip(quarantine, st, ctx, commit.tree.decode("ascii"))
+                    tree = commit.tree.decode("ascii")
+                    paths = _check_tip(quarantine, st, ctx, tree)
                 except Exception:
                     commit_signature.result()
                     raise
@@ -215,7 +218,7 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         except BaseException:
             quarantine.close()
             raise
-    return VerifiedUpdate(st, signer, False, quarantine, paths, raw.statement, raw.signature)
+    return VerifiedUpdate(st, signer, False, quarantine, paths, raw.statement, raw.signature, tree)
 
 
 def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) -> list[str]:
