@@ -45,6 +45,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from qgitconf import sysprog
 from qgitconf.agent.homefs import RACY_NS
 from tests.bench import bench_receive
 from tests.bench.bench_receive import Setup
@@ -63,17 +64,9 @@ from tests.bench.common import (
     syncfs_dir,
 )
 
-ISOLATED_GIT = [
-    "git",
-    "-c",
-    "core.attributesFile=/dev/null",
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "safe.directory=*",  # the agent repo belongs to the bench user; git runs as root
-]
+# the agent's own git options (its big-file threshold is git's default), and the agent
+# repo belongs to the bench user while git runs as root
+ISOLATED_GIT = ["git", *sysprog.GIT_ISOLATION, "-c", "safe.directory=*"]
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 TOTAL = {1000: 10 << 20, 10_000: 100 << 20}
 
