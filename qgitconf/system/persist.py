@@ -62,7 +62,7 @@ def conf_text(rels: Iterable[str]) -> bytes:
     """The bind-dirs configuration for ``rels`` (bash, read by ``bind-dirs.sh``)."""
     lines = [
         "# Written by qgitconf (the system step): the system files it manages in this",
-        "# AppVM.  Rewritten at every `qgitconf apply --system`, revert and restore.",
+        "# AppVM.  Rewritten at every `qgitconf system apply`, revert and restore.",
     ]
     lines += [f"binds+=( {_quote('/' + r)} )" for r in persisted(rels)]
     return ("\n".join(lines) + "\n").encode("utf-8")

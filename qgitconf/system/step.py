@@ -1,6 +1,6 @@
 """The root step: apply, revert and restore the system files of the staged update (issue 15).
 
-Receive, verify and stage stay unprivileged.  ``qgitconf apply --system``, run as root
+Receive, verify and stage stay unprivileged.  ``qgitconf system apply``, run as root
 (``sudo`` in a qube with passwordless root, or ``qvm-run -u root QUBE ...`` from dom0:
 docs/design.md "Privilege"), then trusts nothing the user's side holds:
 
@@ -166,8 +166,8 @@ def _config_key(path: Path) -> str:
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise UsageError(
-            "the system step runs as root: `sudo qgitconf apply --system`, or from dom0 "
-            "`qvm-run -u root QUBE 'qgitconf apply --system --yes'`",
+            "the system step runs as root: `sudo qgitconf system apply`, or from dom0 "
+            "`qvm-run -u root QUBE 'qgitconf system apply --yes'`",
             code="system-needs-root",
         )
 
