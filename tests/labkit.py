@@ -329,12 +329,17 @@ def as_qube_user(lab: Lab, qube: str) -> Iterator[None]:
     """
     for module in LAZY_IMPORTS:
         importlib.import_module(module)
-    uid = lab.uid(qube)
-    with searchable(lab):
-        os.setegid(uid)
-        os.seteuid(uid)
-        try:
-            yield
-        finally:
-            os.seteuid(0)
-            os.setegid(0)
+    with searchable(lab), as_uid(lab.uid(qube)):
+        yield
+
+
+@contextlib.contextmanager
+def as_uid(uid: int) -> Iterator[None]:
+    """In-process code with ``uid`` as effective uid and gid (back to root after)."""
+    os.setegid(uid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)

@@ -31,7 +31,6 @@ killed - runs with that user's uid: permissions bind them as they bind the agent
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
@@ -48,7 +47,7 @@ from qgitconf.agent import commands
 from qgitconf.agent import journal as journal_module
 from qgitconf.agent.apply import kept_name
 from tests.applykit import STATE, as_user, home_view, stage
-from tests.labkit import LAZY_IMPORTS, Lab, host_env, qg, run, snapshot
+from tests.labkit import LAZY_IMPORTS, Lab, as_uid, host_env, qg, run, snapshot
 
 # The agent runs here with the qube user's uid, which may not reach this interpreter's
 # standard library (under /root): what it imports lazily is imported now, as root
@@ -169,16 +168,7 @@ def _copy_into(src: Path, home: Path) -> None:
     staging.rmdir()
 
 
-@contextlib.contextmanager
-def _as(uid: int) -> Iterator[None]:
-    """In-process code with ``uid`` as effective uid (the home copies are its own)."""
-    os.setegid(uid)
-    os.seteuid(uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
+_as = as_uid  # in-process code with the home copies' owner as effective uid
 
 
 def _state(home: Path) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class UserObjects:
         git = sysprog.program("git")
         env = sysprog.git_env(home, repo)
         self._proc = subprocess.Popen(
-            [git, "cat-file", "--batch"],
+            [git, *sysprog.GIT_ISOLATION, "cat-file", "--batch"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
