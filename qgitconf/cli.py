@@ -18,6 +18,7 @@ import click
 
 from qgitconf import __version__
 from qgitconf.agent.view import SHOWN_SKIPPED
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import (
     EXIT_BUG,
     EXIT_INTERRUPTED,
@@ -25,7 +26,6 @@ from qgitconf.errors import (
     UsageError,
     leaving_process,
 )
-from qgitconf.sanitize import sanitize
 
 
 def _home() -> Path:
@@ -45,7 +45,7 @@ def _mgmt_repo(repo: str | None = None) -> Any:
 
 def _mgmt(command: str) -> Any:
     """The config-mgmt repository for ``command``; in a target qube, say where it runs."""
-    from qgitconf.agent.side import require_mgmt
+    from qgitconf.ops.side import require_mgmt
 
     require_mgmt(_home(), _env(), command)
     return _mgmt_repo().require()
@@ -53,7 +53,7 @@ def _mgmt(command: str) -> Any:
 
 def _target(command: str) -> None:
     """In the config-mgmt qube, say that target command ``command`` runs in a target."""
-    from qgitconf.agent.side import require_target
+    from qgitconf.ops.side import require_target
 
     require_target(_home(), _env(), command)
 
@@ -87,7 +87,7 @@ def _names(targets: bool = True, layers: bool = False) -> Callable[..., list[Any
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
         from click.shell_completion import CompletionItem
 
-        from qgitconf.agent.side import completion_names
+        from qgitconf.ops.side import completion_names
 
         names = completion_names(_home(), _env(), targets=targets, layers=layers)
         return [CompletionItem(n) for n in names if n.startswith(incomplete)]
@@ -106,7 +106,7 @@ def _counts(rec: dict[str, Any]) -> str:
 
 
 def _transport() -> Any:
-    from qgitconf.transport import QrexecClient
+    from qgitconf.qubes.qrexec import QrexecClient
 
     return QrexecClient()
 
@@ -158,7 +158,7 @@ def init(
 
     In a target qube it refuses [wrong-side] unless --force.
     """
-    from qgitconf.agent.side import check_mgmt_init
+    from qgitconf.ops.side import check_mgmt_init
 
     check_mgmt_init(_home(), _env(), force=force)
     r = _mgmt_repo(repo)
@@ -267,7 +267,7 @@ def target_init(
     --force: that would let what config-mgmt publishes change its own $HOME.
     """
     from qgitconf.agent.commands import target_init as do
-    from qgitconf.agent.side import check_target_init
+    from qgitconf.ops.side import check_target_init
 
     check_target_init(_home(), _env(), force=force)
 
@@ -1182,7 +1182,7 @@ def policy_check(files: tuple[str, ...], samples: bool | None, mgmt_qube: str) -
     Prints FILE:LINE: problem for each problem; exits 0 when clean, 4 otherwise.
     """
     from qgitconf.errors import EXIT_CONFIG
-    from qgitconf.policycheck import check_files
+    from qgitconf.ops.policycheck import check_files
 
     report = check_files([Path(f) for f in files], samples=samples, mgmt=mgmt_qube)
     for problem in report.problems:
@@ -1206,11 +1206,11 @@ def persist(target: str | None, home_dir: str, user: str) -> None:
     from what was applied; in config-mgmt, TARGET's paths come from its branch and the
     commands are printed commented out, after what to check.
     """
-    from qgitconf import persist as p
+    from qgitconf.ops import persist as p
 
     enabled: bool | None = None
     if _is_target():
-        from qgitconf.qubesdb import own_name, read
+        from qgitconf.qubes.qubesdb import own_name, read
 
         name = target or own_name()
         paths = p.managed_paths_from_state(_home())
@@ -1234,8 +1234,8 @@ def doctor(as_json: bool, no_sign: bool) -> None:
 
     Exits 1 if any check fails.
     """
-    from qgitconf.doctor import run_doctor
     from qgitconf.errors import EXIT_FAILURE
+    from qgitconf.ops.doctor import run_doctor
 
     role, checks = run_doctor(_home(), _env(), sign=not no_sign)
     failed = any(c.result == "fail" for c in checks)

@@ -284,6 +284,12 @@ class ConfigError(QgitconfError):
     exit_status = EXIT_CONFIG
 
 
+class NothingToFetchError(QgitconfError):
+    """No update is kept for the calling qube (unknown qube, or nothing published)."""
+
+    code = "nothing-published"
+
+
 class GitError(LocalStateError):
     """A git or gpg command this qube runs for itself failed."""
 

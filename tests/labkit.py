@@ -24,7 +24,7 @@ import pytest
 from qgitconf.errors import GitError, TooLargeError
 from qgitconf.lab.real import KEY_FILE, RealLab
 from qgitconf.mgmt.repo import MgmtRepo
-from qgitconf.transport import CallResult
+from qgitconf.qubes.qrexec import CallResult
 
 Lab = RealLab
 

@@ -18,10 +18,10 @@ import pytest
 
 from qgitconf.agent import apply as apply_module
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.core.paths import PathRules, rules_digest
+from qgitconf.core.systemrules import SystemRules
 from qgitconf.errors import UnsafePathError
 from qgitconf.limits import Limits
-from qgitconf.paths import PathRules, rules_digest
-from qgitconf.system.rules import SystemRules
 from tests.hostile.corpus import MODE_FILE, World, build_world
 from tests.test_apply import Target
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from qgitconf.doctor import (
+from qgitconf.ops.doctor import (
     _check_pinned,
     gpg_version_check,
     key_status,
@@ -213,8 +213,8 @@ def test_dependency_minimums_are_the_same_everywhere() -> None:
     doctor's constants, docs/packaging.md's table and docs/usage.md's doctor row."""
     import re
 
-    from qgitconf.doctor import MIN_CLICK, MIN_GPG, MIN_PYTHON_GNUPG
-    from qgitconf.dulwich_compat import MIN_DULWICH
+    from qgitconf.gitpack.compat import MIN_DULWICH
+    from qgitconf.ops.doctor import MIN_CLICK, MIN_GPG, MIN_PYTHON_GNUPG
 
     root = Path(__file__).resolve().parent.parent
     pyproject = (root / "pyproject.toml").read_text()
@@ -256,7 +256,7 @@ def test_doctor_checks_click_version(monkeypatch: pytest.MonkeyPatch) -> None:
     """doctor fails below MIN_CLICK and names the version it read."""
     from importlib import metadata
 
-    from qgitconf import doctor
+    from qgitconf.ops import doctor
 
     monkeypatch.setattr(metadata, "version", lambda name: "8.1.2")
     check = doctor._check_click()
@@ -341,7 +341,8 @@ def test_doctor_split_gpg2_client_enabled_after_boot(lab: Lab) -> None:
 
 
 def test_doctor_checks_the_dulwich_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qgitconf import doctor, dulwich_compat
+    from qgitconf.gitpack import compat as dulwich_compat
+    from qgitconf.ops import doctor
 
     assert doctor._check_dulwich().result == "ok"
     monkeypatch.setattr(dulwich_compat, "dulwich_version", lambda: (0, 20, 50))

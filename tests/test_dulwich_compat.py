@@ -1,4 +1,4 @@
-"""qgitconf.dulwich_compat: the same verdicts on every supported dulwich (0.21.2 to 1.x).
+"""qgitconf.gitpack.compat: the same verdicts on every supported dulwich (0.21.2 to 1.x).
 
 ``make test-dulwich`` runs this file, with the other security tests, on dulwich 0.21.2
 and 0.22.7 (pure Python) besides the venv's 1.x: nothing here depends on the version.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf import dulwich_compat
-from qgitconf.dulwich_compat import (
+from qgitconf.gitpack import compat as dulwich_compat
+from qgitconf.gitpack.compat import (
     MIN_DULWICH,
     commit_raw,
     init_bare,
@@ -315,7 +315,7 @@ def test_commit_payload_is_verified_as_git_verify_commit_does(
     from dulwich.objects import Commit
 
     from qgitconf.errors import CommitSignatureError
-    from qgitconf.signing import Verifier
+    from qgitconf.gpg.signing import Verifier
 
     raw, expected = _commit(signer, case)
     sha = _write(store, raw)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from qgitconf.envelope import parse_statement
+from qgitconf.core.envelope import parse_statement
 from qgitconf.lab.attacks import restate, split_update
 from tests.labkit import (
     Lab,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qgitconf.envelope import (
+from qgitconf.core.envelope import (
     MAGIC,
     Statement,
     format_envelope_header,

@@ -123,6 +123,7 @@ def user_dir(lab: Lab) -> Iterator[Path]:
 def test_receive_notifies_after_staging_without_blocking(
     lab: Lab, user_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from qgitconf.agent.autoapply import after_staging
     from qgitconf.agent.receive import accept_update
     from tests.labkit import kept_update
 
@@ -144,6 +145,7 @@ def test_receive_notifies_after_staging_without_blocking(
         out = accept_update(
             io.BytesIO(update), "config-mgmt", lab.home("personal"), env, name="personal"
         )
+        after_staging(lab.home("personal"), env, out)  # as the Receive service does
     assert out.result == "staged"
     assert time.monotonic() - start < 20
     assert _wait_for(marker)

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from qgitconf.agent.export import MAGIC, MAGIC_V1, MAX_EXPORT_BYTES, format_export
+from qgitconf.core.exportfmt import MAGIC, MAGIC_V1, MAX_EXPORT_BYTES, format_export, parse_export
 from qgitconf.errors import ConfigError, MalformedError
-from qgitconf.mgmt.importing import parse_export
 from tests.labkit import Lab, qg, run, tip
 
 ALIAS = "[alias]\n\tlg = !git log --graph\n"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from dulwich.repo import Repo
 
-from qgitconf.envelope import (
+from qgitconf.core.envelope import (
     Statement,
     format_envelope_header,
     format_statement,
     parse_statement,
 )
-from qgitconf.gitstore import tree_sha256, walk_tree
+from qgitconf.gitpack.store import tree_sha256, walk_tree
 from qgitconf.lab.attacks import split_update
 from qgitconf.limits import Limits
 from tests.labkit import (

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from qgitconf.envelope import parse_statement
+from qgitconf.core.envelope import parse_statement
 from qgitconf.errors import PolicyDeniedError
 from qgitconf.lab.attacks import split_update
 from qgitconf.mgmt import publish as publish_mod
 from qgitconf.mgmt.publish import load_record
-from qgitconf.transport import CallResult
+from qgitconf.qubes.qrexec import CallResult
 from tests.labkit import (
     Lab,
     QubeTransport,
@@ -246,7 +246,7 @@ def test_publish_tree_digest_is_the_one_the_agent_computes(lab: Lab) -> None:
     ``gitstore.tree_sha256`` over the same entries, so they must agree."""
     from dulwich.repo import Repo
 
-    from qgitconf.gitstore import tree_sha256, walk_tree
+    from qgitconf.gitpack.store import tree_sha256, walk_tree
     from qgitconf.limits import Limits
 
     files: dict[str, str | bytes] = {
@@ -281,7 +281,7 @@ def test_signing_config_is_what_git_config_says(lab: Lab) -> None:
 def test_transport_refused_status_is_real_qrexecs() -> None:
     """The emulator this compared with is gone; the value is real qrexec-client-vm's
     exit status for a refused call (test_reallab checks it on the real qrexec)."""
-    from qgitconf.transport import QREXEC_REFUSED
+    from qgitconf.qubes.qrexec import QREXEC_REFUSED
 
     assert QREXEC_REFUSED == 126
 

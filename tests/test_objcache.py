@@ -1,4 +1,4 @@
-"""The agent's per-pack cache of blob SHA-256s and trees (``qgitconf.objcache``).
+"""The agent's per-pack cache of blob SHA-256s and trees (``qgitconf.gitpack.objcache``).
 
 It must be read (an incremental update's digest and walk use it), it must never let a
 wrong answer through (a corrupted cache can only refuse an update, and a known id
@@ -18,7 +18,7 @@ import pytest
 
 from qgitconf.agent.receive import accept_update
 from qgitconf.errors import UntrustedInputError
-from qgitconf.objcache import (
+from qgitconf.gitpack.objcache import (
     KNOWN_DIR,
     MAGIC,
     format_sidecar,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf import packindex, packscan
 from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.gitpack import packindex, packscan
+from qgitconf.gitpack.packindex import IndexedPack, index_pack, write_pack
+from qgitconf.gitpack.packscan import prescan_pack
 from qgitconf.limits import Limits
-from qgitconf.packindex import IndexedPack, index_pack, write_pack
-from qgitconf.packscan import prescan_pack
 from tests.hostile import packgen
 from tests.hostile.packgen import BLOB, PackWriter
 from tests.test_packscan import GitRepo, _pack, pack_bytes

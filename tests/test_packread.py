@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from dulwich.repo import Repo
 
-from qgitconf.agent.packread import PackReader
 from qgitconf.errors import LocalStateError
+from qgitconf.gitpack.packread import PackReader
 
 GIT_ENV = {
     "PATH": "/usr/bin:/bin",

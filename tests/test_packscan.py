@@ -27,10 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qgitconf.bundle import Quarantine, read_bundle_header
 from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.gitpack.bundle import Quarantine, read_bundle_header
+from qgitconf.gitpack.packscan import PackSummary, prescan_pack
 from qgitconf.limits import Limits
-from qgitconf.packscan import PackSummary, prescan_pack
 from tests.hostile import packgen
 from tests.hostile.measure import measure
 from tests.hostile.packgen import BLOB, GiB, KiB, MiB, PackWriter

@@ -1,4 +1,4 @@
-"""Hostile and benign tree entries for qgitconf.paths (DESIGN rule 7)."""
+"""Hostile and benign tree entries for qgitconf.core.paths (DESIGN rule 7)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qgitconf.errors import UnsafePathError
-from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
-from qgitconf.paths import (
+from qgitconf.core.paths import (
     ALLOWED_MODES,
     DENIED_PREFIXES,
-    PROTECTED_PROGRAMS,
     PathRules,
     check_component,
     check_symlink_target,
@@ -22,6 +19,9 @@ from qgitconf.paths import (
     check_tree_entry,
     glob_matches,
 )
+from qgitconf.core.programs import PROTECTED_PROGRAMS
+from qgitconf.errors import UnsafePathError
+from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
 
 F = 0o100644
 X = 0o100755

@@ -7,10 +7,10 @@ import shlex
 
 import pytest
 
+from qgitconf.core.paths import PathRules, check_tree_entry
 from qgitconf.errors import ConfigError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
-from qgitconf.paths import PathRules, check_tree_entry
-from qgitconf.persist import (
+from qgitconf.ops.persist import (
     FEATURE_KEY_MAX,
     feature_key,
     persist_commands,

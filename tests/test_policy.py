@@ -1,4 +1,4 @@
-"""Tests for qgitconf.policy and the shipped dom0 policy file."""
+"""Tests for qgitconf.core.policy and the shipped dom0 policy file."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qgitconf.errors import ConfigError
-from qgitconf.policy import (
+from qgitconf.core.policy import (
     Decision,
     PolicyRule,
     PolicySyntaxError,
@@ -22,6 +21,7 @@ from qgitconf.policy import (
     load_policy_dir,
     parse_policy_text,
 )
+from qgitconf.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "policy" / "90-qgitconf.policy"
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from qgitconf.cli import cli
-from qgitconf.policycheck import SAMPLES, check_files, check_samples
+from qgitconf.ops.policycheck import SAMPLES, check_files, check_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "policy" / "90-qgitconf.policy"

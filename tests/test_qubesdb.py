@@ -14,7 +14,7 @@ import pytest
 
 from qgitconf.agent.config import load_target_config
 from qgitconf.errors import ConfigError
-from qgitconf.qubesdb import own_name
+from qgitconf.qubes.qubesdb import own_name
 from tests.labkit import Lab, commit_files, export_key, make_key_in, publish, target_snapshot
 
 A = "A" * 40

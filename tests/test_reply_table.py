@@ -1,4 +1,4 @@
-"""Replies are untrusted: a table of malicious replies against ``mgmt/reply.py`` and
+"""Replies are untrusted: a table of malicious replies against ``core/reply.py`` and
 publish.  Each case names the attack and expects one outcome; none may crash publish,
 reach the terminal unescaped, or change anything but the target's own prerequisite
 hint (which the target itself then checks)."""
@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from qgitconf.envelope import parse_statement
+from qgitconf.core.envelope import parse_statement
+from qgitconf.core.reply import parse_reply
 from qgitconf.errors import BadReplyError, TooLargeError
 from qgitconf.lab.attacks import split_update
 from qgitconf.limits import MAX_REPLY_BYTES
 from qgitconf.mgmt.publish import load_record, publish, publish_targets
-from qgitconf.mgmt.reply import parse_reply
-from qgitconf.transport import CallResult
+from qgitconf.qubes.qrexec import CallResult
 from tests.labkit import Lab, QubeTransport, commit_files, in_process_publish, kept_update, qg
 
 HEX = "a" * 40

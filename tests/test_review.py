@@ -651,8 +651,8 @@ def test_apply_commit_refuses_an_update_staged_after_review(lab: Lab) -> None:
 
 
 def test_auto_apply_applies_exactly_the_commit_it_assessed(lab: Lab) -> None:
+    from qgitconf.agent.autoapply import auto_apply
     from qgitconf.agent.config import load_target_config
-    from qgitconf.agent.review import auto_apply
 
     # Not under a dot directory: there `unclassified-config` (high) would stop it first.
     a = commit_files(lab, "personal", {"notes/a": "assessed\n"}, "A")

@@ -1,4 +1,4 @@
-"""The risk report (qgitconf/risks.py): a table of changes, each with its exact risk ids.
+"""The risk report (qgitconf/core/risks.py): a table of changes, each with its exact risk ids.
 
 Each row names what the change does.  Harmless changes must produce no finding at all,
 and rules look only at added or changed lines.
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from qgitconf.risks import (
+from qgitconf.core.risks import (
     RULES,
     SEVERITIES,
     FileChange,

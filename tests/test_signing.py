@@ -13,7 +13,7 @@ import pytest
 from qgitconf import sysprog
 from qgitconf.agent.commands import target_init
 from qgitconf.errors import CommitSignatureError, ConfigError, SignatureError
-from qgitconf.signing import HomeCache, Verifier, counted_signer, inspect_key_file, pin_digest
+from qgitconf.gpg.signing import HomeCache, Verifier, counted_signer, inspect_key_file, pin_digest
 from tests.keys import make_key
 from tests.labkit import snapshot
 

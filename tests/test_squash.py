@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from qgitconf.envelope import parse_statement
+from qgitconf.core.envelope import parse_statement
 from qgitconf.lab.attacks import split_update
 from qgitconf.mgmt.sizes import MAX_FILE_BYTES
 from tests.labkit import (

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from qgitconf.core.systemrules import SystemRules, check_system_file, denied_reason, parse_prefixes
 from qgitconf.errors import (
     ConfigError,
     DriftError,
@@ -27,7 +28,6 @@ from qgitconf.errors import (
     SystemPathError,
     UsageError,
 )
-from qgitconf.system.rules import SystemRules, check_system_file, denied_reason, parse_prefixes
 from qgitconf.system.step import Layout, UserHome, apply_system, restore_system, revert_system
 from tests.labkit import Lab, commit_files, publish, qg, searchable, snapshot
 
@@ -509,7 +509,7 @@ def test_overwritten_file_gets_root_owner_and_plain_mode(lab: Lab, layout: Layou
 def test_custom_persist_on_prints_the_dom0_declarations(lab: Lab, layout: Layout) -> None:
     """With R4.3's custom-persist on, bind-dirs.sh ignores /rw/config/qubes-bind-dirs.d:
     the root step prints the declarations dom0 must make (each file as itself)."""
-    from qgitconf.persist import FEATURE_KEY_MAX
+    from qgitconf.ops.persist import FEATURE_KEY_MAX
     from qgitconf.system.persist import custom_persist_commands
 
     _enable(lab)

@@ -38,9 +38,11 @@ from typing import Any, NoReturn
 
 from qgitconf.agent.homefs import DiskState, HomeFS, content, stat_entry, stat_key
 from qgitconf.agent.journal import Fault, Journal, is_kept_path, record_commit
-from qgitconf.agent.packread import PackReader
 from qgitconf.agent.signals import SignalGuard, Signalled, error_for, signal_name
 from qgitconf.agent.state import AgentState
+from qgitconf.core.paths import PathRules, check_tree, rules_digest
+from qgitconf.core.sanitize import sanitize
+from qgitconf.core.systemrules import SYSTEM_TOP
 from qgitconf.errors import (
     ApplyError,
     DriftError,
@@ -48,11 +50,9 @@ from qgitconf.errors import (
     NothingStagedError,
     UsageError,
 )
-from qgitconf.gitstore import blob_bytes, read_commit, walk_tree
+from qgitconf.gitpack.packread import PackReader
+from qgitconf.gitpack.store import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
-from qgitconf.paths import PathRules, check_tree, rules_digest
-from qgitconf.sanitize import sanitize
-from qgitconf.system.rules import SYSTEM_TOP
 
 SYSTEM_TOP_B = SYSTEM_TOP.encode("ascii")
 
@@ -128,7 +128,7 @@ def wanted_tree(
     the files below it are read, named relative to ``/`` (issue 15's root step, whose
     own repo holds only that part of the tree).
 
-    Trees and blobs come from the agent's packs in bulk (:mod:`qgitconf.agent.packread`:
+    Trees and blobs come from the agent's packs in bulk (:mod:`qgitconf.gitpack.packread`:
     each pack's index read once, the blobs inflated in pack order); an object in no
     pack, and the commit's own parse, from dulwich.
     """
@@ -167,7 +167,7 @@ def wanted_tree(
 
 def checked_at_receive(state: AgentState, tree: str, rules: PathRules) -> bool:
     """Receive staged an update whose tip has ``tree`` after every path of it passed
-    :func:`~qgitconf.paths.check_tree` with rules of the same digest (code and
+    :func:`~qgitconf.core.paths.check_tree` with rules of the same digest (code and
     settings): checking it again would give the same verdict.
 
     The record is in the agent state, which no update can write (rule 7) and which

@@ -31,9 +31,9 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import _scan
 from qgitconf.agent.status import home_status as home_status  # re-exported
 from qgitconf.agent.status import status as status  # re-exported
-from qgitconf.envelope import QUBE_NAME
+from qgitconf.core.envelope import QUBE_NAME
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, LocalStateError, StagedChangedError, UsageError
-from qgitconf.sanitize import sanitize
 
 
 def target_init(
@@ -46,7 +46,7 @@ def target_init(
     """
     # Imported here: signing imports tempfile (and random), which status and apply
     # do not need (their rows of ``make bench``).
-    from qgitconf.signing import HomeCache, Verifier, inspect_key_file
+    from qgitconf.gpg.signing import HomeCache, Verifier, inspect_key_file
 
     if not QUBE_NAME.fullmatch(source):
         raise UsageError(f"{source!r} is not a valid qube name")
@@ -375,7 +375,7 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
     the pinned keys: the verdict is the pinned key's, and ``~/.gnupg`` is not touched.
     """
     from qgitconf.agent.review import choose_pager, git_pager
-    from qgitconf.gitstore import EMPTY_TREE
+    from qgitconf.gitpack.store import EMPTY_TREE
 
     state = AgentState(state_dir(home))
     if not state.repo_path.exists():

@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from qgitconf import qubesdb
-from qgitconf.envelope import QUBE_NAME
+from qgitconf.core.envelope import QUBE_NAME
+from qgitconf.core.paths import PathRules
+from qgitconf.core.systemrules import SystemRules, parse_prefixes
 from qgitconf.errors import ConfigError
 from qgitconf.fsutil import atomic_write
 from qgitconf.limits import Limits
-from qgitconf.paths import PathRules
-from qgitconf.system.rules import SystemRules, parse_prefixes
+from qgitconf.qubes import qubesdb
 
 FPR = re.compile(r"[0-9A-F]{40}")
 QubesDBRead = Callable[[str], "str | None"]

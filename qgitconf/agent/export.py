@@ -24,15 +24,12 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from qgitconf import qubesdb
-from qgitconf.envelope import QUBE_NAME
-from qgitconf.errors import ConfigError, MalformedError, TooLargeError, UnsafePathError
-from qgitconf.paths import MODE_EXECUTABLE, MODE_FILE, PathRules, check_tree_entry
+from qgitconf.core.exportfmt import MAX_EXPORT_BYTES, format_export
+from qgitconf.core.paths import MODE_EXECUTABLE, MODE_FILE, PathRules, check_tree_entry
+from qgitconf.errors import MalformedError, TooLargeError, UnsafePathError
+from qgitconf.qubes import qubesdb
 
-MAGIC = b"QGITCONF-EXPORT 2\n"
-MAGIC_V1 = b"QGITCONF-EXPORT 1\n"  # before the answer named its qube: refused
 MAX_REQUEST_BYTES = 4096
-MAX_EXPORT_BYTES = 1024 * 1024
 
 
 def read_request(stream: BinaryIO) -> str:
@@ -106,18 +103,6 @@ def read_home_file(home: Path, rel: str, cap: int = MAX_EXPORT_BYTES) -> tuple[i
     finally:
         for fd in reversed(fds):
             os.close(fd)
-
-
-def format_export(qube: str, mode: int, content: bytes) -> bytes:
-    """The Export answer: the header naming ``qube``, then ``content``.
-
-    Raises:
-        ConfigError: ``qube`` is not a valid qube name.
-    """
-    if QUBE_NAME.fullmatch(qube) is None:
-        raise ConfigError("this qube's name from QubesDB is not a qube name", code="no-qubesdb")
-    head = f"qube: {qube}\nmode: {mode:o}\nsize: {len(content)}\n\n"
-    return MAGIC + head.encode("ascii") + content
 
 
 def answer(home: Path, stream: BinaryIO) -> bytes:

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qgitconf import sysprog
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
-from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
-    from qgitconf.agent.config import TargetConfig
+    pass
 
 NOTIFY_TIMEOUT_S = 20
 """``notify-send`` is killed after this long (it can hang without a notification daemon)."""
@@ -75,32 +75,6 @@ def notify(env: Mapping[str, str], summary: str, body: str, home: Path | str | N
     except (OSError, ValueError):
         return False
     return True
-
-
-def after_staging(
-    home: Path, env: Mapping[str, str], cfg: TargetConfig, commit: str, sequence: int
-) -> None:
-    """Receive's hook once an update is staged: auto-apply (opt-in), then notify.
-
-    Never raises: the update is staged whatever happens here, and Receive must still
-    answer "staged".  Never blocks on the GUI (see :func:`notify`).  Lives here, not
-    in ``review``, so that Receive imports review and apply only for auto-apply.
-    """
-    try:
-        body = f"update {sequence} ({commit[:12]}) is staged: run `qgitconf review`"
-        if cfg.auto_apply:
-            from qgitconf.agent.review import auto_apply
-
-            rec = auto_apply(home, env, cfg, commit)
-            if rec["result"] == "applied":
-                body = f"update {sequence} ({commit[:12]}) applied automatically"
-            else:
-                body = f"update {sequence} ({commit[:12]}) staged, not applied: {rec['reason']}"
-        notify(env, "qgitconf: configuration update", body, home)
-    except Exception as e:  # a bug here must not turn "staged" into a failure
-        import sys
-
-        print(f"qgitconf: after staging: {sanitize(repr(e))}", file=sys.stderr)
 
 
 def zenity_available(env: Mapping[str, str] | None = None) -> bool:

@@ -41,10 +41,10 @@ from qgitconf.agent.review import (
     local_change,
 )
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.core.risks import FileChange, assess
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
 from qgitconf.limits import Limits
-from qgitconf.risks import FileChange, assess
-from qgitconf.sanitize import sanitize
 
 Ask = Callable[[str], str]
 Show = Callable[[str], None]

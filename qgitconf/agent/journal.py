@@ -50,9 +50,10 @@ from typing import Any, cast
 
 from qgitconf.agent.homefs import HomeFS, content
 from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ApplyError, LocalStateError
 from qgitconf.fsutil import DurableBatch, atomic_write, fsync_dir, read_json
-from qgitconf.sanitize import sanitize
+from qgitconf.gitpack.store import ref_locked_error
 
 JOURNAL_VERSION = 1
 FAULT_ENV = "QGITCONF_FAULT_AFTER_WRITES"
@@ -444,7 +445,7 @@ def _write_refs(state: AgentState, commit: str | None, number: int, fault: Fault
     Raises:
         LocalStateError: a lock file is still there (it is not one the agent left).
     """
-    from dulwich.file import FileLocked
+    locked_error = ref_locked_error()
 
     def locked(ref: bytes) -> None:
         fault("applied-ref-locked" if ref == APPLIED_REF else "generation-ref-locked")
@@ -467,7 +468,7 @@ def _write_refs(state: AgentState, commit: str | None, number: int, fault: Fault
         fsync_dir(ours)
         if commit is not None:
             fsync_dir(ours / "generations")
-    except FileLocked as e:
+    except locked_error as e:
         raise LocalStateError(
             f"a ref of the agent repository is locked ({sanitize(os.fsdecode(e.lockfilename))}); "
             "it is not a lock file qgitconf left: check that no other git command runs "

@@ -21,12 +21,13 @@ import io
 from collections.abc import Mapping
 from pathlib import Path
 
+from qgitconf.agent.autoapply import after_staging
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.receive import Outcome, accept_update
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import EXIT_FAILURE, SourceOffError, TransportError
 from qgitconf.limits import MAX_HEADER_LINE, MAX_SIGNATURE_BYTES, MAX_STATEMENT_BYTES
-from qgitconf.sanitize import sanitize
-from qgitconf.transport import QREXEC_REFUSED, Transport
+from qgitconf.qubes.qrexec import QREXEC_REFUSED, Transport
 
 FETCH = "qgitconf.Fetch"
 NOTHING_KEPT = EXIT_FAILURE  # the Fetch service's exit status for "nothing published"
@@ -62,4 +63,6 @@ def pull(home: Path, env: Mapping[str, str], transport: Transport) -> Outcome | 
         raise TransportError(
             f"{cfg.source} sent no update (exit {result.status}): {said}", code="nothing-fetched"
         )
-    return accept_update(io.BytesIO(result.stdout), cfg.source, home, env)
+    outcome = accept_update(io.BytesIO(result.stdout), cfg.source, home, env)
+    after_staging(home, env, outcome)  # as the Receive service: auto-apply, notify
+    return outcome

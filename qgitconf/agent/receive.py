@@ -21,11 +21,11 @@ from qgitconf.agent.state import (
     state_dir,
 )
 from qgitconf.agent.verify import VerifiedUpdate, VerifyContext, verify_update
-from qgitconf.envelope import format_time
+from qgitconf.core.envelope import format_time
+from qgitconf.core.paths import PathRules, rules_digest
 from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.fsutil import atomic_write
-from qgitconf.paths import PathRules, rules_digest
-from qgitconf.signing import HomeCache
+from qgitconf.gpg.signing import HomeCache
 
 
 class Outcome(NamedTuple):
@@ -35,6 +35,7 @@ class Outcome(NamedTuple):
     commit: str
     sequence: int
     applied: str | None
+    config: TargetConfig  # what the update was verified and staged with
 
     def reply(self) -> dict[str, Any]:
         return {
@@ -116,7 +117,7 @@ def accept_update(
     state = AgentState(state_dir(home))
     state.ensure()
     if name is None:
-        from qgitconf.qubesdb import own_name
+        from qgitconf.qubes.qubesdb import own_name
 
         name = own_name()
     ctx = make_context(cfg, state, name)
@@ -129,16 +130,13 @@ def accept_update(
         st = update.statement
         if not update.up_to_date:
             _stage(update, state, cfg.rules)
-            from qgitconf.agent.gui import after_staging
-
-            after_staging(home, env, cfg, st.commit, st.sequence)  # notify; opt-in auto-apply
         result = "up-to-date" if update.up_to_date else "staged"
-        return Outcome(result, st.commit, st.sequence, state.applied_commit)
+        return Outcome(result, st.commit, st.sequence, state.applied_commit, cfg)
     finally:
         update.close()
 
 
 def rejection_reply(error: QgitconfError) -> dict[str, Any]:
-    from qgitconf.sanitize import sanitize
+    from qgitconf.core.sanitize import sanitize
 
     return {"result": "rejected", "reason": error.code, "detail": sanitize(error.detail)}

@@ -2,7 +2,7 @@
 
 This is the orchestrator behind ``qgitconf review`` (terminal, ``--json``, ``--gui``),
 ``apply --interactive`` and auto-apply.  It reads the applied and staged trees from the
-agent repo, hands the changed files to the pure :mod:`qgitconf.risks`, and renders the
+agent repo, hands the changed files to the pure :mod:`qgitconf.core.risks`, and renders the
 diff with the system's git, isolated from everything an update can write (DESIGN rule
 12: see :func:`git_diff`), or, without git, with a built-in diff.
 
@@ -43,13 +43,21 @@ from qgitconf.agent.apply import plan_apply, staged_commit
 from qgitconf.agent.config import TargetConfig, load_target_config
 from qgitconf.agent.progress import Counter, Emit, note
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.core.risks import FileChange, Finding, Tree, assess, summary, tree_of
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
 from qgitconf.fsutil import read_json, write_json
-from qgitconf.gitstore import EMPTY_TREE, MODE_LINK, blob_bytes, read_commit, walk_tree
+from qgitconf.gitpack.store import (
+    EMPTY_TREE,
+    MODE_LINK,
+    blob_bytes,
+    build_trees,
+    lookup_path,
+    read_commit,
+    walk_tree,
+)
+from qgitconf.gpg.signing import inspect_key_file
 from qgitconf.limits import Limits
-from qgitconf.risks import FileChange, Finding, Tree, assess, summary, tree_of
-from qgitconf.sanitize import sanitize
-from qgitconf.signing import inspect_key_file
 
 AUTO_APPLY_FILE = "auto-apply.json"
 """Last auto-apply decision, in the state directory (see :func:`record_auto_apply`)."""
@@ -60,7 +68,7 @@ _SHOWN_OPS = ("write", "delete", "restore")
 @dataclass(frozen=True)
 class Changes:
     """The files that differ between two commits, and the new tree (its symlinks, its
-    modes and its git/ssh config files: what :func:`~qgitconf.risks.assess` needs)."""
+    modes and its git/ssh config files: what :func:`~qgitconf.core.risks.assess` needs)."""
 
     files: list[FileChange]
     links: Tree
@@ -294,26 +302,13 @@ def diff_changes(home: Path, files: Sequence[FileChange]) -> tuple[str, str]:
 
 def _write_trees(git_dir: Path, files: Sequence[FileChange]) -> tuple[str, str]:
     """Blobs and trees of both sides of ``files`` in a new bare repository at ``git_dir``."""
-    from dulwich.index import commit_tree
-    from dulwich.objects import Blob
-    from dulwich.repo import Repo
-
-    repo = Repo.init_bare(str(git_dir))
-    try:
-        store = repo.object_store
-        sides: tuple[list[tuple[bytes, Any, int]], list[tuple[bytes, Any, int]]] = ([], [])
-        for f in files:
-            for side, mode, data in ((0, f.old_mode, f.old), (1, f.new_mode, f.new)):
-                if mode is None:
-                    continue
-                blob = Blob.from_string(data)
-                store.add_object(blob)
-                sides[side].append((f.path.encode("utf-8", "surrogateescape"), blob.id, mode))
-        old = commit_tree(store, sides[0])
-        new = commit_tree(store, sides[1])
-        return old.decode("ascii"), new.decode("ascii")
-    finally:
-        repo.close()
+    sides: list[list[tuple[bytes, bytes, int]]] = [[], []]
+    for f in files:
+        for side, mode, data in ((0, f.old_mode, f.old), (1, f.new_mode, f.new)):
+            if mode is not None:
+                sides[side].append((f.path.encode("utf-8", "surrogateescape"), data, mode))
+    old, new = build_trees(str(git_dir), sides)
+    return old, new
 
 
 def git_mode(record: Mapping[str, Any]) -> int | None:
@@ -348,8 +343,6 @@ def applied_contents(
     for c in [state.applied_commit, *(g.get("commit") for g in reversed(state.generations()))]:
         if isinstance(c, str) and c not in commits:
             commits.append(c)
-    from dulwich.object_store import tree_lookup_path
-
     repo = state.repo()
     try:
         store = repo.object_store
@@ -363,8 +356,8 @@ def applied_contents(
             name = path.encode("utf-8", "surrogateescape")
             for tree in trees:
                 try:
-                    _mode, sha = tree_lookup_path(store.__getitem__, tree, name)
-                    data = blob_bytes(store, sha.decode("ascii"))
+                    _mode, sha = lookup_path(store, tree, name)
+                    data = blob_bytes(store, sha)
                 except Exception:  # noqa: S112 - not in this commit (or not a blob)
                     continue
                 if hashlib.sha256(data).hexdigest() == rec.get("sha256"):
@@ -793,49 +786,3 @@ def page(text: str, env: Mapping[str, str]) -> None:
 
 
 # -- after staging: notification and opt-in auto-apply ---------------------------------------
-
-
-def auto_apply(
-    home: Path, env: Mapping[str, str], cfg: TargetConfig, commit: str
-) -> dict[str, Any]:
-    """Apply ``commit`` only if it has no high-risk finding and nothing is in the way.
-
-    Exactly ``commit``, the one assessed: if another update was staged meanwhile,
-    nothing is applied (``staged-changed``).
-
-    Returns the decision record (also saved as ``auto-apply.json``): ``result`` is
-    "applied" or "staged", ``reason`` says why.
-    """
-    from qgitconf.agent.commands import apply as do_apply
-    from qgitconf.errors import QgitconfError
-
-    state = AgentState(state_dir(home))
-    record: dict[str, Any] = {
-        "commit": commit,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "result": "staged",
-        "reason": "",
-        "generation": None,
-        "risk_summary": None,
-        "high": [],
-    }
-    try:
-        changes = changed_files(state, state.applied_commit, commit, cfg.limits)
-        findings = assess(changes.files, changes.links)
-        record["risk_summary"] = summary(findings)
-        high = [f for f in findings if f.severity == "high"]
-        plan, _fs = plan_apply(state, home, cfg.rules, cfg.limits, commit)
-        if high:
-            record["high"] = [f"{f.rule} {f.path}" for f in high]
-            ids = ", ".join(sorted({f.rule for f in high}))
-            record["reason"] = f"high-risk findings ({ids}): review and apply by hand"
-        elif plan.conflicts or plan.blockers:
-            record["reason"] = "files changed locally are in the way: review and apply by hand"
-        else:
-            rec = do_apply(home, env, overwrite=False, commit=commit)
-            record.update(result="applied", reason="no high-risk finding, no drift")
-            record["generation"] = rec.get("number")
-    except QgitconfError as e:
-        record["reason"] = f"not applied: [{e.code}] {sanitize(e.detail)}"
-    record_auto_apply(state, record)
-    return record

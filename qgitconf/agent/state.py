@@ -17,7 +17,7 @@ Layout::
                       (see qgitconf.agent.journal and docs/apply.md)
     tmp/              quarantines for incoming updates
     verify-gnupg/     a GnuPG home holding exactly the pinned keys, named by their
-                      SHA-256 (``qgitconf.signing.HomeCache``); kept after a
+                      SHA-256 (``qgitconf.gpg.signing.HomeCache``); kept after a
                       successful verification, rebuilt when the pins change
 """
 
@@ -34,10 +34,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import LocalStateError
 from qgitconf.fsutil import DurableBatch, atomic_write, read_json
+from qgitconf.gitpack.store import open_refs, open_repo
 from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
-from qgitconf.sanitize import sanitize
 
 STAGED_REF = b"refs/qgitconf/staged"
 APPLIED_REF = b"refs/qgitconf/applied"
@@ -129,7 +130,7 @@ class AgentState:
         """Create the state directory and the bare repo on first use."""
         if (self.repo_path / "HEAD").exists() and self.tmp.is_dir():
             return
-        from qgitconf.dulwich_compat import init_bare
+        from qgitconf.gitpack.compat import init_bare
 
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.tmp.mkdir(exist_ok=True, mode=0o700)
@@ -147,25 +148,21 @@ class AgentState:
         fault hook's seam for a kill in the middle of a ref write (issue 23).  No
         reflog is written either way.
         """
-        from dulwich.refs import DiskRefsContainer
-
         if not (self.repo_path / "HEAD").exists():
             raise LocalStateError(f"no agent repository at {self.repo_path}")
         if while_locked is None:
-            return DiskRefsContainer(str(self.repo_path))
+            return open_refs(str(self.repo_path))
         hook = while_locked
 
         def logger(ref: bytes, *_rest: object) -> None:
             hook(ref)
 
-        return DiskRefsContainer(str(self.repo_path), logger=logger)
+        return open_refs(str(self.repo_path), logger)
 
     def repo(self) -> Any:
-        from dulwich.repo import Repo
-
         if not (self.repo_path / "HEAD").exists():
             raise LocalStateError(f"no agent repository at {self.repo_path}")
-        return Repo(str(self.repo_path))
+        return open_repo(str(self.repo_path))
 
     def point_head(self, commit: str | None) -> None:
         """Detach HEAD at the applied commit, so plain `git log` in the repo shows it."""

@@ -32,7 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from qgitconf.envelope import Statement, parse_statement, read_envelope
+from qgitconf.core.envelope import Statement, parse_statement, read_envelope
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import (
     BundleError,
     CommitSignatureError,
@@ -44,13 +45,12 @@ from qgitconf.errors import (
     WrongSourceError,
     WrongTargetError,
 )
+from qgitconf.gpg.signing import HomeCache, Verifier
 from qgitconf.limits import Limits
-from qgitconf.sanitize import sanitize
-from qgitconf.signing import HomeCache, Verifier
 
 if TYPE_CHECKING:
-    from qgitconf.bundle import Quarantine
-    from qgitconf.paths import PathRules
+    from qgitconf.core.paths import PathRules
+    from qgitconf.gitpack.bundle import Quarantine
 
 _CHUNK = 1 << 16
 
@@ -140,7 +140,7 @@ def _spool_bundle(stream: BinaryIO, st: Statement, limits: Limits, spool: Binary
 def _check_header(
     spool: BinaryIO, st: Statement, ctx: VerifyContext, quarantine: Quarantine
 ) -> None:
-    from qgitconf.bundle import read_bundle_header
+    from qgitconf.gitpack.bundle import read_bundle_header
 
     header = read_bundle_header(spool, ctx.limits)
     (ref, sha) = header.refs[0]
@@ -186,9 +186,9 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         # Imported only now: an up-to-date update (the common no-op) never needs them.
         import tempfile
 
-        from qgitconf.bundle import Quarantine
-        from qgitconf.dulwich_compat import commit_raw, split_commit_signature
-        from qgitconf.gitstore import read_commit
+        from qgitconf.gitpack.bundle import Quarantine
+        from qgitconf.gitpack.compat import commit_raw, split_commit_signature
+        from qgitconf.gitpack.store import read_commit
 
         quarantine = Quarantine(ctx.tmp, ctx.objects)
         try:
@@ -228,8 +228,8 @@ def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) 
     Returns:
         The tree's paths, decoded.
     """
-    from qgitconf.gitstore import check_descends, tree_sha256, walk_tree
-    from qgitconf.paths import check_tree
+    from qgitconf.core.paths import check_tree
+    from qgitconf.gitpack.store import check_descends, tree_sha256, walk_tree
 
     check_descends(store, st.commit, ctx.last_commit, ctx.limits.max_objects)
     entries = walk_tree(store, tree, ctx.limits)  # step 9
@@ -243,6 +243,6 @@ def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) 
 
 
 def _link_target(store: object, sha: str) -> bytes:
-    from qgitconf.gitstore import blob_bytes
+    from qgitconf.gitpack.store import blob_bytes
 
     return blob_bytes(store, sha)

@@ -12,7 +12,7 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-from qgitconf.envelope import (
+from qgitconf.core.envelope import (
     format_envelope_header,
     format_statement,
     parse_statement,

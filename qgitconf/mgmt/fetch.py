@@ -9,16 +9,10 @@ service adds no trust).
 
 from __future__ import annotations
 
-from qgitconf.envelope import QUBE_NAME
-from qgitconf.errors import ConfigError, QgitconfError
+from qgitconf.core.envelope import QUBE_NAME
+from qgitconf.errors import ConfigError, NothingToFetchError
 from qgitconf.mgmt.publish import update_path
 from qgitconf.mgmt.repo import MgmtRepo
-
-
-class NothingToFetchError(QgitconfError):
-    """No update is kept for the calling qube (unknown qube, or nothing published)."""
-
-    code = "nothing-published"
 
 
 def kept_update_for(repo: MgmtRepo, caller: str) -> bytes:

@@ -28,8 +28,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import GitError, QgitconfError
-from qgitconf.sanitize import sanitize
 
 ZERO = "0" * 40
 HOOKS = {
@@ -118,11 +118,10 @@ def check_push(
         updates: ``(old, new, ref)`` per ref, as git gives them to pre-receive.
         env: git's environment (it carries the quarantine object directories).
     """
-    from dulwich.objects import Commit
-
-    from qgitconf.dulwich_compat import split_commit_signature
     from qgitconf.errors import CommitSignatureError
-    from qgitconf.signing import Verifier
+    from qgitconf.gitpack.compat import split_commit_signature
+    from qgitconf.gitpack.store import parse_commit
+    from qgitconf.gpg.signing import Verifier
 
     key = None
     with contextlib.suppress(OSError):
@@ -148,10 +147,7 @@ def check_push(
         with Verifier({fpr: key}) as verifier:
             for sha in commits:
                 raw = _git(["cat-file", "commit", sha], env)
-                commit = Commit.from_string(raw)
-                if not isinstance(commit, Commit):
-                    problems.append(f"{sha}: not a commit")
-                    continue
+                parse_commit(raw)  # dulwich's errors for a malformed commit, as before
                 payload, signature = split_commit_signature(raw)  # as git verify-commit
                 try:
                     if signature is None:

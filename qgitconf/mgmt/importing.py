@@ -22,16 +22,16 @@ import os
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from qgitconf.agent.export import MAGIC, MAGIC_V1, MAX_EXPORT_BYTES
-from qgitconf.envelope import QUBE_NAME
+from qgitconf.core.envelope import QUBE_NAME
+from qgitconf.core.exportfmt import HEADER_CAP, MAGIC, MAX_EXPORT_BYTES, parse_export
+from qgitconf.core.paths import MODE_FILE, PathRules, check_tree_entry
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import (
     ExportWrongQubeError,
     GitError,
-    MalformedError,
     PolicyDeniedError,
     TransportError,
     UsageError,
@@ -39,68 +39,14 @@ from qgitconf.errors import (
 from qgitconf.fsutil import read_json, write_json
 from qgitconf.mgmt.hooks import scan_secrets
 from qgitconf.mgmt.repo import MgmtRepo
-from qgitconf.paths import MODE_FILE, PathRules, check_tree_entry
-from qgitconf.sanitize import sanitize
-from qgitconf.transport import QREXEC_REFUSED, Transport
+from qgitconf.qubes.qrexec import QREXEC_REFUSED, Transport
 
 if TYPE_CHECKING:
-    from qgitconf.risks import Tree
+    from qgitconf.core.risks import Tree
 
 EXPORT = "qgitconf.Export"
 REF_PREFIX = "refs/qgitconf/import/"
-_HEADER_CAP = 128
 _ID = re.compile(r"[1-9][0-9]{0,8}")
-_QUBE_LINE = re.compile(rb"qube: ([A-Za-z][A-Za-z0-9_.-]{0,30})")
-_MODE_LINE = re.compile(rb"mode: (100644|100755)\n")
-_SIZE_LINE = re.compile(rb"size: (0|[1-9][0-9]{0,9})\n")
-
-
-@dataclass(frozen=True)
-class ExportedFile:
-    """A file as another qube sent it, parsed but not trusted.
-
-    Attributes:
-        qube: The name the answering qube gave for itself.
-        mode: The git mode (``0o100644`` or ``0o100755``).
-        content: The file's bytes.
-    """
-
-    qube: str
-    mode: int
-    content: bytes
-
-
-def parse_export(data: bytes, cap: int = MAX_EXPORT_BYTES) -> ExportedFile:
-    """Parse an Export answer: magic, ``qube:``, ``mode:``, ``size:``, a blank line,
-    exactly size bytes.  Pure: no I/O, bounded header.
-
-    Raises:
-        MalformedError: anything else (including trailing bytes, and a version 1
-            answer, which does not name its qube).
-    """
-    if data.startswith(MAGIC_V1):
-        raise MalformedError(
-            "the answer is from an older qgitconf that does not name its qube; "
-            "update qgitconf in that qube"
-        )
-    if not data.startswith(MAGIC):
-        raise MalformedError("the answer is not a qgitconf export")
-    rest = data[len(MAGIC) :]
-    head, sep, content = rest.partition(b"\n\n")
-    if not sep or len(head) > _HEADER_CAP:
-        raise MalformedError("the export header is malformed")
-    lines = head.split(b"\n")
-    if len(lines) != 3:
-        raise MalformedError("the export header is malformed")
-    q = _QUBE_LINE.fullmatch(lines[0])
-    m = _MODE_LINE.fullmatch(lines[1] + b"\n")
-    n = _SIZE_LINE.fullmatch(lines[2] + b"\n")
-    if q is None or m is None or n is None:
-        raise MalformedError("the export header is malformed")
-    size = int(n.group(1))
-    if size > cap or size != len(content):
-        raise MalformedError(f"the export says {size} bytes but carries {len(content)}")
-    return ExportedFile(q.group(1).decode("ascii"), int(m.group(1), 8), content)
 
 
 def _check_path(path: str) -> str:
@@ -167,7 +113,7 @@ def import_file(repo: MgmtRepo, qube: str, path: str, into: str, transport: Tran
     if not QUBE_NAME.fullmatch(qube):
         raise UsageError(f"{sanitize(qube)!r} is not a valid qube name")
     rel = _check_path(path)
-    cap = MAX_EXPORT_BYTES + len(MAGIC) + _HEADER_CAP + 2
+    cap = MAX_EXPORT_BYTES + len(MAGIC) + HEADER_CAP + 2
     result = transport.call(qube, EXPORT, rel.encode("utf-8") + b"\n", cap)
     if result.status == QREXEC_REFUSED and not result.stdout:
         raise PolicyDeniedError(f"qrexec policy (or you, at the prompt) refused {EXPORT} to {qube}")
@@ -235,7 +181,7 @@ def notes(
 ) -> list[str]:
     """The risk report (the same rules as the target's ``review``, with the quarantined
     commit's ``tree``: symlinks and includes that reach ``path``) plus secret checks."""
-    from qgitconf.risks import FileChange, assess
+    from qgitconf.core.risks import FileChange, assess
 
     change = FileChange(
         path,
@@ -251,7 +197,7 @@ def notes(
 
 def _tree(repo: MgmtRepo, commit: str) -> Tree:
     """The tree of ``commit`` for the risk rules: modes, symlinks, git/ssh config files."""
-    from qgitconf.risks import tree_of
+    from qgitconf.core.risks import tree_of
 
     modes: dict[str, int] = {}
     blobs: dict[str, str] = {}

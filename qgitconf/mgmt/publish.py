@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from qgitconf.envelope import Statement, format_envelope_header, format_statement
+from qgitconf.core.envelope import Statement, format_envelope_header, format_statement
+from qgitconf.core.reply import Reply, parse_reply
 from qgitconf.errors import (
     BadReplyError,
     GitError,
@@ -30,13 +31,12 @@ from qgitconf.errors import (
     TransportError,
 )
 from qgitconf.fsutil import atomic_write, read_json, write_json
-from qgitconf.gitstore import TreeEntry, tree_sha256
+from qgitconf.gitpack.store import TreeEntry, tree_sha256
+from qgitconf.gpg.signing import sign_detached
 from qgitconf.limits import MAX_REPLY_BYTES, Limits
-from qgitconf.mgmt.reply import Reply, parse_reply
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.mgmt.sizes import MAX_FILE_BYTES, SizedFile, human, largest_in_range
-from qgitconf.signing import sign_detached
-from qgitconf.transport import QREXEC_REFUSED, Transport
+from qgitconf.qubes.qrexec import QREXEC_REFUSED, Transport
 
 RECEIVE = "qgitconf.Receive"
 _AUTHOR_LIMITS = Limits(max_tree_entries=10_000_000, max_objects=10_000_000)
@@ -524,7 +524,7 @@ def plan_publish(repo: MgmtRepo, targets: Sequence[str]) -> list[PublishPlan]:
         MergeConflictError: a layer does not merge cleanly (publish would stop too).
         UsageError: an unknown target.
     """
-    from qgitconf.envelope import parse_statement, read_envelope
+    from qgitconf.core.envelope import parse_statement, read_envelope
     from qgitconf.mgmt.layers import plan_merges
 
     repo.require()

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qgitconf.envelope import QUBE_NAME
+from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
 from qgitconf.fsutil import atomic_write, read_json, write_json
-from qgitconf.gitstore import EMPTY_TREE
+from qgitconf.gitpack.store import EMPTY_TREE
 from qgitconf.mgmt import default_repo_path as default_repo_path  # re-exported
 
 _FPR = re.compile(r"[0-9A-F]{40}")
@@ -38,7 +38,7 @@ def find_public_key(home: Path, fingerprint: str) -> bytes | None:
     file whose sole key is the given full fingerprint counts, so a stray or planted
     file cannot substitute another key.
     """
-    from qgitconf.signing import inspect_key_file
+    from qgitconf.gpg.signing import inspect_key_file
 
     fpr = fingerprint.replace(" ", "").upper()
     if not _FPR.fullmatch(fpr):
@@ -428,7 +428,7 @@ class MgmtRepo:
 
 
 def _checked_public_key(data: bytes, fingerprint: str) -> bytes:
-    from qgitconf.signing import inspect_key_file
+    from qgitconf.gpg.signing import inspect_key_file
 
     keys = inspect_key_file(data)
     fpr = fingerprint.replace(" ", "").upper()

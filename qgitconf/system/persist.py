@@ -109,7 +109,7 @@ def custom_persist_commands(qube: str, rels: Iterable[str]) -> list[str]:
     ``qgitconf-s-<slug>``, at most ``FEATURE_KEY_MAX`` characters."""
     import shlex
 
-    from qgitconf.persist import _feature_names
+    from qgitconf.ops.persist import _feature_names
 
     paths = persisted(rels)
     names = _feature_names("qgitconf-s", paths)

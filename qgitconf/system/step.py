@@ -17,7 +17,7 @@ docs/design.md "Privilege"), then trusts nothing the user's side holds:
    (:mod:`qgitconf.system.source`), each hashed against its id: the commit the
    statement names, its signature verified as Receive does (rule 6), the root tree, and
    only the ``system/`` part below it, under the same caps and path rules (rule 7,
-   :mod:`qgitconf.system.rules`).  They are stored in root's own repository.
+   :mod:`qgitconf.core.systemrules`).  They are stored in root's own repository.
 4. The files are applied by the same planner, fd-based writer and journal as $HOME
    (``qgitconf.agent.apply``): drift rules, kept originals and backups, revert,
    crash recovery; root owns what it writes, modes are 0644 or 0755.
@@ -40,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qgitconf import qubesdb
 from qgitconf.agent.apply import (
     Plan,
     Wanted,
@@ -56,6 +55,8 @@ from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import Fault, recover
 from qgitconf.agent.state import STAGED_SIGNATURE, STAGED_STATEMENT, AgentState
 from qgitconf.agent.verify import VerifyContext, check_statement
+from qgitconf.core.paths import PathRules, check_tree
+from qgitconf.core.systemrules import SYSTEM_TOP, SystemRules
 from qgitconf.errors import (
     BundleError,
     CommitSignatureError,
@@ -64,11 +65,11 @@ from qgitconf.errors import (
     TooLargeError,
     UsageError,
 )
+from qgitconf.gitpack.store import add_raw_objects
+from qgitconf.gpg.signing import Verifier
 from qgitconf.limits import Limits
-from qgitconf.paths import PathRules, check_tree
-from qgitconf.signing import Verifier
+from qgitconf.qubes import qubesdb
 from qgitconf.system.persist import custom_persist_commands, sync_bind_dirs
-from qgitconf.system.rules import SYSTEM_TOP, SystemRules
 from qgitconf.system.source import UserObjects, read_user_file, statement_caps
 
 __all__ = [
@@ -208,13 +209,10 @@ class Fetched:
     wanted: dict[str, Wanted]
 
     def store(self, state: AgentState) -> None:
-        from dulwich.objects import ShaFile
-
         state.ensure()
         repo = state.repo()
         try:
-            for type_num, body in self.bodies:
-                repo.object_store.add_object(ShaFile.from_raw_string(type_num, body))
+            add_raw_objects(repo, self.bodies)
         finally:
             repo.close()
 
@@ -229,7 +227,7 @@ def _fetch(
     """Step 3: the commit (signature checked), its root tree and the ``system/`` part,
     each hashed against its id; the paths checked.  Returns the objects and the files
     (``/``-relative)."""
-    from qgitconf.dulwich_compat import parse_tree_entries, split_commit_signature
+    from qgitconf.gitpack.compat import parse_tree_entries, split_commit_signature
 
     raw = objects.get(commit, b"commit")
     payload, signature = split_commit_signature(raw)
@@ -295,7 +293,7 @@ def _verified_update(
     layout: Layout,
 ) -> Fetched:
     """Steps 2 and 3."""
-    from qgitconf.envelope import parse_statement
+    from qgitconf.core.envelope import parse_statement
 
     home = who.home
     st_cap, sig_cap = statement_caps()

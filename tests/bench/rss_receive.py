@@ -88,7 +88,7 @@ def make_valid_bundle(work: Path, total: int, blob: int = MiB) -> Path:
 
 def pack_of(bundle: Path, out: Path) -> Path:
     """The pack inside a bundle (for the pre-scan-only and git rows)."""
-    from qgitconf.bundle import read_bundle_header
+    from qgitconf.gitpack.bundle import read_bundle_header
     from qgitconf.limits import Limits
 
     with bundle.open("rb") as f, out.open("wb") as o:
@@ -150,7 +150,9 @@ def main(argv: list[str]) -> int:
             if target:
                 scenario = f"peak RSS: {name.strip()}"
                 _record(scenario, m.maxrss_mib, 0.0, "MiB", f"<={target:.0f}", ok)
-        rc, rss, wall, _o, _e = run_measured([sys.executable, "-c", "import qgitconf.bundle"])
+        rc, rss, wall, _o, _e = run_measured(
+            [sys.executable, "-c", "import qgitconf.gitpack.bundle"]
+        )
         base = "    baseline: python + import qgitconf"
         rows.append((base, rss / MiB, None, wall, 0.0, f"exit {rc}", ""))
         if with_git:

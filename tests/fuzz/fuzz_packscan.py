@@ -1,4 +1,4 @@
-"""Fuzz harness for the pack pre-scan, ``qgitconf.packscan.prescan_pack`` (DESIGN rule 5).
+"""Fuzz harness for the pack pre-scan, ``qgitconf.gitpack.packscan.prescan_pack`` (DESIGN rule 5).
 
 The property: whatever bytes arrive, the pre-scan ends with a summary, a
 ``BundleError`` or a ``TooLargeError`` - never another exception, never unbounded
@@ -38,12 +38,12 @@ except ImportError:  # pragma: no cover - depends on the environment
 if atheris is not None and "--hypothesis" not in sys.argv:
     with atheris.instrument_imports():
         from qgitconf.errors import BundleError, TooLargeError
+        from qgitconf.gitpack.packscan import prescan_pack
         from qgitconf.limits import Limits
-        from qgitconf.packscan import prescan_pack
 else:
     from qgitconf.errors import BundleError, TooLargeError
+    from qgitconf.gitpack.packscan import prescan_pack
     from qgitconf.limits import Limits
-    from qgitconf.packscan import prescan_pack
 
 MiB = 1 << 20
 # Small caps keep every input fast; the logic under test is the same.

@@ -33,8 +33,8 @@ from typing import Any
 
 from dulwich.objects import ShaFile
 
-from qgitconf.envelope import Statement, format_envelope_header, format_statement
-from qgitconf.gitstore import TreeEntry, tree_sha256
+from qgitconf.core.envelope import Statement, format_envelope_header, format_statement
+from qgitconf.gitpack.store import TreeEntry, tree_sha256
 from tests.hostile import packgen
 from tests.keys import gpg_in
 

@@ -127,13 +127,13 @@ def _child(mode: str, path: Path, limits_json: str) -> dict[str, Any]:
     result: dict[str, Any] = {"ok": True, "error": None, "detail": ""}
     try:
         if mode == "prescan":
-            from qgitconf.packscan import prescan_pack
+            from qgitconf.gitpack.packscan import prescan_pack
 
             with path.open("rb") as f:
                 summary = prescan_pack(f, path.stat().st_size, limits)
             result["objects"] = summary.object_count
         elif mode == "ingest":
-            from qgitconf.bundle import Quarantine, read_bundle_header
+            from qgitconf.gitpack.bundle import Quarantine, read_bundle_header
 
             with tempfile.TemporaryDirectory() as tmp:
                 real = Path(tmp) / "real-objects"
@@ -150,7 +150,7 @@ def _child(mode: str, path: Path, limits_json: str) -> dict[str, Any]:
             # dulwich alone, no pre-scan: where ingestion memory goes (benchmarks only).
             from dulwich.object_store import DiskObjectStore
 
-            from qgitconf.bundle import read_bundle_header
+            from qgitconf.gitpack.bundle import read_bundle_header
 
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "pack").mkdir()

@@ -10,7 +10,7 @@ qube is:
 - a target (a ``target.toml`` exists): the configuration loads, each pinned key is
   present, not revoked or expired and not expiring within 30 days, and can sign;
   the agent repository passes ``git fsck``; no interrupted apply left a journal;
-  the state directory survives a reboot (see :mod:`qgitconf.persist`); the qrexec
+  the state directory survives a reboot (see :mod:`qgitconf.ops.persist`); the qrexec
   service is installed;
 - config-mgmt (a repository exists): ``git fsck``, a signing key is set, its public
   half is saved as ``qgitconf/signing-key.asc`` (the ``pre-receive`` hook refuses
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf import sysprog
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
-from qgitconf.sanitize import sanitize
 
 __all__ = [
     "EXPIRY_WARN_DAYS",
@@ -163,7 +163,7 @@ def _check_click() -> Check:
 
 
 def _check_dulwich() -> Check:
-    from qgitconf.dulwich_compat import MIN_DULWICH, dulwich_version
+    from qgitconf.gitpack.compat import MIN_DULWICH, dulwich_version
 
     v = dulwich_version()
     if v < MIN_DULWICH:
@@ -342,7 +342,7 @@ def _system_check(prefixes: tuple[str, ...]) -> Check:
 
 def _persistence_check(home: Path, env: Mapping[str, str]) -> Check:
     from qgitconf.agent.state import state_dir
-    from qgitconf.persist import qubesdb_reader, state_persistence
+    from qgitconf.ops.persist import qubesdb_reader, state_persistence
 
     read, entries = qubesdb_reader()
     # QubesDB sees the qube's real paths; $HOME is the same path inside the qube.
@@ -355,7 +355,7 @@ def _rpc_check(env: Mapping[str, str], service: str) -> Check:
     for d in dirs:
         if (d / service).is_file():
             return Check(f"service {service}", "ok", f"installed: {d / service}")
-    from qgitconf import qubesdb
+    from qgitconf.qubes import qubesdb
 
     if not qubesdb.available():
         return Check(f"service {service}", "skip", "not in a Qubes qube")
@@ -387,7 +387,7 @@ def _key_file_check(path: Path, key: str) -> Check:
     """The public half of the signing key is saved where the ``pre-receive`` hook reads
     it (``qgitconf/signing-key.asc``), and is exactly that key: without it the hook
     refuses every push."""
-    from qgitconf.signing import inspect_key_file
+    from qgitconf.gpg.signing import inspect_key_file
 
     name = "signing-key.asc"
     hint = f"the pre-receive hook refuses every push until the public key of {key} is saved there"
@@ -460,7 +460,7 @@ def split_gpg2_client_check(read: Callable[[str], str | None], flag: Path) -> st
 
 
 def _gpg_program_check(program: str, key: str, env: Mapping[str, str], sign: bool) -> Check:
-    from qgitconf.signing import sign_detached
+    from qgitconf.gpg.signing import sign_detached
 
     name = "gpg.program"
     found = shutil.which(program, path=env.get("PATH"))
@@ -471,7 +471,7 @@ def _gpg_program_check(program: str, key: str, env: Mapping[str, str], sign: boo
         cfg = Path(env.get("QGITCONF_GPG_SPLIT_DOMAIN_FILE", "/rw/config/gpg-split-domain"))
         note = f" ({split_gpg_vault(cfg, env)})"
     elif Path(program).name in ("gpg", "gpg2"):
-        from qgitconf import qubesdb
+        from qgitconf.qubes import qubesdb
 
         run_flag = Path(env.get("QGITCONF_QUBES_SERVICE_DIR", "/run/qubes-service"))
         problem = split_gpg2_client_check(qubesdb.read, run_flag / "split-gpg2-client")
@@ -490,7 +490,7 @@ def _gpg_program_check(program: str, key: str, env: Mapping[str, str], sign: boo
 
 
 def _policy_checks(env: Mapping[str, str]) -> list[Check]:
-    from qgitconf.policycheck import check_files
+    from qgitconf.ops.policycheck import check_files
 
     configured = env.get("QGITCONF_POLICY_DIR")
     policy_dir = Path(configured or "/etc/qubes/policy.d")

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO, NamedTuple
 
 from qgitconf.errors import BundleError, TooLargeError
 from qgitconf.fsutil import atomic_write
+from qgitconf.gitpack.objcache import KNOWN_DIR, SUFFIX, Known, format_sidecar
 from qgitconf.limits import Limits
-from qgitconf.objcache import KNOWN_DIR, SUFFIX, Known, format_sidecar
 
 _V2 = b"# v2 git bundle\n"
 _V3 = b"# v3 git bundle\n"
@@ -131,7 +131,7 @@ class Quarantine:
     @functools.cached_property
     def known(self) -> Known:
         """What the checks of earlier packs left beside them (``objcache``)."""
-        from qgitconf.objcache import load_known
+        from qgitconf.gitpack.objcache import load_known
 
         return load_known(self.known_dir)
 
@@ -184,8 +184,8 @@ class Quarantine:
                 size, or delta depth than allowed.
             UnsafePathError: a tree entry git itself would refuse.
         """
-        from qgitconf.packindex import index_pack, write_pack
-        from qgitconf.packscan import prescan_pack
+        from qgitconf.gitpack.packindex import index_pack, write_pack
+        from qgitconf.gitpack.packscan import prescan_pack
 
         start = stream.tell()
         size = stream.seek(0, os.SEEK_END) - start

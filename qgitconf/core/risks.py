@@ -35,7 +35,7 @@ unusual, or cannot be classified (auto-apply never applies these); ``medium`` - 
 when the user invokes something, or weakens a safeguard; ``low`` - worth a look.
 
 Everything a finding carries for display (path, excerpt) is passed through
-:func:`~qgitconf.sanitize.sanitize` (rule 11).
+:func:`~qgitconf.core.sanitize.sanitize` (rule 11).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qgitconf.sanitize import sanitize
+from qgitconf.core.sanitize import sanitize
 
 __all__ = [
     "FILE_CLASSES",
@@ -1722,7 +1722,7 @@ def findings_for(
 
 
 SYSTEM_PREFIX = "system/"
-"""The reserved directory of system files (``qgitconf.system.rules.SYSTEM_TOP``)."""
+"""The reserved directory of system files (``qgitconf.core.systemrules.SYSTEM_TOP``)."""
 
 _SYSTEM_ROOT_RUN = _globs(
     (

@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, LocalStateError
-from qgitconf.sanitize import sanitize
 
 __all__ = [
     "CONFIG_REL",
@@ -310,14 +310,14 @@ def state_persistence(read: QubesDB, state: str, entries: Sequence[str]) -> Pers
 
 
 def qubesdb_reader() -> tuple[QubesDB, list[str]]:
-    """This qube's QubesDB (:mod:`qgitconf.qubesdb`, the one reader) and the entries
+    """This qube's QubesDB (:mod:`qgitconf.qubes.qubesdb`, the one reader) and the entries
     under ``/persist/``.
 
     Returns:
         The reader (``None`` for missing keys or no QubesDB) and the entries under
         ``/persist/``.
     """
-    from qgitconf import qubesdb
+    from qgitconf.qubes import qubesdb
 
     return qubesdb.read, qubesdb.list_keys("/persist/")
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError
-from qgitconf.sanitize import sanitize
 
 __all__ = [
     "ACTIONS",

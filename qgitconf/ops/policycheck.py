@@ -4,7 +4,7 @@ A syntax error in any file under ``/etc/qubes/policy.d`` makes *every* qrexec ca
 fail, so the shipped ``90-qgitconf.policy`` (or a user's own rules) is checked here
 before it is installed.  Two layers:
 
-1. **Syntax** — :func:`qgitconf.policy.check_policy_file`: the file name rule, every
+1. **Syntax** — :func:`qgitconf.core.policy.check_policy_file`: the file name rule, every
    token and parameter.  Each problem is reported as ``FILE:LINE: reason``.
 2. **Behaviour** (samples) — a fixed table of requests (:data:`SAMPLES`) is evaluated
    first-match against the file's rules with a model of a typical system: the
@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from qgitconf.core.policy import QubeInfo, check_policy_file, evaluate, parse_policy_text
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError
-from qgitconf.policy import QubeInfo, check_policy_file, evaluate, parse_policy_text
-from qgitconf.sanitize import sanitize
 
 __all__ = [
     "MGMT_TAG",

@@ -100,7 +100,7 @@ def _tree_items(store: Any, sha: str) -> list[tuple[bytes, int, bytes]]:
     if data is None:
         tree = _get(store, sha, b"tree", "tree")
         return [(item.path, item.mode, item.sha) for item in tree.iteritems()]
-    from qgitconf.dulwich_compat import parse_tree_entries
+    from qgitconf.gitpack.compat import parse_tree_entries
 
     return parse_tree_entries(data)
 
@@ -163,3 +163,80 @@ def check_descends(store: Any, tip: str, ancestor: str | None, limit: int) -> No
         if sha == ancestor:
             return
     raise RollbackError(f"commit {tip} does not descend from the last accepted {ancestor}")
+
+
+# -- repositories and refs: the agent's and root's own bare repositories ----------------------
+# dulwich is imported in each helper, not at the top: ``qgitconf status`` imports this
+# module and needs none of them (the status rows of ``make bench``).
+
+
+def open_repo(path: str) -> Any:
+    """dulwich's ``Repo`` for the bare repository at ``path`` (the caller closes it)."""
+    from dulwich.repo import Repo
+
+    return Repo(path)
+
+
+def open_refs(path: str, logger: Any = None) -> Any:
+    """dulwich's loose-ref container of the repository at ``path`` (cheaper than the
+    whole ``Repo``); ``logger`` is called as dulwich calls a reflog writer."""
+    from dulwich.refs import DiskRefsContainer
+
+    if logger is None:
+        return DiskRefsContainer(path)
+    return DiskRefsContainer(path, logger=logger)
+
+
+def ref_locked_error() -> Any:
+    """The exception class dulwich raises when a ref's lock file is already there (its
+    ``lockfilename`` names the file)."""
+    from dulwich.file import FileLocked
+
+    return FileLocked
+
+
+def add_raw_objects(repo: Any, bodies: list[tuple[int, bytes]]) -> None:
+    """Store objects given as ``(type number, body)`` (already hashed by the caller)."""
+    from dulwich.objects import ShaFile
+
+    for type_num, body in bodies:
+        repo.object_store.add_object(ShaFile.from_raw_string(type_num, body))
+
+
+def build_trees(git_dir: str, sides: list[list[tuple[bytes, bytes, int]]]) -> list[str]:
+    """A new bare repository at ``git_dir`` holding one tree per side, each given as
+    ``(path, content, mode)`` entries; returns the trees' ids (hex)."""
+    from dulwich.index import commit_tree
+    from dulwich.objects import Blob
+    from dulwich.repo import Repo
+
+    repo = Repo.init_bare(git_dir)
+    try:
+        store = repo.object_store
+        out: list[str] = []
+        for entries in sides:
+            items = []
+            for path, data, mode in entries:
+                blob = Blob.from_string(data)
+                store.add_object(blob)
+                items.append((path, blob.id, mode))
+            out.append(commit_tree(store, items).decode("ascii"))
+        return out
+    finally:
+        repo.close()
+
+
+def lookup_path(store: Any, tree: Any, path: bytes) -> tuple[int, str]:
+    """The mode and id (hex) of ``path`` under ``tree``; KeyError if there is none."""
+    from dulwich.object_store import tree_lookup_path
+
+    mode, sha = tree_lookup_path(store.__getitem__, tree, path)
+    return mode, sha.decode("ascii")
+
+
+def parse_commit(raw: bytes) -> Any:
+    """dulwich's ``Commit`` parsed from the body of a commit object (as ``git cat-file
+    commit`` prints it); dulwich's errors for anything else."""
+    from dulwich.objects import Commit
+
+    return Commit.from_string(raw)

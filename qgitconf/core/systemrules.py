@@ -29,8 +29,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from qgitconf.core.programs import PROTECTED_PROGRAMS
+from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, SystemPathError
-from qgitconf.sanitize import sanitize
 
 __all__ = [
     "DENIED",
@@ -87,9 +88,9 @@ DENIED: tuple[tuple[str, str], ...] = (
 
 PROTECTED_PROGRAMS_DIRS: tuple[str, ...] = ("usr/local/bin", "usr/local/sbin")
 """Directories on the agent's fixed ``PATH`` (``qgitconf.sysprog.SYSTEM_PATH``) ahead of
-``/usr/bin``: the programs qgitconf runs (``qgitconf.paths.PROTECTED_PROGRAMS``,
+``/usr/bin``: the programs qgitconf runs (``qgitconf.core.programs.PROTECTED_PROGRAMS``,
 ``python3*``) may not be placed there.  Other programs there are high risk, not refused
-(``qgitconf.risks``)."""
+(``qgitconf.core.risks``)."""
 
 
 def _denied_matches(pattern: str, folded: Sequence[str]) -> bool:
@@ -108,7 +109,6 @@ def _denied_matches(pattern: str, folded: Sequence[str]) -> bool:
 def denied_reason(rel: str) -> str | None:
     """Why the system path ``rel`` (relative to ``/``, slash-separated) is denied, or
     None.  Also refuses the programs qgitconf runs in :data:`PROTECTED_PROGRAMS_DIRS`."""
-    from qgitconf.paths import PROTECTED_PROGRAMS
 
     folded = [p.lower() for p in rel.split("/")]
     for pattern, reason in DENIED:

@@ -9,7 +9,7 @@ directory or ``~/.gnupg``.
 Everything here is pure: no I/O, no clock, no environment.  Each check raises
 :class:`~qgitconf.errors.UnsafePathError` with a detail of the form
 ``'<path>': <reason>`` (the code ``unsafe-path`` is carried by the error), the path passed through
-:func:`~qgitconf.sanitize.sanitize`.
+:func:`~qgitconf.core.sanitize.sanitize`.
 
 Choices beyond the letter of rule 7 (all of them refuse more, never less):
 
@@ -58,7 +58,8 @@ them); everything else that runs code is left to the risk report:
   agent starts.
 * in ``bin`` and ``.local/bin`` (Debian's ``~/.profile`` puts them first on ``PATH``):
   the names of the programs qgitconf runs or that run qgitconf
-  (:data:`PROTECTED_PROGRAMS`, and ``python3.*``), as files, symlinks or directories.
+  (:data:`qgitconf.core.programs.PROTECTED_PROGRAMS`, and ``python3.*``), as files,
+  symlinks or directories.
   Other executables there stay allowed (the risk report flags them high).
 * The same names reached through a symlink of the tree: if the tree makes ``bin`` (or
   ``.local/bin``, ``.local/lib``) a symlink, the directory it resolves to, through the
@@ -77,10 +78,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from qgitconf.core.programs import protected_program
+from qgitconf.core.sanitize import sanitize
+from qgitconf.core.systemrules import SYSTEM_TOP, SystemRules, check_system_file
 from qgitconf.errors import UnsafePathError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
-from qgitconf.sanitize import sanitize
-from qgitconf.system.rules import SYSTEM_TOP, SystemRules, check_system_file
 
 __all__ = [
     "ALLOWED_MODES",
@@ -92,7 +94,6 @@ __all__ = [
     "MODE_GITLINK",
     "MODE_SYMLINK",
     "MODE_TREE",
-    "PROTECTED_PROGRAMS",
     "PathRules",
     "check_component",
     "check_symlink_target",
@@ -103,42 +104,6 @@ __all__ = [
 
 DENIED_PREFIXES: tuple[str, ...] = (".config/qgitconf", ".local/share/qgitconf", ".gnupg")
 """The agent's own config and state directories and the GnuPG home: never written."""
-
-PROTECTED_PROGRAMS: frozenset[str] = frozenset(
-    {
-        "qgitconf",
-        "qgitconf-service",
-        "git",
-        "gpg",
-        "gpgv",
-        "gpg-agent",
-        "gpgconf",
-        "python3",
-        "python",
-        "sh",
-        "bash",
-        "dash",
-        "env",
-        "notify-send",
-        "zenity",
-        "timeout",
-        "qubesdb-read",
-        "qubesdb-list",
-        "qrexec-client-vm",
-        "qubes-gpg-client-wrapper",
-        "qubes-gpg-client",
-        "sudo",
-        "su",
-        "pkexec",
-    }
-)
-"""Programs qgitconf runs, or that run qgitconf: never placed in a ``PATH`` directory of
-$HOME (``python3.*`` neither)."""
-
-
-def _protected_program(name: str) -> bool:
-    """``name`` (folded) is a program qgitconf runs or that runs qgitconf."""
-    return name in PROTECTED_PROGRAMS or name.startswith("python3.")
 
 
 def _user_site(name: str) -> bool:
@@ -177,8 +142,8 @@ CODE_LOADING_RULES: tuple[CodeLoadingRule, ...] = (
         _pam_environment,
         "sets the environment of every PAM session, qrexec services included",
     ),
-    CodeLoadingRule(("bin",), _protected_program, _PATH_REASON),
-    CodeLoadingRule((".local", "bin"), _protected_program, _PATH_REASON),
+    CodeLoadingRule(("bin",), protected_program, _PATH_REASON),
+    CodeLoadingRule((".local", "bin"), protected_program, _PATH_REASON),
 )
 """Refused like :data:`DENIED_PREFIXES` (module docstring, "Paths that load code")."""
 
@@ -242,7 +207,7 @@ class PathRules(NamedTuple):
         max_path_bytes: longest full path accepted, in bytes.
         max_depth: most components a path may have.
         system: the system prefixes a root-owned setting allows below the reserved
-            ``system/`` directory (``qgitconf.system.rules``; empty: refused).
+            ``system/`` directory (``qgitconf.core.systemrules``; empty: refused).
     """
 
     allow: tuple[str, ...] = ("**",)
@@ -656,7 +621,8 @@ def _resolve_through_links(
 def rules_digest(rules: PathRules) -> str | None:
     """A digest of everything :func:`check_tree`'s verdict depends on besides the tree:
     ``rules`` (the allowlist, limits and system prefixes), the code of the checks
-    (this module, :mod:`qgitconf.system.rules` and :mod:`qgitconf.limits`, read from
+    (this module, :mod:`qgitconf.core.systemrules`, :mod:`qgitconf.core.programs` and
+    :mod:`qgitconf.limits`, read from
     their files, so a changed or upgraded rule gives another digest) and the Unicode
     database the name comparisons use (a Python upgrade may change it).
 
@@ -667,11 +633,11 @@ def rules_digest(rules: PathRules) -> str | None:
     import hashlib
 
     from qgitconf import limits
-    from qgitconf.system import rules as system_rules
+    from qgitconf.core import programs, systemrules
 
     h = hashlib.sha256(unicodedata.unidata_version.encode() + b"\n")
     try:
-        for module in (__file__, system_rules.__file__, limits.__file__):
+        for module in (__file__, systemrules.__file__, programs.__file__, limits.__file__):
             with open(module, "rb") as f:
                 data = f.read()
             h.update(b"%d\n" % len(data) + data)

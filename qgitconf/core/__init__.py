@@ -1,0 +1,1 @@
+"""Pure rules and formats: no I/O, no subprocesses, no dulwich."""

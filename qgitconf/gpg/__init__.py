@@ -1,0 +1,1 @@
+"""GnuPG: the isolated verifier, its status-line judge and signing through gpg.program."""

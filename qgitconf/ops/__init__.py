@@ -1,0 +1,1 @@
+"""Operator commands beside the agent and config-mgmt: doctor, persistence, policy checks."""

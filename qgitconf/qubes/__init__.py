@@ -1,0 +1,1 @@
+"""The Qubes seam: qrexec calls and the one QubesDB reader."""
