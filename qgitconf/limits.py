@@ -38,6 +38,45 @@ MAX_REJECTED_DETAIL_CHARS = 1024
 """Longest error detail written to one line of ``rejected.log``."""
 
 
+# Caps on other untrusted or outside input, one place for all (issue 22).
+MAX_GPG_STATUS_BYTES = 1 << 16
+"""Most bytes of gpg's ``--status-fd`` output read for one verification (far more than one
+signature's status lines)."""
+MAX_QREXEC_STDERR_BYTES = 64 * 1024
+"""Most bytes of a qrexec call's stderr kept (the rest is drained and dropped)."""
+MAX_QUBESDB_VALUE_BYTES = 4096
+"""Most bytes of one QubesDB value read."""
+MAX_DELTA_CHAIN = 5000
+"""Most deltas on the way to a whole object when the agent reads its own packs (git's
+default depth is 50)."""
+MAX_SIDECAR_BYTES = 256 << 20
+"""A known-object sidecar larger than this is not the agent's: ignored."""
+MAX_EXPORT_REQUEST_BYTES = 4096
+"""Longest request line of the ``qgitconf.Export`` service (one path)."""
+MAX_KEY_FILE_BYTES = 1024 * 1024
+"""Largest public key file read (the pinned key, the repo's signing key)."""
+MAX_SYMLINK_TARGET_BYTES = 1024
+"""Longest symlink target accepted, in bytes."""
+MAX_LINK_HOPS = 40
+"""How many tree symlinks ``paths.check_tree`` follows before it calls it a loop."""
+MAX_SYSTEM_PREFIXES = 64
+"""Most system-file prefixes one setting may name."""
+MAX_EXPORT_BYTES = 1024 * 1024
+"""Largest file the ``qgitconf.Export`` service sends and ``import`` accepts."""
+MAX_EXPORT_HEADER_BYTES = 128
+"""Longest header of an Export answer."""
+MAX_SECRET_SCAN_BYTES = 8 * 1024 * 1024
+"""Most bytes of one file the pre-commit hook scans for secrets."""
+MAX_RISK_DIFF_LINES = 50_000
+"""Above this many lines a file is not line-diffed by the risk report: every new line
+counts as added (more findings, never fewer) and difflib's quadratic worst case is
+avoided."""
+MAX_RISK_CONFIG_TEXTS = 200
+"""Most git/ssh config files of one tree the risk report reads."""
+MAX_RISK_CONFIG_BYTES = 1024 * 1024
+"""Largest git/ssh config file the risk report reads (a larger one is not read)."""
+
+
 class Limits(NamedTuple):
     """Caps on one update; a target's toml may lower or raise them.
 

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from qgitconf.core.exportfmt import MAGIC, MAGIC_V1, MAX_EXPORT_BYTES, format_export, parse_export
+from qgitconf.core.exportfmt import MAGIC, MAGIC_V1, format_export, parse_export
 from qgitconf.errors import ConfigError, MalformedError
+from qgitconf.limits import MAX_EXPORT_BYTES
 from tests.labkit import Lab, qg, run, tip
 
 ALIAS = "[alias]\n\tlg = !git log --graph\n"

@@ -24,12 +24,11 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from qgitconf.core.exportfmt import MAX_EXPORT_BYTES, format_export
+from qgitconf.core.exportfmt import format_export
 from qgitconf.core.paths import MODE_EXECUTABLE, MODE_FILE, PathRules, check_tree_entry
 from qgitconf.errors import MalformedError, TooLargeError, UnsafePathError
+from qgitconf.limits import MAX_EXPORT_BYTES, MAX_EXPORT_REQUEST_BYTES
 from qgitconf.qubes import qubesdb
-
-MAX_REQUEST_BYTES = 4096
 
 
 def read_request(stream: BinaryIO) -> str:
@@ -38,8 +37,8 @@ def read_request(stream: BinaryIO) -> str:
     Raises:
         MalformedError: not exactly one line, too long, or not UTF-8.
     """
-    data = stream.read(MAX_REQUEST_BYTES + 1)
-    if len(data) > MAX_REQUEST_BYTES or not data.endswith(b"\n") or data.count(b"\n") != 1:
+    data = stream.read(MAX_EXPORT_REQUEST_BYTES + 1)
+    if len(data) > MAX_EXPORT_REQUEST_BYTES or not data.endswith(b"\n") or data.count(b"\n") != 1:
         raise MalformedError("the request must be one line holding a path")
     try:
         return data[:-1].decode("utf-8")

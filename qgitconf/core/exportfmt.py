@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, MalformedError
+from qgitconf.limits import MAX_EXPORT_BYTES, MAX_EXPORT_HEADER_BYTES
 
 __all__ = [
-    "HEADER_CAP",
     "MAGIC",
     "MAGIC_V1",
-    "MAX_EXPORT_BYTES",
+    "MAX_EXPORT_HEADER_BYTES",
     "ExportedFile",
     "format_export",
     "parse_export",
@@ -24,8 +24,6 @@ __all__ = [
 
 MAGIC = b"QGITCONF-EXPORT 2\n"
 MAGIC_V1 = b"QGITCONF-EXPORT 1\n"  # before the answer named its qube: refused
-MAX_EXPORT_BYTES = 1024 * 1024
-HEADER_CAP = 128
 _QUBE_LINE = re.compile(rb"qube: ([A-Za-z][A-Za-z0-9_.-]{0,30})")
 _MODE_LINE = re.compile(rb"mode: (100644|100755)\n")
 _SIZE_LINE = re.compile(rb"size: (0|[1-9][0-9]{0,9})\n")
@@ -75,7 +73,7 @@ def parse_export(data: bytes, cap: int = MAX_EXPORT_BYTES) -> ExportedFile:
         raise MalformedError("the answer is not a qgitconf export")
     rest = data[len(MAGIC) :]
     head, sep, content = rest.partition(b"\n\n")
-    if not sep or len(head) > HEADER_CAP:
+    if not sep or len(head) > MAX_EXPORT_HEADER_BYTES:
         raise MalformedError("the export header is malformed")
     lines = head.split(b"\n")
     if len(lines) != 3:

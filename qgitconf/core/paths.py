@@ -82,7 +82,7 @@ from qgitconf.core.programs import protected_program
 from qgitconf.core.sanitize import sanitize
 from qgitconf.core.systemrules import SYSTEM_TOP, SystemRules, check_system_file
 from qgitconf.errors import UnsafePathError
-from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
+from qgitconf.limits import MAX_HOME_PATH_BYTES, MAX_LINK_HOPS, MAX_SYMLINK_TARGET_BYTES, NAME_MAX
 
 __all__ = [
     "ALLOWED_MODES",
@@ -156,11 +156,6 @@ MODE_GITLINK = 0o160000
 ALLOWED_MODES = frozenset({MODE_FILE, MODE_EXECUTABLE, MODE_SYMLINK, MODE_TREE})
 """The only git modes a tree entry may have."""
 
-MAX_SYMLINK_TARGET_BYTES = 1024
-"""Longest symlink target accepted, in bytes."""
-
-_MAX_LINK_HOPS = 40
-"""How many tree symlinks :func:`check_tree` follows before it calls it a loop."""
 
 # Code points HFS+ ignores when it compares names (git's utf8.c, next_hfs_char).
 _HFS_IGNORABLE = frozenset(
@@ -607,7 +602,7 @@ def _resolve_through_links(
 ) -> list[str] | None:
     """Follow the tree's own symlinks lexically; None if there are too many hops."""
     current = start
-    for _ in range(_MAX_LINK_HOPS):
+    for _ in range(MAX_LINK_HOPS):
         for i in range(1, len(current) + 1):
             hop = links.get(tuple(current[:i]))
             if hop is not None:

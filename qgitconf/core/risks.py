@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qgitconf.core.sanitize import sanitize
+from qgitconf.limits import MAX_RISK_CONFIG_BYTES, MAX_RISK_CONFIG_TEXTS, MAX_RISK_DIFF_LINES
 
 __all__ = [
     "FILE_CLASSES",
@@ -79,14 +80,6 @@ SEVERITIES = ("high", "medium", "low")
 
 _EXCERPT = 120
 """Longest excerpt of a matched line shown, in characters."""
-
-_MAX_DIFF_LINES = 50_000
-"""Above this many lines a file is not line-diffed: every new line counts as added
-(more findings, never fewer) and difflib's quadratic worst case is avoided."""
-
-_MAX_CONFIG_TEXTS = 200
-_MAX_CONFIG_BYTES = 1024 * 1024
-""":func:`tree_of` reads at most this many git/ssh config files of this size each."""
 
 
 @dataclass(frozen=True)
@@ -396,7 +389,7 @@ def _added(old: Sequence[str], new: Sequence[str]) -> list[int]:
     """0-based indexes of the lines of ``new`` that are added or changed."""
     if not old:
         return list(range(len(new)))
-    if len(old) > _MAX_DIFF_LINES or len(new) > _MAX_DIFF_LINES:
+    if len(old) > MAX_RISK_DIFF_LINES or len(new) > MAX_RISK_DIFF_LINES:
         return list(range(len(new)))
     out: list[int] = []
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
@@ -1500,7 +1493,7 @@ def _config_refs(
     code_dirs: set[str] = set()
     queue = sorted(git) + sorted(p for p in all_paths if _match(p, SSH_CONFIG))
     seen: set[str] = set()
-    while queue and len(seen) < _MAX_CONFIG_TEXTS:
+    while queue and len(seen) < MAX_RISK_CONFIG_TEXTS:
         p = queue.pop(0)
         if p in seen:
             continue
@@ -1508,7 +1501,7 @@ def _config_refs(
         data = read(_follow(p, links))
         if data is None:
             continue
-        text = _text(data[:_MAX_CONFIG_BYTES])
+        text = _text(data[:MAX_RISK_CONFIG_BYTES])
         if p in git:
             includes, dirs = _git_refs(p, text)
             code_dirs.update(dirs)
@@ -1865,7 +1858,7 @@ def tree_of(
         if modes.get(p) not in (MODE_FILE, MODE_EXECUTABLE):
             return None
         if p not in texts:
-            texts[p] = read(p)[:_MAX_CONFIG_BYTES]
+            texts[p] = read(p)[:MAX_RISK_CONFIG_BYTES]
         return texts[p]
 
     _config_refs(modes, fetch, links)

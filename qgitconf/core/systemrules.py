@@ -32,6 +32,7 @@ from typing import NamedTuple
 from qgitconf.core.programs import PROTECTED_PROGRAMS
 from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, SystemPathError
+from qgitconf.limits import MAX_SYSTEM_PREFIXES
 
 __all__ = [
     "DENIED",
@@ -51,8 +52,6 @@ SYSTEM_TOP = "system"
 SYSTEM_ROOTS: tuple[str, ...] = ("etc", "usr/local")
 """Where system files may go (relative to ``/``)."""
 
-MAX_PREFIXES = 64
-"""Most prefixes one setting may name."""
 
 # (folded path pattern, a component ending in "*" matching any name it starts, reason)
 DENIED: tuple[tuple[str, str], ...] = (
@@ -160,9 +159,9 @@ def parse_prefixes(value: str | Sequence[str] | None, where: str) -> SystemRules
     if value is None:
         return SystemRules()
     items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-    if len(items) > MAX_PREFIXES:
+    if len(items) > MAX_SYSTEM_PREFIXES:
         raise ConfigError(
-            f"{where}: more than {MAX_PREFIXES} system prefixes", code="system-paths-invalid"
+            f"{where}: more than {MAX_SYSTEM_PREFIXES} system prefixes", code="system-paths-invalid"
         )
     out: list[str] = []
     for item in items:

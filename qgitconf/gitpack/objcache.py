@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from qgitconf.limits import MAX_SIDECAR_BYTES
+
 __all__ = ["KNOWN_DIR", "SUFFIX", "Known", "format_sidecar", "load_known", "parse_sidecar"]
 
 MAGIC = b"QGITCONF-OBJECTS 1\n"
@@ -30,7 +32,6 @@ KNOWN_DIR = "qgitconf-objects"
 _ID = 20
 _DIGEST = 32
 _LEN = 4
-MAX_SIDECAR_BYTES = 256 << 20  # a bigger file is not ours: ignored
 
 
 class Known:

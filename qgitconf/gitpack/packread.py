@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.errors import LocalStateError
+from qgitconf.limits import MAX_DELTA_CHAIN
 
 _IDX_MAGIC = b"\377tOc\x00\x00\x00\x02"
 _OFS_DELTA = 6
 _REF_DELTA = 7
 _CACHE_BUDGET = 32 << 20  # bytes of resolved delta bases kept for later deltas
-_MAX_CHAIN = 5000  # deltas on the way to a whole object (git's default depth is 50)
 
 
 class _Pack:
@@ -223,7 +223,7 @@ class PackReader:
                 data = self._inflate(pack, off, size, at)
                 break
             chain.append((pack, off, size, at))
-            if len(chain) > _MAX_CHAIN:
+            if len(chain) > MAX_DELTA_CHAIN:
                 raise _bad(pack.path, "delta chain too long")
             if isinstance(base, bytes):
                 where = self._where.get(base)

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 from qgitconf import sysprog
 from qgitconf.errors import ConfigError, GitError, SignatureError, UntrustedInputError
+from qgitconf.limits import MAX_GPG_STATUS_BYTES
 
 _GPG_OPTIONS = [
     "--no-options",
@@ -77,7 +78,6 @@ _INFORMATIONAL = frozenset(
     }
 )
 _STATUS_PREFIX = b"[GNUPG:] "
-_MAX_STATUS_BYTES = 1 << 16  # far more than one signature's status lines
 _FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")  # v4 or v5 key
 _KEY_ID = re.compile(r"[0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64}")  # long id or fingerprint
 
@@ -255,7 +255,7 @@ def counted_signer(status: bytes, returncode: int) -> str:
     Raises:
         ValueError: the signature does not count; the message says why.
     """
-    if len(status) > _MAX_STATUS_BYTES:
+    if len(status) > MAX_GPG_STATUS_BYTES:
         raise ValueError("gpg reported too much")
     seen: dict[str, list[list[str]]] = {}
     for line in status.split(b"\n"):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import GitError, QgitconfError
+from qgitconf.limits import MAX_SECRET_SCAN_BYTES
 
 ZERO = "0" * 40
 HOOKS = {
@@ -40,7 +41,6 @@ HOOKS = {
     )
     for name in ("pre-receive", "pre-commit")
 }
-_MAX_SCAN = 8 * 1024 * 1024
 
 _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
     ("OpenPGP private key", re.compile(rb"-----BEGIN PGP PRIVATE KEY BLOCK-----")),
@@ -74,7 +74,7 @@ def scan_secrets(path: str, content: bytes) -> list[Finding]:
     found = [Finding(path, "file name of a private key or credentials")] * bool(
         _SECRET_NAMES.search(path)
     )
-    head = content[:_MAX_SCAN]
+    head = content[:MAX_SECRET_SCAN_BYTES]
     found += [Finding(path, what) for what, rx in _SECRET_PATTERNS if rx.search(head)]
     return found
 
@@ -214,7 +214,7 @@ def check_staged(env: Mapping[str, str]) -> list[Finding]:
     for path, sha in blobs:
         paths.setdefault(sha, []).append(path)
     found: list[Finding] = []
-    for sha, size, head in _read_blobs(env, list(paths), _MAX_SCAN if secrets else 0):
+    for sha, size, head in _read_blobs(env, list(paths), MAX_SECRET_SCAN_BYTES if secrets else 0):
         for path in paths[sha]:
             shown = sanitize(path)
             if large and size > sizes.MAX_FILE_BYTES and path not in allowed_large:

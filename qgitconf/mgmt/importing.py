@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from qgitconf.core.envelope import QUBE_NAME
-from qgitconf.core.exportfmt import HEADER_CAP, MAGIC, MAX_EXPORT_BYTES, parse_export
+from qgitconf.core.exportfmt import MAGIC, parse_export
 from qgitconf.core.paths import MODE_FILE, PathRules, check_tree_entry
 from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import (
@@ -37,6 +37,7 @@ from qgitconf.errors import (
     UsageError,
 )
 from qgitconf.fsutil import read_json, write_json
+from qgitconf.limits import MAX_EXPORT_BYTES, MAX_EXPORT_HEADER_BYTES
 from qgitconf.mgmt.hooks import scan_secrets
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.qubes.qrexec import QREXEC_REFUSED, Transport
@@ -113,7 +114,7 @@ def import_file(repo: MgmtRepo, qube: str, path: str, into: str, transport: Tran
     if not QUBE_NAME.fullmatch(qube):
         raise UsageError(f"{sanitize(qube)!r} is not a valid qube name")
     rel = _check_path(path)
-    cap = MAX_EXPORT_BYTES + len(MAGIC) + HEADER_CAP + 2
+    cap = MAX_EXPORT_BYTES + len(MAGIC) + MAX_EXPORT_HEADER_BYTES + 2
     result = transport.call(qube, EXPORT, rel.encode("utf-8") + b"\n", cap)
     if result.status == QREXEC_REFUSED and not result.stdout:
         raise PolicyDeniedError(f"qrexec policy (or you, at the prompt) refused {EXPORT} to {qube}")

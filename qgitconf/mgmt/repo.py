@@ -23,12 +23,12 @@ from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
 from qgitconf.fsutil import atomic_write, read_json, write_json
 from qgitconf.gitpack.store import EMPTY_TREE
+from qgitconf.limits import MAX_KEY_FILE_BYTES
 from qgitconf.mgmt import default_repo_path as default_repo_path  # re-exported
 
 _FPR = re.compile(r"[0-9A-F]{40}")
 PUBLIC_KEY = "signing-key.asc"
 """The signing key's public half, in the repo meta; the pre-receive hook verifies with it."""
-_MAX_KEY_FILE = 1024 * 1024
 
 
 def find_public_key(home: Path, fingerprint: str) -> bytes | None:
@@ -45,7 +45,7 @@ def find_public_key(home: Path, fingerprint: str) -> bytes | None:
         return None
     for path in sorted((home / "QubesIncoming").glob("*/*.asc")):
         try:
-            if not path.is_file() or path.stat().st_size > _MAX_KEY_FILE:
+            if not path.is_file() or path.stat().st_size > MAX_KEY_FILE_BYTES:
                 continue
             keys = inspect_key_file(path.read_bytes())
         except OSError:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 from qgitconf.errors import TooLargeError, TransportError
+from qgitconf.limits import MAX_QREXEC_STDERR_BYTES
 
 QREXEC_REFUSED = 126
 QREXEC_FAILED = 125
-_STDERR_CAP = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,9 @@ def run_capped(
 
     err: list[bytes] = []
     writer = threading.Thread(target=feed, daemon=True)
-    err_reader = threading.Thread(target=_drain, args=(proc.stderr, _STDERR_CAP, err), daemon=True)
+    err_reader = threading.Thread(
+        target=_drain, args=(proc.stderr, MAX_QREXEC_STDERR_BYTES, err), daemon=True
+    )
     writer.start()
     err_reader.start()
     out = bytearray()

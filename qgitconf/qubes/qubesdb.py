@@ -15,8 +15,8 @@ from pathlib import Path
 
 from qgitconf import sysprog
 from qgitconf.errors import ConfigError
+from qgitconf.limits import MAX_QUBESDB_VALUE_BYTES
 
-_CAP = 4096
 _TIMEOUT = 10
 
 
@@ -35,7 +35,7 @@ def _run(tool: str, key: str) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0 or len(proc.stdout) > _CAP:
+    if proc.returncode != 0 or len(proc.stdout) > MAX_QUBESDB_VALUE_BYTES:
         return None
     return proc.stdout.decode("utf-8", "replace").strip()
 

@@ -67,7 +67,7 @@ from qgitconf.errors import (
 )
 from qgitconf.gitpack.store import add_raw_objects
 from qgitconf.gpg.signing import Verifier
-from qgitconf.limits import Limits
+from qgitconf.limits import MAX_KEY_FILE_BYTES, Limits
 from qgitconf.qubes import qubesdb
 from qgitconf.system.persist import custom_persist_commands, sync_bind_dirs
 from qgitconf.system.source import UserObjects, read_user_file, statement_caps
@@ -85,7 +85,6 @@ __all__ = [
 SYSTEM_STATE = Path("/rw/qgitconf-system")
 """Root's state of the system step (root-owned, 0700; ``/rw`` persists in an AppVM)."""
 USER_STATE = ".local/share/qgitconf"
-_KEY_CAP = 1024 * 1024
 QubesDBRead = Callable[[str], "str | None"]
 
 
@@ -188,10 +187,10 @@ def _key_bytes(fpr: str, layout: Layout, home: Path) -> bytes:
     system_key = layout.system_config.parent / "keys" / f"{fpr}.asc"
     try:
         if system_key.stat().st_uid == 0:
-            return system_key.read_bytes()[:_KEY_CAP]
+            return system_key.read_bytes()[:MAX_KEY_FILE_BYTES]
     except OSError:
         pass
-    return read_user_file(home, f".config/qgitconf/keys/{fpr}.asc", _KEY_CAP)
+    return read_user_file(home, f".config/qgitconf/keys/{fpr}.asc", MAX_KEY_FILE_BYTES)
 
 
 def _system_rules(trust: SystemTrust) -> PathRules:
