@@ -18,7 +18,6 @@ import click
 
 from qgitconf import __version__
 from qgitconf.agent.view import SHOWN_SKIPPED
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import (
     EXIT_BUG,
     EXIT_INTERRUPTED,
@@ -26,6 +25,7 @@ from qgitconf.errors import (
     UsageError,
     leaving_process,
 )
+from qgitconf.sanitize import sanitize
 
 
 def _home() -> Path:

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import EXIT_BUG, EXIT_INTERRUPTED, QgitconfError, leaving_process
+from qgitconf.sanitize import sanitize
 
 _FAST = {
     ("status",): ("status", False),

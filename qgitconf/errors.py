@@ -22,6 +22,8 @@ target) is a usage error (2, code ``wrong-side``).
 
 from __future__ import annotations
 
+from qgitconf.sanitize import sanitize
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -282,6 +284,33 @@ class ConfigError(QgitconfError):
 
     code = "config"
     exit_status = EXIT_CONFIG
+
+
+class PolicySyntaxError(ConfigError):
+    """A policy file, or a policy file name, is not in the accepted format.
+
+    Attributes:
+        filename: The file the problem is in.
+        lineno: The 1-based line number, or ``None`` for a problem with the file as a
+            whole (its name, its encoding).
+        reason: The problem without the location prefix.
+    """
+
+    code = "policy-syntax"
+
+    def __init__(self, reason: str, *, filename: str, lineno: int | None = None) -> None:
+        """Build the error; the message names the file and, if given, the line.
+
+        Args:
+            reason: What is wrong.
+            filename: The policy file's name.
+            lineno: The 1-based line number, if the problem is on one line.
+        """
+        where = sanitize(filename) if lineno is None else f"{sanitize(filename)}:{lineno}"
+        super().__init__(f"{where}: {reason}")
+        self.filename = filename
+        self.lineno = lineno
+        self.reason = reason
 
 
 class NothingToFetchError(QgitconfError):

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import EXIT_BUG, QgitconfError, leaving_process
+from qgitconf.sanitize import sanitize
 
 # What a service keeps of the environment it was started with: what qrexec itself
 # sets, and what ``notify-send`` needs to reach the user's session.  Nothing here

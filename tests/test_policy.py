@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from qgitconf.core.policy import (
     Decision,
     PolicyRule,
-    PolicySyntaxError,
     QubeInfo,
     check_policy_file,
     check_policy_filename,
@@ -21,7 +20,7 @@ from qgitconf.core.policy import (
     load_policy_dir,
     parse_policy_text,
 )
-from qgitconf.errors import ConfigError
+from qgitconf.errors import ConfigError, PolicySyntaxError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "policy" / "90-qgitconf.policy"
 

@@ -41,7 +41,6 @@ from qgitconf.agent.journal import Fault, Journal, is_kept_path, record_commit
 from qgitconf.agent.signals import SignalGuard, Signalled, error_for, signal_name
 from qgitconf.agent.state import AgentState
 from qgitconf.core.paths import PathRules, check_tree, rules_digest
-from qgitconf.core.sanitize import sanitize
 from qgitconf.core.systemrules import SYSTEM_TOP
 from qgitconf.errors import (
     ApplyError,
@@ -53,6 +52,7 @@ from qgitconf.errors import (
 from qgitconf.gitpack.packread import PackReader
 from qgitconf.gitpack.store import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
+from qgitconf.sanitize import sanitize
 
 SYSTEM_TOP_B = SYSTEM_TOP.encode("ascii")
 

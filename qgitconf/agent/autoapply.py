@@ -20,8 +20,8 @@ from qgitconf.agent.receive import Outcome
 from qgitconf.agent.review import changed_files, record_auto_apply
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.core.risks import assess, summary
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
+from qgitconf.sanitize import sanitize
 
 __all__ = ["after_staging", "auto_apply"]
 

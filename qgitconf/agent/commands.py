@@ -32,8 +32,8 @@ from qgitconf.agent.status import _scan
 from qgitconf.agent.status import home_status as home_status  # re-exported
 from qgitconf.agent.status import status as status  # re-exported
 from qgitconf.core.envelope import QUBE_NAME
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, LocalStateError, StagedChangedError, UsageError
+from qgitconf.sanitize import sanitize
 
 
 def target_init(

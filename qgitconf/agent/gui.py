@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qgitconf import sysprog
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
+from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
     pass

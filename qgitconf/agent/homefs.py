@@ -37,9 +37,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ApplyError
 from qgitconf.fsutil import syncfs
+from qgitconf.sanitize import sanitize
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # At most this many directory fds are cached (the cache starts afresh when full).

@@ -21,7 +21,7 @@ prompts are callables (STYLE ring 3).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,10 @@ from qgitconf.agent.review import (
     local_change,
 )
 from qgitconf.agent.state import AgentState, state_dir
-from qgitconf.core.risks import FileChange, assess
-from qgitconf.core.sanitize import sanitize
+from qgitconf.core.risks import FileChange, Finding, assess
 from qgitconf.errors import QgitconfError
 from qgitconf.limits import Limits
+from qgitconf.sanitize import sanitize
 
 Ask = Callable[[str], str]
 Show = Callable[[str], None]
@@ -137,16 +137,7 @@ def _walk(
             notes.append(_unchanged_note(act, manifest))
         show("")
         show(f"[{n}/{total}] {act.op} {shown}" + (f"  ({'; '.join(notes)})" if notes else ""))
-        risks = [f for f in findings if f.path == shown]
-        for f in risks:
-            seq = (colors or {}).get(f.severity, "")
-            reset = (colors or {}).get("reset", "") if seq else ""
-            where = f" line {f.line}" if f.line is not None else ""
-            text = f": {f.text}" if f.text else ""
-            show(f"  {seq}{f.severity.upper():<6}{reset} {f.rule}{where}{text}")
-            show(f"         {f.explanation}")
-        if not risks:
-            show("  no risk findings")
+        _show_risks([f for f in findings if f.path == shown], show, colors)
         conflict = _conflict_for(act.path, plan.conflicts) if act.conflict else None
         if conflict:
             show(f"  CONFLICT {conflict}")
@@ -159,30 +150,49 @@ def _walk(
             _show_diff(home, [_disk_to_update(fs, act)], show, colors)
         if conflict:
             _show_conflict(home, fs, act, manifest, local, show, colors)
-        prompt = f"[commit {commit[:12]}] " + (
-            "overwrite the local file (a copy is kept) [o], skip [s], quit [q]? "
-            if conflict
-            else "accept [a], skip [s], quit [q]? "
-        )
-        while True:
-            answer = ask(prompt).strip().lower()
-            known = ("o", "overwrite") if conflict else ("a", "accept", "y", "yes")
-            if answer in ("a", "accept", "y", "yes") and not conflict:
-                choices.accepted.append(act.path)
-                break
-            if answer in ("o", "overwrite") and conflict:
-                choices.accepted.append(act.path)
-                choices.overwrite = True
-                break
-            if answer in ("s", "skip", "n", "no"):
-                choices.skipped.append(act.path)
-                break
-            if answer in ("q", "quit"):
-                choices.quit = True
-                return choices
-            if answer not in known:
-                show(f"  {_CONFLICT_CHOICES if conflict else _CHOICES}")
+        answer = _ask_choice(ask, show, commit, conflict=bool(conflict))
+        if answer == "quit":
+            choices.quit = True
+            return choices
+        if answer == "skip":
+            choices.skipped.append(act.path)
+        else:
+            choices.accepted.append(act.path)
+            choices.overwrite = choices.overwrite or bool(conflict)
     return choices
+
+
+def _show_risks(risks: Sequence[Finding], show: Show, colors: Mapping[str, str] | None) -> None:
+    """The risk findings of one file, coloured by severity when ``colors`` is given."""
+    for f in risks:
+        seq = (colors or {}).get(f.severity, "")
+        reset = (colors or {}).get("reset", "") if seq else ""
+        where = f" line {f.line}" if f.line is not None else ""
+        text = f": {f.text}" if f.text else ""
+        show(f"  {seq}{f.severity.upper():<6}{reset} {f.rule}{where}{text}")
+        show(f"         {f.explanation}")
+    if not risks:
+        show("  no risk findings")
+
+
+def _ask_choice(ask: Ask, show: Show, commit: str, *, conflict: bool) -> str:
+    """Ask until the answer is known: ``take`` (accept, or overwrite a conflict),
+    ``skip`` or ``quit``."""
+    prompt = f"[commit {commit[:12]}] " + (
+        "overwrite the local file (a copy is kept) [o], skip [s], quit [q]? "
+        if conflict
+        else "accept [a], skip [s], quit [q]? "
+    )
+    take = ("o", "overwrite") if conflict else ("a", "accept", "y", "yes")
+    while True:
+        answer = ask(prompt).strip().lower()
+        if answer in take:
+            return "take"
+        if answer in ("s", "skip", "n", "no"):
+            return "skip"
+        if answer in ("q", "quit"):
+            return "quit"
+        show(f"  {_CONFLICT_CHOICES if conflict else _CHOICES}")
 
 
 def _unchanged_note(act: Action, manifest: Mapping[str, Any]) -> str:

@@ -50,10 +50,10 @@ from typing import Any, cast
 
 from qgitconf.agent.homefs import HomeFS, content
 from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ApplyError, LocalStateError
 from qgitconf.fsutil import DurableBatch, atomic_write, fsync_dir, read_json
 from qgitconf.gitpack.store import ref_locked_error
+from qgitconf.sanitize import sanitize
 
 JOURNAL_VERSION = 1
 FAULT_ENV = "QGITCONF_FAULT_AFTER_WRITES"

@@ -24,10 +24,10 @@ from pathlib import Path
 from qgitconf.agent.autoapply import after_staging
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.receive import Outcome, accept_update
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import EXIT_FAILURE, SourceOffError, TransportError
 from qgitconf.limits import MAX_HEADER_LINE, MAX_SIGNATURE_BYTES, MAX_STATEMENT_BYTES
 from qgitconf.qubes.qrexec import QREXEC_REFUSED, Transport
+from qgitconf.sanitize import sanitize
 
 FETCH = "qgitconf.Fetch"
 NOTHING_KEPT = EXIT_FAILURE  # the Fetch service's exit status for "nothing published"

@@ -137,6 +137,6 @@ def accept_update(
 
 
 def rejection_reply(error: QgitconfError) -> dict[str, Any]:
-    from qgitconf.core.sanitize import sanitize
+    from qgitconf.sanitize import sanitize
 
     return {"result": "rejected", "reason": error.code, "detail": sanitize(error.detail)}

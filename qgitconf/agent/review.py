@@ -44,7 +44,6 @@ from qgitconf.agent.config import TargetConfig, load_target_config
 from qgitconf.agent.progress import Counter, Emit, note
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.core.risks import FileChange, Finding, Tree, assess, summary, tree_of
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
 from qgitconf.fsutil import read_json, write_json
 from qgitconf.gitpack.store import (
@@ -58,6 +57,7 @@ from qgitconf.gitpack.store import (
 )
 from qgitconf.gpg.signing import inspect_key_file
 from qgitconf.limits import Limits
+from qgitconf.sanitize import sanitize
 
 AUTO_APPLY_FILE = "auto-apply.json"
 """Last auto-apply decision, in the state directory (see :func:`record_auto_apply`)."""

@@ -34,11 +34,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import LocalStateError
 from qgitconf.fsutil import DurableBatch, atomic_write, read_json
 from qgitconf.gitpack.store import open_refs, open_repo
 from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
+from qgitconf.sanitize import sanitize
 
 STAGED_REF = b"refs/qgitconf/staged"
 APPLIED_REF = b"refs/qgitconf/applied"

@@ -19,7 +19,7 @@ from qgitconf.agent.config import load_target_config
 from qgitconf.agent.homefs import DiskState, HomeFS, content
 from qgitconf.agent.journal import Fault, describe, recover
 from qgitconf.agent.state import AgentState, state_dir
-from qgitconf.core.sanitize import sanitize
+from qgitconf.sanitize import sanitize
 
 __all__ = ["home_status", "stat_entry_from", "status"]
 

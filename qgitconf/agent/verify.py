@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from qgitconf.core.envelope import Statement, parse_statement, read_envelope
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import (
     BundleError,
     CommitSignatureError,
@@ -47,6 +46,7 @@ from qgitconf.errors import (
 )
 from qgitconf.gpg.signing import HomeCache, Verifier
 from qgitconf.limits import Limits
+from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
     from qgitconf.core.paths import PathRules

@@ -9,7 +9,7 @@ directory or ``~/.gnupg``.
 Everything here is pure: no I/O, no clock, no environment.  Each check raises
 :class:`~qgitconf.errors.UnsafePathError` with a detail of the form
 ``'<path>': <reason>`` (the code ``unsafe-path`` is carried by the error), the path passed through
-:func:`~qgitconf.core.sanitize.sanitize`.
+:func:`~qgitconf.sanitize.sanitize`.
 
 Choices beyond the letter of rule 7 (all of them refuse more, never less):
 
@@ -79,10 +79,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from qgitconf.core.programs import protected_program
-from qgitconf.core.sanitize import sanitize
 from qgitconf.core.systemrules import SYSTEM_TOP, SystemRules, check_system_file
 from qgitconf.errors import UnsafePathError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, MAX_LINK_HOPS, MAX_SYMLINK_TARGET_BYTES, NAME_MAX
+from qgitconf.sanitize import sanitize
 
 __all__ = [
     "ALLOWED_MODES",

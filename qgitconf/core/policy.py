@@ -30,15 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from qgitconf.core.sanitize import sanitize
-from qgitconf.errors import ConfigError
+from qgitconf.errors import ConfigError, PolicySyntaxError
+from qgitconf.sanitize import sanitize
 
 __all__ = [
     "ACTIONS",
     "QUBE_TYPES",
     "Decision",
     "PolicyRule",
-    "PolicySyntaxError",
     "QubeInfo",
     "check_policy_file",
     "check_policy_filename",
@@ -75,33 +74,6 @@ _FILENAME_RE = re.compile(r"[0-9a-z_.-]+\.policy")
 _BLANK = " \t"
 
 _EMPTY_PARAMS: Mapping[str, str] = MappingProxyType({})
-
-
-class PolicySyntaxError(ConfigError):
-    """A policy file, or a policy file name, is not in the accepted format.
-
-    Attributes:
-        filename: The file the problem is in.
-        lineno: The 1-based line number, or ``None`` for a problem with the file as a
-            whole (its name, its encoding).
-        reason: The problem without the location prefix.
-    """
-
-    code = "policy-syntax"
-
-    def __init__(self, reason: str, *, filename: str, lineno: int | None = None) -> None:
-        """Build the error; the message names the file and, if given, the line.
-
-        Args:
-            reason: What is wrong.
-            filename: The policy file's name.
-            lineno: The 1-based line number, if the problem is on one line.
-        """
-        where = sanitize(filename) if lineno is None else f"{sanitize(filename)}:{lineno}"
-        super().__init__(f"{where}: {reason}")
-        self.filename = filename
-        self.lineno = lineno
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import json
 import re
 from dataclasses import dataclass
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import BadReplyError
 from qgitconf.limits import MAX_REPLY_BYTES
+from qgitconf.sanitize import sanitize
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _CODE = re.compile(r"[a-z][a-z0-9-]{0,39}")

@@ -35,7 +35,7 @@ unusual, or cannot be classified (auto-apply never applies these); ``medium`` - 
 when the user invokes something, or weakens a safeguard; ``low`` - worth a look.
 
 Everything a finding carries for display (path, excerpt) is passed through
-:func:`~qgitconf.core.sanitize.sanitize` (rule 11).
+:func:`~qgitconf.sanitize.sanitize` (rule 11).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.limits import MAX_RISK_CONFIG_BYTES, MAX_RISK_CONFIG_TEXTS, MAX_RISK_DIFF_LINES
+from qgitconf.sanitize import sanitize
 
 __all__ = [
     "FILE_CLASSES",

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from qgitconf.core.programs import PROTECTED_PROGRAMS
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, SystemPathError
 from qgitconf.limits import MAX_SYSTEM_PREFIXES
+from qgitconf.sanitize import sanitize
 
 __all__ = [
     "DENIED",

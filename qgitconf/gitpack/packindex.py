@@ -36,11 +36,11 @@ from typing import Any, BinaryIO
 from dulwich.errors import ObjectFormatException
 from dulwich.objects import ObjectID, ShaFile
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import BundleError, TooLargeError, UnsafePathError
 from qgitconf.gitpack.compat import pack_object_header, parse_tree_entries
 from qgitconf.gitpack.packscan import PackEntry, PackSummary
 from qgitconf.limits import Limits
+from qgitconf.sanitize import sanitize
 
 __all__ = ["IndexedPack", "index_pack", "write_pack"]
 

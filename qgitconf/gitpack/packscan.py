@@ -280,9 +280,17 @@ class _Scan:
 
     def entry(self, r: _Reader) -> None:
         """Read, check and inflate one pack entry."""
-        limits = self.limits
         start = r.offset
         r.start_entry()
+        kind, size = self._header(r, start)
+        if kind in _WHOLE_TYPES:
+            self._whole(r, start, kind, size)
+        else:
+            self._delta(r, start, kind, size)
+
+    def _header(self, r: _Reader, start: int) -> tuple[int, int]:
+        """The entry's type and inflated size, checked against the limits."""
+        limits = self.limits
         c = r.byte("an object header")
         kind = (c >> 4) & 7
         size = c & 0x0F
@@ -307,34 +315,41 @@ class _Scan:
                 f"bundle pack inflates to more than {limits.max_inflated_bytes} bytes "
                 f"(at the object at offset {start})"
             )
-        if kind in _WHOLE_TYPES:
-            self._add_result(size, start)
-            data_start = r.offset
-            hasher = hashlib.sha1(b"%s %d\x00" % (_WHOLE_TYPES[kind], size))  # noqa: S324
-            if kind == _OBJ_BLOB:
-                content = hashlib.sha256()
+        return kind, size
 
-                def both(data: bytes) -> None:
-                    hasher.update(data)
-                    content.update(data)
+    def _whole(self, r: _Reader, start: int, kind: int, size: int) -> None:
+        """A whole object: inflated and hashed (SHA-1 of the object, SHA-256 of a blob)."""
+        self._add_result(size, start)
+        data_start = r.offset
+        hasher = hashlib.sha1(b"%s %d\x00" % (_WHOLE_TYPES[kind], size))  # noqa: S324
+        if kind == _OBJ_BLOB:
+            content = hashlib.sha256()
 
-                self.inflated += _inflate(r, size, start, both)
-                sha256: bytes | None = content.digest()
-                kept = None
-            else:
-                feed, kept = self._keeper(size, hasher.update)
-                self.inflated += _inflate(r, size, start, feed)
-                sha256 = None
-            self.entries[start] = (0, size)
-            sha = hasher.digest()
-            self.whole[sha] = size
-            data = b"".join(kept) if kept is not None else None
-            self.table.append(
-                PackEntry(
-                    start, kind, size, data_start, r.offset, r.entry_crc(), None, sha, sha256, data
-                )
+            def both(data: bytes) -> None:
+                hasher.update(data)
+                content.update(data)
+
+            self.inflated += _inflate(r, size, start, both)
+            sha256: bytes | None = content.digest()
+            kept = None
+        else:
+            feed, kept = self._keeper(size, hasher.update)
+            self.inflated += _inflate(r, size, start, feed)
+            sha256 = None
+        self.entries[start] = (0, size)
+        sha = hasher.digest()
+        self.whole[sha] = size
+        data = b"".join(kept) if kept is not None else None
+        self.table.append(
+            PackEntry(
+                start, kind, size, data_start, r.offset, r.entry_crc(), None, sha, sha256, data
             )
-            return
+        )
+
+    def _delta(self, r: _Reader, start: int, kind: int, size: int) -> None:
+        """A delta: its base located (an earlier entry, or an id), its depth and its
+        header's sizes checked while it is inflated."""
+        limits = self.limits
         base_size: int | None
         base: int | bytes
         if kind == _OBJ_OFS_DELTA:

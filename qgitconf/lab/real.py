@@ -262,8 +262,14 @@ def _build_into(b: Path, src: Path, tarballs: list[Tarball], log: IO[bytes]) -> 
     _sh(["make", jobs, "-C", str(qrexec / "daemon"), "BACKEND_VMM=socket", "all"], log, env)
     _sh(["make", jobs, "-C", str(gpg / "src"), "all"], log, env)
     libs = [qrexec / "libqrexec/libqrexec-utils.so.4", p / "lib/libvchan-socket.so"]
+    _vm_layer(b, s, libs)
+    _dom0_layer(b, qrexec, libs)
 
-    # VM template layer: qubes-core-qrexec-vm, qubes-gpg-split, qubes.VMShell
+
+def _vm_layer(b: Path, s: Path, libs: list[Path]) -> None:
+    """The VM template layer: qubes-core-qrexec-vm, qubes-gpg-split, qubes.VMShell and
+    the boot pieces of qubes-core-agent-linux, as their packages install them."""
+    qrexec, gpg = s / "qubes-core-qrexec", s / "qubes-app-linux-split-gpg"
     u, e = b / "vm/usr", b / "vm/etc"
     _install(qrexec / "agent/qrexec-agent", u / "lib/qubes/qrexec-agent")
     for prog in ("qrexec-client-vm", "qrexec-fork-server"):
@@ -291,7 +297,9 @@ def _build_into(b: Path, src: Path, tarballs: list[Tarball], log: IO[bytes]) -> 
     # qubes-gpg-split) provides as a link to gpg; stand in for that package
     _link("gpg", u / "bin/gpg2")
 
-    # dom0 layer: qubes-core-qrexec-dom0 and python3-qrexec
+
+def _dom0_layer(b: Path, qrexec: Path, libs: list[Path]) -> None:
+    """The dom0 layer: qubes-core-qrexec-dom0 and python3-qrexec."""
     u, e = b / "dom0/usr", b / "dom0/etc"
     _install(qrexec / "daemon/qrexec-daemon", u / "sbin/qrexec-daemon")
     _install(qrexec / "daemon/qrexec-client", u / "bin/qrexec-client")

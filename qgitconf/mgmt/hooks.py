@@ -28,9 +28,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import GitError, QgitconfError
 from qgitconf.limits import MAX_SECRET_SCAN_BYTES
+from qgitconf.sanitize import sanitize
 
 ZERO = "0" * 40
 HOOKS = {

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.core.exportfmt import MAGIC, parse_export
 from qgitconf.core.paths import MODE_FILE, PathRules, check_tree_entry
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import (
     ExportWrongQubeError,
     GitError,
@@ -41,6 +40,7 @@ from qgitconf.limits import MAX_EXPORT_BYTES, MAX_EXPORT_HEADER_BYTES
 from qgitconf.mgmt.hooks import scan_secrets
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.qubes.qrexec import QREXEC_REFUSED, Transport
+from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
     from qgitconf.core.risks import Tree

@@ -14,9 +14,9 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, GitError, MergeConflictError, UsageError
 from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.sanitize import sanitize
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import GitError
 from qgitconf.limits import Limits
+from qgitconf.sanitize import sanitize
 
 MAX_FILE_BYTES = Limits().max_object_bytes
 """The largest file a target accepts with its default limits (``max_object_bytes``)."""

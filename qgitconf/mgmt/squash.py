@@ -26,11 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import GitError, SquashUnsafeError, UsageError
 from qgitconf.mgmt import sizes
 from qgitconf.mgmt.publish import load_record
 from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.sanitize import sanitize
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.mgmt.publish import REFUSED, load_record
 from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.sanitize import sanitize
 
 
 def reported_state(reply: dict[str, Any]) -> str | None:

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf import sysprog
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import QgitconfError
+from qgitconf.sanitize import sanitize
 
 __all__ = [
     "EXPIRY_WARN_DAYS",

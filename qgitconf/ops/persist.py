@@ -38,8 +38,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError, LocalStateError
+from qgitconf.sanitize import sanitize
 
 __all__ = [
     "CONFIG_REL",
@@ -168,24 +168,13 @@ def persist_commands(
         ConfigError: If ``qube`` or ``user`` is not a valid name, or ``home`` is not
             an absolute path.
     """
-    if not _QUBE.fullmatch(qube):
-        raise ConfigError(f"not a qube name: {sanitize(qube)}")
-    if not _USER.fullmatch(user):
-        raise ConfigError(f"not a user name: {sanitize(user)}")
-    if not home.startswith("/") or sanitize(home) != home or ":" in home:
-        raise ConfigError(f"home must be an absolute path without ':': {sanitize(home)}")
-    base = PurePosixPath(home)
-    never = [
-        "# Never turn custom-persist on for qgitconf's sake: with it on, /home is rebuilt",
-        "# from /etc/skel at every boot and every file of the user that is not declared",
-        "# vanishes from view (qubes-core-agent-linux vm-systemd/mount-dirs.sh).",
-    ]
+    base = _checked_base(qube, user, home)
     if custom_persist is False:
         return [
             f"# custom-persist is off in {qube} (QubesDB /qubes-service/custom-persist is",
             "# not 1): all of /home persists, so qgitconf's state and files already survive",
             "# a reboot. Nothing to declare.",
-            *never,
+            *_NEVER,
         ]
     quoted = custom_persist is None
     lead = "#   " if quoted else ""
@@ -193,21 +182,7 @@ def persist_commands(
     def feature(name: str, value: str) -> str:
         return f"{lead}qvm-features {qube} custom-persist.{name} {shlex.quote(value)}"
 
-    if quoted:
-        lines = [
-            "# Only for a qube that ALREADY uses custom-persist (Qubes R4.3). Check first,",
-            f"# in dom0: `qvm-service {qube}` must list custom-persist as on (or run",
-            f"# `qgitconf persist` in {qube}: it reads QubesDB and prints only what applies).",
-            "# If it is off, or on R4.2: stop here, /home persists and nothing is needed.",
-            *never,
-            "# If it is on: run the commands below in dom0, without the leading '#   '.",
-        ]
-    else:
-        lines = [
-            f"# In dom0: keep qgitconf's state in {qube} across reboots. custom-persist is",
-            f"# on in {qube} (QubesDB /qubes-service/custom-persist = 1): only declared paths",
-            "# of /home survive a reboot. A declaration takes effect at the next boot.",
-        ]
+    lines = _preamble(qube, quoted)
     lines += [
         "# The agent state (accepted sequence and commit, generations, backups): required,",
         "# or a reboot makes the qube forget what it accepted. dir: form = created if missing.",
@@ -215,6 +190,52 @@ def persist_commands(
         "# The target configuration (source qube, pinned key, allowlist), if kept per qube.",
         feature("qgitconf-config", f"dir:{user}:{user}:0700:{base / CONFIG_REL}"),
     ]
+    return lines + _managed_lines(feature, managed, user, base)
+
+
+_NEVER = (
+    "# Never turn custom-persist on for qgitconf's sake: with it on, /home is rebuilt",
+    "# from /etc/skel at every boot and every file of the user that is not declared",
+    "# vanishes from view (qubes-core-agent-linux vm-systemd/mount-dirs.sh).",
+)
+
+
+def _checked_base(qube: str, user: str, home: str) -> PurePosixPath:
+    """``home`` as a path, once ``qube``, ``user`` and ``home`` are checked (ConfigError)."""
+    if not _QUBE.fullmatch(qube):
+        raise ConfigError(f"not a qube name: {sanitize(qube)}")
+    if not _USER.fullmatch(user):
+        raise ConfigError(f"not a user name: {sanitize(user)}")
+    if not home.startswith("/") or sanitize(home) != home or ":" in home:
+        raise ConfigError(f"home must be an absolute path without ':': {sanitize(home)}")
+    return PurePosixPath(home)
+
+
+def _preamble(qube: str, quoted: bool) -> list[str]:
+    """The explanation above the declarations: what to check first when it is not known
+    whether custom-persist is on (``quoted``), or why they are needed."""
+    if quoted:
+        return [
+            "# Only for a qube that ALREADY uses custom-persist (Qubes R4.3). Check first,",
+            f"# in dom0: `qvm-service {qube}` must list custom-persist as on (or run",
+            f"# `qgitconf persist` in {qube}: it reads QubesDB and prints only what applies).",
+            "# If it is off, or on R4.2: stop here, /home persists and nothing is needed.",
+            *_NEVER,
+            "# If it is on: run the commands below in dom0, without the leading '#   '.",
+        ]
+    return [
+        f"# In dom0: keep qgitconf's state in {qube} across reboots. custom-persist is",
+        f"# on in {qube} (QubesDB /qubes-service/custom-persist = 1): only declared paths",
+        "# of /home survive a reboot. A declaration takes effect at the next boot.",
+    ]
+
+
+def _managed_lines(
+    feature: Callable[[str, str], str], managed: Iterable[str], user: str, base: PurePosixPath
+) -> list[str]:
+    """The declarations of the managed files' directories, and notes on what is not
+    declared (files directly in $HOME, unprintable paths)."""
+    lines: list[str] = []
     paths = sorted(set(managed))
     printable = [p for p in paths if sanitize(p) == p and p and not p.startswith("/")]
     dirs, top = persisted_dirs(printable)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qgitconf.core.policy import QubeInfo, check_policy_file, evaluate, parse_policy_text
-from qgitconf.core.sanitize import sanitize
 from qgitconf.errors import ConfigError
+from qgitconf.sanitize import sanitize
 
 __all__ = [
     "MGMT_TAG",
