@@ -35,7 +35,6 @@ LONG_MODULES = {
     "lab/real.py": 1759,
     "mgmt/publish.py": 565,
     "ops/doctor.py": 557,
-    "system/step.py": 531,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
 LONG_FUNCTIONS = {
@@ -72,7 +71,8 @@ LOCAL_IMPORTS = {
     "ops/side.py": 3,
     "qubes/qrexec.py": 1,
     "system/persist.py": 2,
-    "system/step.py": 3,
+    "system/fetch.py": 2,
+    "system/step.py": 1,
 }
 
 

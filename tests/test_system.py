@@ -28,7 +28,8 @@ from qgitconf.errors import (
     SystemPathError,
     UsageError,
 )
-from qgitconf.system.step import Layout, UserHome, apply_system, restore_system, revert_system
+from qgitconf.system.step import apply_system, restore_system, revert_system
+from qgitconf.system.trust import Layout, UserHome
 from tests.labkit import Lab, commit_files, publish, qg, searchable, snapshot
 
 SYS_KEY = "/vm-config/qgitconf-system-paths"

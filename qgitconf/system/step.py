@@ -24,20 +24,16 @@ docs/design.md "Privilege"), then trusts nothing the user's side holds:
 5. In an AppVM the bind-dirs list and copies are brought up to date
    (:mod:`qgitconf.system.persist`).
 
-Root's state lives in :data:`SYSTEM_STATE` (``/rw``: persistent in AppVMs and templates).
+Root's state lives in :data:`qgitconf.system.trust.SYSTEM_STATE` (``/rw``: persistent in
+AppVMs and templates).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import stat
-import tomllib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from qgitconf.agent.apply import (
@@ -50,277 +46,29 @@ from qgitconf.agent.apply import (
     revert_target,
     wanted_tree,
 )
-from qgitconf.agent.config import FPR, SYSTEM_CONFIG, load_system_rules
 from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import Fault, recover
-from qgitconf.agent.state import STAGED_SIGNATURE, STAGED_STATEMENT, AgentState
-from qgitconf.agent.verify import VerifyContext, check_statement
-from qgitconf.core.paths import PathRules, check_tree
-from qgitconf.core.systemrules import SYSTEM_TOP, SystemRules
+from qgitconf.agent.state import AgentState
 from qgitconf.errors import (
-    BundleError,
-    CommitSignatureError,
-    ConfigError,
     LocalStateError,
-    TooLargeError,
-    UsageError,
 )
-from qgitconf.gitpack.store import add_raw_objects
-from qgitconf.gpg.signing import Verifier
-from qgitconf.limits import MAX_KEY_FILE_BYTES, Limits
+from qgitconf.limits import Limits
 from qgitconf.qubes import qubesdb
+from qgitconf.system.fetch import verified_update
 from qgitconf.system.persist import custom_persist_commands, sync_bind_dirs
-from qgitconf.system.source import UserObjects, read_user_file, statement_caps
+from qgitconf.system.trust import (
+    DEFAULT_LAYOUT,
+    Layout,
+    QubesDBRead,
+    SystemTrust,
+    UserHome,
+    load_trust,
+    require_root,
+    system_rules,
+    user_home,
+)
 
-__all__ = [
-    "SYSTEM_STATE",
-    "Layout",
-    "SystemTrust",
-    "apply_system",
-    "load_trust",
-    "restore_system",
-    "revert_system",
-]
-
-SYSTEM_STATE = Path("/rw/qgitconf-system")
-"""Root's state of the system step (root-owned, 0700; ``/rw`` persists in an AppVM)."""
-USER_STATE = ".local/share/qgitconf"
-QubesDBRead = Callable[[str], "str | None"]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the root step reads and writes: the real system by default; tests and the
-    lab give a sandbox."""
-
-    sysroot: Path = Path("/")
-    state: Path = SYSTEM_STATE
-    rw: Path = Path("/rw")
-    system_config: Path = SYSTEM_CONFIG
-
-
-@dataclass(frozen=True)
-class UserHome:
-    """Whose staged update the root step reads: the user's ids and home."""
-
-    uid: int
-    gid: int
-    home: Path
-
-
-@dataclass(frozen=True)
-class SystemTrust:
-    """What root trusts, from root-owned sources only."""
-
-    name: str
-    fingerprint: str
-    rules: SystemRules
-    vm_type: str
-    custom_persist: bool = False
-
-
-def load_trust(read: QubesDBRead = qubesdb.read, layout: Layout = Layout()) -> SystemTrust:
-    """Root's trust: name, pinned fingerprint and allowed prefixes.
-
-    Raises:
-        ConfigError: ``no-qubesdb``, ``system-no-key``, ``system-files-disabled``, or
-            an invalid setting.
-    """
-    name = read("/name")
-    if not name or not name.isprintable() or len(name) > 31:
-        raise ConfigError(
-            "cannot learn this qube's name (qubesdb-read /name failed)", code="no-qubesdb"
-        )
-    fpr = (read("/vm-config/qgitconf-key") or "").upper() or _config_key(layout.system_config)
-    if not fpr or not FPR.fullmatch(fpr):
-        raise ConfigError(
-            "the system step needs the pinned key from dom0 "
-            "(qvm-features QUBE vm-config.qgitconf-key FINGERPRINT) or in "
-            f"{layout.system_config}; the user's own configuration does not count",
-            code="system-no-key",
-        )
-    rules = load_system_rules(read, layout.system_config)
-    if not rules.enabled:
-        raise ConfigError(
-            "system files are not enabled in this qube "
-            "(dom0: qvm-features QUBE vm-config.qgitconf-system-paths '/etc/gitconfig ...')",
-            code="system-files-disabled",
-        )
-    custom = read("/qubes-service/custom-persist") == "1"
-    return SystemTrust(name, fpr, rules, read("/qubes-vm-type") or "", custom)
-
-
-def _config_key(path: Path) -> str:
-    try:
-        if path.stat().st_uid != 0:
-            return ""
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return ""
-    keys = data.get("keys")
-    if isinstance(keys, list) and len(keys) == 1 and isinstance(keys[0], str):
-        return keys[0].upper()
-    return ""
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        raise UsageError(
-            "the system step runs as root: `sudo qgitconf system apply`, or from dom0 "
-            "`qvm-run -u root QUBE 'qgitconf system apply --yes'`",
-            code="system-needs-root",
-        )
-
-
-def _user(read: QubesDBRead, user: str | None) -> UserHome:
-    name = user or read("/default-user") or "user"
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError as e:
-        raise UsageError(f"no such user: {name!r}", code="no-such-user") from e
-    if pw.pw_uid == 0:
-        raise UsageError("the staged update is read from a user's home, not root's")
-    return UserHome(pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
-
-
-def _key_bytes(fpr: str, layout: Layout, home: Path) -> bytes:
-    system_key = layout.system_config.parent / "keys" / f"{fpr}.asc"
-    try:
-        if system_key.stat().st_uid == 0:
-            return system_key.read_bytes()[:MAX_KEY_FILE_BYTES]
-    except OSError:
-        pass
-    return read_user_file(home, f".config/qgitconf/keys/{fpr}.asc", MAX_KEY_FILE_BYTES)
-
-
-def _system_rules(trust: SystemTrust) -> PathRules:
-    return PathRules(allow=("**",), system=trust.rules)
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """The verified objects of the staged commit's system part, still in memory: stored
-    in root's repository only when the apply goes ahead (a refusal changes nothing)."""
-
-    commit: str
-    sequence: int
-    bodies: list[tuple[int, bytes]]
-    wanted: dict[str, Wanted]
-
-    def store(self, state: AgentState) -> None:
-        state.ensure()
-        repo = state.repo()
-        try:
-            add_raw_objects(repo, self.bodies)
-        finally:
-            repo.close()
-
-
-def _fetch(
-    objects: UserObjects,
-    commit: str,
-    verifier: Verifier,
-    limits: Limits,
-    rules: PathRules,
-) -> tuple[list[tuple[int, bytes]], dict[str, Wanted]]:
-    """Step 3: the commit (signature checked), its root tree and the ``system/`` part,
-    each hashed against its id; the paths checked.  Returns the objects and the files
-    (``/``-relative)."""
-    from qgitconf.gitpack.compat import parse_tree_entries, split_commit_signature
-
-    raw = objects.get(commit, b"commit")
-    payload, signature = split_commit_signature(raw)
-    if not signature:
-        raise CommitSignatureError(f"commit {commit} is not signed")
-    verifier.verify(bytes(payload), bytes(signature), CommitSignatureError)
-    tree_line = raw.split(b"\n", 1)[0]
-    if not tree_line.startswith(b"tree ") or len(tree_line) != 45:
-        raise BundleError(f"commit {commit} has no tree line")
-    root_tree = tree_line[5:].decode("ascii")
-    bodies: list[tuple[int, bytes]] = [(1, raw)]
-    top = objects.get(root_tree, b"tree")
-    bodies.append((2, top))
-    entries: list[tuple[bytes, int, bytes | None]] = []
-    wanted: dict[str, Wanted] = {}
-    stack: list[tuple[bytes, str, int]] = []
-    for name, mode, top_item in _parse(parse_tree_entries, top):
-        if name == SYSTEM_TOP.encode() or name.lower().rstrip(b". ") == b"system":
-            entries.append((name, mode, None))
-            if mode == 0o40000:
-                stack.append((name + b"/", top_item.decode("ascii"), 1))
-    total = 0
-    while stack:
-        prefix, sha, depth = stack.pop()
-        if depth > limits.max_tree_depth:
-            raise TooLargeError(f"tree deeper than {limits.max_tree_depth} levels")
-        body = objects.get(sha, b"tree")
-        bodies.append((2, body))
-        for name, mode, item in _parse(parse_tree_entries, body):
-            path = prefix + name
-            if len(entries) >= limits.max_tree_entries:
-                raise TooLargeError(f"more than {limits.max_tree_entries} system entries")
-            entries.append((path, mode, None))
-            if mode == 0o40000:
-                stack.append((path + b"/", item.decode("ascii"), depth + 1))
-            elif mode in (0o100644, 0o100755):
-                blob = objects.get(item.decode("ascii"), b"blob")
-                total += len(blob)
-                if total > limits.max_inflated_bytes:
-                    raise TooLargeError(f"system files larger than {limits.max_inflated_bytes}")
-                bodies.append((3, blob))
-                rel = path.split(b"/", 1)[1].decode("utf-8", "surrogateescape")
-                wanted[rel] = Wanted(rel, "file", 0o755 if mode == 0o100755 else 0o644, blob)
-    # rule 7 with root's own system rules (a symlink or another mode is refused there)
-    check_tree(entries, rules)
-    return bodies, wanted
-
-
-def _parse(
-    parser: Callable[[bytes], list[tuple[bytes, int, bytes]]], body: bytes
-) -> list[tuple[bytes, int, bytes]]:
-    try:
-        return parser(body)
-    except Exception as e:  # dulwich's ObjectFormatException, or a ValueError
-        raise BundleError(f"malformed tree: {e}") from e
-
-
-def _verified_update(
-    trust: SystemTrust,
-    who: UserHome,
-    state: AgentState,
-    limits: Limits,
-    layout: Layout,
-) -> Fetched:
-    """Steps 2 and 3."""
-    from qgitconf.core.envelope import parse_statement
-
-    home = who.home
-    st_cap, sig_cap = statement_caps()
-    statement = read_user_file(home, f"{USER_STATE}/{STAGED_STATEMENT}", st_cap)
-    signature = read_user_file(home, f"{USER_STATE}/{STAGED_SIGNATURE}", sig_cap)
-    key = _key_bytes(trust.fingerprint, layout, home)
-    data = state.load()
-    # a fresh GnuPG home each time (no cache in root's state: a refusal changes nothing)
-    with Verifier({trust.fingerprint: key}) as v:
-        v.verify(statement, signature)
-        st = parse_statement(statement)
-        ctx = VerifyContext(
-            own_name=trust.name,
-            source="",
-            pinned={trust.fingerprint: key},
-            rules=_system_rules(trust),
-            limits=limits,
-            last_sequence=data.get("sequence"),
-            last_commit=data.get("commit"),
-            objects=state.objects,
-            tmp=state.tmp,
-            now=datetime.now(UTC),
-        )
-        check_statement(st, ctx)
-        repo = home / USER_STATE / "repo"
-        with UserObjects(who.uid, who.gid, home, repo, limits.max_object_bytes) as objects:
-            bodies, wanted = _fetch(objects, st.commit, v, limits, _system_rules(trust))
-    return Fetched(st.commit, st.sequence, bodies, wanted)
+__all__ = ["apply_system", "restore_system", "revert_system"]
 
 
 def _plan(
@@ -331,7 +79,7 @@ def _plan(
     wanted: dict[str, Wanted] | None = None,
 ) -> Plan:
     if wanted is None:  # an earlier generation: from root's own repository
-        wanted = wanted_tree(state, commit, _system_rules(trust), Limits(), system=True)
+        wanted = wanted_tree(state, commit, system_rules(trust), Limits(), system=True)
     return make_plan(fs, wanted, state.manifest(), state.originals(), commit, root=state.root)
 
 
@@ -410,7 +158,7 @@ def apply_system(
     who: UserHome | None = None,
     overwrite: bool = False,
     dry_run: bool = False,
-    layout: Layout = Layout(),
+    layout: Layout = DEFAULT_LAYOUT,
     read: QubesDBRead = qubesdb.read,
     fault: Fault | None = None,
 ) -> dict[str, Any]:
@@ -423,15 +171,15 @@ def apply_system(
         LocalStateError: the user's side is damaged or lies (an object's hash).
         DriftError: a system file changed locally (``--overwrite`` keeps a copy).
     """
-    _require_root()
+    require_root()
     trust = load_trust(read, layout)
-    who = who or _user(read, user)
+    who = who or user_home(read, user)
     state = AgentState(layout.state)
     limits = Limits()
     with _locked(state):
         with HomeFS(layout.sysroot) as fs:
             recovered = recover(state, fs, fault)
-        fetched = _verified_update(trust, who, state, limits, layout)
+        fetched = verified_update(trust, who, state, limits, layout)
         with HomeFS(layout.sysroot) as fs:
             plan = _plan(state, fs, fetched.commit, trust, fetched.wanted)
             if not dry_run and _unmount_removed(plan, layout):
@@ -476,13 +224,13 @@ def _summary(
 def revert_system(
     *,
     to: int | None = None,
-    layout: Layout = Layout(),
+    layout: Layout = DEFAULT_LAYOUT,
     read: QubesDBRead = qubesdb.read,
     overwrite: bool = False,
     fault: Fault | None = None,
 ) -> dict[str, Any]:
     """Go back to an earlier system generation (``--to 0``: before qgitconf)."""
-    _require_root()
+    require_root()
     trust = load_trust(read, layout)
     state = AgentState(layout.state)
     with _locked(state):
@@ -507,10 +255,10 @@ def revert_system(
 
 
 def restore_system(
-    *, layout: Layout = Layout(), read: QubesDBRead = qubesdb.read
+    *, layout: Layout = DEFAULT_LAYOUT, read: QubesDBRead = qubesdb.read
 ) -> dict[str, Any]:
     """Re-create applied system files a reboot dropped; never over a local change."""
-    _require_root()
+    require_root()
     trust = load_trust(read, layout)
     state = AgentState(layout.state)
     if not (state.root / "repo").exists():
@@ -518,7 +266,7 @@ def restore_system(
     with _locked(state):
         with HomeFS(layout.sysroot) as fs:
             recovered = recover(state, fs)
-        plan, fs = plan_restore(state, layout.sysroot, _system_rules(trust), Limits(), system=True)
+        plan, fs = plan_restore(state, layout.sysroot, system_rules(trust), Limits(), system=True)
         plan.left.extend(plan.blockers)  # at boot: do what can be done, report the rest
         plan.blockers = []
         written: list[str] = []
