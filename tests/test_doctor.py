@@ -13,13 +13,9 @@ from typing import Any
 
 import pytest
 
-from qgitconf.ops.doctor import (
-    _check_pinned,
-    gpg_version_check,
-    key_status,
-    split_gpg2_client_check,
-    split_gpg_vault,
-)
+from qgitconf.ops.doctor import gpg_version_check
+from qgitconf.ops.doctor_mgmt import split_gpg2_client_check, split_gpg_vault
+from qgitconf.ops.doctor_target import _check_pinned, key_status
 from tests.keys import make_key
 from tests.labkit import Lab, commit_files, publish, qg, run
 

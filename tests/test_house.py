@@ -34,7 +34,6 @@ LONG_MODULES = {
     "gpg/signing.py": 541,
     "lab/real.py": 1759,
     "mgmt/publish.py": 565,
-    "ops/doctor.py": 557,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
 LONG_FUNCTIONS = {
@@ -66,7 +65,7 @@ LOCAL_IMPORTS = {
     "mgmt/importing.py": 2,
     "mgmt/publish.py": 5,
     "mgmt/repo.py": 5,
-    "ops/doctor.py": 14,
+    "ops/doctor.py": 1,  # `import gnupg` is the check that it is installed
     "ops/persist.py": 2,
     "ops/side.py": 3,
     "qubes/qrexec.py": 1,
