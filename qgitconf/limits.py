@@ -58,7 +58,7 @@ MAX_KEY_FILE_BYTES = 1024 * 1024
 MAX_SYMLINK_TARGET_BYTES = 1024
 """Longest symlink target accepted, in bytes."""
 MAX_LINK_HOPS = 40
-"""How many tree symlinks ``paths.check_tree`` follows before it calls it a loop."""
+"""How many tree symlinks ``pathtree.check_tree`` follows before it calls it a loop."""
 MAX_SYSTEM_PREFIXES = 64
 """Most system-file prefixes one setting may name."""
 MAX_EXPORT_BYTES = 1024 * 1024

@@ -18,7 +18,8 @@ import pytest
 
 from qgitconf.agent import apply as apply_module
 from qgitconf.agent.state import AgentState, state_dir
-from qgitconf.core.paths import PathRules, rules_digest
+from qgitconf.core.paths import PathRules
+from qgitconf.core.pathtree import rules_digest
 from qgitconf.core.systemrules import SystemRules
 from qgitconf.errors import UnsafePathError
 from qgitconf.limits import Limits
@@ -171,3 +172,17 @@ def test_state_json_record_is_plain_json(world: World, tmp_path: Path) -> None:
     t.stage(FILES)
     raw = json.loads((state_dir(t.home) / "state.json").read_text())
     assert set(raw["staged"]["checked"]) == {"tree", "rules"}
+
+
+def test_the_digest_covers_every_rule_module() -> None:
+    """Every module of the package that the tree check imports, directly or not, is hashed
+    into the digest, but the error hierarchy and the sanitiser, which shape messages,
+    not verdicts."""
+    import grimp
+
+    from qgitconf.core import pathtree
+
+    graph = grimp.build_graph("qgitconf")
+    used = graph.find_upstream_modules("qgitconf.core.pathtree") | {"qgitconf.core.pathtree"}
+    hashed = {m.__name__ for m in pathtree.RULE_MODULES}
+    assert used - {"qgitconf.errors", "qgitconf.sanitize", "qgitconf.core"} == hashed

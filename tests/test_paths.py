@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qgitconf.core.globs import glob_matches
 from qgitconf.core.paths import (
     ALLOWED_MODES,
     DENIED_PREFIXES,
     PathRules,
     check_component,
     check_symlink_target,
-    check_tree,
     check_tree_entry,
-    glob_matches,
 )
+from qgitconf.core.pathtree import check_tree
 from qgitconf.core.programs import PROTECTED_PROGRAMS
 from qgitconf.errors import UnsafePathError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX

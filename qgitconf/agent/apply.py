@@ -40,7 +40,8 @@ from qgitconf.agent.homefs import DiskState, HomeFS, content, stat_entry, stat_k
 from qgitconf.agent.journal import Fault, Journal, is_kept_path, record_commit
 from qgitconf.agent.signals import SignalGuard, Signalled, error_for, signal_name
 from qgitconf.agent.state import AgentState
-from qgitconf.core.paths import PathRules, check_tree, rules_digest
+from qgitconf.core.paths import PathRules
+from qgitconf.core.pathtree import check_tree, rules_digest
 from qgitconf.core.systemrules import SYSTEM_TOP
 from qgitconf.errors import (
     ApplyError,
@@ -167,7 +168,7 @@ def wanted_tree(
 
 def checked_at_receive(state: AgentState, tree: str, rules: PathRules) -> bool:
     """Receive staged an update whose tip has ``tree`` after every path of it passed
-    :func:`~qgitconf.core.paths.check_tree` with rules of the same digest (code and
+    :func:`~qgitconf.core.pathtree.check_tree` with rules of the same digest (code and
     settings): checking it again would give the same verdict.
 
     The record is in the agent state, which no update can write (rule 7) and which

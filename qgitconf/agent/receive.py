@@ -22,7 +22,8 @@ from qgitconf.agent.state import (
 )
 from qgitconf.agent.verify import VerifiedUpdate, VerifyContext, verify_update
 from qgitconf.core.envelope import format_time
-from qgitconf.core.paths import PathRules, rules_digest
+from qgitconf.core.paths import PathRules
+from qgitconf.core.pathtree import rules_digest
 from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.fsutil import atomic_write
 from qgitconf.gpg.signing import HomeCache

@@ -228,7 +228,7 @@ def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) 
     Returns:
         The tree's paths, decoded.
     """
-    from qgitconf.core.paths import check_tree
+    from qgitconf.core.pathtree import check_tree
     from qgitconf.gitpack.store import check_descends, tree_sha256, walk_tree
 
     check_descends(store, st.commit, ctx.last_commit, ctx.limits.max_objects)

@@ -75,18 +75,18 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from qgitconf.core.programs import protected_program
+from qgitconf.core.coderules import CODE_LOADING_RULES, CodeLoadingRule
+from qgitconf.core.globs import glob_matches
 from qgitconf.core.systemrules import SYSTEM_TOP, SystemRules, check_system_file
 from qgitconf.errors import UnsafePathError
-from qgitconf.limits import MAX_HOME_PATH_BYTES, MAX_LINK_HOPS, MAX_SYMLINK_TARGET_BYTES, NAME_MAX
+from qgitconf.limits import MAX_HOME_PATH_BYTES, MAX_SYMLINK_TARGET_BYTES, NAME_MAX
 from qgitconf.sanitize import sanitize
 
 __all__ = [
     "ALLOWED_MODES",
-    "CODE_LOADING_RULES",
     "DENIED_PREFIXES",
     "MAX_SYMLINK_TARGET_BYTES",
     "MODE_EXECUTABLE",
@@ -97,55 +97,12 @@ __all__ = [
     "PathRules",
     "check_component",
     "check_symlink_target",
-    "check_tree",
     "check_tree_entry",
-    "glob_matches",
 ]
 
 DENIED_PREFIXES: tuple[str, ...] = (".config/qgitconf", ".local/share/qgitconf", ".gnupg")
 """The agent's own config and state directories and the GnuPG home: never written."""
 
-
-def _user_site(name: str) -> bool:
-    """``name`` (folded) is a Python user site directory (``python3.11``, ``python``)."""
-    return name.startswith("python")
-
-
-def _pam_environment(name: str) -> bool:
-    return name == ".pam_environment"
-
-
-class CodeLoadingRule(NamedTuple):
-    """A place from which the agent or the programs around it load code.
-
-    Attributes:
-        parent: the directory, as folded components (``()`` for $HOME).
-        match: tells, for a folded name in ``parent``, whether it is refused (and
-            everything below it).
-        reason: why, for the error detail.
-    """
-
-    parent: tuple[str, ...]
-    match: Callable[[str], bool]
-    reason: str
-
-
-_PATH_REASON = "a program qgitconf runs or that runs it, shadowed on the PATH ~/.profile sets"
-CODE_LOADING_RULES: tuple[CodeLoadingRule, ...] = (
-    CodeLoadingRule(
-        (".local", "lib"),
-        _user_site,
-        "Python user site-packages: every Python start runs its .pth files and usercustomize",
-    ),
-    CodeLoadingRule(
-        (),
-        _pam_environment,
-        "sets the environment of every PAM session, qrexec services included",
-    ),
-    CodeLoadingRule(("bin",), protected_program, _PATH_REASON),
-    CodeLoadingRule((".local", "bin"), protected_program, _PATH_REASON),
-)
-"""Refused like :data:`DENIED_PREFIXES` (module docstring, "Paths that load code")."""
 
 MODE_FILE = 0o100644
 MODE_EXECUTABLE = 0o100755
@@ -158,7 +115,7 @@ ALLOWED_MODES = frozenset({MODE_FILE, MODE_EXECUTABLE, MODE_SYMLINK, MODE_TREE})
 
 
 # Code points HFS+ ignores when it compares names (git's utf8.c, next_hfs_char).
-_HFS_IGNORABLE = frozenset(
+HFS_IGNORABLE = frozenset(
     [chr(c) for c in range(0x200C, 0x2010)]
     + [chr(c) for c in range(0x202A, 0x202F)]
     + [chr(c) for c in range(0x206A, 0x2070)]
@@ -187,7 +144,7 @@ _MAX_SHOWN = 200
 """Longest path (characters or bytes) quoted in an error detail before it is cut."""
 
 
-def _refuse(path: str | bytes, reason: str) -> UnsafePathError:
+def refuse(path: str | bytes, reason: str) -> UnsafePathError:
     cut = len(path) > _MAX_SHOWN
     shown = sanitize(path[:_MAX_SHOWN]) + ("..." if cut else "")
     return UnsafePathError(f"'{shown}': {reason}")
@@ -214,65 +171,6 @@ class PathRules(NamedTuple):
 # --- globs ---------------------------------------------------------------------------
 
 
-def _translate_component(comp: str) -> str:
-    out: list[str] = []
-    for ch in comp:
-        if ch == "*":
-            if not out or out[-1] != "[^/]*":
-                out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        else:
-            out.append(re.escape(ch))
-    return "".join(out)
-
-
-@functools.lru_cache(maxsize=256)
-def _compile_glob(pattern: str) -> re.Pattern[str]:
-    comps: list[str] = []
-    for comp in pattern.split("/"):
-        if comp == "**" and comps and comps[-1] == "**":
-            continue  # "**/**" is the same as "**"
-        comps.append(comp)
-    n = len(comps)
-    out: list[str] = []
-    for i, comp in enumerate(comps):
-        if comp == "**":
-            if n == 1:
-                out.append(".*")
-            elif i == 0:
-                out.append("(?:[^/]+/)*")  # zero or more leading components
-            elif i == n - 1:
-                out.append("(?:/[^/]+)*")  # zero or more trailing components
-            else:
-                out.append("/(?:[^/]+/)*")  # zero or more middle components
-        else:
-            if i > 0 and comps[i - 1] != "**":
-                out.append("/")
-            out.append(_translate_component(comp))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def glob_matches(pattern: str, path: str) -> bool:
-    """Tell whether ``path`` matches the allowlist glob ``pattern``.
-
-    The whole path must match (the pattern is anchored at both ends).  ``*`` matches
-    any characters within one component (leading dots included), ``?`` exactly one
-    character other than ``/``, and a component that is exactly ``**`` matches any
-    number of whole components, zero included (``a/**`` matches ``a``, ``a/b`` and
-    ``a/b/c``).  Every other character, ``[`` included, matches itself.  Matching is
-    case-sensitive.
-
-    Args:
-        pattern: the glob, slash-separated.
-        path: a slash-separated path, as git stores it.
-
-    Returns:
-        True if the pattern matches the whole path.
-    """
-    return _compile_glob(pattern).fullmatch(path) is not None
-
-
 # --- components ----------------------------------------------------------------------
 
 
@@ -286,7 +184,7 @@ def _fold_component(name: str) -> str:
     """
     if name.isascii():  # no HFS ignorables, and caseless matching is lower()
         return name.split(":", 1)[0].rstrip(". ").lower()
-    name = "".join(ch for ch in name if ch not in _HFS_IGNORABLE)
+    name = "".join(ch for ch in name if ch not in HFS_IGNORABLE)
     name = name.split(":", 1)[0]
     name = name.rstrip(". ")
     return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
@@ -363,7 +261,7 @@ def check_component(name: bytes) -> str:
     try:
         return _component(name)
     except _Refused as exc:
-        raise _refuse(name, exc.reason) from None
+        raise refuse(name, exc.reason) from None
 
 
 # --- paths ---------------------------------------------------------------------------
@@ -389,7 +287,7 @@ def _split_path(path: bytes, rules: PathRules) -> list[str]:
     return [_component(part) for part in raw]
 
 
-def _fold_parts(parts: Sequence[str]) -> tuple[str, ...]:
+def fold_parts(parts: Sequence[str]) -> tuple[str, ...]:
     return tuple(_fold_component(p) for p in parts)
 
 
@@ -400,7 +298,7 @@ _Node = dict[str, Any]
 _DENIED_TRIE: _Node = {}
 for _prefix in DENIED_PREFIXES:
     _node = _DENIED_TRIE
-    for _part in _fold_parts(_prefix.split("/")):
+    for _part in fold_parts(_prefix.split("/")):
         _node = _node.setdefault(_part, {})
         _node.setdefault("/", _prefix)
     _node[""] = _prefix
@@ -424,7 +322,7 @@ def _denied_walk(parts: Sequence[str]) -> tuple[str | None, str | None]:
     return None, node.get("/")
 
 
-def _code_loading(folded: Sequence[str], rule: CodeLoadingRule, at: Sequence[str]) -> bool:
+def code_loading(folded: Sequence[str], rule: CodeLoadingRule, at: Sequence[str]) -> bool:
     """``folded`` lies at or below a name ``rule`` refuses in directory ``at`` (folded)."""
     n = len(at)
     return len(folded) > n and tuple(folded[:n]) == tuple(at) and rule.match(folded[n])
@@ -433,12 +331,12 @@ def _code_loading(folded: Sequence[str], rule: CodeLoadingRule, at: Sequence[str
 def _code_loading_reason(folded: Sequence[str]) -> str | None:
     """Why the path with folded components ``folded`` loads code; None if it does not."""
     for rule in CODE_LOADING_RULES:
-        if _code_loading(folded, rule, rule.parent):
+        if code_loading(folded, rule, rule.parent):
             return rule.reason
     return None
 
 
-def _denied_prefix(parts: Sequence[str]) -> str | None:
+def denied_prefix(parts: Sequence[str]) -> str | None:
     """Return the denied prefix ``parts`` equals or lies under, if any."""
     return _denied_walk(parts)[0]
 
@@ -472,7 +370,7 @@ def _symlink_target(link_parts: Sequence[str], target: bytes) -> tuple[str, list
     if ups > len(parent):
         raise _Refused("symlink target leaves $HOME")
     resolved = parent[: len(parent) - ups] + rest
-    denied = _denied_prefix(resolved)
+    denied = denied_prefix(resolved)
     if denied is not None:
         raise _Refused(f"symlink target inside '{denied}'")
     return target.decode("utf-8"), resolved
@@ -502,7 +400,7 @@ def check_symlink_target(link_path: str, target: bytes) -> str:
         link_parts = link_path.split("/")
         return _symlink_target(link_parts, target)[0]
     except _Refused as exc:
-        raise _refuse(f"{link_path} -> {sanitize(target)}", exc.reason) from None
+        raise refuse(f"{link_path} -> {sanitize(target)}", exc.reason) from None
 
 
 def _tree_entry(
@@ -523,7 +421,7 @@ def _tree_entry(
     denied, ancestor = _denied_walk(parts)
     if denied is not None:
         raise _Refused(f"inside '{denied}', which qgitconf never writes")
-    code = _code_loading_reason(_fold_parts(parts))
+    code = _code_loading_reason(fold_parts(parts))
     if code is not None:
         raise _Refused(f"code-loading path ({code}), which qgitconf never writes")
     if mode != MODE_TREE:
@@ -539,7 +437,7 @@ def _tree_entry(
     return text, parts, resolved
 
 
-def _checked_entry(
+def checked_entry(
     path: bytes, mode: int, rules: PathRules, link_target: bytes | None
 ) -> tuple[str, list[str], list[str] | None]:
     """:func:`_tree_entry`, with a refusal turned into :class:`UnsafePathError`."""
@@ -549,7 +447,7 @@ def _checked_entry(
         shown: str | bytes = path
         if mode == MODE_SYMLINK and link_target is not None:
             shown = path + b" -> " + link_target
-        raise _refuse(shown, exc.reason) from None
+        raise refuse(shown, exc.reason) from None
 
 
 def check_tree_entry(
@@ -581,163 +479,7 @@ def check_tree_entry(
     Raises:
         UnsafePathError: the entry is refused.
     """
-    return _checked_entry(path, mode, rules, link_target)[0]
+    return checked_entry(path, mode, rules, link_target)[0]
 
 
 # --- whole trees ---------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=65536)
-def _collision_key(part: str) -> str:
-    """Caseless, normalised key of a component: names that one filesystem or another
-    would treat as the same file get the same key.  Pure, so cached."""
-    if part.isascii():  # no ignorable code points; caseless matching is lower()
-        return part.lower()
-    part = "".join(ch for ch in part if ch not in _HFS_IGNORABLE)
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", part).casefold())
-
-
-def _resolve_through_links(
-    start: list[str], links: dict[tuple[str, ...], list[str]]
-) -> list[str] | None:
-    """Follow the tree's own symlinks lexically; None if there are too many hops."""
-    current = start
-    for _ in range(MAX_LINK_HOPS):
-        for i in range(1, len(current) + 1):
-            hop = links.get(tuple(current[:i]))
-            if hop is not None:
-                current = hop + current[i:]
-                break
-        else:
-            return current
-    return None
-
-
-def rules_digest(rules: PathRules) -> str | None:
-    """A digest of everything :func:`check_tree`'s verdict depends on besides the tree:
-    ``rules`` (the allowlist, limits and system prefixes), the code of the checks
-    (this module, :mod:`qgitconf.core.systemrules`, :mod:`qgitconf.core.programs` and
-    :mod:`qgitconf.limits`, read from
-    their files, so a changed or upgraded rule gives another digest) and the Unicode
-    database the name comparisons use (a Python upgrade may change it).
-
-    Receive records it with the tree it checked; apply checks a tree again unless it
-    is that tree under the same digest (issue 21).  None when a module's file cannot
-    be read (then every tree is checked again).
-    """
-    import hashlib
-
-    from qgitconf import limits
-    from qgitconf.core import programs, systemrules
-
-    h = hashlib.sha256(unicodedata.unidata_version.encode() + b"\n")
-    try:
-        for module in (__file__, systemrules.__file__, programs.__file__, limits.__file__):
-            with open(module, "rb") as f:
-                data = f.read()
-            h.update(b"%d\n" % len(data) + data)
-    except (OSError, TypeError):
-        return None
-    h.update(repr((tuple(rules.allow), rules.max_path_bytes, rules.max_depth)).encode())
-    h.update(repr(tuple(rules.system.prefixes)).encode())
-    return h.hexdigest()
-
-
-def check_tree(entries: Iterable[tuple[bytes, int, bytes | None]], rules: PathRules) -> list[str]:
-    """Check every entry of an untrusted tree, and how the entries relate.
-
-    Each ``(path, mode, link_target)`` goes through :func:`check_tree_entry`.  Also
-    refused: the same path twice; two paths (or the directories they imply) that differ
-    only by case, Unicode normalisation or HFS+ ignorable code points; a path below a
-    file or symlink of the same tree (e.g. symlink ``x`` and file ``x/passwd``); a
-    symlink whose target, followed through the tree's other symlinks, loops or ends in
-    a denied prefix; a path that loads code because a symlink of the tree redirects
-    ``bin``, ``.local/bin`` or ``.local/lib`` to its directory.
-
-    Args:
-        entries: ``(path bytes, mode, symlink target bytes or None)`` for every entry.
-        rules: the target's allowlist and limits.
-
-    Returns:
-        The decoded paths, in the order given.
-
-    Raises:
-        UnsafePathError: anything is refused.
-    """
-    paths: list[str] = []
-    seen: set[str] = set()
-    keys: dict[tuple[str, ...], str] = {}
-    non_trees: dict[str, int] = {}
-    links: dict[tuple[str, ...], list[str]] = {}
-    for path, mode, link_target in entries:
-        text, parts, resolved = _checked_entry(path, mode, rules, link_target)
-        if text in seen:
-            raise _refuse(text, "the same path twice")
-        seen.add(text)
-        folded = [_collision_key(p) for p in parts]
-        # Deepest prefix first: every prefix of a known key is known too, under the
-        # matching prefix of its name, so the walk up stops at the first known one.
-        for depth in range(len(parts), 0, -1):
-            key = tuple(folded[:depth])
-            name = "/".join(parts[:depth])
-            other = keys.setdefault(key, name)
-            if other != name:
-                raise _refuse(
-                    text, f"collides with '{sanitize(other)}' (differs only by case or Unicode)"
-                )
-            if other is not name:
-                break
-        if mode != MODE_TREE:
-            non_trees[text] = mode
-        if resolved is not None:
-            links[tuple(parts)] = resolved
-        paths.append(text)
-    for text in paths:
-        cut = text.rfind("/")
-        while cut > 0:
-            parent_mode = non_trees.get(text[:cut])
-            if parent_mode is not None:
-                kind = "symlink" if parent_mode == MODE_SYMLINK else "file"
-                raise _refuse(text, f"below the {kind} '{sanitize(text[:cut])}'")
-            cut = text.rfind("/", 0, cut)
-    for link, resolved in links.items():
-        final = _resolve_through_links(resolved, links)
-        text = "/".join(link)
-        if final is None:
-            raise _refuse(text, "symlink loop")
-        denied = _denied_prefix(final)
-        if denied is not None:
-            raise _refuse(text, f"symlink target, through other symlinks, inside '{denied}'")
-    if links:
-        _check_redirected_code_dirs(paths, links)
-    return paths
-
-
-def _check_redirected_code_dirs(
-    paths: Sequence[str], links: dict[tuple[str, ...], list[str]]
-) -> None:
-    """Refuse a path that a tree symlink puts where code is loaded from.
-
-    If the tree's symlinks make the directory of a :data:`CODE_LOADING_RULES` rule
-    (``bin``, ``.local/bin``, ``.local/lib``) resolve elsewhere, the names that rule
-    refuses are refused in the directory it resolves to (``bin -> tools`` with
-    ``tools/gpg``).  Compared after folding, like the rules themselves; loops were
-    refused before.
-    """
-    folded_links = {_fold_parts(link): list(_fold_parts(target)) for link, target in links.items()}
-    redirected: list[tuple[CodeLoadingRule, list[str], str]] = []
-    for rule in CODE_LOADING_RULES:
-        if not rule.parent:
-            continue  # $HOME itself is never a symlink of the tree
-        final = _resolve_through_links(list(rule.parent), folded_links)
-        if final is not None and tuple(final) != rule.parent:
-            redirected.append((rule, final, "/".join(rule.parent)))
-    for text in paths:
-        folded = _fold_parts(text.split("/"))
-        for rule, final, via in redirected:
-            if _code_loading(folded, rule, final):
-                raise _refuse(
-                    text,
-                    f"code-loading path through the symlink '{via}' ({rule.reason}), "
-                    "which qgitconf never writes",
-                )

@@ -13,7 +13,8 @@ from qgitconf.agent.apply import (
 )
 from qgitconf.agent.state import STAGED_SIGNATURE, STAGED_STATEMENT, AgentState
 from qgitconf.agent.verify import VerifyContext, check_statement
-from qgitconf.core.paths import PathRules, check_tree
+from qgitconf.core.paths import PathRules
+from qgitconf.core.pathtree import check_tree
 from qgitconf.core.systemrules import SYSTEM_TOP
 from qgitconf.errors import (
     BundleError,
