@@ -29,7 +29,6 @@ LONG_MODULES = {
     "agent/journal.py": 676,
     "agent/review.py": 788,
     "cli.py": 1391,
-    "gitpack/packscan.py": 546,
     "gpg/signing.py": 541,
     "lab/real.py": 1759,
     "mgmt/publish.py": 565,

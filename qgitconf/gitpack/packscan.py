@@ -30,22 +30,20 @@ commits, trees and tags, not blobs - while they add up to at most
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Callable
 from typing import BinaryIO, NamedTuple
 
 from qgitconf.errors import BundleError, TooLargeError
+from qgitconf.gitpack.packstream import PackStream, inflate_capped
 from qgitconf.limits import Limits
 
 __all__ = ["PackEntry", "PackSummary", "prescan_pack"]
 
-_CHUNK = 64 * 1024
 _HEADER_BYTES = 12
 _SHA_BYTES = 20
 # Enough for any size git can write (64-bit); a longer varint is corrupt.
 _MAX_VARINT_BYTES = 10
 _DELTA_HEAD_BYTES = 2 * _MAX_VARINT_BYTES
-_ZLIB_SLACK = 1024  # more than zlib's worst-case overhead for one small stream
 
 _OBJ_BLOB = 3
 _OBJ_OFS_DELTA = 6
@@ -107,108 +105,6 @@ class PackSummary(NamedTuple):
     ref_delta_bases: frozenset[str]
     entries: tuple[PackEntry, ...] = ()
     checksum: bytes = b""
-
-
-class _Reader:
-    """Sequential bounded reader over the pack bytes; hashes every byte it consumes.
-
-    Consumed bytes are hashed (pack SHA-1, entry CRC-32) in bulk: when the buffer is
-    refilled and when an entry starts or ends, not one call per header byte.
-    """
-
-    def __init__(self, f: BinaryIO, size: int) -> None:
-        self._f = f
-        self._unread = size
-        self._buf = b""
-        self._pos = 0
-        self._mark = 0  # consumed bytes before this position are hashed
-        self.offset = 0
-        self.sha = hashlib.sha1()  # noqa: S324 - git's pack checksum is SHA-1
-        self._crc = 0  # CRC-32 of the current entry's bytes
-
-    @property
-    def remaining(self) -> int:
-        """Bytes of the pack not consumed yet."""
-        return len(self._buf) - self._pos + self._unread
-
-    def _hash_consumed(self) -> None:
-        if self._mark < self._pos:
-            view = memoryview(self._buf)[self._mark : self._pos]
-            self.sha.update(view)
-            self._crc = zlib.crc32(view, self._crc)
-        self._mark = self._pos
-
-    def _fill(self) -> bool:
-        if self._pos < len(self._buf):
-            return True
-        if self._unread <= 0:
-            return False
-        data = self._f.read(min(_CHUNK, self._unread))
-        if not data:
-            raise BundleError(f"bundle pack truncated: the file ends {self._unread} bytes early")
-        self._hash_consumed()
-        self._unread -= len(data)
-        self._buf = data
-        self._pos = self._mark = 0
-        return True
-
-    def start_entry(self) -> None:
-        """An entry starts here: its CRC-32 counts from the next byte."""
-        self._hash_consumed()
-        self._crc = 0
-
-    def entry_crc(self) -> int:
-        """CRC-32 of the bytes consumed since ``start_entry``."""
-        self._hash_consumed()
-        return self._crc
-
-    def digest(self) -> bytes:
-        """SHA-1 of every hashed byte consumed so far."""
-        self._hash_consumed()
-        return self.sha.digest()
-
-    def peek(self) -> memoryview:
-        """Return the buffered bytes not consumed yet (empty at the end of the pack)."""
-        if not self._fill():
-            return memoryview(b"")
-        return memoryview(self._buf)[self._pos :]
-
-    def consume(self, n: int, *, hashed: bool = True) -> None:
-        """Mark ``n`` bytes of ``peek()`` as consumed."""
-        if not hashed:
-            self._hash_consumed()
-            self._mark = self._pos + n
-        self._pos += n
-        self.offset += n
-
-    def byte(self, what: str) -> int:
-        """Consume and return one byte.
-
-        Raises:
-            BundleError: the pack ends here.
-        """
-        if self._pos >= len(self._buf) and not self._fill():
-            raise BundleError(f"bundle pack truncated in {what} at offset {self.offset}")
-        value = self._buf[self._pos]
-        self._pos += 1
-        self.offset += 1
-        return value
-
-    def exact(self, n: int, what: str, *, hashed: bool = True) -> bytes:
-        """Consume and return exactly ``n`` bytes (``n`` is small).
-
-        Raises:
-            BundleError: the pack ends first.
-        """
-        out = bytearray()
-        while len(out) < n:
-            view = self.peek()
-            if not view:
-                raise BundleError(f"bundle pack truncated in {what} at offset {self.offset}")
-            take = min(n - len(out), len(view))
-            out += view[:take]
-            self.consume(take, hashed=hashed)
-        return bytes(out)
 
 
 def _delta_sizes(head: bytes) -> tuple[int, int] | None:
@@ -278,7 +174,7 @@ class _Scan:
                 f"bytes (at the object at offset {start})"
             )
 
-    def entry(self, r: _Reader) -> None:
+    def entry(self, r: PackStream) -> None:
         """Read, check and inflate one pack entry."""
         start = r.offset
         r.start_entry()
@@ -288,7 +184,7 @@ class _Scan:
         else:
             self._delta(r, start, kind, size)
 
-    def _header(self, r: _Reader, start: int) -> tuple[int, int]:
+    def _header(self, r: PackStream, start: int) -> tuple[int, int]:
         """The entry's type and inflated size, checked against the limits."""
         limits = self.limits
         c = r.byte("an object header")
@@ -317,7 +213,7 @@ class _Scan:
             )
         return kind, size
 
-    def _whole(self, r: _Reader, start: int, kind: int, size: int) -> None:
+    def _whole(self, r: PackStream, start: int, kind: int, size: int) -> None:
         """A whole object: inflated and hashed (SHA-1 of the object, SHA-256 of a blob)."""
         self._add_result(size, start)
         data_start = r.offset
@@ -329,12 +225,12 @@ class _Scan:
                 hasher.update(data)
                 content.update(data)
 
-            self.inflated += _inflate(r, size, start, both)
+            self.inflated += inflate_capped(r, size, start, both)
             sha256: bytes | None = content.digest()
             kept = None
         else:
             feed, kept = self._keeper(size, hasher.update)
-            self.inflated += _inflate(r, size, start, feed)
+            self.inflated += inflate_capped(r, size, start, feed)
             sha256 = None
         self.entries[start] = (0, size)
         sha = hasher.digest()
@@ -346,7 +242,7 @@ class _Scan:
             )
         )
 
-    def _delta(self, r: _Reader, start: int, kind: int, size: int) -> None:
+    def _delta(self, r: PackStream, start: int, kind: int, size: int) -> None:
         """A delta: its base located (an earlier entry, or an id), its depth and its
         header's sizes checked while it is inflated."""
         limits = self.limits
@@ -374,7 +270,7 @@ class _Scan:
         delta = _DeltaHead(self, start, base_size)
         data_start = r.offset
         feed, kept = self._keeper(size, delta.feed)
-        self.inflated += _inflate(r, size, start, feed)
+        self.inflated += inflate_capped(r, size, start, feed)
         if delta.target is None:
             raise BundleError(f"delta at offset {start} is too short for its size header")
         self.entries[start] = (depth, delta.target)
@@ -384,7 +280,7 @@ class _Scan:
             PackEntry(start, kind, size, data_start, r.offset, crc, base, None, None, data)
         )
 
-    def _ofs_distance(self, r: _Reader, start: int) -> int:
+    def _ofs_distance(self, r: PackStream, start: int) -> int:
         c = r.byte("a delta base offset")
         distance = c & 0x7F
         while c & 0x80:
@@ -438,49 +334,6 @@ class _DeltaHead:
         self.target = target
 
 
-def _inflate(r: _Reader, declared: int, start: int, sink: Callable[[bytes], object]) -> int:
-    """Inflate one entry's zlib stream, never producing more than ``declared + 1`` bytes.
-
-    Returns:
-        The inflated size, which equals ``declared``.
-
-    Raises:
-        BundleError: corrupt zlib data, a truncated pack, or a size that is not the
-            declared one.
-    """
-    d = zlib.decompressobj()
-    produced = 0
-    while not d.eof:
-        data = r.peek()
-        if not data:
-            raise BundleError(f"bundle pack truncated inside the object at offset {start}")
-        # zlib copies whatever input follows the stream's end into unused_data: offer
-        # about as much as a stream of this size takes, not the whole buffer.
-        data = data[: declared + _ZLIB_SLACK]
-        try:
-            out = d.decompress(data, min(_CHUNK, declared + 1 - produced))
-        except zlib.error as e:
-            raise BundleError(f"object at offset {start} holds corrupt zlib data") from e
-        # At the end of the stream CPython may report the rest of the input both as
-        # unused_data and as unconsumed_tail: count it once.
-        used = len(data) - len(d.unused_data if d.eof else d.unconsumed_tail)
-        if used == 0 and not out and not d.eof:
-            raise BundleError(f"object at offset {start} holds corrupt zlib data")
-        r.consume(used)
-        if out:
-            produced += len(out)
-            if produced > declared:
-                raise BundleError(
-                    f"object at offset {start} inflates to more than its declared {declared} bytes"
-                )
-            sink(out)
-    if produced != declared:
-        raise BundleError(
-            f"object at offset {start} inflates to {produced} bytes, it declares {declared}"
-        )
-    return produced
-
-
 def prescan_pack(f: BinaryIO, size: int, limits: Limits) -> PackSummary:
     """Check a whole git pack against ``limits`` in one streaming pass.
 
@@ -501,7 +354,7 @@ def prescan_pack(f: BinaryIO, size: int, limits: Limits) -> PackSummary:
     """
     if size < _HEADER_BYTES + _SHA_BYTES:
         raise BundleError(f"bundle pack truncated: {size} bytes is too short for a pack")
-    r = _Reader(f, size)
+    r = PackStream(f, size)
     header = r.exact(_HEADER_BYTES, "the pack header")
     if header[:4] != b"PACK":
         raise BundleError("bundle data is not a git pack (no PACK signature)")
