@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf.lab.real import RealLab, available
+from qgitconf.lab.build import available
+from qgitconf.lab.real import RealLab
 from tests.labkit import Lab, setup_lab
 
 _SCRUB = (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf.lab.real import source_dir
+from qgitconf.lab.build import source_dir
 from tests.cleaninstall.run import QREXEC_CLIENT_STANDIN, QREXEC_SCRIPT, mounts_under
 
 

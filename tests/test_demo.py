@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qgitconf.lab import demo
-from qgitconf.lab.real import available
+from qgitconf.lab.build import available
 
 _OK, _WHY = available()
 QGITCONF = Path(sys.executable).parent / "qgitconf"

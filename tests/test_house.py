@@ -30,7 +30,7 @@ LONG_MODULES = {
     "agent/review.py": 788,
     "cli.py": 1391,
     "gpg/signing.py": 541,
-    "lab/real.py": 1759,
+    "lab/real.py": 1371,
     "mgmt/publish.py": 565,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
@@ -55,7 +55,7 @@ LOCAL_IMPORTS = {
     "gitpack/packread.py": 2,
     "gitpack/store.py": 10,
     "gpg/signing.py": 2,
-    "lab/real.py": 1,
+    "lab/install.py": 1,
     "lab/real_dom0.py": 1,
     "manpage.py": 1,
     "mgmt/hooks.py": 7,

@@ -19,7 +19,7 @@ import shlex
 import subprocess
 import time
 
-from qgitconf.lab.real import SYS_PATH
+from qgitconf.lab.build import SYS_PATH
 from tests.labkit import Lab, commit_files, publish, qg, target_snapshot
 
 TERM = {"TERM": "xterm"}

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from qgitconf.lab.real import UID, available, pid_alive, source_copy_ignore
+from qgitconf.lab.build import available
+from qgitconf.lab.install import source_copy_ignore
+from qgitconf.lab.real import UID, pid_alive
 
 _OK, _WHY = available()
 needs_real_lab = pytest.mark.skipif(not _OK, reason=f"real lab: {_WHY}")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from qgitconf.errors import ConfigError
-from qgitconf.lab.real import PROJECT, SERVICES, QgitconfFiles, qgitconf_files
+from qgitconf.lab.build import PROJECT
+from qgitconf.lab.install import SERVICES, QgitconfFiles, qgitconf_files
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from qgitconf.lab.real import RealLab, available
+from qgitconf.lab.build import available
+from qgitconf.lab.real import RealLab
 from tests.labkit import exists, sh
 
 _OK, _WHY = available()

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from qgitconf.cli import cli
 from qgitconf.core.policy import QubeInfo, evaluate, load_policy_dir
-from qgitconf.lab.real import SYS_PATH, SYSTEM_PYTHON, available, build, source_dir
+from qgitconf.lab.build import SYS_PATH, SYSTEM_PYTHON, available, build, source_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "policy" / "90-qgitconf.policy"

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from qgitconf.lab.real import UID, RealLab, available
+from qgitconf.lab.build import available
+from qgitconf.lab.real import UID, RealLab
 from tests.labkit import INCOMING, snapshot
 
 _OK, _WHY = available()

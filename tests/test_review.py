@@ -23,7 +23,7 @@ import pytest
 
 from qgitconf import sysprog
 from qgitconf.agent.review import colorize, diff_colors, render_text, review
-from qgitconf.lab.real import SYS_PATH
+from qgitconf.lab.build import SYS_PATH
 from tests.labkit import (
     QUBE_HOME,
     Lab,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from qgitconf.errors import QgitconfError
 from qgitconf.lab.attacks import resign
-from qgitconf.lab.real import INCOMING, RealLab, available
+from qgitconf.lab.build import available
+from qgitconf.lab.real import INCOMING, RealLab
 from qgitconf.lab.real_session import backend_text, unavailable_text
 
 Echo = Callable[[str], None]

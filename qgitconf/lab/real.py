@@ -31,30 +31,33 @@ the host's namespace.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from qgitconf.errors import ConfigError, LocalStateError, UsageError
+from qgitconf.lab.build import (
+    HERE,
+    LAB_BASE,
+    SYS_PATH,
+    SYSTEM_PYTHON,
+    available,
+    build,
+    install_file,
+    source_dir,
+)
+from qgitconf.lab.install import install_qgitconf, qgitconf_files
 
-HERE = Path(__file__).resolve().parent
-PROJECT = HERE.parent.parent
-SUMS_FILE = HERE / "qubes-src.sha256"
 # root-only (the lab needs root): builds and per-boot trees, never in the checkout
-LAB_BASE = Path(os.environ.get("QGITCONF_REAL_LAB_DIR", "/var/tmp/qgitconf-lab"))  # noqa: S108
-SYSTEM_PYTHON = "/usr/bin/python3"
-SYS_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 TARGET_TAG = "qgitconf-target"
 MGMT_TAG = "qgitconf-mgmt"  # docs/setup.md: `qvm-tags config-mgmt add qgitconf-mgmt`
@@ -95,407 +98,16 @@ SPLIT_GPG_POLICY = (
     "# The lab's split-GPG rule, as docs/setup.md has the user write it in dom0.\n"
     "qubes.Gpg * config-mgmt vault allow\n"
 )
-BUILD_TOOLS = ("gcc", "make", "pkg-config", "unshare", "nsenter", "gpg", "git", "tar")
-
-
-@dataclass(frozen=True)
-class Tarball:
-    """One pinned upstream source."""
-
-    name: str
-    sha256: str
-    commit: str
-
-    @property
-    def repo(self) -> str:
-        return self.name.removesuffix(".tar.gz")
-
-    @property
-    def url(self) -> str:
-        return f"https://github.com/QubesOS/{self.repo}/archive/{self.commit}.tar.gz"
-
-
-def pinned() -> list[Tarball]:
-    """The sources the lab is built from, with the SHA-256 sums the project pins."""
-    out = []
-    for line in SUMS_FILE.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            digest, name, commit = line.split()
-            out.append(Tarball(name, digest, commit))
-    return out
-
-
-def source_dir() -> Path | None:
-    """Where the tarballs are: ``$QUBES_SRC_DIR``, else ``<project>/../shared/qubes-src``."""
-    env = os.environ.get("QUBES_SRC_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(PROJECT.parent / "shared" / "qubes-src")
-    for c in candidates:
-        if all((c / t.name).is_file() for t in pinned()):
-            return c
-    return None
-
-
-def available() -> tuple[bool, str]:
-    """Whether the real lab can be built and booted here, and if not, why."""
-    if sys.platform != "linux":
-        return False, "the real lab needs Linux namespaces"
-    if os.geteuid() != 0:
-        return False, "the real lab needs root (mount and PID namespaces, overlays)"
-    if source_dir() is None:
-        return (
-            False,
-            "Qubes sources not found ($QUBES_SRC_DIR or ../shared/qubes-src; make qubes-src)",
-        )
-    missing = [t for t in BUILD_TOOLS if shutil.which(t) is None]
-    if missing:
-        return False, f"missing build tools: {', '.join(missing)}"
-    if not Path("/usr/include/security/pam_appl.h").exists():
-        return False, "missing PAM headers (apt-get install libpam0g-dev)"
-    if not Path(SYSTEM_PYTHON).exists():
-        return False, f"no system Python at {SYSTEM_PYTHON}"
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-I", "-c", "import pyinotify"], capture_output=True, check=False
-    )
-    if probe.returncode != 0:
-        return False, "qrexec-policy-daemon needs pyinotify (apt-get install python3-pyinotify)"
-    return True, "ok"
 
 
 # -- build (cached) ---------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _sh(argv: Sequence[str], log: IO[bytes], env: Mapping[str, str] | None = None) -> None:
-    log.write(f"$ {shlex.join(argv)}\n".encode())
-    log.flush()
-    full_env = {"PATH": SYS_PATH, "LANG": "C.UTF-8", **(env or {})}
-    proc = subprocess.run(list(argv), stdout=log, stderr=log, env=full_env, check=False)
-    if proc.returncode != 0:
-        raise ConfigError(f"real lab: `{shlex.join(argv)}` failed (see {log.name})")
-
-
-def _install(src: Path, dest: Path, mode: int = 0o755) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    dest.chmod(mode)
-
-
-def _link(target: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.symlink_to(target)
-
-
-def build(src: Path) -> Path:
-    """Verify, unpack and build the Qubes components; stage them as file layers.
-
-    Cached under ``LAB_BASE/build-HASH`` (sources' sums + this file), so a rebuild
-    happens only when either changes.  Layers: ``vm/{usr,etc}`` (what the template
-    packages qubes-core-qrexec-vm and qubes-gpg-split install), ``dom0/{usr,etc}``
-    (qubes-core-qrexec-dom0 and python3-qrexec).
-    """
-    tarballs = pinned()
-    for t in tarballs:
-        got = _sha256(src / t.name)
-        if got != t.sha256:
-            raise ConfigError(f"{src / t.name}: SHA-256 {got}, pinned {t.sha256}")
-    key = hashlib.sha256()
-    for t in tarballs:
-        key.update(f"{t.name} {t.sha256}\n".encode())
-    key.update(Path(__file__).read_bytes())
-    out = LAB_BASE / f"build-{key.hexdigest()[:16]}"
-    if (out / "done").exists():
-        return out
-    LAB_BASE.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="build-tmp-", dir=LAB_BASE))
-    try:
-        with (tmp / "build.log").open("wb") as log:
-            _build_into(tmp, src, tarballs, log)
-        (tmp / "done").write_text("ok\n")
-        try:
-            tmp.rename(out)
-        except OSError:  # another process built it meanwhile
-            if not (out / "done").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _build_into(b: Path, src: Path, tarballs: list[Tarball], log: IO[bytes]) -> None:
-    for t in tarballs:
-        d = b / "src" / t.repo
-        d.mkdir(parents=True)
-        _sh(["tar", "-xzf", str(src / t.name), "--strip-components=1", "-C", str(d)], log)
-    s = b / "src"
-    vchan, qrexec, gpg = (
-        s / "qubes-core-vchan-socket",
-        s / "qubes-core-qrexec",
-        s / "qubes-app-linux-split-gpg",
-    )
-    p = b / "prefix"
-    _sh(
-        ["make", "-C", str(vchan / "vchan"), f"PREFIX={p}", f"LIBDIR={p}/lib",
-         f"INCLUDEDIR={p}/include", "libvchan-socket.so", "vchan-socket.pc"],
-        log,
-    )  # fmt: skip
-    _install(vchan / "vchan/libvchan.h", p / "include/vchan-socket/libvchan.h", 0o644)
-    _install(vchan / "vchan/vchan-socket.pc", p / "lib/pkgconfig/vchan-socket.pc", 0o644)
-    _install(vchan / "vchan/libvchan-socket.so", p / "lib/libvchan-socket.so")
-    env = {"PKG_CONFIG_PATH": f"{p}/lib/pkgconfig", "LIBRARY_PATH": f"{p}/lib"}
-    jobs = f"-j{min(2, os.cpu_count() or 1)}"
-    _sh(["make", jobs, "-C", str(qrexec / "libqrexec"), "BACKEND_VMM=socket", "all"], log, env)
-    # not `all` in agent/: that also builds the man page with pandoc
-    _sh(
-        ["make", jobs, "-C", str(qrexec / "agent"), "BACKEND_VMM=socket", "qrexec-agent",
-         "qrexec-client-vm", "qrexec-fork-server"],
-        log, env,
-    )  # fmt: skip
-    _sh(["make", jobs, "-C", str(qrexec / "daemon"), "BACKEND_VMM=socket", "all"], log, env)
-    _sh(["make", jobs, "-C", str(gpg / "src"), "all"], log, env)
-    libs = [qrexec / "libqrexec/libqrexec-utils.so.4", p / "lib/libvchan-socket.so"]
-    _vm_layer(b, s, libs)
-    _dom0_layer(b, qrexec, libs)
-
-
-def _vm_layer(b: Path, s: Path, libs: list[Path]) -> None:
-    """The VM template layer: qubes-core-qrexec-vm, qubes-gpg-split, qubes.VMShell and
-    the boot pieces of qubes-core-agent-linux, as their packages install them."""
-    qrexec, gpg = s / "qubes-core-qrexec", s / "qubes-app-linux-split-gpg"
-    u, e = b / "vm/usr", b / "vm/etc"
-    _install(qrexec / "agent/qrexec-agent", u / "lib/qubes/qrexec-agent")
-    for prog in ("qrexec-client-vm", "qrexec-fork-server"):
-        _install(qrexec / "agent" / prog, u / "bin" / prog)
-    _link("../../bin/qrexec-client-vm", u / "lib/qubes/qrexec-client-vm")
-    _link("../../bin/qrexec-client-vm", u / "lib/qubes/qrexec_client_vm")
-    for lib in libs:
-        _install(lib, u / "lib" / lib.name)
-    _install(qrexec / "agent/qrexec.pam.debian", e / "pam.d/qrexec", 0o644)
-    _install(qrexec / "qubes-rpc-config/README", e / "qubes/rpc-config/README", 0o644)
-    _install(gpg / "src/gpg-server", u / "lib/qubes-gpg-split/gpg-server")
-    _install(gpg / "src/gpg-client", u / "bin/qubes-gpg-client")
-    _install(gpg / "gpg-client-wrapper", u / "bin/qubes-gpg-client-wrapper")
-    _install(gpg / "gpg-import-key", u / "bin/qubes-gpg-import-key")
-    _install(gpg / "qubes.Gpg.service", e / "qubes-rpc/qubes.Gpg")
-    _install(gpg / "qubes.GpgImportKey.service", e / "qubes-rpc/qubes.GpgImportKey")
-    _install(gpg / "qubes-gpg.sh", e / "profile.d/qubes-gpg.sh", 0o644)
-    agent = s / "qubes-core-agent-linux"
-    _install(agent / "qubes-rpc/qubes.VMShell", e / "qubes-rpc/qubes.VMShell")
-    # qubes-core-agent's boot pieces the lab runs unchanged in each qube at its boot:
-    # bind-dirs.sh and the library it sources
-    _install(agent / "init/functions", u / "lib/qubes/init/functions", 0o644)
-    _install(agent / "vm-systemd/bind-dirs.sh", u / "lib/qubes/init/bind-dirs.sh")
-    # qubes.Gpg runs /usr/bin/gpg2, which Debian's gnupg2 package (a dependency of
-    # qubes-gpg-split) provides as a link to gpg; stand in for that package
-    _link("gpg", u / "bin/gpg2")
-
-
-def _dom0_layer(b: Path, qrexec: Path, libs: list[Path]) -> None:
-    """The dom0 layer: qubes-core-qrexec-dom0 and python3-qrexec."""
-    u, e = b / "dom0/usr", b / "dom0/etc"
-    _install(qrexec / "daemon/qrexec-daemon", u / "sbin/qrexec-daemon")
-    _install(qrexec / "daemon/qrexec-client", u / "bin/qrexec-client")
-    _link("../../bin/qrexec-client", u / "lib/qubes/qrexec-client")
-    for lib in libs:
-        _install(lib, u / "lib" / lib.name)
-    site = u / "lib/python3/dist-packages"
-    site.mkdir(parents=True)
-    shutil.copytree(qrexec / "qrexec", site / "qrexec", ignore=shutil.ignore_patterns("tests"))
-    for tool in sorted((qrexec / "qrexec/tools").glob("*.py")):
-        if tool.stem == "__init__":
-            continue
-        # the scripts setup.py's CustomInstall writes
-        script = u / "bin" / tool.stem.replace("_", "-")
-        script.write_text(
-            f"#!/usr/bin/python3\nfrom qrexec.tools.{tool.stem} import main\nimport sys\n"
-            'if __name__ == "__main__":\n\tsys.exit(main())\n'
-        )
-        script.chmod(0o755)
-    shutil.copytree(qrexec / "policy.d", e / "qubes/policy.d")
-    (e / "qubes-rpc/policy/include").mkdir(parents=True)
-    for svc in ("policy.Ask", "policy.Notify"):  # as qubes-core-qrexec's Makefile links them
-        _link("/var/run/qubes/policy-agent.sock", e / "qubes-rpc" / svc)
-
-
 # -- the qgitconf install layer (every boot) --------------------------------------------
-
-
-def _venv_site() -> Path:
-    import click  # the venv's runtime deps stand in for distro packages
-
-    return Path(click.__file__).resolve().parent.parent
-
-
-def source_copy_ignore(dest: Path) -> Callable[[str, list[str]], set[str]]:
-    """What the copy of the checkout into ``dest`` leaves out: caches, builds, and ``dest``.
-
-    A lab directory inside the checkout (``qgitconf lab up ./lab``) holds ``dest``:
-    copying it into itself would never end.
-    """
-    excluded = (".git", ".venv", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache")
-    patterns = shutil.ignore_patterns(
-        *excluded, "__pycache__", "*.egg-info", ".hypothesis", ".fuzz"
-    )
-    inside = dest.resolve()
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        skip = set(patterns(directory, names))
-        for n in names:
-            p = Path(directory, n)
-            if p.is_dir() and not p.is_symlink() and inside.is_relative_to(p.resolve()):
-                skip.add(n)
-        return skip
-
-    return ignore
 
 
 # Where an installed qgitconf put its qrexec files and the dom0 policy: the Debian and
 # RPM packages (PREFIX=/usr), and `make install`'s default PREFIX=/usr/local.
-INSTALLED_RPC_DIRS = ("/etc/qubes-rpc", "/usr/local/etc/qubes-rpc")
-INSTALLED_RPC_CONFIG_DIRS = ("/etc/qubes/rpc-config", "/usr/local/etc/qubes/rpc-config")
-INSTALLED_POLICY_DIRS = ("/usr/share/qgitconf/policy", "/usr/local/share/qgitconf/policy")
-SERVICES = ("qgitconf.Receive", "qgitconf.Fetch", "qgitconf.Export")
-
-
-@dataclass(frozen=True)
-class QgitconfFiles:
-    """What the lab installs into its qubes and dom0: this checkout, or the installed
-    package (``qgitconf lab demo`` from a package has no source tree).
-
-    Attributes:
-        source: The checkout (built with pip and ``make install-vm``), or None when
-            qgitconf runs from an installed package.
-        rpc: The directory holding the ``qgitconf.*`` qrexec services.
-        rpc_config: The directory holding their ``/etc/qubes/rpc-config`` files.
-        policy: The directory holding the dom0 policy (``*.policy``).
-    """
-
-    source: Path | None
-    rpc: Path
-    rpc_config: Path
-    policy: Path
-
-
-def qgitconf_files(
-    project: Path | None = None,
-    rpc_dirs: Sequence[str] = INSTALLED_RPC_DIRS,
-    rpc_config_dirs: Sequence[str] = INSTALLED_RPC_CONFIG_DIRS,
-    policy_dirs: Sequence[str] = INSTALLED_POLICY_DIRS,
-) -> QgitconfFiles:
-    """The source tree when qgitconf runs from one, else the installed files.
-
-    A source tree is the directory above the running ``qgitconf`` package when it has
-    ``pyproject.toml`` and ``rpc/``; otherwise each installed directory is the first
-    of its list that holds every file the lab needs (never a mix of the two).
-
-    Raises:
-        ConfigError: neither a source tree nor an installed package.
-    """
-    project = PROJECT if project is None else project
-    if (project / "pyproject.toml").is_file() and (project / "rpc").is_dir():
-        return QgitconfFiles(project, project / "rpc", project / "rpc-config", project / "policy")
-
-    def first(dirs: Sequence[str], names: Sequence[str], what: str) -> Path:
-        for d in dirs:
-            if names and all((Path(d) / n).is_file() for n in names):
-                return Path(d)
-        raise ConfigError(
-            f"qgitconf runs from {project}, which is no source tree, and its {what} are not "
-            f"installed (looked in {', '.join(dirs)}): install the package, or run from a "
-            "checkout"
-        )
-
-    policies = sorted({p.name for d in policy_dirs for p in Path(d).glob("*qgitconf*.policy")})
-    return QgitconfFiles(
-        None,
-        first(rpc_dirs, SERVICES, "qrexec services"),
-        first(rpc_config_dirs, SERVICES, "rpc-config files"),
-        first(policy_dirs, policies, "dom0 policy files"),
-    )
-
-
-def _install_files(files: QgitconfFiles, layer: Path) -> None:
-    """The installed package's qrexec files and policy into ``layer``, as the packages
-    lay them out (what ``make install-vm`` does from a checkout)."""
-    for src_dir, dest, mode in (
-        (files.rpc, "etc/qubes-rpc", 0o755),
-        (files.rpc_config, "etc/qubes/rpc-config", 0o644),
-    ):
-        for name in SERVICES:
-            _install(src_dir / name, layer / dest / name, mode)
-    for f in sorted(files.policy.glob("*.policy")):
-        _install(f, layer / "usr/share/qgitconf/policy" / f.name, 0o644)
-
-
-def install_qgitconf(layer: Path, log: IO[bytes]) -> None:
-    """Install qgitconf into ``layer`` as the packages do, for the system python3.
-
-    From a checkout: the Python package goes to ``/usr/lib/python3/dist-packages``
-    (pip from a clean copy of the tree, so the checkout's ``build/`` is not touched),
-    the two console scripts as dh_python3 writes them, the rest by ``make
-    install-vm``.  From an installed package (:func:`qgitconf_files`): the running
-    ``qgitconf`` package is copied as it is, with the installed services,
-    rpc-config files and policy.  dulwich, click and python-gnupg come from where the
-    running qgitconf finds them (a venv's copies stand in for distro packages).
-    """
-    files = qgitconf_files()
-    site = layer / "usr/lib/python3/dist-packages"
-    clean = layer.parent / "qgitconf-src"
-    if files.source is not None:
-        shutil.copytree(files.source, clean, ignore=source_copy_ignore(clean))
-        _sh(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-             "--no-build-isolation", "--no-index", "--no-compile", "--target", str(site),
-             str(clean)],
-            log, {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "HOME": str(clean)},
-        )  # fmt: skip
-        shutil.rmtree(site / "bin", ignore_errors=True)
-    else:
-        shutil.copytree(
-            HERE.parent, site / "qgitconf", ignore=shutil.ignore_patterns("__pycache__")
-        )
-        _install_files(files, layer)
-    venv = _venv_site()
-    for dep in ("dulwich", "click", "gnupg.py"):
-        s = venv / dep
-        if s.is_dir():
-            shutil.copytree(s, site / dep, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(s, site / dep)
-    for info in venv.glob("*.dist-info"):
-        if info.name.split("-")[0].lower() in ("dulwich", "click", "python_gnupg"):
-            shutil.copytree(info, site / info.name)
-    for script, target in (
-        ("qgitconf", "qgitconf.entry"),
-        ("qgitconf-service", "qgitconf.service"),
-    ):
-        path = layer / "usr/bin" / script
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "#!/usr/bin/python3 -I\nimport sys\n"
-            f"from {target} import main\n"
-            "if __name__ == '__main__':\n    sys.exit(main())\n"
-        )
-        path.chmod(0o755)
-    if files.source is not None:
-        _sh(
-            ["make", "--no-print-directory", "-C", str(clean), "install-vm",
-             f"DESTDIR={layer}", "PREFIX=/usr"],
-            log,
-        )  # fmt: skip
-        shutil.rmtree(clean, ignore_errors=True)
-    # byte-compiled for the system python3, as py3compile does when the packages are
-    # installed: /usr is read-only in a qube, so without this every qgitconf process
-    # would compile every module it imports again
-    _sh([SYSTEM_PYTHON, "-I", "-m", "compileall", "-q", "-j", "0", str(site)], log)
 
 
 # -- the lab ----------------------------------------------------------------------------
@@ -879,7 +491,7 @@ class RealLab:
             dest.chmod(0o755)
         # dom0: the stand-ins, the project's policy unchanged, the split-GPG rule
         d0 = r / "dom0/etc"
-        _install(
+        install_file(
             HERE / "real_dom0.py", r / "layers/lab-dom0/usr/lib/qgitconf-lab/real_dom0.py", 0o644
         )
         # dom0's /etc/qubes/policy.d: a writable directory bound over the layer, so that

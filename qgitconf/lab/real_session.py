@@ -27,17 +27,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from qgitconf.errors import ConfigError, LocalStateError, QgitconfError, UsageError
-from qgitconf.lab.real import (
-    LAB_BASE,
-    PROJECT,
-    SYS_PATH,
-    VMS,
-    RealLab,
-    available,
-    claim_root,
-    pid_alive,
-    source_dir,
-)
+from qgitconf.lab.build import LAB_BASE, PROJECT, SYS_PATH, available, source_dir
+from qgitconf.lab.real import VMS, RealLab, claim_root, pid_alive
 
 Echo = Callable[[str], None]
 POINTER = LAB_BASE / "current"

@@ -31,7 +31,8 @@ import shlex
 import statistics
 import sys
 
-from qgitconf.lab.real import RealLab, available
+from qgitconf.lab.build import available
+from qgitconf.lab.real import RealLab
 from tests.bench.common import interleaved, print_rows, row, spread
 from tests.labkit import commit_files, publish, run, setup_lab, tip
 

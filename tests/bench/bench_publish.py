@@ -40,7 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a plain script
 
-from qgitconf.lab.real import RealLab, available
+from qgitconf.lab.build import available
+from qgitconf.lab.real import RealLab
 from tests.labkit import INCOMING, qg, run, setup_lab
 
 # a round in which a target does not stage is run again, at most this many times; the

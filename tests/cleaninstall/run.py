@@ -636,10 +636,10 @@ class Flow:
 
     def lab_demo(self) -> str:
         """The installed package's own demo: no checkout in this system; the lab takes
-        the installed services, rpc-config and policy (qgitconf.lab.real.qgitconf_files)."""
+        the installed services, rpc-config and policy (qgitconf.lab.install.qgitconf_files)."""
         s = self.s
         code = (
-            "from qgitconf.lab.real import qgitconf_files as f; x = f(); "
+            "from qgitconf.lab.install import qgitconf_files as f; x = f(); "
             "print(x.source, x.rpc, x.rpc_config, x.policy)"
         )
         where = expect(s.run(["python3", "-I", "-c", code], cwd="/")).out.split()
