@@ -696,6 +696,7 @@ def review(as_json: bool, gui: bool, show_progress: bool) -> None:
     only on Apply (exit 1 on Cancel); without a display it falls back to the terminal.
     """
     _target("review")
+    from qgitconf.agent import render
     from qgitconf.agent import review as rv
 
     if gui and not as_json:
@@ -713,9 +714,9 @@ def review(as_json: bool, gui: bool, show_progress: bool) -> None:
     if as_json:
         _print_json(out)
     elif sys.stdout.isatty():
-        rv.page(rv.render_text(out, rv.diff_colors(_env())), _env())
+        render.page(render.render_text(out, render.diff_colors(_env())), _env())
     else:
-        click.echo(rv.render_text(out), nl=False)
+        click.echo(render.render_text(out), nl=False)
 
 
 @cli.command()
@@ -736,7 +737,7 @@ def diff(paths: tuple[str, ...], as_json: bool, exit_code: bool) -> None:
     named with a note.  Changes nothing.
     """
     _target("diff")
-    from qgitconf.agent import review as rv
+    from qgitconf.agent import render
     from qgitconf.agent.commands import local_diff
     from qgitconf.errors import EXIT_FAILURE
 
@@ -750,8 +751,10 @@ def diff(paths: tuple[str, ...], as_json: bool, exit_code: bool) -> None:
             f"# {d['path']}: {'; '.join(d['notes'])}\n" for d in out["drift"] if d["notes"]
         )
         if sys.stdout.isatty() and (text or out["diff"]):
-            colors = rv.diff_colors(_env())
-            rv.page(text + (rv.colorize(out["diff"], colors) if colors else out["diff"]), _env())
+            colors = render.diff_colors(_env())
+            render.page(
+                text + (render.colorize(out["diff"], colors) if colors else out["diff"]), _env()
+            )
         else:
             click.echo(text + out["diff"], nl=False)
     if exit_code and out["drift"]:
@@ -761,7 +764,7 @@ def diff(paths: tuple[str, ...], as_json: bool, exit_code: bool) -> None:
 def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
     """apply --interactive: the picker (agent/interactive.py) decides the --only list."""
     from qgitconf.agent import interactive
-    from qgitconf.agent.review import diff_colors
+    from qgitconf.agent.render import diff_colors
 
     if not sys.stdin.isatty():
         raise UsageError("--interactive needs a terminal")

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from qgitconf import sysprog
-from qgitconf.agent.review import colorize, diff_colors, render_text, review
+from qgitconf.agent.render import colorize, diff_colors, render_text
+from qgitconf.agent.review import review
 from qgitconf.lab.build import SYS_PATH
 from tests.labkit import (
     QUBE_HOME,
@@ -601,7 +602,7 @@ def test_qgitconf_git_diff_cannot_be_steered(
 
 
 def test_pager_choice_is_the_environment_and_a_system_program() -> None:
-    from qgitconf.agent.review import choose_pager, pager_env
+    from qgitconf.agent.render import choose_pager, pager_env
 
     less = sysprog.find("less")
     assert choose_pager({}).argv == [less]

@@ -374,7 +374,7 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
     ``verify-commit``) are checked by the system's gpg in a temporary home holding only
     the pinned keys: the verdict is the pinned key's, and ``~/.gnupg`` is not touched.
     """
-    from qgitconf.agent.review import choose_pager, git_pager
+    from qgitconf.agent.render import choose_pager, git_pager
     from qgitconf.gitpack.store import EMPTY_TREE
 
     state = AgentState(state_dir(home))
@@ -426,7 +426,7 @@ def local_diff(home: Path, env: Mapping[str, str], paths: Sequence[str] = ()) ->
         LocalStateError: an apply, revert or restore is running (``busy``).
     """
     from qgitconf.agent.apply import matches
-    from qgitconf.agent.review import applied_contents, diff_changes, local_change
+    from qgitconf.agent.diff import applied_contents, diff_changes, local_change
 
     load_target_config(home, env)
     state = AgentState(state_dir(home))

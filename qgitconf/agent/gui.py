@@ -99,7 +99,7 @@ def _zenity(env: Mapping[str, str], args: list[str], text: str | None = None) ->
 
 def dialog_text(out: Mapping[str, Any]) -> str:
     """What the dialog shows: a banner, then the terminal review (all sanitised)."""
-    from qgitconf.agent.review import render_text
+    from qgitconf.agent.render import render_text
 
     counts = out["risk_summary"]
     banner = [

@@ -28,18 +28,18 @@ from typing import Any
 
 from qgitconf.agent.apply import Action, Plan, plan_apply
 from qgitconf.agent.config import load_target_config
-from qgitconf.agent.homefs import HomeFS
-from qgitconf.agent.review import (
+from qgitconf.agent.diff import (
     applied_contents,
     builtin_diff,
-    changed_files,
-    colorize,
     diff_changes,
     file_notes,
     git_diff,
     git_mode,
     local_change,
 )
+from qgitconf.agent.homefs import HomeFS
+from qgitconf.agent.render import colorize
+from qgitconf.agent.review import changed_files
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.core.risks import FileChange, Finding, assess
 from qgitconf.errors import QgitconfError

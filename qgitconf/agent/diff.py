@@ -1,0 +1,317 @@
+"""Diffs for review, isolated from everything an update can write (DESIGN rule 12): the
+system's git with no user or system config, no attributes and nothing from the
+environment, or a built-in diff; and what qgitconf applied at a path, for local changes.
+Everything returned is sanitised (rule 11); colour is added later, by
+:mod:`qgitconf.agent.render`."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from qgitconf import sysprog
+from qgitconf.agent.state import AgentState
+from qgitconf.core.risks import FileChange
+from qgitconf.errors import QgitconfError
+from qgitconf.gitpack.store import (
+    EMPTY_TREE,
+    MODE_LINK,
+    blob_bytes,
+    build_trees,
+    lookup_path,
+    read_commit,
+)
+from qgitconf.sanitize import sanitize
+
+DIFF_OPTIONS = (
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--text",
+    "--no-renames",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--unified=3",
+    "--inter-hunk-context=0",
+    "--diff-algorithm=myers",
+    "--indent-heuristic",
+    "--no-relative",
+    "-O/dev/null",
+)
+"""Every option of review's ``git diff`` that a config could otherwise change, pinned to
+git's default (``diff.noprefix``, ``diff.mnemonicPrefix``, ``diff.context``,
+``diff.interHunkContext``, ``diff.algorithm``, ``diff.indentHeuristic``,
+``diff.relative``, ``diff.orderFile``, ``diff.renames``), plus ``--text`` (a NUL byte,
+an attribute or a size threshold never turns a change into "Binary files differ") and
+no external diff or textconv program."""
+
+
+def git_env(home: Path | str, git_dir: Path | str) -> dict[str, str]:
+    """The environment of every git review runs: built from nothing by
+    :func:`qgitconf.sysprog.git_env` (no global or system config; nothing of the
+    caller's environment, so no ``GIT_EXTERNAL_DIFF``, ``GIT_DIFF_OPTS`` or
+    ``GIT_CONFIG_PARAMETERS``), and attributes read from the empty tree
+    (``GIT_ATTR_SOURCE``, git 2.40+: not from a ``.gitattributes`` of any tree)."""
+    env = sysprog.git_env(home, git_dir)
+    env.update(GIT_ATTR_SOURCE=EMPTY_TREE, GIT_LITERAL_PATHSPECS="1")
+    return env
+
+
+def git_available() -> bool:
+    """git is installed on the system PATH (``~/bin/git`` does not count)."""
+    return sysprog.find("git") is not None
+
+
+def git_diff(
+    state: AgentState,
+    home: Path,
+    old: str | None,
+    new: str,
+    paths: Sequence[str] = (),
+    *,
+    stat: bool = True,
+) -> bytes | None:
+    """``git diff old new`` by the system's git, uncoloured; None without git.
+
+    The git is found on :data:`qgitconf.sysprog.SYSTEM_PATH` and runs with
+    :data:`qgitconf.sysprog.GIT_ISOLATION` (no attributes file, default
+    ``core.bigFileThreshold``, no external diff), in :func:`git_env`, with every diff
+    option pinned (:data:`DIFF_OPTIONS`): nothing an update wrote can change what is
+    shown.  ``core.quotePath`` makes git quote odd bytes in paths, and the caller
+    sanitises what is left.
+    """
+    return _git_diff_in(state.repo_path, home, old or EMPTY_TREE, new, paths, stat=stat)
+
+
+def _git_diff_in(
+    git_dir: Path, home: Path, old: str, new: str, paths: Sequence[str], *, stat: bool
+) -> bytes | None:
+    """The body of :func:`git_diff`: ``git diff old new`` in the repository ``git_dir``."""
+    git = sysprog.find("git")
+    if git is None:
+        return None
+    cmd = [
+        git,
+        *sysprog.GIT_ISOLATION,
+        "-c",
+        "core.quotePath=true",
+        "diff",
+        *DIFF_OPTIONS,
+        *(["--stat", "--summary"] if stat else []),
+        "--patch",
+        old,
+        new,
+        "--",
+        *paths,
+    ]
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            env=git_env(home, git_dir),
+            cwd=git_dir,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except OSError:
+        return None
+    return proc.stdout if proc.returncode == 0 else b"git diff failed:\n" + proc.stderr
+
+
+def mode_text(mode: int | None) -> str:
+    return f"{mode:06o}" if mode is not None else ""
+
+
+def builtin_diff(files: Sequence[FileChange]) -> str:
+    """A git-style unified diff of ``files`` (for qubes without git); not sanitised.
+
+    Like review's git (``--text``), every file is diffed as text: a NUL byte does not
+    hide a change.  Bytes that are not UTF-8 show as ``\\xNN``.
+    """
+    out: list[str] = []
+    for f in files:
+        a, b = f"a/{f.path}", f"b/{f.path}"
+        out.append(f"diff --git {a} {b}")
+        if f.old_mode is None:
+            out.append(f"new file mode {mode_text(f.new_mode)}")
+        elif f.new_mode is None:
+            out.append(f"deleted file mode {mode_text(f.old_mode)}")
+        elif f.old_mode != f.new_mode:
+            out.append(f"old mode {mode_text(f.old_mode)}")
+            out.append(f"new mode {mode_text(f.new_mode)}")
+        if f.old == f.new and f.old_mode is not None and f.new_mode is not None:
+            continue
+        old = f.old.decode("utf-8", "backslashreplace").split("\n") if f.old_mode else []
+        new = f.new.decode("utf-8", "backslashreplace").split("\n") if f.new_mode else []
+        # As git: a final newline ends the last line rather than starting an empty one.
+        for lines in (old, new):
+            if lines and lines[-1] == "":
+                lines.pop()
+        body = list(
+            difflib.unified_diff(
+                old,
+                new,
+                a if f.old_mode else "/dev/null",
+                b if f.new_mode else "/dev/null",
+                lineterm="",
+            )
+        )
+        out.extend(body)
+        if f.new_mode == MODE_LINK or f.old_mode == MODE_LINK:
+            out.append("\\ No newline at end of file (symlink target)")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def diff_changes(home: Path, files: Sequence[FileChange]) -> tuple[str, str]:
+    """A unified diff of ``files`` (any old and new contents: what was applied against
+    what is on disk, or the disk against the update), sanitised, and who made it
+    (``"git"`` or ``"builtin"``).
+
+    The same isolated git as review's (:func:`git_diff`: the system's git, no user or
+    system config, no attributes, every option pinned, ``--text``, no external diff,
+    no textconv): both sides are written as blobs and trees into a throwaway bare
+    repository (made by dulwich: no template, no hooks), then ``git diff OLD NEW``
+    runs there.  Without git, :func:`builtin_diff`.  Rule 11: the text is sanitised.
+    """
+    if not files:
+        return "", "git" if git_available() else "builtin"
+    raw: bytes | str | None = None
+    if git_available():
+        with tempfile.TemporaryDirectory(prefix="qgitconf-diff-") as tmp:
+            old, new = _write_trees(Path(tmp), files)
+            raw = _git_diff_in(Path(tmp), home, old, new, (), stat=False)
+    tool = "git" if raw is not None else "builtin"
+    if raw is None:
+        raw = builtin_diff(files)
+    return sanitize(raw, keep_newlines=True), tool
+
+
+def _write_trees(git_dir: Path, files: Sequence[FileChange]) -> tuple[str, str]:
+    """Blobs and trees of both sides of ``files`` in a new bare repository at ``git_dir``."""
+    sides: list[list[tuple[bytes, bytes, int]]] = [[], []]
+    for f in files:
+        for side, mode, data in ((0, f.old_mode, f.old), (1, f.new_mode, f.new)):
+            if mode is not None:
+                sides[side].append((f.path.encode("utf-8", "surrogateescape"), data, mode))
+    old, new = build_trees(str(git_dir), sides)
+    return old, new
+
+
+def git_mode(record: Mapping[str, Any]) -> int | None:
+    """The git mode of a manifest record (or a disk state's record); None if neither a
+    file nor a symlink."""
+    if record.get("type") == "link":
+        return MODE_LINK
+    if record.get("type") == "file":
+        return 0o100755 if int(record.get("mode") or 0) & 0o111 else 0o100644
+    return None
+
+
+def applied_contents(
+    state: AgentState, records: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[int, bytes]]:
+    """What qgitconf wrote at each path of ``records`` (manifest records): ``(git mode,
+    bytes)``.  A file's content is looked up in the applied commit, then in the commits
+    of earlier generations (a path left out by ``--keep`` keeps an older content), and
+    taken only if its SHA-256 is the recorded one; a path whose content is in none of
+    them is left out of the result."""
+    out: dict[str, tuple[int, bytes]] = {}
+    files: dict[str, Mapping[str, Any]] = {}
+    for path, rec in records.items():
+        mode = git_mode(rec)
+        if mode == MODE_LINK:
+            out[path] = (mode, str(rec.get("target", "")).encode("utf-8", "surrogateescape"))
+        elif mode is not None:
+            files[path] = rec
+    if not files:
+        return out
+    commits: list[str] = []
+    for c in [state.applied_commit, *(g.get("commit") for g in reversed(state.generations()))]:
+        if isinstance(c, str) and c not in commits:
+            commits.append(c)
+    repo = state.repo()
+    try:
+        store = repo.object_store
+        trees: list[Any] = []
+        for c in commits:
+            try:
+                trees.append(read_commit(store, c).tree)
+            except Exception:  # noqa: S112 - a commit gone from the repo: look elsewhere
+                continue
+        for path, rec in files.items():
+            name = path.encode("utf-8", "surrogateescape")
+            for tree in trees:
+                try:
+                    _mode, sha = lookup_path(store, tree, name)
+                    data = blob_bytes(store, sha)
+                except Exception:  # noqa: S112 - not in this commit (or not a blob)
+                    continue
+                if hashlib.sha256(data).hexdigest() == rec.get("sha256"):
+                    out[path] = (git_mode(rec) or 0o100644, data)
+                    break
+    finally:
+        repo.close()
+    return out
+
+
+def local_change(
+    fs: Any, path: str, applied: tuple[int, bytes] | None, record: Mapping[str, Any]
+) -> tuple[FileChange | None, list[str]]:
+    """The change from what qgitconf applied at ``path`` to what is on disk now (read
+    through ``fs``, a :class:`~qgitconf.agent.homefs.HomeFS`: no link is followed), and
+    plain-words notes (sanitised) for what a text diff does not show.
+
+    Returns ``(None, notes)`` when the applied content is not known any more.
+    """
+    disk = fs.probe(path)
+    notes: list[str] = []
+    new_mode: int | None = None
+    new = b""
+    if disk.kind == "file":
+        try:
+            new = fs.read(path)
+            new_mode = git_mode(disk.record())
+        except (OSError, QgitconfError):
+            notes.append("changed while being read")
+        want = int(record.get("mode") or 0)
+        if record.get("type") == "file" and disk.mode != want:
+            notes.append(f"mode {want:04o} -> {disk.mode:04o}")
+    elif disk.kind == "link":
+        new_mode, new = MODE_LINK, disk.target.encode("utf-8", "surrogateescape")
+        notes.append("symlink -> " + sanitize(disk.target))
+    elif disk.kind == "missing":
+        pass  # the diff shows it: "deleted file"
+    elif disk.kind == "blocked":
+        notes.append(f"'{sanitize(disk.target)}' on its way is a symlink or a file now")
+    elif disk.kind == "dir":
+        notes.append("a directory now")
+    else:
+        notes.append("not a regular file or symlink now")
+    if applied is None:
+        notes.append("what qgitconf applied is not in the agent repository any more")
+        return None, notes
+    old_mode, old = applied
+    return FileChange(path, old_mode, new_mode, old, new), notes
+
+
+def file_notes(f: FileChange) -> list[str]:
+    """Plain-words notes for what a text diff shows poorly: modes, symlinks, binaries."""
+    notes: list[str] = []
+    if f.old_mode is None:
+        notes.append(f"new file, mode {mode_text(f.new_mode)}")
+    elif f.new_mode is None:
+        notes.append("deleted")
+    elif f.old_mode != f.new_mode:
+        notes.append(f"mode {mode_text(f.old_mode)} -> {mode_text(f.new_mode)}")
+    if f.new_mode == MODE_LINK:
+        notes.append("symlink -> " + sanitize(f.new))
+    if f.old_mode == MODE_LINK and f.new_mode != MODE_LINK:
+        notes.append("was a symlink -> " + sanitize(f.old))
+    if f.new_mode is not None and f.new_mode != MODE_LINK and b"\0" in f.new:
+        notes.append(f"binary, {len(f.new)} bytes")
+    return notes
