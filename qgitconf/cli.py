@@ -266,7 +266,7 @@ def target_init(
     In the config-mgmt qube (it holds the repository) it refuses [wrong-side] unless
     --force: that would let what config-mgmt publishes change its own $HOME.
     """
-    from qgitconf.agent.commands import target_init as do
+    from qgitconf.agent.target import target_init as do
     from qgitconf.ops.side import check_target_init
 
     check_target_init(_home(), _env(), force=force)
@@ -288,8 +288,8 @@ def target_remove(yes: bool, as_json: bool) -> None:
     In the config-mgmt qube it refuses [wrong-side].
     """
     _target("target remove")
-    from qgitconf.agent.commands import target_remove as do
-    from qgitconf.agent.commands import target_remove_plan
+    from qgitconf.agent.target import target_remove as do
+    from qgitconf.agent.target import target_remove_plan
 
     plan = target_remove_plan(_home(), _env())
     if not yes:
@@ -738,7 +738,7 @@ def diff(paths: tuple[str, ...], as_json: bool, exit_code: bool) -> None:
     """
     _target("diff")
     from qgitconf.agent import render
-    from qgitconf.agent.commands import local_diff
+    from qgitconf.agent.localdiff import local_diff
     from qgitconf.errors import EXIT_FAILURE
 
     out = local_diff(_home(), _env(), paths)
@@ -910,7 +910,7 @@ def _confirm_apply(
     """apply without --yes: stop at once on drift (named, with the choices), else ask,
     naming the commit and any file --overwrite would write over; the commit asked about.
     """
-    from qgitconf.agent.commands import check_preview, plan_preview
+    from qgitconf.agent.preview import check_preview, plan_preview
 
     if not sys.stdin.isatty():
         raise UsageError(
@@ -935,7 +935,7 @@ def _confirm_apply(
 def _dry_run(as_json: bool, *, kind: str, **options: Any) -> None:
     """apply/revert --dry-run: print the plan (or its JSON); exit 1 [drift] if the real
     run would stop."""
-    from qgitconf.agent.commands import check_preview, plan_preview
+    from qgitconf.agent.preview import check_preview, plan_preview
 
     only = options.pop("only", None)
     plan = plan_preview(_home(), _env(), kind=kind, only=only or None, **options)
@@ -1018,7 +1018,7 @@ def restore() -> None:
 def log(as_json: bool) -> None:
     """List the generations applied in this qube."""
     _target("log")
-    from qgitconf.agent.commands import log as do
+    from qgitconf.agent.gitcmd import log as do
 
     gens = do(_home())
     if as_json:
@@ -1053,7 +1053,7 @@ def pull() -> None:
 def git(args: tuple[str, ...]) -> None:
     """Run git on the agent repository (GIT_DIR and GIT_WORK_TREE set)."""
     _target("git")
-    from qgitconf.agent.commands import git as do
+    from qgitconf.agent.gitcmd import git as do
 
     sys.exit(do(_home(), _env(), args))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import qgitconf.agent.commands
+import qgitconf.agent.gitcmd
 from qgitconf import __version__
 from qgitconf.cli import cli, main
 from tests.labkit import INCOMING, Lab, commit_files, publish, qg, snapshot
@@ -209,7 +209,7 @@ def test_internal_error_exit_70(
     debug: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # `qgitconf log` imports its implementation at call time: replace it with a bug.
-    monkeypatch.setattr(qgitconf.agent.commands, "log", _boom)
+    monkeypatch.setattr(qgitconf.agent.gitcmd, "log", _boom)
     with pytest.raises(SystemExit) as exc:
         main(["--debug", "log"] if debug else ["log"])
     assert exc.value.code == 70
@@ -235,7 +235,7 @@ def test_qgitconf_error_in_process_maps_exit_status(
     def drift(*_args: object, **_kw: object) -> object:
         raise DriftError("~/.bashrc changed locally")
 
-    monkeypatch.setattr(qgitconf.agent.commands, "log", drift)
+    monkeypatch.setattr(qgitconf.agent.gitcmd, "log", drift)
     with pytest.raises(SystemExit) as exc:
         main(["log"])
     assert exc.value.code == 1

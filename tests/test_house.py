@@ -24,7 +24,6 @@ ENTRY_POINTS = {"cli.py", "service.py", "entry.py"}
 # Debt: the modules still over MODULE_LINES, at most this long.
 LONG_MODULES = {
     "agent/apply.py": 890,
-    "agent/commands.py": 675,
     "agent/homefs.py": 749,
     "agent/journal.py": 676,
     "cli.py": 1394,
@@ -39,7 +38,8 @@ LONG_FUNCTIONS = {
 }
 # Debt: modules other than the entry points with function-local imports, at most this many.
 LOCAL_IMPORTS = {
-    "agent/commands.py": 14,
+    "agent/commands.py": 2,
+    "agent/gitcmd.py": 1,
     "agent/gui.py": 4,
     "agent/interactive.py": 2,
     "agent/journal.py": 1,

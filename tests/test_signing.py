@@ -11,7 +11,7 @@ import gnupg
 import pytest
 
 from qgitconf import sysprog
-from qgitconf.agent.commands import target_init
+from qgitconf.agent.target import target_init
 from qgitconf.errors import CommitSignatureError, ConfigError, SignatureError
 from qgitconf.gpg.signing import HomeCache, Verifier, counted_signer, inspect_key_file, pin_digest
 from tests.keys import make_key
@@ -231,9 +231,9 @@ def test_target_init_keeps_the_verification_home(
     keys: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first receive after `target init` finds the pinned key's home ready."""
-    from qgitconf.agent.commands import target_init
     from qgitconf.agent.config import load_target_config
     from qgitconf.agent.state import AgentState, state_dir
+    from qgitconf.agent.target import target_init
 
     home, a, _b = keys
     key_file = tmp_path / "key.asc"

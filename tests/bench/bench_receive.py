@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.commands import target_init
+from qgitconf.agent.target import target_init
 from qgitconf.mgmt.publish import build_update
 from qgitconf.mgmt.repo import MgmtRepo
 from tests.bench.common import (
