@@ -10,8 +10,8 @@ read with a cap and a timeout, and any failure reads as "no value".
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+import os
+import time
 
 from qgitconf import sysprog
 from qgitconf.errors import ConfigError
@@ -21,6 +21,8 @@ _TIMEOUT = 10
 
 
 def _run(tool: str, key: str) -> str | None:
+    import subprocess
+
     path = sysprog.find(tool)
     if path is None:
         return None
@@ -30,14 +32,78 @@ def _run(tool: str, key: str) -> str | None:
             capture_output=True,
             check=False,
             timeout=_TIMEOUT,
-            env=sysprog.base_env(Path("/")),
+            env=sysprog.base_env("/"),
             stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0 or len(proc.stdout) > _CAP:
+    return answer(proc.returncode, proc.stdout)
+
+
+def answer(returncode: int, stdout: bytes) -> str | None:
+    """The value a ``qubesdb-read`` that exited with ``returncode`` and printed
+    ``stdout`` gives: None for a failure or an answer over the cap."""
+    if returncode != 0 or len(stdout) > _CAP:
         return None
-    return proc.stdout.decode("utf-8", "replace").strip()
+    return stdout.decode("utf-8", "replace").strip()
+
+
+def read_spawned(key: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
+    """``(True, read(key))`` without ``subprocess`` (``posix_spawn``, a pipe, ``poll``),
+    for the no-drift status of :mod:`qgitconf.agent.statusfast`; ``(False, None)``
+    when that cannot answer as :func:`read` would for sure (the spawn failed, no exit
+    within ``timeout_s``, an answer over the cap): the caller then does without it."""
+    import select
+
+    path = sysprog.find("qubesdb-read")
+    if path is None:
+        return True, None
+    r, w = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            path,
+            [path, key],
+            sysprog.base_env("/"),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, w, 1),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
+        )
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return False, None
+    os.close(w)
+    out = b""
+    ok = False
+    try:
+        poller = select.poll()
+        poller.register(r, select.POLLIN)
+        deadline = time.monotonic() + timeout_s
+        while len(out) <= _CAP:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                break  # no answer in time
+            chunk = os.read(r, _CAP + 1)
+            if not chunk:
+                ok = True
+                break
+            out += chunk
+        while ok:  # stdout closed: its exit, within the same deadline
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return True, answer(os.waitstatus_to_exitcode(status), out)
+            if time.monotonic() > deadline:
+                ok = False
+            else:
+                time.sleep(0.0005)
+    finally:
+        os.close(r)
+        if not ok:
+            os.kill(pid, 9)  # SIGKILL
+            os.waitpid(pid, 0)
+    return False, None
 
 
 def available() -> bool:
