@@ -43,6 +43,7 @@ _MAX_INPUTS = 64
 
 READER_MODULES = (
     "__init__.py",
+    "agent/__init__.py",
     "agent/config.py",
     "agent/configmemo.py",
     "envelope.py",
