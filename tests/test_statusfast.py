@@ -365,3 +365,20 @@ def test_the_json_reader_is_json_loads(text: str) -> None:
 def test_what_json_loads_refuses_or_we_never_write_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         statusfast.loads(text.encode())
+
+
+@pytest.mark.parametrize("forked", [False, True])
+def test_an_index_of_another_manifest_is_never_used(
+    home: Path, monkeypatch: pytest.MonkeyPatch, forked: bool
+) -> None:
+    """manifest.json replaced without its index (a crash between the two renames, an
+    older writer): the SHA-256 binding fails, in the parent or in the forked child."""
+    if forked:
+        monkeypatch.setattr(statusfast, "_parallel_min", lambda: 2)
+        monkeypatch.setattr(vouch, "may_fork", lambda: True)
+    fast, full = _both(home)
+    assert fast is not None
+    _same(fast, full)
+    manifest = state_dir(home) / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b"}\n", b"} \n"))  # same records
+    assert statusfast.status(str(home), {}) is None

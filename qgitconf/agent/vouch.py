@@ -114,16 +114,22 @@ def all_unchanged(
     parallel_min: int,
     may_fork: bool,
     report: Callable[[int, bool], None],
+    child_first: Callable[[], bool] | None = None,
+    child_load: int = 0,
 ) -> bool:
     """``run`` over all of ``groups``; from ``parallel_min`` files on (and
     ``may_fork``), a forked child runs the second half and answers with one byte
     (``report``).  Any other outcome (no fork, a child that dies or says no) is False
-    here or a serial check, never a wrong True."""
+    here or a serial check, never a wrong True.
+
+    ``child_first``, if given, is a check that must also hold: the child runs it
+    before its part (the parent, when there is no child), and its part is smaller
+    by ``child_load`` files (what the check costs, counted in lstats)."""
     step = VOUCHED_RECORD.size
     if len(records) < parallel_min * step or not may_fork:
-        return run(groups, records)
+        return (child_first is None or child_first()) and run(groups, records)
     cut, files = 0, 0
-    while cut < len(groups) and files * 2 < len(records) // step:
+    while cut < len(groups) and files * 2 < len(records) // step + child_load:
         files += len(groups[cut][1])
         cut += 1
     first, second = groups[:cut], groups[cut:]
@@ -134,11 +140,11 @@ def all_unchanged(
     except OSError:
         os.close(r)
         os.close(w)
-        return run(groups, records)
+        return (child_first is None or child_first()) and run(groups, records)
     if pid == 0:  # the child: its half, one byte, and out (no cleanup, no flush)
         try:
             os.close(r)
-            report(w, run(second, records[at:]))
+            report(w, (child_first is None or child_first()) and run(second, records[at:]))
         finally:
             os._exit(0)
     os.close(w)
