@@ -164,6 +164,10 @@ def _debris(home: Path) -> None:  # a record's temp a killed process left
     (state_dir(home) / ".manifest.json.0123abcd").write_bytes(b"{")
 
 
+def _memo_temp(home: Path) -> None:  # the memo's write killed before its rename
+    (state_dir(home) / ".config.memo.0123abcd").write_bytes(b"qgitconf-config-")
+
+
 def _ref_lock(home: Path) -> None:
     (state_dir(home) / "repo/refs/qgitconf").mkdir(parents=True, exist_ok=True)
     (state_dir(home) / "repo/refs/qgitconf/applied.lock").write_bytes(b"x\n")
@@ -181,6 +185,7 @@ def _ref_lock(home: Path) -> None:
         _touched,
         _journal,
         _debris,
+        _memo_temp,
         _ref_lock,
     ],
 )
