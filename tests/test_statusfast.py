@@ -143,6 +143,11 @@ def _blocked(home: Path) -> None:
     (home / "bin").symlink_to("elsewhere")
 
 
+def _dir_behind_link(home: Path) -> None:  # the same inodes, reached through a symlink
+    (home / ".config").rename(home / ".config.real")
+    (home / ".config").symlink_to(".config.real")
+
+
 def _link_moved(home: Path) -> None:
     (home / ".vimrc").unlink()
     (home / ".vimrc").symlink_to(".bashrc")
@@ -181,6 +186,7 @@ def _ref_lock(home: Path) -> None:
         _missing,
         _type,
         _blocked,
+        _dir_behind_link,
         _link_moved,
         _touched,
         _journal,

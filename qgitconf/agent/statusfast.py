@@ -333,12 +333,7 @@ class _Dirs:
         return fd
 
     def run(self, groups: vouch.Groups, records: bytes) -> bool:
-        def dirfd(parent: str) -> int:
-            if len(self.fds) >= _MAX_FDS:
-                self.close()
-            return self.get(parent)
-
-        return vouch.unchanged_run(dirfd, groups, records)
+        return vouch.unchanged_by_path(self.get(""), groups, records)
 
     def same_link(self, path: str, rec: object) -> None:
         """A managed entry not vouched for: only a symlink to its recorded target
