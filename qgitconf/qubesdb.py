@@ -16,6 +16,10 @@ import time
 from qgitconf import sysprog
 from qgitconf.errors import ConfigError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 _CAP = 4096
 _TIMEOUT = 10
 
@@ -53,11 +57,16 @@ def read_spawned(key: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
     for the no-drift status of :mod:`qgitconf.agent.statusfast`; ``(False, None)``
     when that cannot answer as :func:`read` would for sure (the spawn failed, no exit
     within ``timeout_s``, an answer over the cap): the caller then does without it."""
-    import select
+    return start_read(key, timeout_s)()
 
+
+def start_read(key: str, timeout_s: float = 2.0) -> Callable[[], tuple[bool, str | None]]:
+    """:func:`read_spawned` in two halves: the program is started now, and the
+    returned function waits for its answer (the timeout counts from now); the caller
+    works meanwhile.  Call the function in any case: it reaps the child."""
     path = sysprog.find("qubesdb-read")
     if path is None:
-        return True, None
+        return lambda: (True, None)
     r, w = os.pipe()
     try:
         pid = os.posix_spawn(
@@ -73,14 +82,28 @@ def read_spawned(key: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
     except OSError:
         os.close(r)
         os.close(w)
-        return False, None
+        return lambda: (False, None)
     os.close(w)
+    deadline = time.monotonic() + timeout_s
+    done: list[tuple[bool, str | None]] = []
+
+    def finish() -> tuple[bool, str | None]:
+        if not done:
+            done.append(_collect(pid, r, deadline))
+        return done[0]
+
+    return finish
+
+
+def _collect(pid: int, r: int, deadline: float) -> tuple[bool, str | None]:
+    """The answer of the child ``pid`` on the pipe ``r`` (closed here), by ``deadline``."""
+    import select
+
     out = b""
     ok = False
     try:
         poller = select.poll()
         poller.register(r, select.POLLIN)
-        deadline = time.monotonic() + timeout_s
         while len(out) <= _CAP:
             left = deadline - time.monotonic()
             if left <= 0 or not poller.poll(left * 1000):

@@ -205,27 +205,46 @@ def lookup(
 
     ``ask_qubesdb(key)`` is ``(answered, value)`` (``qubesdb.read_spawned``).
     """
+    return begin_lookup(state_root, lambda key: lambda: ask_qubesdb(key))()
+
+
+def begin_lookup(
+    state_root: str, start_qubesdb: Callable[[str], Callable[[], tuple[bool, str | None]]]
+) -> Callable[[], tuple[str, list[str]] | None]:
+    """:func:`lookup` in two halves: the memo and its files are read and each QubesDB
+    question started (``start_qubesdb(key)`` returns the function that waits for its
+    answer, ``qubesdb.start_read``) now; the returned function collects the answers
+    and compares.  Call it in any case (it reaps what was started)."""
     raw = read_capped(os.path.join(state_root, MEMO), _MAX_BYTES)
     memo = parse(raw) if raw is not None else None
     if memo is None:
-        return None
+        return lambda: None
     digest, names, source, keys = memo
-    inputs: list[tuple[str, str, bytes]] = []
+    inputs: list[tuple[str, str, bytes | Callable[[], tuple[bool, str | None]] | None]] = []
     for kind, where in names:
-        data: bytes | None
         if kind == "isfile":
-            data = is_file(where)
+            inputs.append((kind, where, is_file(where)))
         elif kind == "file":
-            data = read_capped(where, _MAX_INPUT_BYTES)
+            inputs.append((kind, where, read_capped(where, _MAX_INPUT_BYTES)))
         else:
-            answered, value = ask_qubesdb(where)
-            data = qubesdb_bytes(value) if answered else None
-        if data is None:
+            inputs.append((kind, where, start_qubesdb(where)))
+
+    def finish() -> tuple[str, list[str]] | None:
+        seen: list[tuple[str, str, bytes]] = []
+        missing = False
+        for kind, where, data in inputs:
+            if callable(data):
+                answered, value = data()  # every one collected (reaped)
+                data = qubesdb_bytes(value) if answered else None
+            if data is None:
+                missing = True
+            else:
+                seen.append((kind, where, data))
+        if missing or _digest(reader_digest(), seen, _answer_lines(source, keys)) != digest:
             return None
-        inputs.append((kind, where, data))
-    if _digest(reader_digest(), inputs, _answer_lines(source, keys)) != digest:
-        return None
-    return source, keys
+        return source, keys
+
+    return finish
 
 
 def remember(

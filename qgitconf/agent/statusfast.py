@@ -74,10 +74,20 @@ def status(home: str, env: Mapping[str, str]) -> dict[str, Any] | None:
 def _status(home: str, root: str) -> dict[str, Any]:
     from qgitconf import qubesdb
 
-    config = configmemo.lookup(root, qubesdb.read_spawned)
-    if config is None:
+    # QubesDB's answer is asked now and collected at the end: its program runs
+    # beside the drift check.
+    config = configmemo.begin_lookup(root, qubesdb.start_read)
+    try:
+        out = _home_state(home, root)
+    finally:
+        answer = config()
+    if answer is None:
         raise _Fallback
-    source, keys = config
+    out["source"], out["keys"] = answer
+    return out
+
+
+def _home_state(home: str, root: str) -> dict[str, Any]:
     import fcntl
 
     rootfd = os.open(root, _DIR_FLAGS)
@@ -108,8 +118,8 @@ def _status(home: str, root: str) -> dict[str, Any]:
         skipped = list(last.get("skipped") or [])
     return {
         "role": "target",
-        "source": source,
-        "keys": keys,
+        "source": None,
+        "keys": None,
         "sequence": data.get("sequence"),
         "staged": staged.get("commit"),
         "received": staged.get("received"),
