@@ -393,3 +393,43 @@ def test_an_index_of_another_manifest_is_never_used(
     manifest = state_dir(home) / "manifest.json"
     manifest.write_bytes(manifest.read_bytes().replace(b"}\n", b"} \n"))  # same records
     assert statusfast.status(str(home), {}) is None
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "echo ' ABCDEF '",
+        "printf 'x\\377y'",
+        "exit 2",
+        "echo A; exit 1",
+        "head -c 5000 /dev/zero",
+        "kill -9 $$",
+    ],
+)
+def test_qubesdb_read_spawned_answers_as_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
+    """The same program (a real one, where QubesDB's would be) read both ways."""
+    from qgitconf import qubesdb, sysprog
+
+    program = tmp_path / "qubesdb-read"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(0o755)
+    monkeypatch.setitem(sysprog._FOUND, "qubesdb-read", str(program))
+    spawned = qubesdb.read_spawned("/vm-config/qgitconf-key")
+    if "5000" in script:  # over the cap: read's None, and no sure answer here (fall back)
+        assert spawned == (False, None) and qubesdb.read("/vm-config/qgitconf-key") is None
+    else:
+        assert spawned == (True, qubesdb.read("/vm-config/qgitconf-key"))
+
+
+def test_a_qubesdb_read_that_hangs_is_no_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qgitconf import qubesdb, sysprog
+
+    program = tmp_path / "qubesdb-read"
+    program.write_text("#!/bin/sh\nexec sleep 30\n")
+    program.chmod(0o755)
+    monkeypatch.setitem(sysprog._FOUND, "qubesdb-read", str(program))
+    assert qubesdb.read_spawned("/x", timeout_s=0.3) == (False, None)
