@@ -273,6 +273,21 @@ def test_the_reader_digest_covers_every_module_of_the_reader() -> None:
     assert files <= set(configmemo.READER_MODULES)
 
 
+def test_bad_json_is_a_value_error_without_the_json_module() -> None:
+    """Without ``json.decoder`` loaded, the C scanner cannot raise its error (it
+    returns NULL without an exception: a SystemError); ``loads`` says ValueError."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(configmemo.__file__).parents[2])!r}); "
+        "from qgitconf.agent import statusfast\n"
+        "for bad in (b'{', b'[1,', b'{\"a\" 1}', b'\"\\\\x\"'):\n"
+        "    try: statusfast.loads(bad)\n"
+        "    except ValueError: pass\n"
+        "    else: raise SystemExit(1)\n"
+        "assert 'json.decoder' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True)
+
+
 def test_the_fast_path_imports_no_heavy_module(home: Path) -> None:
     code = (  # -S: no site (the development venv's editable finder imports pathlib, re)
         f"import sys; sys.path.insert(0, {str(Path(configmemo.__file__).parents[2])!r}); "

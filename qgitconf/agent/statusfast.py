@@ -67,7 +67,7 @@ def status(home: str, env: Mapping[str, str]) -> dict[str, Any] | None:
     root = home + STATE_REL
     try:
         return _status(home, root)
-    except (_Fallback, OSError, ValueError, LookupError, TypeError, AttributeError):
+    except Exception:  # _Fallback, or anything unexpected: the full status decides
         return None
 
 
@@ -233,7 +233,9 @@ def loads(data: bytes) -> Any:
     at = len(text) - len(text.lstrip(" \t\n\r"))
     try:
         value, end = _scan(text, at)
-    except (StopIteration, _Fallback):
+    except Exception:  # StopIteration, NaN's _Fallback; and without ``json.decoder``
+        # imported, the scanner's error is a SystemError ("returned NULL without
+        # setting an exception": it raises json.decoder.JSONDecodeError only if loaded)
         raise ValueError("not JSON") from None
     if len(text[end:].lstrip(" \t\n\r")):
         raise ValueError("extra data")
