@@ -52,27 +52,38 @@ system config is read), and the diff commands add ``--no-ext-diff``."""
 _FOUND: dict[str, str | None] = {}
 
 
-def find(name: str) -> str | None:
-    """The absolute path of ``name`` on :data:`SYSTEM_PATH`, or None (looked up once
-    per process).
+class _Find:
+    """:func:`find`: a function with ``functools.cache``'s ``cache_clear``, without
+    importing ``functools`` (this module is imported by the no-drift status of
+    :mod:`qgitconf.agent.statusfast`)."""
 
-    What ``shutil.which(name, path=SYSTEM_PATH)`` answers for a bare program name (the
-    first existing executable non-directory), without importing ``shutil`` (with
-    ``bz2`` and ``lzma``, 2-4 ms of every ``qgitconf status``, which asks QubesDB);
-    nor ``functools`` or ``pathlib`` (this module is imported by the no-drift status
-    of :mod:`qgitconf.agent.statusfast`).
-    """
-    if name in _FOUND:
-        return _FOUND[name]
-    found = None
-    if name and os.sep not in name:  # only bare names are looked up on the system PATH
-        for directory in SYSTEM_PATH.split(os.pathsep):
-            path = os.path.join(directory, name)
-            if os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path):
-                found = path
-                break
-    _FOUND[name] = found
-    return found
+    def __call__(self, name: str) -> str | None:
+        """The absolute path of ``name`` on :data:`SYSTEM_PATH`, or None (looked up
+        once per process).
+
+        What ``shutil.which(name, path=SYSTEM_PATH)`` answers for a bare program name
+        (the first existing executable non-directory), without importing ``shutil``
+        (with ``bz2`` and ``lzma``, 2-4 ms of every ``qgitconf status``, which asks
+        QubesDB).
+        """
+        if name in _FOUND:
+            return _FOUND[name]
+        found = None
+        if name and os.sep not in name:  # only bare names are looked up on the system PATH
+            for directory in SYSTEM_PATH.split(os.pathsep):
+                path = os.path.join(directory, name)
+                if os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path):
+                    found = path
+                    break
+        _FOUND[name] = found
+        return found
+
+    def cache_clear(self) -> None:
+        """Forget what was looked up (tests that change the system PATH's programs)."""
+        _FOUND.clear()
+
+
+find = _Find()
 
 
 def program(name: str) -> str:
