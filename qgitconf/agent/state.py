@@ -9,6 +9,8 @@ Layout::
     manifest.json     per managed file: type, mode, SHA-256 as written (drift)
     manifest.stat     the manifest's stat cache in a compact binary form, bound to
                       manifest.json by its SHA-256 (status reads it, not the JSON)
+    config.memo       the configuration reader's answer for status, keyed by its
+                      inputs (qgitconf.agent.configmemo)
     originals/        files that existed before qgitconf first overwrote them
     backups/<N>/      files overwritten by generation N after a local change
     rejected.log      append-only, one JSON line per rejected update; rotated to
