@@ -111,8 +111,8 @@ def unchanged_by_path(home: int, groups: Groups, records: bytes) -> bool:
     opened (the 1,000 files of the benchmark's tree sit in 679 directories: an
     ``openat`` and a ``close`` each), but every directory on the way is ``lstat``ed
     first and must be one, not a symlink - what ``HomeFS``'s walk with
-    ``O_NOFOLLOW | O_DIRECTORY`` requires - and each file is ``lstat``ed by its path
-    (the last component never followed)."""
+    ``O_NOFOLLOW | O_DIRECTORY`` requires - and readable, as its ``open`` needs, and
+    each file is ``lstat``ed by its path (the last component never followed)."""
     seen = bytearray(len(records))
     at = 0
     pack_into = VOUCHED_RECORD.pack_into
@@ -129,6 +129,10 @@ def unchanged_by_path(home: int, groups: Groups, records: bytes) -> bool:
                         continue
                     mode = stat_at(sub, dir_fd=home, follow_symlinks=False).st_mode
                     if mode & 0o170000 != 0o040000:  # S_ISDIR: a symlink is not one
+                        return False
+                    # ``HomeFS`` opens it (O_RDONLY): where it could not, the full
+                    # status decides (an error there, not a clean answer here)
+                    if not os.access(sub, os.R_OK, dir_fd=home, follow_symlinks=False):
                         return False
                     checked.add(sub)
             prefix = f"{parent}/" if parent else ""
