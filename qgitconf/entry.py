@@ -12,14 +12,15 @@ options, ``--help``, a typo, a config-mgmt qube - goes to ``qgitconf.cli.main``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
 
 from qgitconf.errors import EXIT_BUG, EXIT_INTERRUPTED, QgitconfError, leaving_process
-from qgitconf.sanitize import sanitize
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, NoReturn
 
 _FAST = {
     ("status",): ("status", False),
@@ -40,12 +41,16 @@ def main() -> NoReturn:
     try:
         _status(as_json) if command == "status" else _apply(as_json)
     except QgitconfError as e:
+        from qgitconf.sanitize import sanitize
+
         _err(f"qgitconf: error [{e.code}]: {sanitize(e.detail, keep_newlines=True)}")
         sys.exit(e.exit_status)
     except KeyboardInterrupt:
         _err("qgitconf: interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:
+        from qgitconf.sanitize import sanitize
+
         _err(f"qgitconf: internal error: {sanitize(repr(e))} (run with --debug for details)")
         sys.exit(EXIT_BUG)
     finally:
@@ -53,11 +58,28 @@ def main() -> NoReturn:
     sys.exit(0)
 
 
+def _home_str() -> str:
+    """$HOME as ``_home`` finds it, as a string (no ``pathlib`` while $HOME is set)."""
+    home = os.environ.get("HOME")
+    return home if home else str(_home())
+
+
 def _home() -> Path:
+    from pathlib import Path
+
     return Path(os.environ.get("HOME") or Path.home())
 
 
 def _is_target() -> bool:
+    """A user or the template-wide ``target.toml`` is there (``config``'s paths)."""
+    from qgitconf.agent.configmemo import is_file
+
+    user = is_file(os.path.join(_home_str(), ".config", "qgitconf", "target.toml"))
+    if user == b"1":
+        return True
+    system = is_file("/etc/qgitconf/target.toml") if user == b"0" else None
+    if system is not None:
+        return system == b"1"
     from qgitconf.agent.config import system_config_path, user_config_path
 
     return user_config_path(_home()).is_file() or system_config_path().is_file()
@@ -74,14 +96,20 @@ def _err(line: str) -> None:
 
 
 def _json(value: Any) -> None:
+    import json
+
     _out([json.dumps(value, indent=2, sort_keys=True)])
 
 
 def _status(as_json: bool) -> None:
-    from qgitconf.agent.status import status
+    from qgitconf.agent import statusfast
     from qgitconf.agent.view import status_lines
 
-    out = status(_home(), dict(os.environ))
+    out = statusfast.status(_home_str(), os.environ)  # the common case, light
+    if out is None:
+        from qgitconf.agent.status import status
+
+        out = status(_home(), dict(os.environ))
     if out["recovered"]:
         _err(f"qgitconf: {out['recovered']}")
     _json(out) if as_json else _out(status_lines(out))

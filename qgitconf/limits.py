@@ -44,8 +44,6 @@ MAX_GPG_STATUS_BYTES = 1 << 16
 signature's status lines)."""
 MAX_QREXEC_STDERR_BYTES = 64 * 1024
 """Most bytes of a qrexec call's stderr kept (the rest is drained and dropped)."""
-MAX_QUBESDB_VALUE_BYTES = 4096
-"""Most bytes of one QubesDB value read."""
 MAX_DELTA_CHAIN = 5000
 """Most deltas on the way to a whole object when the agent reads its own packs (git's
 default depth is 50)."""

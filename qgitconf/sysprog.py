@@ -17,12 +17,14 @@ otherwise replace the verifier.  So:
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Mapping
-from pathlib import Path
 
 from qgitconf.errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """Root-owned directories only: no ``~/bin``, no ``~/.local/bin``, no relative entry."""
@@ -47,21 +49,41 @@ and the default big-file threshold.  No external diff can be configured (no glob
 system config is read), and the diff commands add ``--no-ext-diff``."""
 
 
-@functools.cache
-def find(name: str) -> str | None:
-    """The absolute path of ``name`` on :data:`SYSTEM_PATH`, or None.
+_FOUND: dict[str, str | None] = {}
 
-    What ``shutil.which(name, path=SYSTEM_PATH)`` answers for a bare program name (the
-    first existing executable non-directory), without importing ``shutil`` (with
-    ``bz2`` and ``lzma``, 2-4 ms of every ``qgitconf status``, which asks QubesDB).
-    """
-    if not name or os.sep in name:
-        return None  # only bare names are looked up on the system PATH
-    for directory in SYSTEM_PATH.split(os.pathsep):
-        path = os.path.join(directory, name)
-        if os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path):
-            return path
-    return None
+
+class _Find:
+    """:func:`find`: a function with ``functools.cache``'s ``cache_clear``, without
+    importing ``functools`` (this module is imported by the no-drift status of
+    :mod:`qgitconf.agent.statusfast`)."""
+
+    def __call__(self, name: str) -> str | None:
+        """The absolute path of ``name`` on :data:`SYSTEM_PATH`, or None (looked up
+        once per process).
+
+        What ``shutil.which(name, path=SYSTEM_PATH)`` answers for a bare program name
+        (the first existing executable non-directory), without importing ``shutil``
+        (with ``bz2`` and ``lzma``, 2-4 ms of every ``qgitconf status``, which asks
+        QubesDB).
+        """
+        if name in _FOUND:
+            return _FOUND[name]
+        found = None
+        if name and os.sep not in name:  # only bare names are looked up on the system PATH
+            for directory in SYSTEM_PATH.split(os.pathsep):
+                path = os.path.join(directory, name)
+                if os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path):
+                    found = path
+                    break
+        _FOUND[name] = found
+        return found
+
+    def cache_clear(self) -> None:
+        """Forget what was looked up (tests that change the system PATH's programs)."""
+        _FOUND.clear()
+
+
+find = _Find()
 
 
 def program(name: str) -> str:

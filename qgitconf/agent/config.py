@@ -13,12 +13,13 @@ user-level agent of a qube without passwordless root must not be a way to root.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.core.paths import PathRules
@@ -104,6 +105,22 @@ def load_system_rules(
     return parse_prefixes(paths, str(path))
 
 
+def _ignore(_item: tuple[str, str, bytes]) -> None:
+    return None
+
+
+def _noted(read: QubesDBRead, note: Callable[[tuple[str, str, bytes]], None]) -> QubesDBRead:
+    """``read``, each answer also given to ``note`` (``load_target_config``'s ``seen``)."""
+    from qgitconf.agent.configmemo import qubesdb_bytes
+
+    def reader(key: str) -> str | None:
+        value = read(key)
+        note(("qubesdb", key, qubesdb_bytes(value)))
+        return value
+
+    return reader
+
+
 def load_target_config(
     home: Path,
     env: Mapping[str, str] | None = None,
@@ -111,6 +128,7 @@ def load_target_config(
     read_qubesdb: QubesDBRead = qubesdb.read,
     system_config: Path | None = None,
     system_rules: bool = True,
+    seen: list[tuple[str, str, bytes]] | None = None,
 ) -> TargetConfig:
     """Load this qube's target configuration.
 
@@ -126,21 +144,20 @@ def load_target_config(
         system_rules: False leaves the system prefixes out of ``rules`` (none allowed),
             without asking QubesDB for them: for ``status``, which reports and decides
             nothing by the rules (one ``qubesdb-read`` process fewer).
+        seen: if given, every input the result was decided by is appended to it, in
+            the order it was read: ``("isfile", path, b"1"|b"0")`` for each candidate
+            looked at, ``("file", path, bytes)`` for each file read, ``("qubesdb",
+            key, answer)`` for each QubesDB key asked (the answer as
+            :func:`qgitconf.agent.configmemo.qubesdb_bytes` writes it): the key of the
+            memo of :mod:`qgitconf.agent.configmemo`.
 
     Raises:
         ConfigError: not set up, unreadable, or invalid.
     """
-    candidates = [system_config or SYSTEM_CONFIG, user_config_path(home)]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise ConfigError(
-            "this qube is not set up as a qgitconf target "
-            "(run: qgitconf target init --source QUBE --key-file KEY.asc)"
-        )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: {e}") from e
+    note = seen.append if seen is not None else _ignore
+    read_qubesdb = _noted(read_qubesdb, note) if seen is not None else read_qubesdb
+    path = _config_file([system_config or SYSTEM_CONFIG, user_config_path(home)], note)
+    data = _read_toml(path, note)
     source = data.get("source")
     if not isinstance(source, str) or not QUBE_NAME.fullmatch(source):
         raise ConfigError(f"{path}: 'source' must be a qube name")
@@ -152,13 +169,7 @@ def load_target_config(
         or not all(isinstance(f, str) and FPR.fullmatch(f) for f in fprs)
     ):
         raise ConfigError(f"{path}: 'keys' must list full 40-hex primary-key fingerprints")
-    pinned: dict[str, bytes] = {}
-    for fpr in fprs:
-        key_file = path.parent / "keys" / f"{fpr}.asc"
-        try:
-            pinned[fpr] = key_file.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"public key for pinned {fpr} not found at {key_file}") from e
+    pinned = _pinned_keys(path, fprs, note)
     allow = data.get("allow", ["**"])
     if not isinstance(allow, list) or not all(isinstance(a, str) and a for a in allow):
         raise ConfigError(f"{path}: 'allow' must be a list of path globs")
@@ -178,6 +189,45 @@ def load_target_config(
         limits=limits,
         auto_apply=auto_apply,
     )
+
+
+def _config_file(candidates: list[Path], note: Callable[[tuple[str, str, bytes]], None]) -> Path:
+    """The first candidate that is a file (each one looked at is noted)."""
+    for candidate in candidates:
+        is_file = candidate.is_file()
+        note(("isfile", str(candidate), b"1" if is_file else b"0"))
+        if is_file:
+            return candidate
+    raise ConfigError(
+        "this qube is not set up as a qgitconf target "
+        "(run: qgitconf target init --source QUBE --key-file KEY.asc)"
+    )
+
+
+def _read_toml(path: Path, note: Callable[[tuple[str, str, bytes]], None]) -> dict[str, Any]:
+    """``path`` parsed as TOML (its bytes noted)."""
+    try:
+        raw = path.read_bytes()
+        note(("file", str(path), raw))
+        # decoded as ``path.read_text(encoding="utf-8")`` decodes (universal newlines)
+        return tomllib.loads(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def _pinned_keys(
+    path: Path, fprs: list[str], note: Callable[[tuple[str, str, bytes]], None]
+) -> dict[str, bytes]:
+    """The key file of each pinned fingerprint, beside the configuration (each noted)."""
+    pinned: dict[str, bytes] = {}
+    for fpr in fprs:
+        key_file = path.parent / "keys" / f"{fpr}.asc"
+        try:
+            pinned[fpr] = key_file.read_bytes()
+            note(("file", str(key_file), pinned[fpr]))
+        except OSError as e:
+            raise ConfigError(f"public key for pinned {fpr} not found at {key_file}") from e
+    return pinned
 
 
 def _toml_str(value: str) -> str:

@@ -26,10 +26,7 @@ import contextlib
 import errno
 import hashlib
 import os
-import signal
 import stat
-import struct
-import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from qgitconf.agent import vouch
 from qgitconf.errors import ApplyError
 from qgitconf.fsutil import syncfs
 from qgitconf.sanitize import sanitize
@@ -61,7 +59,7 @@ StatKey = tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns
 # What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns;
 # packed as VOUCHED_RECORD in manifest.stat (status compares the packed bytes).
 VouchedKey = tuple[int, int, int, int, int]
-VOUCHED_RECORD = struct.Struct("<IQqQq")
+VOUCHED_RECORD = vouch.VOUCHED_RECORD
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -334,63 +332,28 @@ class HomeFS:
 
         From ``PARALLEL_MIN_FILES`` files on, a forked child checks the second half
         and answers with one byte; any other outcome (no fork, a child that dies or
-        says no) is False here or a serial check, never a wrong True.
+        says no) is False here or a serial check, never a wrong True
+        (:func:`qgitconf.agent.vouch.all_unchanged`).
         """
-        step = VOUCHED_RECORD.size
-        if len(records) < PARALLEL_MIN_FILES * step or not _may_fork():
-            return self._unchanged_run(groups, records)
-        cut, files = 0, 0
-        while cut < len(groups) and files * 2 < len(records) // step:
-            files += len(groups[cut][1])
-            cut += 1
-        first, second = groups[:cut], groups[cut:]
-        at = files * step
-        r, w = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(r)
-            os.close(w)
-            return self._unchanged_run(groups, records)
-        if pid == 0:  # the child: its half, one byte, and out (no cleanup, no flush)
-            try:
-                os.close(r)
-                _report(w, self._unchanged_run(second, records[at:]))
-            finally:
-                os._exit(0)
-        os.close(w)
-        try:
-            mine = self._unchanged_run(first, records[:at])
-            if not mine:  # the answer is no, whatever the child says
-                os.kill(pid, signal.SIGKILL)
-            theirs = os.read(r, 1) if mine else b""
-        finally:
-            os.close(r)
-            os.waitpid(pid, 0)
-        return mine and theirs == b"1"
+        return vouch.all_unchanged(
+            self._unchanged_run,
+            groups,
+            records,
+            parallel_min=PARALLEL_MIN_FILES,
+            may_fork=len(records) >= PARALLEL_MIN_FILES * VOUCHED_RECORD.size and _may_fork(),
+            report=_report,
+        )
 
     def _unchanged_run(self, groups: list[tuple[str, list[str]]], records: bytes) -> bool:
-        """``all_unchanged`` on one process: the keys packed as they come and
-        compared with ``records`` in one go at the end."""
-        seen = bytearray(len(records))
-        at = 0
-        pack_into = VOUCHED_RECORD.pack_into
-        step = VOUCHED_RECORD.size
-        stat_at = os.stat
-        for parent, names in groups:
+        """``all_unchanged`` on one process (:func:`qgitconf.agent.vouch.unchanged_run`)."""
+
+        def dirfd(parent: str) -> int | None:
             try:
-                d = self._dirfd(parent.split("/") if parent else [], create=False)
-                if d is None:
-                    return False
-                for name in names:
-                    st = stat_at(name, dir_fd=d, follow_symlinks=False)
-                    pack_into(
-                        seen, at, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
-                    )
-                    at += step
-            except (OSError, _Blocked, struct.error):  # struct.error: beyond any key
-                return False
-        return at == len(records) and seen == records
+                return self._dirfd(parent.split("/") if parent else [], create=False)
+            except _Blocked:
+                return None
+
+        return vouch.unchanged_run(dirfd, groups, records)
 
     def _probe_at(self, d: int, name: str, cached: Mapping[str, Any] | None) -> DiskState:
         try:
@@ -735,15 +698,9 @@ def _syncfs(fd: int) -> None:
 
 def _may_fork() -> bool:
     """Two CPUs or more, and no other Python thread (a fork would copy its locks)."""
-    threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:
-        return False
-    if not hasattr(os, "fork"):
-        return False
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cpus or 1) > 1
+    return vouch.may_fork()
 
 
 def _report(fd: int, unchanged: bool) -> None:
     """The forked child's answer to ``all_unchanged``: one byte."""
-    os.write(fd, b"1" if unchanged else b"0")
+    vouch.report(fd, unchanged)

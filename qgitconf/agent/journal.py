@@ -483,7 +483,8 @@ def _write_refs(state: AgentState, commit: str | None, number: int, fault: Fault
 # ``.<name>.`` and 8 characters), and the ref lock files of the refs only the agent
 # writes, under the state lock.
 _RECORD_TEMP = re.compile(
-    r"\.(manifest\.json|manifest\.stat|originals\.json|generations\.json|state\.json)"
+    r"\.(manifest\.json|manifest\.stat|originals\.json|generations\.json|state\.json"
+    r"|config\.memo)"
     r"\.[a-z0-9_]{8}"
 )
 _HEAD_TEMP = re.compile(r"\.HEAD\.[a-z0-9_]{8}")

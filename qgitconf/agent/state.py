@@ -9,6 +9,8 @@ Layout::
     manifest.json     per managed file: type, mode, SHA-256 as written (drift)
     manifest.stat     the manifest's stat cache in a compact binary form, bound to
                       manifest.json by its SHA-256 (status reads it, not the JSON)
+    config.memo       the configuration reader's answer for status, keyed by its
+                      inputs (qgitconf.agent.configmemo)
     originals/        files that existed before qgitconf first overwrote them
     backups/<N>/      files overwritten by generation N after a local change
     rejected.log      append-only, one JSON line per rejected update; rotated to
@@ -32,8 +34,9 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
+from qgitconf.agent import vouch
 from qgitconf.errors import LocalStateError
 from qgitconf.fsutil import DurableBatch, atomic_write, read_json
 from qgitconf.gitpack.store import open_refs, open_repo
@@ -49,9 +52,9 @@ STAGED_SIGNATURE = "staged.statement.asc"
 """Its detached signature."""
 
 
-_STAT_MAGIC = b"qgitconf-stat-2\n"
-_STAT_HEAD = struct.Struct("<32sIIIIII")  # manifest SHA-256; counts and lengths below
-_STAT_COUNT = struct.Struct("<I")  # vouched files in one directory
+_STAT_MAGIC = vouch.STAT_MAGIC
+_STAT_HEAD = vouch.STAT_HEAD  # manifest SHA-256; counts and lengths below
+_STAT_COUNT = vouch.STAT_COUNT  # vouched files in one directory
 
 
 class StatIndex(NamedTuple):
@@ -360,49 +363,12 @@ def _stat_index_bytes(manifest: Mapping[str, Mapping[str, Any]], manifest_json: 
 
 
 def _parse_stat_index(raw: bytes, manifest_sha256: bytes) -> StatIndex | None:
-    """The index in ``raw`` if it is well-formed and bound to ``manifest_sha256``."""
-    from qgitconf.agent.homefs import VOUCHED_RECORD  # not on the receive path
+    """The index in ``raw`` if it is well-formed and bound to ``manifest_sha256``
+    (:func:`qgitconf.agent.vouch.parse_stat_index`, the one reader of the format)."""
+    from qgitconf.agent.vouch import parse_stat_index
 
-    start = len(_STAT_MAGIC) + _STAT_HEAD.size
-    if len(raw) < start or not raw.startswith(_STAT_MAGIC):
+    parsed = parse_stat_index(raw, manifest_sha256, json.loads)
+    if parsed is None:
         return None
-    digest, n, n_dirs, n_others, len_dirs, len_files, len_rest = _STAT_HEAD.unpack_from(
-        raw, len(_STAT_MAGIC)
-    )
-    records_at = start + n_dirs * _STAT_COUNT.size
-    names_at = records_at + n * VOUCHED_RECORD.size
-    files_at = names_at + len_dirs
-    rest_at = files_at + len_files
-    if digest != manifest_sha256 or len(raw) != rest_at + len_rest:
-        return None
-    counts = [c for (c,) in _STAT_COUNT.iter_unpack(raw[start:records_at])]
-    dir_names = raw[names_at:files_at]
-    file_names = raw[files_at:rest_at]
-    dirs = dir_names.decode("utf-8", "surrogateescape").split("\0") if n_dirs else []
-    names = file_names.decode("utf-8", "surrogateescape").split("\0") if n else []
-    try:
-        others = json.loads(raw[rest_at:])
-    except ValueError:
-        return None
-    if (
-        len(dirs) != n_dirs
-        or len(names) != n
-        or sum(counts) != n
-        or 0 in counts
-        or b"/" in file_names  # base names: each one lstat in its directory
-        or not all(_is_relative_dir(d) for d in dirs)
-        or not isinstance(others, dict)
-        or len(others) != n_others
-    ):
-        return None
-    vouched = []
-    at = 0
-    for parent, count in zip(dirs, counts, strict=True):
-        vouched.append((parent, names[at : at + count]))
-        at += count
-    return StatIndex(vouched, raw[records_at:names_at], others, n + n_others)
-
-
-def _is_relative_dir(parent: str) -> bool:
-    """``parent`` names a directory below the home (``""``: the home itself)."""
-    return parent == "" or all(part not in ("", ".", "..") for part in parent.split("/"))
+    vouched, records, others, managed = parsed
+    return StatIndex(vouched, records, cast(dict[str, dict[str, Any]], others), managed)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from qgitconf.agent import configmemo
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.homefs import DiskState, HomeFS, content
 from qgitconf.agent.journal import Fault, describe, recover
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.fsutil import atomic_write
 from qgitconf.sanitize import sanitize
 
 __all__ = ["home_status", "stat_entry_from", "status"]
@@ -73,17 +75,40 @@ def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     files are recognised by the manifest's stat cache, not re-hashed; entries the cache
     could not vouch for are refreshed when they are found unchanged.
     """
-    cfg = load_target_config(home, env, system_rules=False)  # decides nothing by them
+    seen: list[tuple[str, str, bytes]] = []
+    cfg = load_target_config(home, env, system_rules=False, seen=seen)  # decides nothing by them
+    state = AgentState(state_dir(home))
+    keys = sorted(cfg.pinned)
+
+    def remember() -> None:
+        """The memo of this answer for the no-drift status (``agent/configmemo.py``)."""
+        with contextlib.suppress(OSError):  # only a cache: a full disk may skip it
+            configmemo.remember(str(state.root), seen, cfg.source, keys, _write_memo)
+
     return {
         "role": "target",
         "source": cfg.source,
-        "keys": sorted(cfg.pinned),
-        **home_status(AgentState(state_dir(home)), home, env),
+        "keys": keys,
+        **home_status(state, home, env, while_locked=remember),
     }
 
 
-def home_status(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[str, Any]:
-    """The part of ``status`` that looks at the agent state and $HOME (no config)."""
+def _write_memo(path: str, data: bytes) -> None:
+    atomic_write(Path(path), data)
+
+
+def home_status(
+    state: AgentState,
+    home: Path,
+    env: Mapping[str, str],
+    *,
+    while_locked: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """The part of ``status`` that looks at the agent state and $HOME (no config).
+
+    ``while_locked`` is called under the state lock once the scan is done, in a home
+    where an update was applied and no journal is left (``status`` stores its
+    configuration memo there)."""
     recovered = None
     with state.lock() as held, HomeFS(home) as fs:
         if held:
@@ -92,6 +117,8 @@ def home_status(state: AgentState, home: Path, env: Mapping[str, str]) -> dict[s
         found, managed = _scan(state, fs, save=held)
         drift = [{"path": sanitize(p), "state": k} for p, k in sorted(found)]
         interrupted = describe(state)
+        if held and while_locked is not None and managed and interrupted is None:
+            while_locked()
     staged = data.get("staged") or {}
     gens = state.generations()
     last = gens[-1] if gens else None

@@ -7,8 +7,10 @@ lines.  Everything in the results is sanitised already (rule 11).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:  # the no-drift status imports this module (agent/statusfast.py)
+    from collections.abc import Mapping
+    from typing import Any
 
 SHOWN_SKIPPED = 5  # files left out by --keep/--only that apply names without --verbose
 
