@@ -11,6 +11,7 @@ read with a cap and a timeout, and any failure reads as "no value".
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from qgitconf import sysprog
@@ -21,12 +22,19 @@ _TIMEOUT = 10
 
 
 def _run(tool: str, key: str) -> str | None:
+    proc = _start(tool, [key])
+    if proc is None or proc.returncode != 0 or len(proc.stdout) > _CAP:
+        return None
+    return proc.stdout.decode("utf-8", "replace").strip()
+
+
+def _start(tool: str, args: list[str]) -> subprocess.CompletedProcess[bytes] | None:
     path = sysprog.find(tool)
     if path is None:
         return None
     try:
-        proc = subprocess.run(
-            [path, key],
+        return subprocess.run(
+            [path, *args],
             capture_output=True,
             check=False,
             timeout=_TIMEOUT,
@@ -35,9 +43,6 @@ def _run(tool: str, key: str) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0 or len(proc.stdout) > _CAP:
-        return None
-    return proc.stdout.decode("utf-8", "replace").strip()
 
 
 def available() -> bool:
@@ -48,6 +53,41 @@ def available() -> bool:
 def read(key: str) -> str | None:
     """The value of ``key``, or None (missing key, no QubesDB, an error)."""
     return _run("qubesdb-read", key)
+
+
+def read_many(keys: Sequence[str]) -> dict[str, str | None]:
+    """The values of ``keys`` from one ``qubesdb-read -f`` process (each missing key,
+    and every key when there is no QubesDB or no usable answer: None).
+
+    One process instead of one per key: the Receive service asks for three values on
+    every update (the "publish -> staged" row of ``make bench``).
+    """
+    proc = _start("qubesdb-read", ["-f", *keys])
+    # exit 1 also when a key is missing: the keys found are printed all the same
+    out = b"" if proc is None or len(proc.stdout) > _CAP * len(keys) else proc.stdout
+    return parse_fullpath(out.decode("utf-8", "replace"), keys)
+
+
+def parse_fullpath(output: str, keys: Sequence[str]) -> dict[str, str | None]:
+    """Parse ``qubesdb-read -f KEY...`` output: one ``KEY = VALUE`` line per key found,
+    in the order asked (the values are printed escaped, so no value holds a newline).
+
+    A line that is not ``KEY = `` of the next key asked for, in order, makes the whole
+    answer unusable (every key None): the values are never guessed at.
+    """
+    values: dict[str, str | None] = dict.fromkeys(keys)
+    lines = output.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    at = 0
+    for line in lines:
+        while at < len(keys) and not line.startswith(f"{keys[at]} = "):
+            at += 1
+        if at == len(keys):
+            return dict.fromkeys(keys)
+        values[keys[at]] = line[len(keys[at]) + 3 :].strip()
+        at += 1
+    return values
 
 
 def list_keys(prefix: str) -> list[str]:
@@ -62,7 +102,15 @@ def own_name() -> str:
     Raises:
         ConfigError: no QubesDB, or no usable answer.
     """
-    name = read("/name")
+    return checked_name(read("/name"))
+
+
+def checked_name(name: str | None) -> str:
+    """``name`` (QubesDB's ``/name``) when it is usable as this qube's name.
+
+    Raises:
+        ConfigError: no QubesDB, or no usable answer.
+    """
     if not name or not name.isprintable() or len(name) > 31:
         raise ConfigError(
             "cannot learn this qube's name (qubesdb-read /name failed): "

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from qgitconf import qubesdb
+from qgitconf.agent.where import SYSTEM_CONFIG as SYSTEM_CONFIG
+from qgitconf.agent.where import system_config_path as system_config_path
+from qgitconf.agent.where import user_config_path as user_config_path
 from qgitconf.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError
 from qgitconf.fsutil import atomic_write
@@ -43,21 +46,13 @@ class TargetConfig(NamedTuple):
     auto_apply: bool = False
 
 
-def user_config_path(home: Path) -> Path:
-    return home / ".config" / "qgitconf" / "target.toml"
-
-
-SYSTEM_CONFIG = Path("/etc/qgitconf/target.toml")
-"""The template-wide configuration: root-owned, never taken from the environment."""
-
-
-def system_config_path(env: Mapping[str, str] | None = None) -> Path:
-    """``/etc/qgitconf/target.toml``; ``env`` is not consulted (DESIGN rule 12)."""
-    return SYSTEM_CONFIG
+PIN_KEY = "/vm-config/qgitconf-key"
+"""QubesDB key of the pinned fingerprint (from dom0:
+``qvm-features QUBE vm-config.qgitconf-key FPR``)."""
 
 
 def _qubesdb_pin(read: QubesDBRead) -> str | None:
-    value = (read("/vm-config/qgitconf-key") or "").upper()
+    value = (read(PIN_KEY) or "").upper()
     if not value:
         return None
     if not FPR.fullmatch(value):

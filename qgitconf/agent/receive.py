@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from qgitconf.agent.config import TargetConfig, load_target_config
+from qgitconf.agent.config import PIN_KEY, SYSTEM_PATHS_KEY, TargetConfig, load_target_config
 from qgitconf.agent.state import (
     STAGED_REF,
     STAGED_SIGNATURE,
@@ -112,13 +112,16 @@ def accept_update(
         QgitconfError: ``UntrustedInputError`` subclasses for rejected updates (already
             logged to ``rejected.log``), ``ConfigError`` when this qube is not set up.
     """
-    cfg = load_target_config(home, env)
+    from qgitconf import qubesdb
+
+    # QubesDB's three answers from one qubesdb-read process (one per key before)
+    keys = [PIN_KEY, SYSTEM_PATHS_KEY] + (["/name"] if name is None else [])
+    values = qubesdb.read_many(keys)
+    cfg = load_target_config(home, env, read_qubesdb=values.get)
     state = AgentState(state_dir(home))
     state.ensure()
     if name is None:
-        from qgitconf.qubesdb import own_name
-
-        name = own_name()
+        name = qubesdb.checked_name(values["/name"])
     ctx = make_context(cfg, state, name)
     try:
         update = verify_update(stream, sender, ctx)
