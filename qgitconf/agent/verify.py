@@ -154,7 +154,7 @@ def _check_header(
     if header.prerequisites != expected:
         raise BundleError("bundle prerequisites differ from the statement's")
     # The store that the thin pack's bases will come from (opened only for a thin pack).
-    if st.prerequisite and st.prerequisite.encode("ascii") not in quarantine.real_store:
+    if st.prerequisite and not quarantine.real_has(st.prerequisite):
         raise BundleError(
             f"prerequisite {st.prerequisite} is not in this qube's repository",
             code="missing-prerequisite",
