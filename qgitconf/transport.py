@@ -15,8 +15,7 @@ import contextlib
 import subprocess
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from qgitconf.errors import TooLargeError, TransportError
 
@@ -25,8 +24,7 @@ QREXEC_FAILED = 125
 _STDERR_CAP = 64 * 1024
 
 
-@dataclass(frozen=True)
-class CallResult:
+class CallResult(NamedTuple):
     """Exit status of the remote service and its (capped) output."""
 
     status: int

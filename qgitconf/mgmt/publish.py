@@ -17,9 +17,8 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from qgitconf.envelope import Statement, format_envelope_header, format_statement
 from qgitconf.errors import (
@@ -49,8 +48,7 @@ Note = Callable[[str], None]
 """Where publish reports the steps of long work (the CLI: one line on stderr each)."""
 
 
-@dataclass(frozen=True)
-class PublishResult:
+class PublishResult(NamedTuple):
     """What publish did for one target."""
 
     target: str
@@ -60,7 +58,7 @@ class PublishResult:
     size: int
     reply: Reply | None
     message: str
-    largest: tuple[SizedFile, ...] = field(default=())
+    largest: tuple[SizedFile, ...] = ()
     """After a ``too-large`` rejection: the largest files the update carried."""
 
 
@@ -426,7 +424,8 @@ def _note(
         if reply.accepted and reply.commit:
             record["accepted"] = reply.commit
             held = reply.commit
-            unconfirmed = [c for c in unconfirmed if not repo.is_ancestor(c, held)]
+            # the commit just sent is the one held, mostly: no git process for it
+            unconfirmed = [c for c in unconfirmed if c != held and not repo.is_ancestor(c, held)]
         else:  # the target refused these very bytes: a pull of them fails the same way
             unconfirmed = [c for c in unconfirmed if c != sent]
         record.pop("error", None)
@@ -498,8 +497,7 @@ def publish_targets(
     return [results[n] for n in names]
 
 
-@dataclass(frozen=True)
-class PublishPlan:
+class PublishPlan(NamedTuple):
     """What ``publish`` would send to one target (``publish --dry-run``)."""
 
     target: str

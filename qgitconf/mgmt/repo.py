@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +54,20 @@ def find_public_key(home: Path, fingerprint: str) -> bytes | None:
     return None
 
 
-@dataclass
 class MgmtRepo:
-    """A config-mgmt repository at ``path``; ``env`` is the environment git runs in."""
+    """A config-mgmt repository at ``path``; ``env`` is the environment git runs in.
 
-    path: Path
-    home: Path
-    env: Mapping[str, str]
+    A plain class, not a dataclass: ``dataclasses`` (with ``inspect``) cost the publish
+    process several ms of imports (the "publish -> staged" row of ``make bench``).
+    """
+
+    def __init__(self, path: Path, home: Path, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.home = home
+        self.env = env
+
+    def __repr__(self) -> str:
+        return f"MgmtRepo(path={self.path!r})"
 
     @property
     def meta(self) -> Path:
