@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from qgitconf.errors import BundleError, TooLargeError
-from qgitconf.fsutil import atomic_write
+from qgitconf.fsutil import atomic_write, private_dir
 from qgitconf.limits import Limits
 from qgitconf.objcache import KNOWN_DIR, SUFFIX, Known, format_sidecar
 
@@ -105,9 +105,7 @@ class Quarantine:
 
     def __init__(self, tmp_root: Path, real_objects: Path) -> None:
         tmp_root.mkdir(parents=True, exist_ok=True)
-        import tempfile
-
-        self.root = Path(tempfile.mkdtemp(prefix="quarantine-", dir=tmp_root))
+        self.root = private_dir(tmp_root, "quarantine-")
         self.objects = self.root / "objects"
         (self.objects / "pack").mkdir(parents=True)
         (self.objects / "info").mkdir()

@@ -44,6 +44,7 @@ from qgitconf.errors import (
     WrongSourceError,
     WrongTargetError,
 )
+from qgitconf.fsutil import anonymous_file
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
 from qgitconf.signing import HomeCache, Verifier
@@ -184,15 +185,13 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         if check_statement(st, ctx):
             return VerifiedUpdate(st, signer, True, None, [])
         # Imported only now: an up-to-date update (the common no-op) never needs them.
-        import tempfile
-
         from qgitconf.bundle import Quarantine
         from qgitconf.dulwich_compat import commit_raw, split_commit_signature
         from qgitconf.gitstore import read_commit
 
         quarantine = Quarantine(ctx.tmp, ctx.objects)
         try:
-            with tempfile.TemporaryFile(dir=quarantine.root) as spool:
+            with anonymous_file(quarantine.root) as spool:
                 _spool_bundle(stream, st, ctx.limits, spool)  # step 5
                 _check_header(spool, st, ctx, quarantine)  # step 6
                 quarantine.ingest(spool, st.bundle_size, ctx.limits)  # step 7
