@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from qgitconf.errors import EXIT_BUG, EXIT_INTERRUPTED, QgitconfError, leaving_process
+from qgitconf.errors import EXIT_BUG, EXIT_INTERRUPTED, QgitconfError, exit_now, leaving_process
 from qgitconf.sanitize import sanitize
 
 _FAST = {
@@ -69,6 +69,8 @@ def main() -> NoReturn:
         sys.exit(EXIT_BUG)
     finally:
         leaving_process()
+    if publish is not None:  # the results are printed; qvm-run waits for the exit itself
+        exit_now(status)
     sys.exit(status)
 
 

@@ -13,6 +13,7 @@ target may have pulled any of them; ``qgitconf squash`` never drops one of those
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -198,14 +199,19 @@ def build_update(
     ``note`` hears about the steps of long work (many files, a big bundle).
     """
     packing = _start_pack(repo, tip, prerequisite)
+    config = repo.start_signing_config()  # beside pack-objects: read before signing
     try:
         # while git packs: the two run on two cores
         digest = tree_digest(repo, tip, note, f"{target}: ")
+        bundle = _read_bundle(packing, target, tip, prerequisite)
+        program, key = repo.finish_signing_config(config)
     except BaseException:
-        packing.kill()
-        packing.communicate()
+        for proc in (packing, config):
+            with contextlib.suppress(OSError, ValueError):  # one may be read already
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
         raise
-    bundle = _read_bundle(packing, target, tip, prerequisite)
     if note is not None and len(bundle) >= _PROGRESS_BYTES:
         note(f"{target}: bundle of {human(len(bundle))} packed; signing")
     st = Statement(
@@ -220,7 +226,6 @@ def build_update(
         expires=(now + expires).replace(microsecond=0) if expires else None,
     )
     statement = format_statement(st)
-    program, key = repo.signing_config()
     signature = sign_detached(program, key, statement, repo.env)
     return format_envelope_header(statement, signature) + bundle
 
