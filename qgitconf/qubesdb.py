@@ -11,7 +11,7 @@ read with a cap and a timeout, and any failure reads as "no value".
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qgitconf import sysprog
@@ -19,6 +19,15 @@ from qgitconf.errors import ConfigError
 
 _CAP = 4096
 _TIMEOUT = 10
+
+NAME_KEY = "/name"
+PIN_KEY = "/vm-config/qgitconf-key"
+"""The pinned fingerprint (from dom0: ``qvm-features QUBE vm-config.qgitconf-key FPR``)."""
+SYSTEM_PATHS_KEY = "/vm-config/qgitconf-system-paths"
+"""The allowed system prefixes (dom0: ``qvm-features QUBE
+vm-config.qgitconf-system-paths '/etc/gitconfig /etc/vim/'``)."""
+RECEIVE_KEYS = (PIN_KEY, SYSTEM_PATHS_KEY, NAME_KEY)
+"""What the Receive service asks QubesDB on every update, in one process."""
 
 
 def _run(tool: str, key: str) -> str | None:
@@ -62,10 +71,43 @@ def read_many(keys: Sequence[str]) -> dict[str, str | None]:
     One process instead of one per key: the Receive service asks for three values on
     every update (the "publish -> staged" row of ``make bench``).
     """
-    proc = _start("qubesdb-read", ["-f", *keys])
-    # exit 1 also when a key is missing: the keys found are printed all the same
-    out = b"" if proc is None or len(proc.stdout) > _CAP * len(keys) else proc.stdout
-    return parse_fullpath(out.decode("utf-8", "replace"), keys)
+    return start_many(keys)()
+
+
+def start_many(keys: Sequence[str]) -> Callable[[], dict[str, str | None]]:
+    """:func:`read_many`, started: ``qubesdb-read`` runs while the caller goes on (the
+    Receive service loads its modules meanwhile); the returned function waits for it
+    (at most the usual timeout) and gives the values."""
+    keys = list(keys)
+    path = sysprog.find("qubesdb-read")
+    proc = None
+    if path is not None:
+        try:
+            proc = subprocess.Popen(
+                [path, "-f", *keys],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=sysprog.base_env(Path("/")),
+            )
+        except OSError:
+            proc = None
+
+    def values() -> dict[str, str | None]:
+        if proc is None:
+            return dict.fromkeys(keys)
+        try:
+            out, _ = proc.communicate(timeout=_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return dict.fromkeys(keys)
+        # exit 1 also when a key is missing: the keys found are printed all the same
+        if len(out) > _CAP * len(keys):
+            return dict.fromkeys(keys)
+        return parse_fullpath(out.decode("utf-8", "replace"), keys)
+
+    return values
 
 
 def parse_fullpath(output: str, keys: Sequence[str]) -> dict[str, str | None]:

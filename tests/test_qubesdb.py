@@ -15,7 +15,7 @@ import pytest
 from qgitconf.agent.config import load_target_config
 from qgitconf.errors import ConfigError
 from qgitconf.qubesdb import own_name
-from tests.labkit import Lab, commit_files, export_key, make_key_in, publish, target_snapshot
+from tests.labkit import Lab, commit_files, export_key, make_key_in, publish, run, target_snapshot
 
 A = "A" * 40
 B = "B" * 40
@@ -161,3 +161,14 @@ def test_qubesdb_read_many_output_is_parsed_strictly(
     from qgitconf.qubesdb import parse_fullpath
 
     assert parse_fullpath(output, MANY) == dict(zip(MANY, expected, strict=True))
+
+
+def test_qubesdb_read_many_in_the_lab(lab: Lab) -> None:
+    """One ``qubesdb-read -f`` (started, then waited for: ``start_many``) gives the
+    keys found and None for the others, as one ``qubesdb-read`` per key did."""
+    code = (
+        "from qgitconf import qubesdb; "
+        "print(qubesdb.start_many(['/vm-config/qgitconf-key', '/nosuch', '/name'])())"
+    )
+    out = run(lab, "personal", "python3", "-I", "-c", code).stdout.decode()
+    assert out == "{'/vm-config/qgitconf-key': None, '/nosuch': None, '/name': 'personal'}\n"

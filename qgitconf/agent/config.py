@@ -29,6 +29,7 @@ from qgitconf.errors import ConfigError
 from qgitconf.fsutil import atomic_write
 from qgitconf.limits import Limits
 from qgitconf.paths import PathRules
+from qgitconf.qubesdb import PIN_KEY, SYSTEM_PATHS_KEY
 from qgitconf.system.rules import SystemRules, parse_prefixes
 
 FPR = re.compile(r"[0-9A-F]{40}")
@@ -46,11 +47,6 @@ class TargetConfig(NamedTuple):
     auto_apply: bool = False
 
 
-PIN_KEY = "/vm-config/qgitconf-key"
-"""QubesDB key of the pinned fingerprint (from dom0:
-``qvm-features QUBE vm-config.qgitconf-key FPR``)."""
-
-
 def _qubesdb_pin(read: QubesDBRead) -> str | None:
     value = (read(PIN_KEY) or "").upper()
     if not value:
@@ -58,11 +54,6 @@ def _qubesdb_pin(read: QubesDBRead) -> str | None:
     if not FPR.fullmatch(value):
         raise ConfigError("QubesDB /vm-config/qgitconf-key is not a 40-hex fingerprint")
     return value
-
-
-SYSTEM_PATHS_KEY = "/vm-config/qgitconf-system-paths"
-"""QubesDB key of the allowed system prefixes (dom0: ``qvm-features QUBE
-vm-config.qgitconf-system-paths '/etc/gitconfig /etc/vim/'``)."""
 
 
 def load_system_rules(
