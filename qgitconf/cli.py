@@ -59,7 +59,7 @@ def _target(command: str) -> None:
 
 
 def _is_target() -> bool:
-    from qgitconf.agent.config import system_config_path, user_config_path
+    from qgitconf.agent.where import system_config_path, user_config_path
 
     return user_config_path(_home()).is_file() or system_config_path().is_file()
 
@@ -408,6 +408,7 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int, dry_
     """
     from qgitconf.errors import EXIT_FAILURE
     from qgitconf.mgmt.publish import OK_STATUSES, PublishResult, publish_targets
+    from qgitconf.mgmt.view import note_line, progress_line, publish_lines
 
     repo = _mgmt("publish")
     names = sorted(repo.targets()) if all_ else list(targets)
@@ -418,36 +419,16 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int, dry_
         return
 
     def progress(done: int, total: int, r: PublishResult) -> None:
-        if total > 1:
-            click.echo(f"[{done}/{total}] {r.target}: {r.status}", err=True)
+        line = progress_line(done, total, r)
+        if line is not None:
+            click.echo(line, err=True)
 
     def note(text: str) -> None:
-        click.echo(f"qgitconf: {sanitize(text)}", err=True)
+        click.echo(note_line(text), err=True)
 
     results = publish_targets(repo, names, _transport(), jobs=jobs, progress=progress, note=note)
-    if as_json:
-        _print_json(
-            [
-                {
-                    "target": r.target,
-                    "status": r.status,
-                    "sequence": r.sequence,
-                    "commit": r.commit,
-                    "bytes": r.size,
-                    "message": r.message,
-                    "largest": [{"path": f.path, "size": f.size} for f in r.largest],
-                }
-                for r in results
-            ]
-        )
-    else:
-        width = max(len(r.target) for r in results)
-        for r in results:
-            extra = f"  {sanitize(r.message)}" if r.message else ""
-            click.echo(
-                f"{r.target:<{width}}  {r.status:<10}  seq {r.sequence:<4} {r.commit[:12]:<12}  "
-                f"{r.size:>8} bytes{extra}"
-            )
+    for line in publish_lines(results, as_json):
+        click.echo(line)
     if any(r.status not in OK_STATUSES for r in results):
         sys.exit(EXIT_FAILURE)
 

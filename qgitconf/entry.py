@@ -1,13 +1,15 @@
-"""The ``qgitconf`` command's entry point: the commands a target qube runs most,
-without click.
+"""The ``qgitconf`` command's entry point: the commands run most, without click.
 
 ``qgitconf status`` and ``qgitconf apply --yes`` (each with or without ``--json``),
-exactly these words, in a qube that is a target, run here: the same command
-functions, the same lines (``qgitconf.agent.view``), the same error messages and
-exit statuses as through ``qgitconf.cli``, but without importing click, which costs
-every process some 20-35 ms (the status and apply rows of ``make bench``; git's
-whole 1,000-file ``status`` takes about 13 ms).  Any other command line - other
-options, ``--help``, a typo, a config-mgmt qube - goes to ``qgitconf.cli.main``.
+exactly these words, in a qube that is a target, and ``qgitconf publish NAME...``
+(with or without ``--json``; plain target names, no other option) run here: the same
+command functions, the same lines (``qgitconf.agent.view``, ``qgitconf.mgmt.view``),
+the same error messages and exit statuses as through ``qgitconf.cli``, but without
+importing click, which costs every process some 20-35 ms (the status and apply rows
+of ``make bench``: git's whole 1,000-file ``status`` takes about 13 ms; and its
+"publish -> staged" row, where the whole git flow takes about 80 ms).  Any other
+command line - other options, ``--help``, a typo, status or apply in a config-mgmt
+qube - goes to ``qgitconf.cli.main``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from qgitconf.errors import EXIT_BUG, EXIT_INTERRUPTED, QgitconfError, leaving_process
+from qgitconf.errors import EXIT_BUG, EXIT_INTERRUPTED, QgitconfError, exit_now, leaving_process
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -30,16 +32,33 @@ _FAST = {
 }
 
 
+def _publish_args(args: list[str]) -> tuple[list[str], bool] | None:
+    """``publish NAME... [--json]``: the target names and ``--json``; None for any
+    other command line (an option, a word click would read as one, no name)."""
+    if not args or args[0] != "publish":
+        return None
+    names = [a for a in args[1:] if a != "--json"]
+    if not names or len(args) - 1 - len(names) > 1:
+        return None
+    if not all(a and not a.startswith("-") for a in names):
+        return None
+    return names, len(names) < len(args) - 1
+
+
 def main() -> NoReturn:
     """Run ``qgitconf`` (the installed script's entry point)."""
     fast = _FAST.get(tuple(sys.argv[1:]))
-    if fast is None or not _is_target():
+    publish = _publish_args(sys.argv[1:]) if fast is None else None
+    if publish is None and (fast is None or not _is_target()):
         from qgitconf.cli import main as full
 
         full()
-    command, as_json = fast
+    status = 0
     try:
-        _status(as_json) if command == "status" else _apply(as_json)
+        if publish is not None:
+            status = _publish(*publish)
+        elif fast is not None:
+            _status(fast[1]) if fast[0] == "status" else _apply(fast[1])
     except QgitconfError as e:
         from qgitconf.sanitize import sanitize
 
@@ -55,7 +74,9 @@ def main() -> NoReturn:
         sys.exit(EXIT_BUG)
     finally:
         leaving_process()
-    sys.exit(0)
+    if publish is not None:  # the results are printed; qvm-run waits for the exit itself
+        exit_now(status)
+    sys.exit(status)
 
 
 def _home_str() -> str:
@@ -80,7 +101,7 @@ def _is_target() -> bool:
     system = is_file("/etc/qgitconf/target.toml") if user == b"0" else None
     if system is not None:
         return system == b"1"
-    from qgitconf.agent.config import system_config_path, user_config_path
+    from qgitconf.agent.where import system_config_path, user_config_path
 
     return user_config_path(_home()).is_file() or system_config_path().is_file()
 
@@ -126,3 +147,30 @@ def _apply(as_json: bool) -> None:
     if rec.get("recovered"):
         _err(f"qgitconf: {rec['recovered']}")
     _json(rec) if as_json else _out(apply_lines(rec, verbose=False))
+
+
+def _publish(names: list[str], as_json: bool) -> int:
+    """``qgitconf publish NAME... [--json]`` as ``qgitconf.cli.publish`` runs it
+    (four targets at once, its ``--jobs`` default)."""
+    from qgitconf.errors import EXIT_FAILURE
+    from qgitconf.mgmt.publish import OK_STATUSES, PublishResult, publish_targets
+    from qgitconf.mgmt.repo import MgmtRepo, default_repo_path
+    from qgitconf.mgmt.view import note_line, progress_line, publish_lines
+    from qgitconf.ops.side import require_mgmt
+    from qgitconf.qubes.qrexec import QrexecClient
+
+    home, env = _home(), dict(os.environ)
+    require_mgmt(home, env, "publish")
+    repo = MgmtRepo(default_repo_path(home, env), home, env).require()
+
+    def progress(done: int, total: int, r: PublishResult) -> None:
+        line = progress_line(done, total, r)
+        if line is not None:
+            _err(line)
+
+    def note(text: str) -> None:
+        _err(note_line(text))
+
+    results = publish_targets(repo, names, QrexecClient(), progress=progress, note=note)
+    _out(publish_lines(results, as_json))
+    return EXIT_FAILURE if any(r.status not in OK_STATUSES for r in results) else 0

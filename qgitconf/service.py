@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from qgitconf.errors import EXIT_BUG, QgitconfError, leaving_process
+from qgitconf.errors import EXIT_BUG, QgitconfError, exit_now, leaving_process
 from qgitconf.sanitize import sanitize
 
 # What a service keeps of the environment it was started with: what qrexec itself
@@ -57,12 +57,18 @@ def _user_home() -> Path:
 
 
 def _receive() -> int:
+    from qgitconf.qubes import qubesdb
+
+    # QubesDB answers while the agent's modules load (25-35 ms of imports; the lab's
+    # qubesdb-read stand-in is a Python program of 20 ms, Qubes' own about 1 ms): the
+    # "publish -> staged" row of ``make bench``
+    asked = qubesdb.start_many(qubesdb.RECEIVE_KEYS)
     from qgitconf.agent.receive import accept_update, rejection_reply
 
     sender = os.environ.get("QREXEC_REMOTE_DOMAIN", "")
     home = Path(os.environ["HOME"])
     try:
-        outcome = accept_update(sys.stdin.buffer, sender, home, os.environ)
+        outcome = accept_update(sys.stdin.buffer, sender, home, os.environ, qubesdb_values=asked)
     except QgitconfError as e:
         print(json.dumps(rejection_reply(e)), flush=True)
         print(f"qgitconf: rejected: {e.code}: {sanitize(e.detail)}", file=sys.stderr)
@@ -123,15 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.clear()
         os.environ.update(reduced)
     try:
-        return SERVICES[args[0]]()
+        status = SERVICES[args[0]]()
     except Exception as e:  # a bug: answer something parseable, never a traceback
         if args[0] == "receive":
             print(json.dumps({"result": "error", "reason": "internal", "detail": type(e).__name__}))
         print(f"qgitconf: internal error: {sanitize(repr(e))}", file=sys.stderr)
-        return EXIT_BUG
+        status = EXIT_BUG
     finally:
         if argv is None:  # the rpc service's process: it exits now
             leaving_process()
+    if argv is None:  # answered: the caller waits for this process's end, not its teardown
+        exit_now(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -51,3 +51,43 @@ def test_errors_as_through_the_click_layer(lab: Lab) -> None:
         full.stderr,
     )
     assert fast.returncode == 1 and b"[nothing-staged]" in fast.stderr
+
+
+def test_publish_matches_the_click_layer_without_click(lab: Lab) -> None:
+    """``qgitconf publish NAME... [--json]`` in config-mgmt: the same lines, errors and
+    exit statuses as through click, without importing it (the "publish -> staged"
+    row); other options (``--dry-run``, ``--jobs``, ``--all``) still go to click."""
+    for t in ("personal", "work"):
+        commit_files(lab, t, {".bashrc": "alias ll='ls -l'\n"}, "first")
+    first = qg(lab, "config-mgmt", "publish", "personal", "work", "--json")
+    assert [r["status"] for r in json.loads(first.stdout)] == ["staged", "staged"]
+    # nothing changed: both resend the kept update and print the same
+    for args in (("publish", "personal"), ("publish", "--json", "personal", "work")):
+        fast = qg(lab, "config-mgmt", *args)
+        full = run(lab, "config-mgmt", *CLICK_CLI, *args)
+        assert fast.stdout == full.stdout
+
+        # progress lines of several targets ("[n/2] NAME: STATUS"), in the order the
+        # targets finish (in parallel): compared without it
+        def progress(err: bytes) -> list[bytes]:
+            return sorted(line.split(b"] ", 1)[-1] for line in err.splitlines())
+
+        assert progress(fast.stderr) == progress(full.stderr)
+    assert b"[2/2]" in fast.stderr
+    for bad in (("publish", "nosuch"), ("publish", "personal", "--json", "--json")):
+        fast = qg(lab, "config-mgmt", *bad, expect=None)
+        full = run(lab, "config-mgmt", *CLICK_CLI, *bad, expect=None)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (
+            full.returncode,
+            full.stdout,
+            full.stderr,
+        )
+    assert fast.returncode == 0
+    assert qg(lab, "config-mgmt", "publish", "nosuch", expect=None).returncode == 2
+    imports = run(lab, "config-mgmt", "python3", "-I", "-X", "importtime", "/usr/bin/qgitconf",
+                  "publish", "personal").stderr.decode()  # fmt: skip
+    assert " click" not in imports and " dataclasses" not in imports
+    assert " tomllib" not in imports  # which side this qube is on: no config reader
+    dry = run(lab, "config-mgmt", "python3", "-I", "-X", "importtime", "/usr/bin/qgitconf",
+              "publish", "--dry-run", "personal").stderr.decode()  # fmt: skip
+    assert " click" in dry

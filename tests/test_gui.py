@@ -33,7 +33,11 @@ TOOLS = ("Xvfb", "zenity", "xdotool", "import")
 def _fake_notify_send(bindir: Path, marker: Path) -> None:
     bindir.mkdir(parents=True, exist_ok=True)
     fake = bindir / "notify-send"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {marker}\nsleep 30\n')
+    # written aside, then renamed: the marker never exists empty (a loaded machine
+    # once let the test read it between the shell's create and printf's write)
+    fake.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {marker}.tmp\nmv {marker}.tmp {marker}\nsleep 30\n'
+    )
     fake.chmod(0o755)
 
 

@@ -47,10 +47,11 @@ def _repo(tmp_path: Path, *config: str) -> Path:
     return repo / ".git"
 
 
+@pytest.mark.parametrize("lazy", [False, True], ids=["indexed", "lazy"])
 @pytest.mark.parametrize(
     "config", [(), ("-c", "repack.useDeltaBaseOffset=false")], ids=["ofs-delta", "ref-delta"]
 )
-def test_bulk_equals_dulwich(tmp_path: Path, config: tuple[str, ...]) -> None:
+def test_bulk_equals_dulwich(tmp_path: Path, config: tuple[str, ...], lazy: bool) -> None:
     git_dir = _repo(tmp_path, *config)
     verify = _git(
         git_dir, "verify-pack", "-v", *(str(p) for p in (git_dir / "objects/pack").glob("*.idx"))
@@ -58,16 +59,43 @@ def test_bulk_equals_dulwich(tmp_path: Path, config: tuple[str, ...]) -> None:
     assert " delta" in verify or "chain length" in verify  # deltas are there to resolve
     store = Repo(str(git_dir.parent)).object_store
     shas = [s.decode() for s in store]
-    with PackReader(git_dir / "objects") as packs:
+    with PackReader(git_dir / "objects", lazy=lazy) as packs:
+        # lazy (Receive's thin bases): each object looked up alone, before any bulk read
+        assert all(sha in packs for sha in shas) or not lazy
         got = packs.bulk(shas)
         assert set(got) == set(shas)
         for sha in shas:
             kind, raw = store.get_raw(sha.encode())
             assert got[sha] == (kind, bytes(raw))
             assert packs.get_raw(sha) == got[sha]
-        with pytest.raises(KeyError):
-            packs.get_raw("0" * 40)
+        for missing in ("0" * 40, "f" * 40, shas[0][:39] + ("0" if shas[0][39] != "0" else "1")):
+            with pytest.raises(KeyError):
+                packs.get_raw(missing)
+            assert missing not in packs
         assert packs.raw_tree(b"0" * 40) is None
+
+
+def test_lazy_reader_refuses_a_damaged_index(tmp_path: Path) -> None:
+    """Lazy lookups bisect the index as they go: a fan-out table or an offset out of
+    range is a LocalStateError when met, never a read elsewhere."""
+    git_dir = _repo(tmp_path)
+    store = Repo(str(git_dir.parent)).object_store
+    sha = next(s.decode() for s in store)
+    idx = next((git_dir / "objects/pack").glob("*.idx"))
+    idx.chmod(0o644)
+    good = idx.read_bytes()
+    n = int.from_bytes(good[8 + 1020 : 8 + 1024], "big")
+    damaged = bytearray(good)
+    damaged[8 : 8 + 1020] = b"\xff" * 1020  # counts past the number of objects
+    idx.write_bytes(bytes(damaged))
+    with PackReader(git_dir / "objects", lazy=True) as packs, pytest.raises(LocalStateError):
+        _ = sha in packs
+    damaged = bytearray(good)
+    offs_at = 8 + 1024 + 24 * n
+    damaged[offs_at : offs_at + 4 * n] = (0x7FFFFFFF).to_bytes(4, "big") * n
+    idx.write_bytes(bytes(damaged))
+    with PackReader(git_dir / "objects", lazy=True) as packs, pytest.raises(LocalStateError):
+        packs.get_raw(sha)
 
 
 def test_damaged_pack_is_a_local_state_error(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from qgitconf.agent.config import load_target_config
 from qgitconf.errors import ConfigError
 from qgitconf.qubes.qubesdb import own_name
-from tests.labkit import Lab, commit_files, export_key, make_key_in, publish, target_snapshot
+from tests.labkit import Lab, commit_files, export_key, make_key_in, publish, run, target_snapshot
 
 A = "A" * 40
 B = "B" * 40
@@ -129,3 +129,46 @@ def test_lab_qubesdb_pin_overrides_toml_in_receive(lab: Lab) -> None:
     # dom0 now pins the vault key: the same update is accepted.
     lab.set_qubesdb("personal", "/vm-config/qgitconf-key", lab.fingerprint)
     assert publish(lab, "personal")["status"] == "staged"
+
+
+# `qubesdb-read -f KEY...` (one process for the Receive service's three values): one
+# `KEY = VALUE` line per key found, in the order asked; anything else is no answer.
+MANY = ["/vm-config/qgitconf-key", "/vm-config/qgitconf-system-paths", "/name"]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (f"{MANY[0]} = {A}\n{MANY[1]} = /etc/vim/ /etc/gitconfig\n/name = personal\n",
+         [A, "/etc/vim/ /etc/gitconfig", "personal"]),
+        ("/name = personal\n", [None, None, "personal"]),
+        (f"{MANY[1]} = a = b\n", [None, "a = b", None]),
+        ("/name = \n", [None, None, ""]),
+        ("", [None, None, None]),
+        ("Failed connect to local daemon\n", [None, None, None]),
+        (f"/name = personal\n{MANY[0]} = {A}\n", [None, None, None]),  # out of order
+        ("/name = personal\n/name = work\n", [None, None, None]),  # twice
+        ("/name = personal\nextra\n", [None, None, None]),
+        ("/namex = personal\n", [None, None, None]),
+        (f"{MANY[0]}={A}\n", [None, None, None]),
+    ],
+    ids=["all", "only-name", "value-with-equals", "empty-value", "nothing", "error-text",
+         "out-of-order", "twice", "trailing-junk", "other-key", "no-spaces"],
+)  # fmt: skip
+def test_qubesdb_read_many_output_is_parsed_strictly(
+    output: str, expected: list[str | None]
+) -> None:
+    from qgitconf.qubes.qubesdb import parse_fullpath
+
+    assert parse_fullpath(output, MANY) == dict(zip(MANY, expected, strict=True))
+
+
+def test_qubesdb_read_many_in_the_lab(lab: Lab) -> None:
+    """One ``qubesdb-read -f`` (started, then waited for: ``start_many``) gives the
+    keys found and None for the others, as one ``qubesdb-read`` per key did."""
+    code = (
+        "from qgitconf.qubes import qubesdb; "
+        "print(qubesdb.start_many(['/vm-config/qgitconf-key', '/nosuch', '/name'])())"
+    )
+    out = run(lab, "personal", "python3", "-I", "-c", code).stdout.decode()
+    assert out == "{'/vm-config/qgitconf-key': None, '/nosuch': None, '/name': 'personal'}\n"

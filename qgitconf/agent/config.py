@@ -21,6 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from qgitconf.agent.where import SYSTEM_CONFIG as SYSTEM_CONFIG
+from qgitconf.agent.where import system_config_path as system_config_path
+from qgitconf.agent.where import user_config_path as user_config_path
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.core.paths import PathRules
 from qgitconf.core.systemrules import SystemRules, parse_prefixes
@@ -28,6 +31,7 @@ from qgitconf.errors import ConfigError
 from qgitconf.fsutil import atomic_write
 from qgitconf.limits import Limits
 from qgitconf.qubes import qubesdb
+from qgitconf.qubes.qubesdb import PIN_KEY, SYSTEM_PATHS_KEY
 
 FPR = re.compile(r"[0-9A-F]{40}")
 QubesDBRead = Callable[[str], "str | None"]
@@ -44,31 +48,13 @@ class TargetConfig(NamedTuple):
     auto_apply: bool = False
 
 
-def user_config_path(home: Path) -> Path:
-    return home / ".config" / "qgitconf" / "target.toml"
-
-
-SYSTEM_CONFIG = Path("/etc/qgitconf/target.toml")
-"""The template-wide configuration: root-owned, never taken from the environment."""
-
-
-def system_config_path(env: Mapping[str, str] | None = None) -> Path:
-    """``/etc/qgitconf/target.toml``; ``env`` is not consulted (DESIGN rule 12)."""
-    return SYSTEM_CONFIG
-
-
 def _qubesdb_pin(read: QubesDBRead) -> str | None:
-    value = (read("/vm-config/qgitconf-key") or "").upper()
+    value = (read(PIN_KEY) or "").upper()
     if not value:
         return None
     if not FPR.fullmatch(value):
         raise ConfigError("QubesDB /vm-config/qgitconf-key is not a 40-hex fingerprint")
     return value
-
-
-SYSTEM_PATHS_KEY = "/vm-config/qgitconf-system-paths"
-"""QubesDB key of the allowed system prefixes (dom0: ``qvm-features QUBE
-vm-config.qgitconf-system-paths '/etc/gitconfig /etc/vim/'``)."""
 
 
 def load_system_rules(

@@ -46,6 +46,7 @@ READER_MODULES = (
     "agent/__init__.py",
     "agent/config.py",
     "agent/configmemo.py",
+    "agent/where.py",
     "core/__init__.py",
     "core/coderules.py",
     "core/envelope.py",

@@ -23,7 +23,6 @@ review text away.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +83,8 @@ def zenity_available(env: Mapping[str, str] | None = None) -> bool:
 
 def _zenity(env: Mapping[str, str], args: list[str], text: str | None = None) -> int:
     tool = sysprog.program("zenity")
+    import tempfile  # only for the dialog: the Receive service never needs it
+
     with tempfile.TemporaryDirectory(prefix="qgitconf-zenity-") as empty:
         proc = subprocess.run(
             [tool, *args],

@@ -7,7 +7,7 @@ result.  A rejection writes nothing but one line of ``rejected.log`` (rule 8).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -98,7 +98,13 @@ def _stage(update: VerifiedUpdate, state: AgentState, rules: PathRules) -> None:
 
 
 def accept_update(
-    stream: BinaryIO, sender: str, home: Path, env: Mapping[str, str], *, name: str | None = None
+    stream: BinaryIO,
+    sender: str,
+    home: Path,
+    env: Mapping[str, str],
+    *,
+    name: str | None = None,
+    qubesdb_values: Callable[[], Mapping[str, str | None]] | None = None,
 ) -> Outcome:
     """Verify an update from ``sender`` and stage it.
 
@@ -109,18 +115,22 @@ def accept_update(
         env: the display/session variables for the notification (nothing else is read).
         name: this qube's name; None asks QubesDB, the only source the agent trusts
             for it (never the environment; tests pass it).
+        qubesdb_values: QubesDB's answer to :data:`qgitconf.qubes.qubesdb.RECEIVE_KEYS`
+            when the caller started the read (``qubesdb.start_many``); None reads here.
 
     Raises:
         QgitconfError: ``UntrustedInputError`` subclasses for rejected updates (already
             logged to ``rejected.log``), ``ConfigError`` when this qube is not set up.
     """
-    cfg = load_target_config(home, env)
+    from qgitconf.qubes import qubesdb
+
+    # QubesDB's three answers from one qubesdb-read process (one per key before)
+    values = (qubesdb_values or (lambda: qubesdb.read_many(qubesdb.RECEIVE_KEYS)))()
+    cfg = load_target_config(home, env, read_qubesdb=values.get)
     state = AgentState(state_dir(home))
     state.ensure()
     if name is None:
-        from qgitconf.qubes.qubesdb import own_name
-
-        name = own_name()
+        name = qubesdb.checked_name(values.get(qubesdb.NAME_KEY))
     ctx = make_context(cfg, state, name)
     try:
         update = verify_update(stream, sender, ctx)

@@ -44,6 +44,7 @@ from qgitconf.errors import (
     WrongSourceError,
     WrongTargetError,
 )
+from qgitconf.fsutil import anonymous_file
 from qgitconf.gpg.signing import HomeCache, Verifier
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
@@ -154,7 +155,7 @@ def _check_header(
     if header.prerequisites != expected:
         raise BundleError("bundle prerequisites differ from the statement's")
     # The store that the thin pack's bases will come from (opened only for a thin pack).
-    if st.prerequisite and st.prerequisite.encode("ascii") not in quarantine.real_store:
+    if st.prerequisite and not quarantine.real_has(st.prerequisite):
         raise BundleError(
             f"prerequisite {st.prerequisite} is not in this qube's repository",
             code="missing-prerequisite",
@@ -184,15 +185,13 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         if check_statement(st, ctx):
             return VerifiedUpdate(st, signer, True, None, [])
         # Imported only now: an up-to-date update (the common no-op) never needs them.
-        import tempfile
-
         from qgitconf.gitpack.bundle import Quarantine
         from qgitconf.gitpack.compat import commit_raw, split_commit_signature
         from qgitconf.gitpack.store import read_commit
 
         quarantine = Quarantine(ctx.tmp, ctx.objects)
         try:
-            with tempfile.TemporaryFile(dir=quarantine.root) as spool:
+            with anonymous_file(quarantine.root) as spool:
                 _spool_bundle(stream, st, ctx.limits, spool)  # step 5
                 _check_header(spool, st, ctx, quarantine)  # step 6
                 quarantine.ingest(spool, st.bundle_size, ctx.limits)  # step 7

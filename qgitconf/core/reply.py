@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from qgitconf.errors import BadReplyError
 from qgitconf.limits import MAX_REPLY_BYTES
@@ -19,8 +19,7 @@ _HEX40 = re.compile(r"[0-9a-f]{40}")
 _CODE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """A reply that passed the schema; text already sanitised."""
 
     result: str  # staged | up-to-date | rejected | error

@@ -15,12 +15,15 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from qgitconf.errors import BundleError, TooLargeError
-from qgitconf.fsutil import atomic_write
+from qgitconf.fsutil import atomic_write, private_dir
 from qgitconf.gitpack.objcache import KNOWN_DIR, SUFFIX, Known, format_sidecar
 from qgitconf.limits import Limits
+
+if TYPE_CHECKING:
+    from qgitconf.gitpack.packread import PackReader
 
 _V2 = b"# v2 git bundle\n"
 _V3 = b"# v3 git bundle\n"
@@ -102,9 +105,7 @@ class Quarantine:
 
     def __init__(self, tmp_root: Path, real_objects: Path) -> None:
         tmp_root.mkdir(parents=True, exist_ok=True)
-        import tempfile
-
-        self.root = Path(tempfile.mkdtemp(prefix="quarantine-", dir=tmp_root))
+        self.root = private_dir(tmp_root, "quarantine-")
         self.objects = self.root / "objects"
         (self.objects / "pack").mkdir(parents=True)
         (self.objects / "info").mkdir()
@@ -123,10 +124,39 @@ class Quarantine:
 
     @functools.cached_property
     def real_store(self) -> Any:
-        """The agent's object store, where a thin pack's bases must be."""
+        """The agent's object store (dulwich): objects in no pack (loose ones)."""
         from dulwich.object_store import DiskObjectStore
 
         return DiskObjectStore(str(self.real_objects))
+
+    @functools.cached_property
+    def real_packs(self) -> PackReader:
+        """The agent's packs, where a thin pack's bases and the prerequisite are: read
+        without dulwich's object store, whose import alone cost the Receive service
+        about 15 ms (the "publish -> staged" row of ``make bench``)."""
+        from qgitconf.gitpack.packread import PackReader
+
+        return PackReader(self.real_objects, lazy=True)
+
+    def real_has(self, hexsha: str) -> bool:
+        """Whether the agent's store holds object ``hexsha`` (a pack, else dulwich's)."""
+        return hexsha in self.real_packs or hexsha.encode("ascii") in self.real_store
+
+    def real_raw(self, hexsha: str) -> tuple[int, bytes]:
+        """``(type number, content)`` of ``hexsha`` from the agent's store.
+
+        Raises:
+            KeyError: the store does not hold it.
+        """
+        try:
+            return self.real_packs.get_raw(hexsha)
+        except KeyError:
+            pass
+        real = self.real_store
+        if hexsha.encode("ascii") not in real:
+            raise KeyError(hexsha)
+        kind, data = real.get_raw(hexsha.encode("ascii"))
+        return int(kind), bytes(data)
 
     @functools.cached_property
     def known(self) -> Known:
@@ -195,12 +225,7 @@ class Quarantine:
         summary = prescan_pack(stream, size, limits)  # rule 5: the caps come first
 
         def lookup(sha: bytes) -> tuple[int, bytes]:
-            real = self.real_store
-            hexsha = sha.hex().encode("ascii")
-            if hexsha not in real:
-                raise KeyError(hexsha)
-            kind, data = real.get_raw(hexsha)
-            return int(kind), bytes(data)
+            return self.real_raw(sha.hex())
 
         indexed = index_pack(stream, start, summary, lookup, limits)
         if len(indexed.index) + len(indexed.external) > limits.max_objects:
@@ -255,7 +280,7 @@ class Quarantine:
             os.close(fd)
 
     def close(self) -> None:
-        for opened in ("store", "real_store"):
+        for opened in ("store", "real_store", "real_packs"):
             if opened in self.__dict__:
                 self.__dict__[opened].close()
         shutil.rmtree(self.root, ignore_errors=True)

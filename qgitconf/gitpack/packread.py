@@ -34,9 +34,10 @@ _CACHE_BUDGET = 32 << 20  # bytes of resolved delta bases kept for later deltas
 
 
 class _Pack:
-    """One pack mapped into memory, and the end of each of its entries."""
+    """One pack mapped into memory, and the end of each of its entries (None: not
+    listed, a lazy reader's; an entry then ends at the latest where the pack does)."""
 
-    def __init__(self, pack: Path, offsets: list[int]) -> None:
+    def __init__(self, pack: Path, offsets: list[int] | None) -> None:
         fd = os.open(pack, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             size = os.fstat(fd).st_size
@@ -45,9 +46,18 @@ class _Pack:
             os.close(fd)
         if self.map is None or size < 32 or self.map[:4] != b"PACK":
             raise _bad(pack, "not a pack")
-        ends = sorted(offsets)
-        self.end = dict(zip(ends, [*ends[1:], size - 20], strict=True))
+        self.size = size
+        self.end: dict[int, int] | None = None
+        if offsets is not None:
+            ends = sorted(offsets)
+            self.end = dict(zip(ends, [*ends[1:], size - 20], strict=True))
         self.path = pack
+
+    def entry_end(self, off: int) -> int:
+        return self.end[off] if self.end is not None else self.size - 20
+
+    def is_entry(self, off: int) -> bool:
+        return off in self.end if self.end is not None else 12 <= off < self.size - 20
 
     def close(self) -> None:
         if self.map is not None:
@@ -59,11 +69,18 @@ def _bad(path: Path, what: str) -> LocalStateError:
 
 
 class PackReader:
-    """The objects of every pack under ``objects/pack``, by binary SHA-1."""
+    """The objects of every pack under ``objects/pack``, by binary SHA-1.
 
-    def __init__(self, objects: Path) -> None:
+    Each index is read whole into a dict (apply reads every object of a tree), or,
+    with ``lazy``, searched by bisection for each object asked for: Receive looks up
+    a thin pack's few bases and one prerequisite, whatever the repository's size.
+    """
+
+    def __init__(self, objects: Path, *, lazy: bool = False) -> None:
         self._packs: list[_Pack] = []
         self._where: dict[bytes, tuple[_Pack, int]] = {}
+        self._lazy = lazy
+        self._indexes: list[tuple[bytes, int, _Pack]] = []  # lazy: idx, count, pack
         self._cache: dict[tuple[int, int], tuple[int, bytes]] = {}
         self._cached = 0
         self._apply_delta: Callable[[bytes, bytes], Any] | None = None
@@ -105,6 +122,11 @@ class PackReader:
         large_at = offs_at + 4 * n
         if len(idx) < large_at + 40:
             raise _bad(idx_path, "truncated")
+        if self._lazy:
+            lazy = _Pack(pack_path, None)
+            self._packs.append(lazy)
+            self._indexes.append((idx, n, lazy))
+            return
         offsets = []
         for i in range(n):
             off = int.from_bytes(idx[offs_at + 4 * i : offs_at + 4 * i + 4], "big")
@@ -122,8 +144,41 @@ class PackReader:
                 raise _bad(idx_path, "offset out of range")
             self._where.setdefault(idx[shas_at + 20 * i : shas_at + 20 * i + 20], (pack, off))
 
+    def _find(self, sha: bytes) -> tuple[_Pack, int] | None:
+        """Pack and offset of binary ``sha``; lazy: bisected in each index in turn."""
+        where = self._where.get(sha)
+        if where is not None or not self._lazy:
+            return where
+        for idx, n, pack in self._indexes:
+            fan = 8 + 4 * sha[0]
+            lo = int.from_bytes(idx[fan - 4 : fan], "big") if sha[0] else 0
+            hi = int.from_bytes(idx[fan : fan + 4], "big")
+            if not 0 <= lo <= hi <= n:
+                raise _bad(pack.path.with_suffix(".idx"), "fan-out table")
+            while lo < hi:
+                mid = (lo + hi) // 2
+                at = 8 + 1024 + 20 * mid
+                got = idx[at : at + 20]
+                if got == sha:
+                    break
+                lo, hi = (mid + 1, hi) if got < sha else (lo, mid)
+            else:
+                continue
+            at = 8 + 1024 + 24 * n + 4 * mid
+            off = int.from_bytes(idx[at : at + 4], "big")
+            if off & 0x80000000:
+                at = 8 + 1024 + 28 * n + 8 * (off & 0x7FFFFFFF)
+                if at + 8 > len(idx) - 40:
+                    raise _bad(pack.path.with_suffix(".idx"), "offset out of range")
+                off = int.from_bytes(idx[at : at + 8], "big")
+            if not pack.is_entry(off):
+                raise _bad(pack.path.with_suffix(".idx"), "offset out of range")
+            self._where[sha] = (pack, off)
+            return pack, off
+        return None
+
     def __contains__(self, hexsha: str) -> bool:
-        return bytes.fromhex(hexsha) in self._where
+        return self._find(bytes.fromhex(hexsha)) is not None
 
     def get_raw(self, hexsha: str) -> tuple[int, bytes]:
         """``(type number, content)`` of object ``hexsha``.
@@ -132,8 +187,10 @@ class PackReader:
             KeyError: it is in no pack.
             LocalStateError: the pack does not parse.
         """
-        pack, off = self._where[bytes.fromhex(hexsha)]
-        return self._resolve(pack, off)
+        where = self._find(bytes.fromhex(hexsha))
+        if where is None:
+            raise KeyError(hexsha)
+        return self._resolve(*where)
 
     def raw_tree(self, hexsha: bytes) -> bytes | None:
         """The content of tree ``hexsha`` (for ``gitstore.walk_tree``); None if it is
@@ -149,7 +206,7 @@ class PackReader:
         pack and offset order (one pass over each pack); the others are left out."""
         found = []
         for h in set(hexshas):
-            where = self._where.get(bytes.fromhex(h))
+            where = self._find(bytes.fromhex(h))
             if where is not None:
                 found.append((id(where[0]), where[1], h, where[0]))
         found.sort()
@@ -163,7 +220,7 @@ class PackReader:
         m = pack.map
         if m is None:
             raise _bad(pack.path, "empty")
-        end = pack.end[off]
+        end = pack.entry_end(off)
         at = off
         c = m[at]
         kind, size, shift = (c >> 4) & 7, c & 15, 4
@@ -187,7 +244,7 @@ class PackReader:
                 rel = ((rel + 1) << 7) | (c & 0x7F)
             at += 1
             base = off - rel
-            if base not in pack.end:
+            if not pack.is_entry(base):
                 raise _bad(pack.path, "delta base offset")
         elif kind == _REF_DELTA:
             base = bytes(m[at : at + 20])
@@ -202,7 +259,7 @@ class PackReader:
             raise _bad(pack.path, "empty")
         d = zlib.decompressobj()
         try:
-            data = d.decompress(m[at : pack.end[off]], size + 1)
+            data = d.decompress(m[at : pack.entry_end(off)], size + 1)
         except zlib.error as e:
             raise _bad(pack.path, f"zlib: {e}") from e
         if len(data) != size or not d.eof:
@@ -226,7 +283,7 @@ class PackReader:
             if len(chain) > MAX_DELTA_CHAIN:
                 raise _bad(pack.path, "delta chain too long")
             if isinstance(base, bytes):
-                where = self._where.get(base)
+                where = self._find(base)
                 if where is None:
                     raise _bad(pack.path, "delta base missing")
                 pack, off = where

@@ -30,10 +30,8 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -121,6 +119,9 @@ class KeyInfo(NamedTuple):
 
 def inspect_key_file(data: bytes) -> list[KeyInfo]:
     """List the primary keys an armored or binary key file holds, in a throwaway home."""
+    import shutil
+    import tempfile
+
     home = tempfile.mkdtemp(prefix="qgitconf-gpg-")
     try:
         keys: list[KeyInfo] = []
@@ -350,6 +351,8 @@ class Verifier:
             with contextlib.suppress(OSError):
                 if _keep_home(Path(home), self._cache, self._pinned, self._files):
                     return
+        import shutil
+
         shutil.rmtree(home, ignore_errors=True)
 
     def verify(
@@ -386,7 +389,7 @@ class Verifier:
         files: list[str] = []
         try:
             for data, suffix in ((signature, ".asc"), (payload, ".data")):
-                fd, path = tempfile.mkstemp(prefix="signature-", suffix=suffix, dir=spool)
+                fd, path = _spool_file(spool, suffix)
                 files.append(path)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -476,8 +479,24 @@ def _unlink_all(paths: list[str]) -> None:
             os.unlink(path)
 
 
+def _spool_file(directory: str | Path, suffix: str) -> tuple[int, str]:
+    """A new file of this user only (``O_EXCL``, mode 0600) in ``directory``, as
+    ``tempfile.mkstemp`` makes one, named from ``os.urandom``: the Receive service and
+    publish do not import ``tempfile`` and ``random`` (the "publish -> staged" row)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(100):
+        path = os.path.join(directory, f"signature-{os.urandom(8).hex()}{suffix}")
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a file in {directory}")
+
+
 def _fresh_home(cache: HomeCache | None) -> str:
     """A new private directory: in ``cache.tmp`` (so it can be kept), else in $TMPDIR."""
+    import tempfile
+
     if cache is not None:
         with contextlib.suppress(OSError):
             return tempfile.mkdtemp(prefix="gnupg-", dir=cache.tmp)
@@ -515,6 +534,9 @@ def _keep_home(
 
 def _discard(path: Path, cache: HomeCache) -> None:
     """Remove a kept home: renamed aside first, so no one picks up a half-removed one."""
+    import shutil
+    import tempfile
+
     aside = tempfile.mkdtemp(prefix="old-", dir=cache.tmp)
     with contextlib.suppress(OSError):
         os.rename(path, Path(aside) / "home")

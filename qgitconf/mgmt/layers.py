@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from qgitconf.errors import ConfigError, GitError, MergeConflictError, UsageError
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.sanitize import sanitize
 
 
-@dataclass(frozen=True)
-class MergePlan:
+class MergePlan(NamedTuple):
     """The new tip of one target branch after merging its layers (``new == old``: none)."""
 
     target: str
     old: str
     new: str
-    merged: tuple[str, ...] = field(default=())
+    merged: tuple[str, ...] = ()
 
 
 def merge_tree(repo: MgmtRepo, ours: str, theirs: str) -> tuple[str | None, list[str]]:

@@ -13,13 +13,13 @@ target may have pulled any of them; ``qgitconf squash`` never drops one of those
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from qgitconf.core.envelope import Statement, format_envelope_header, format_statement
 from qgitconf.core.reply import Reply, parse_reply
@@ -49,8 +49,7 @@ Note = Callable[[str], None]
 """Where publish reports the steps of long work (the CLI: one line on stderr each)."""
 
 
-@dataclass(frozen=True)
-class PublishResult:
+class PublishResult(NamedTuple):
     """What publish did for one target."""
 
     target: str
@@ -60,7 +59,7 @@ class PublishResult:
     size: int
     reply: Reply | None
     message: str
-    largest: tuple[SizedFile, ...] = field(default=())
+    largest: tuple[SizedFile, ...] = ()
     """After a ``too-large`` rejection: the largest files the update carried."""
 
 
@@ -200,14 +199,19 @@ def build_update(
     ``note`` hears about the steps of long work (many files, a big bundle).
     """
     packing = _start_pack(repo, tip, prerequisite)
+    config = repo.start_signing_config()  # beside pack-objects: read before signing
     try:
         # while git packs: the two run on two cores
         digest = tree_digest(repo, tip, note, f"{target}: ")
+        bundle = _read_bundle(packing, target, tip, prerequisite)
+        program, key = repo.finish_signing_config(config)
     except BaseException:
-        packing.kill()
-        packing.communicate()
+        for proc in (packing, config):
+            with contextlib.suppress(OSError, ValueError):  # one may be read already
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
         raise
-    bundle = _read_bundle(packing, target, tip, prerequisite)
     if note is not None and len(bundle) >= _PROGRESS_BYTES:
         note(f"{target}: bundle of {human(len(bundle))} packed; signing")
     st = Statement(
@@ -222,7 +226,6 @@ def build_update(
         expires=(now + expires).replace(microsecond=0) if expires else None,
     )
     statement = format_statement(st)
-    program, key = repo.signing_config()
     signature = sign_detached(program, key, statement, repo.env)
     return format_envelope_header(statement, signature) + bundle
 
@@ -426,7 +429,8 @@ def _note(
         if reply.accepted and reply.commit:
             record["accepted"] = reply.commit
             held = reply.commit
-            unconfirmed = [c for c in unconfirmed if not repo.is_ancestor(c, held)]
+            # the commit just sent is the one held, mostly: no git process for it
+            unconfirmed = [c for c in unconfirmed if c != held and not repo.is_ancestor(c, held)]
         else:  # the target refused these very bytes: a pull of them fails the same way
             unconfirmed = [c for c in unconfirmed if c != sent]
         record.pop("error", None)
@@ -498,8 +502,7 @@ def publish_targets(
     return [results[n] for n in names]
 
 
-@dataclass(frozen=True)
-class PublishPlan:
+class PublishPlan(NamedTuple):
     """What ``publish`` would send to one target (``publish --dry-run``)."""
 
     target: str

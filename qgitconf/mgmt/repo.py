@@ -12,10 +12,8 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +53,20 @@ def find_public_key(home: Path, fingerprint: str) -> bytes | None:
     return None
 
 
-@dataclass
 class MgmtRepo:
-    """A config-mgmt repository at ``path``; ``env`` is the environment git runs in."""
+    """A config-mgmt repository at ``path``; ``env`` is the environment git runs in.
 
-    path: Path
-    home: Path
-    env: Mapping[str, str]
+    A plain class, not a dataclass: ``dataclasses`` (with ``inspect``) cost the publish
+    process several ms of imports (the "publish -> staged" row of ``make bench``).
+    """
+
+    def __init__(self, path: Path, home: Path, env: Mapping[str, str]) -> None:
+        self.path = path
+        self.home = home
+        self.env = env
+
+    def __repr__(self) -> str:
+        return f"MgmtRepo(path={self.path!r})"
 
     @property
     def meta(self) -> Path:
@@ -241,10 +246,32 @@ class MgmtRepo:
         Raises:
             ConfigError: ``user.signingkey`` is not set.
         """
-        try:
-            out = self.git("config", "-z", "--get-regexp", r"^(gpg\.program|user\.signingkey)$")
-        except GitError:  # exit 1: neither key is set
-            out = ""
+        return self.finish_signing_config(self.start_signing_config())
+
+    def start_signing_config(self) -> subprocess.Popen[bytes]:
+        """Start the ``git config`` run :meth:`signing_config` reads (publish starts it
+        beside ``pack-objects``, so that it costs no time of its own)."""
+        return subprocess.Popen(
+            [
+                "git",
+                f"--git-dir={self.path}",
+                *("config", "-z", "--get-regexp", r"^(gpg\.program|user\.signingkey)$"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(self.env),
+        )
+
+    def finish_signing_config(self, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
+        """:meth:`signing_config` from the run :meth:`start_signing_config` started.
+
+        Raises:
+            ConfigError: ``user.signingkey`` is not set.
+        """
+        raw, _ = proc.communicate()
+        # exit 1: neither key is set (any failure reads as no setting, as before)
+        out = raw.decode("utf-8", "replace") if proc.returncode == 0 else ""
         values: dict[str, str] = {}
         for item in out.split("\0"):
             name, _, value = item.partition("\n")
@@ -388,6 +415,8 @@ class MgmtRepo:
                     rel = src.name
             target = wt / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            import shutil  # only here: publish does not import it
+
             shutil.copyfile(src, target)
             os.chmod(target, 0o755 if os.access(src, os.X_OK) else 0o644)
             self.git("add", "--", rel, cwd=wt)

@@ -10,14 +10,13 @@ repository) runs the commands of both sides.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from qgitconf.errors import WrongSideError
 
 
-@dataclass(frozen=True)
-class Side:
+class Side(NamedTuple):
     """What this qube holds."""
 
     target: bool  # a target.toml (this qube's own or the template's)
@@ -27,7 +26,7 @@ class Side:
 
 def side(home: Path, env: Mapping[str, str]) -> Side:
     """Look at the files that make this qube a target or config-mgmt (reads nothing else)."""
-    from qgitconf.agent.config import system_config_path, user_config_path
+    from qgitconf.agent.where import system_config_path, user_config_path
     from qgitconf.mgmt import default_repo_path
 
     repo = default_repo_path(home, env)

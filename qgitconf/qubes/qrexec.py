@@ -15,8 +15,7 @@ import contextlib
 import subprocess
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from qgitconf.errors import TooLargeError, TransportError
 from qgitconf.limits import MAX_QREXEC_STDERR_BYTES
@@ -25,8 +24,7 @@ QREXEC_REFUSED = 126
 QREXEC_FAILED = 125
 
 
-@dataclass(frozen=True)
-class CallResult:
+class CallResult(NamedTuple):
     """Exit status of the remote service and its (capped) output."""
 
     status: int
