@@ -62,22 +62,38 @@ class Wanted:
     Plain classes here, not dataclasses: ``dataclasses`` imports ``inspect``, some
     5 ms of every ``qgitconf apply``."""
 
-    __slots__ = ("blob", "data", "digest", "kind", "mode", "path")
+    __slots__ = ("_data", "blob", "digest", "kind", "mode", "path", "source", "state")
 
     def __init__(
-        self, path: str, kind: str, mode: int, data: bytes, blob: str = "", digest: bytes = b""
+        self,
+        path: str,
+        kind: str,
+        mode: int,
+        data: bytes | None,
+        blob: str = "",
+        digest: bytes = b"",
     ) -> None:
         self.path = path
         self.kind = kind  # "file" | "link"
         self.mode = mode
-        self.data = data
+        self._data = data  # None: still being inflated by ``source``
         self.blob = blob  # the git id of the content, when read from the agent repo
         # the SHA-256 of ``data`` that Receive took of the blob (objcache), if known
         self.digest = digest
+        self.source: _Inflating | None = None
+        self.state: AgentState | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            if self.source is None or self.state is None:
+                raise ApplyError(f"the content of '{sanitize(self.path)}' was not read")
+            self._data = self.source.get(self.state, self.blob)
+        return self._data
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Wanted) and all(
-            getattr(self, k) == getattr(other, k) for k in self.__slots__
+            getattr(self, k) == getattr(other, k) for k in ("path", "kind", "mode", "data")
         )
 
     def __repr__(self) -> str:
@@ -100,7 +116,7 @@ class Action:
     puts it back instead of removing it).
     """
 
-    __slots__ = ("blob", "conflict", "data", "keep", "new", "old", "op", "path")
+    __slots__ = ("_data", "blob", "conflict", "keep", "new", "old", "op", "path", "src")
 
     def __init__(
         self,
@@ -112,15 +128,21 @@ class Action:
         keep: str | None = None,  # "original" | "backup": copy the current content first
         conflict: bool = False,
         blob: str = "",  # a write's git id of ``data`` (Wanted.blob), "" if unknown
+        src: Wanted | None = None,  # a write's entry: ``data`` is its (read when used)
     ) -> None:
         self.op = op
         self.path = path
         self.new = new
-        self.data = data
+        self._data = data
         self.old = DiskState("missing") if old is None else old
         self.keep = keep
         self.conflict = conflict
         self.blob = blob
+        self.src = src
+
+    @property
+    def data(self) -> bytes:
+        return self.src.data if self.src is not None else self._data
 
     def __repr__(self) -> str:
         return f"Action({self.op!r}, {self.path!r}, keep={self.keep!r})"
@@ -179,36 +201,92 @@ def wanted_tree(
     """
     if commit is None:
         return {}
-    with PackReader(state.objects) as packs:
-        store = _AgentObjects(state, packs)
-        try:
-            tree = store.commit_tree(commit)
-            entries = walk_tree(store, tree, limits, system_only=system)
-            if system or not checked_at_receive(state, tree, rules):
-                check_tree(
-                    ((e.path, e.mode, _blob(store, e.sha) if e.is_link else None) for e in entries),
-                    rules,
-                )
-            files = [
-                e
-                for e in entries
-                if not e.is_tree and (e.path.split(b"/", 1)[0] == SYSTEM_TOP_B) == system
-            ]
-            raw = packs.bulk(e.sha for e in files)
-            digests = {} if system else _known_digests(state)
-            out: dict[str, Wanted] = {}
-            for e in files:
-                path = e.path.decode("utf-8")
-                if system:
-                    path = path.split("/", 1)[1]
-                kind = "link" if e.is_link else "file"
-                mode = 0o755 if e.mode == 0o100755 else 0o644
+    packs = PackReader(state.objects)
+    inflating: _Inflating | None = None
+    store = _AgentObjects(state, packs)
+    try:
+        tree = store.commit_tree(commit)
+        entries = walk_tree(store, tree, limits, system_only=system)
+        if system or not checked_at_receive(state, tree, rules):
+            check_tree(
+                ((e.path, e.mode, _blob(store, e.sha) if e.is_link else None) for e in entries),
+                rules,
+            )
+        files = [
+            e
+            for e in entries
+            if not e.is_tree and (e.path.split(b"/", 1)[0] == SYSTEM_TOP_B) == system
+        ]
+        links = {e.sha: _blob(store, e.sha) for e in files if e.is_link}
+        blobs = [e.sha for e in files if not e.is_link]
+        if system:  # root reads everything now and hashes it itself
+            raw = packs.bulk(blobs)
+            digests: dict[str, bytes] = {}
+        else:  # inflated by a thread while the plan is made (it owns ``packs`` now)
+            inflating = _Inflating(packs, blobs)
+            raw = {}
+            digests = _known_digests(state)
+        out: dict[str, Wanted] = {}
+        for e in files:
+            path = e.path.decode("utf-8")
+            if system:
+                path = path.split("/", 1)[1]
+            mode = 0o755 if e.mode == 0o100755 else 0o644
+            if e.is_link:
+                out[path] = Wanted(path, "link", mode, links[e.sha], e.sha)
+            elif inflating is not None:
+                want = Wanted(path, "file", mode, None, e.sha, digests.get(e.sha, b""))
+                want.source, want.state = inflating, state
+                out[path] = want
+            else:
                 got = raw.get(e.sha)
                 data = got[1] if got is not None and got[0] == _BLOB else _blob(store, e.sha)
-                out[path] = Wanted(path, kind, mode, data, e.sha, digests.get(e.sha, b""))
-            return out
+                out[path] = Wanted(path, "file", mode, data, e.sha)
+        return out
+    finally:
+        store.close()
+        if inflating is None:
+            packs.close()
+
+
+class _Inflating:
+    """The blobs of the tree to apply, inflated from the agent's packs by one thread
+    while the main thread makes the plan and begins the journal (``zlib`` and the
+    file system calls release the GIL: on two cores the inflating costs the apply
+    little more than the longer of the two).  The thread owns the ``PackReader`` and
+    closes it when done; :meth:`get` waits for it, and raises what it raised (a
+    damaged pack: before anything is written, or rolled back)."""
+
+    def __init__(self, packs: PackReader, shas: list[str]) -> None:
+        import threading
+
+        self._packs = packs
+        self._got: dict[str, tuple[int, bytes]] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(shas,), daemon=True)
+        self._thread.start()
+
+    def _run(self, shas: list[str]) -> None:
+        try:
+            self._got = self._packs.bulk(shas)
+        except BaseException as e:  # handed to the main thread by get()
+            self._error = e
         finally:
-            store.close()
+            self._packs.close()
+
+    def get(self, state: AgentState, sha: str) -> bytes:
+        """The content of blob ``sha`` (from dulwich if it is in no pack)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        got = self._got.get(sha)
+        if got is not None and got[0] == _BLOB:
+            return got[1]
+        repo = state.repo()
+        try:
+            return _blob(repo.object_store, sha)
+        finally:
+            repo.close()
 
 
 def _known_digests(state: AgentState) -> dict[str, bytes]:
@@ -462,8 +540,7 @@ def _plan_into(
                 f"is not a regular file or symlink; move it away: {sanitize(path)}"
             )
             continue
-        data = want.data
-        act = Action("write", path, rec, data, old, blob=want.blob)
+        act = Action("write", path, rec, old=old, blob=want.blob, src=want)
         if old.kind != "missing":
             if path in manifest:
                 if old.record() != content(manifest[path]):
@@ -758,6 +835,7 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     removed_dirs = {a.path for a in acts if a.op == "rmdir"}
     fs.forget()  # walk afresh from $HOME: the disk may have changed since the plan
     undo_fd = journal.open_undo()
+    linked = False
     try:
         for step, act in zip(steps, acts, strict=True):
             if act.op in ("mkdir", "rmdir", "adopt") or "direct" in step:
@@ -772,8 +850,10 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
             if now is None or act.old.st is None or stat_key(now) != act.old.st:
                 raise DriftError(f"changed while applying: {sanitize(act.path)}")
             journal.keep_undo(fs, step, undo_fd)
+            linked = True
             fault("undo-linked")
-        os.fsync(undo_fd)
+        if linked:  # nothing to flush in an undo/ left empty
+            os.fsync(undo_fd)
     finally:
         os.close(undo_fd)
     fault("undo-synced")

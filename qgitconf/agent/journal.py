@@ -215,7 +215,11 @@ class Journal:
         return sanitize(phases[-1]) if phases else "none"
 
     def mark_committing(self) -> None:
-        atomic_write(self.dir / "committing", b"committing\n")
+        """The commit point: ``committing`` created (empty: only its existence is
+        read), then the journal directory flushed - one flush."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(self.dir / "committing", flags, 0o600))
+        fsync_dir(self.dir)
         self.fault("committing")
 
     @property
