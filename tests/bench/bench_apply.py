@@ -24,9 +24,10 @@ aside and deleted after the loop (``common.Trash``), then the disk settles.
   Target: at most 1.5x.
 
 The floor of each row (what the hardware needs, in this process, no process start):
-for apply, inflating every blob (zlib, from memory), its SHA-256, creating its
-directories and file and writing it, and one ``syncfs`` - a fourth side of the same
-interleaved loop, so that it meets the disk as the others do; for status, one
+for apply, inflating every blob (zlib, from memory) and its SHA-256 in a second
+thread while the directories are made, creating and writing each file, and one
+``syncfs`` (``ApplyFloor``) - a fourth side of the same interleaved loop, so that it
+meets the disk as the others do; for status, one
 ``lstat`` per file.  Needs root (the bench user, the mount namespace: see
 ``common.in_target_namespace``).
 """
