@@ -357,7 +357,7 @@ class Journal:
         write cut short by a crash: ``HomeFS.create``); compared with the step's blob
         in the agent repo.  False for anything else, or if the blob cannot be read."""
         blob = step.get("direct")
-        if not isinstance(blob, str) or len(blob) != 40:
+        if not isinstance(blob, str) or len(blob) != 40 or blob.strip("0123456789abcdef"):
             return False
         try:
             have = fs.read(str(step["path"]))
