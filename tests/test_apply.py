@@ -7,6 +7,7 @@ as its user); what a test itself changes in that home, it changes as that user
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -536,13 +537,15 @@ def test_a_journal_with_an_unwritable_temp_name_does_not_wedge_the_agent(
     """The temp names of an older qgitconf (``.<name>.qgc-<id>-<i>``) exceed NAME_MAX
     for a 240-byte name: the write fails, and the rollback must still finish (the
     temp file can never have existed) instead of leaving a journal that makes every
-    later apply, status, revert and restore fail."""
+    later apply, status, revert and restore fail.  The file is in a directory that
+    exists (~/.config): one in a directory the apply creates is written in place,
+    without a temp name."""
 
     def old_temp_name(path: str, jid: str, i: int) -> str:
         return f".{path.rsplit('/', 1)[-1][:200]}.qgc-{jid}-{i}"
 
     t = Target(world, tmp_path / "target")
-    path = "x/" + "\u00e9" * 120
+    path = ".config/" + "\u00e9" * 120
     t.stage({path: (MODE_FILE, b"v1\n"), ".bashrc": (MODE_FILE, b"PS1='> '\n")})
     before = home_view(t.home)
     monkeypatch.setattr(journal_module, "temp_name", old_temp_name)
@@ -555,3 +558,98 @@ def test_a_journal_with_an_unwritable_temp_name_does_not_wedge_the_agent(
     assert t.status()["drift"] == []
     t.apply()
     assert (t.home / path).read_bytes() == b"v1\n"
+
+
+def test_files_in_new_directories_are_created_in_place(world: World, tmp_path: Path) -> None:
+    """A file whose path was absent, in a directory the apply creates, is written in
+    place (no temp name, no rename): exact content and mode, the manifest's SHA-256 and
+    stat cache right, nothing else left; a file in a directory that exists still goes
+    through a temp name."""
+    t = Target(world, tmp_path / "target")
+    entries = {
+        ".config/newapp/sub/a.conf": (MODE_FILE, b"a\n"),
+        ".config/newapp/run.sh": (MODE_EXEC, b"#!/bin/sh\n"),
+        ".config/newapp/empty": (MODE_FILE, b""),
+        ".config/top.conf": (MODE_FILE, b"top\n"),
+    }
+    t.stage(entries)
+    seen: list[str] = []
+    real_create, real_temp = HomeFS.create, HomeFS.write_temp
+
+    def create(fs: HomeFS, path: str, data: bytes, mode: int) -> os.stat_result:
+        seen.append(f"direct {path}")
+        return real_create(fs, path, data, mode)
+
+    def write_temp(fs: HomeFS, path: str, *args: Any, **kw: Any) -> None:
+        seen.append(f"temp {path}")
+        real_temp(fs, path, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HomeFS, "create", create)
+        mp.setattr(HomeFS, "write_temp", write_temp)
+        t.apply()
+    assert sorted(seen) == [
+        "direct .config/newapp/empty",
+        "direct .config/newapp/run.sh",
+        "direct .config/newapp/sub/a.conf",
+        "temp .config/top.conf",
+    ]
+    manifest = AgentState(t.home / STATE).manifest()
+    for path, (mode, data) in entries.items():
+        st = os.lstat(t.home / path)
+        assert (t.home / path).read_bytes() == data
+        assert st.st_mode & 0o7777 == (0o755 if mode == MODE_EXEC else 0o644)
+        assert manifest[path]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert manifest[path]["stat"][:4] == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    assert not [p for p in t.home.rglob("*") if ".qgc-" in p.name]
+    assert t.status()["drift"] == []
+
+
+def test_a_file_appearing_in_a_new_directory_is_never_written_through(
+    world: World, tmp_path: Path
+) -> None:
+    """Something that appears, after the plan, where a file is to be created in place
+    is neither written through nor replaced (``O_EXCL``): the apply stops and rolls
+    back, and the file that appeared stays as it is."""
+    t = Target(world, tmp_path / "target")
+    t.stage(
+        {".config/newapp/a.conf": (MODE_FILE, b"a\n"), ".config/newapp/b.conf": (MODE_FILE, b"b\n")}
+    )
+    before = home_view(t.home)
+    real_create = HomeFS.create
+
+    def create(fs: HomeFS, path: str, data: bytes, mode: int) -> os.stat_result:
+        if path.endswith("b.conf"):
+            (t.home / path).write_bytes(b"the user's, just made\n")
+        return real_create(fs, path, data, mode)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HomeFS, "create", create)
+        with pytest.raises(DriftError) as info:
+            t.apply()
+    assert "appeared while applying: .config/newapp/b.conf" in info.value.detail
+    assert "rolled back" in info.value.detail
+    assert (t.home / ".config/newapp/b.conf").read_bytes() == b"the user's, just made\n"
+    assert not (t.home / ".config/newapp/a.conf").exists()
+    (t.home / ".config/newapp/b.conf").unlink()
+    (t.home / ".config/newapp").rmdir()
+    assert home_view(t.home) == before
+    assert not (t.home / STATE / "journal").exists()
+
+
+def test_a_damaged_sidecar_means_hashing(world: World, tmp_path: Path) -> None:
+    """The apply takes each blob's SHA-256 from Receive's sidecars (objcache); a
+    sidecar that does not parse is skipped and the blobs are hashed instead: the
+    manifest is the same either way."""
+    t = Target(world, tmp_path / "target")
+    entries = {".config/side/a.conf": (MODE_FILE, b"a\n" * 100), ".config/b": (MODE_FILE, b"b\n")}
+    t.stage(entries)
+    sidecars = list((t.home / STATE / "repo" / "qgitconf-objects").glob("pack-*.qgc"))
+    assert sidecars
+    for s in sidecars:
+        s.write_bytes(s.read_bytes()[:30])  # truncated: does not parse
+    t.apply()
+    manifest = AgentState(t.home / STATE).manifest()
+    for path, (_mode, data) in entries.items():
+        assert manifest[path]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert t.status()["drift"] == []

@@ -108,6 +108,8 @@ PHASES = {
     "done-mkdir": "change",
     "partial-temp": "change",
     "temp-written": "change",
+    "partial-direct": "change",
+    "direct-written": "change",
     "temps-synced": "change",
     "done-write": "rename",
     "done-restore": "rename",

@@ -135,6 +135,21 @@ def half_plan(home: Path) -> None:
     (plan.parent / ".plan.json.k1ll3d00").write_bytes(data[: len(data) // 2])
 
 
+def half_direct(home: Path) -> None:
+    """Killed while a file was created in place (a direct step: a path that was
+    absent, in a directory the apply creates): the file holds the first part of its
+    content only (a write cut short)."""
+    plan = json.loads((home / STATE / "journal" / "plan.json").read_text())
+    cut = 0
+    for step in plan["steps"]:
+        made = home / step["path"]
+        if "direct" in step and made.is_file() and not made.is_symlink():
+            data = made.read_bytes()
+            made.write_bytes(data[: max(1, len(data) // 2)])
+            cut += 1
+    assert cut, "no file was created in place"
+
+
 def undo_copy_temp(home: Path) -> None:
     """Killed while an undo copy was made across filesystems: ``undo/<i>.tmp``."""
     (home / STATE / "journal" / "undo" / "7.tmp").write_bytes(b"half a cop")
@@ -225,6 +240,8 @@ ROWS = [
     Row("journal-undo-links-only", "apply", Kill("undo-linked", 3), "old"),
     Row("journal-undo-copy-temp", "revert", Kill("undo-linked", 2), "old", debris=undo_copy_temp),
     Row("home-half-written-temp", "apply", Kill("partial-temp", 2), "old"),
+    Row("home-direct-created-empty", "apply", Kill("partial-direct", 1), "old"),
+    Row("home-direct-cut-short", "apply", Kill("direct-written", 1), "old", debris=half_direct),
     Row("home-some-renamed", "apply", Kill("done-write", 3), "old"),
     Row("journal-half-committing", "apply", Kill("dirs-synced"), "old", debris=half_committing),
     Row("journal-committing", "revert", Kill("committing"), "new"),

@@ -174,16 +174,17 @@ def _signal(lab: Lab, sig: str, step: int | None, *args: str) -> tuple[int, int,
 
 MANY = {f".many/f{i:03}": f"file {i}\n" for i in range(40)}
 # Journaled steps of applying MANY into an empty home (docs/apply.md, section 6): the
-# journal (1), the undo sync (1), one mkdir (1), two per temp file (80), the sync of the
-# temps (1), then one per rename: step 104 is the 20th rename.
-MID_RENAMES = 104
+# journal (1), one mkdir (1; the undo sync is step 2), then two per file, each created
+# in place in the new directory (``partial-direct``, ``direct-written``): step 43 is
+# the 20th file written.
+MID_WRITES = 43
 
 
 def test_sigint_mid_apply_rolls_back_and_exits_130(lab: Lab) -> None:
     commit_files(lab, "personal", MANY, "many")
     publish(lab, "personal")
     before = _home(lab)
-    rc, present, err = _signal(lab, "SIGINT", MID_RENAMES, "apply", "--yes")
+    rc, present, err = _signal(lab, "SIGINT", MID_WRITES, "apply", "--yes")
     assert present > 0, (present, err)  # the signal came while files were being written
     assert rc == 130, (rc, err)
     assert "[interrupted]" in err and "SIGINT" in err and "rolled back" in err, err

@@ -31,7 +31,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -58,22 +57,56 @@ from qgitconf.sanitize import sanitize
 SYSTEM_TOP_B = SYSTEM_TOP.encode("ascii")
 
 
-@dataclass(frozen=True)
 class Wanted:
-    """One non-tree entry of the tree to apply."""
+    """One non-tree entry of the tree to apply.
 
-    path: str
-    kind: str  # "file" | "link"
-    mode: int
-    data: bytes
+    Plain classes here, not dataclasses: ``dataclasses`` imports ``inspect``, some
+    5 ms of every ``qgitconf apply``."""
+
+    __slots__ = ("_data", "blob", "digest", "kind", "mode", "path", "source", "state")
+
+    def __init__(
+        self,
+        path: str,
+        kind: str,
+        mode: int,
+        data: bytes | None,
+        blob: str = "",
+        digest: bytes = b"",
+    ) -> None:
+        self.path = path
+        self.kind = kind  # "file" | "link"
+        self.mode = mode
+        self._data = data  # None: still being inflated by ``source``
+        self.blob = blob  # the git id of the content, when read from the agent repo
+        # the SHA-256 of ``data`` that Receive took of the blob (objcache), if known
+        self.digest = digest
+        self.source: _Inflating | None = None
+        self.state: AgentState | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            if self.source is None or self.state is None:
+                raise ApplyError(f"the content of '{sanitize(self.path)}' was not read")
+            self._data = self.source.get(self.state, self.blob)
+        return self._data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Wanted) and all(
+            getattr(self, k) == getattr(other, k) for k in ("path", "kind", "mode", "data")
+        )
+
+    def __repr__(self) -> str:
+        return f"Wanted({self.path!r}, {self.kind!r}, {self.mode:#o}, {len(self.data)} bytes)"
 
     def record(self) -> dict[str, Any]:
         if self.kind == "link":
             return {"type": "link", "target": self.data.decode("utf-8")}
-        return {"type": "file", "mode": self.mode, "sha256": hashlib.sha256(self.data).hexdigest()}
+        digest = self.digest if len(self.digest) == 32 else hashlib.sha256(self.data).digest()
+        return {"type": "file", "mode": self.mode, "sha256": digest.hex()}
 
 
-@dataclass
 class Action:
     """One step of a plan.
 
@@ -84,25 +117,59 @@ class Action:
     puts it back instead of removing it).
     """
 
-    op: str
-    path: str
-    new: dict[str, Any] | None = None  # the record written (write, restore)
-    data: bytes = b""  # file content, or the symlink target
-    old: DiskState = field(default_factory=lambda: DiskState("missing"))
-    keep: str | None = None  # "original" | "backup": copy the current content first
-    conflict: bool = False
+    __slots__ = ("_data", "blob", "conflict", "keep", "new", "old", "op", "path", "src")
+
+    def __init__(
+        self,
+        op: str,
+        path: str,
+        new: dict[str, Any] | None = None,  # the record written (write, restore)
+        data: bytes = b"",  # file content, or the symlink target
+        old: DiskState | None = None,
+        keep: str | None = None,  # "original" | "backup": copy the current content first
+        conflict: bool = False,
+        blob: str = "",  # a write's git id of ``data`` (Wanted.blob), "" if unknown
+        src: Wanted | None = None,  # a write's entry: ``data`` is its (read when used)
+    ) -> None:
+        self.op = op
+        self.path = path
+        self.new = new
+        self._data = data
+        self.old = DiskState("missing") if old is None else old
+        self.keep = keep
+        self.conflict = conflict
+        self.blob = blob
+        self.src = src
+
+    @property
+    def data(self) -> bytes:
+        return self.src.data if self.src is not None else self._data
+
+    def __repr__(self) -> str:
+        return f"Action({self.op!r}, {self.path!r}, keep={self.keep!r})"
 
 
-@dataclass
 class Plan:
-    commit: str | None
-    actions: list[Action] = field(default_factory=list)  # in execution order
-    conflicts: list[str] = field(default_factory=list)  # one line each, sanitised
-    blockers: list[str] = field(default_factory=list)  # conflicts --overwrite cannot settle
-    left: list[str] = field(default_factory=list)  # deletions not done (changed locally)
-    skipped: list[str] = field(default_factory=list)  # left alone by --keep / --only
-    manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    originals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    __slots__ = (
+        "actions",
+        "blockers",
+        "commit",
+        "conflicts",
+        "left",
+        "manifest",
+        "originals",
+        "skipped",
+    )
+
+    def __init__(self, commit: str | None) -> None:
+        self.commit = commit
+        self.actions: list[Action] = []  # in execution order
+        self.conflicts: list[str] = []  # one line each, sanitised
+        self.blockers: list[str] = []  # conflicts --overwrite cannot settle
+        self.left: list[str] = []  # deletions not done (changed locally)
+        self.skipped: list[str] = []  # left alone by --keep / --only
+        self.manifest: dict[str, dict[str, Any]] = {}
+        self.originals: dict[str, dict[str, Any]] = {}
 
     @property
     def changes(self) -> list[Action]:
@@ -135,35 +202,102 @@ def wanted_tree(
     """
     if commit is None:
         return {}
-    with PackReader(state.objects) as packs:
-        store = _AgentObjects(state, packs)
-        try:
-            tree = store.commit_tree(commit)
-            entries = walk_tree(store, tree, limits, system_only=system)
-            if system or not checked_at_receive(state, tree, rules):
-                check_tree(
-                    ((e.path, e.mode, _blob(store, e.sha) if e.is_link else None) for e in entries),
-                    rules,
-                )
-            files = [
-                e
-                for e in entries
-                if not e.is_tree and (e.path.split(b"/", 1)[0] == SYSTEM_TOP_B) == system
-            ]
-            raw = packs.bulk(e.sha for e in files)
-            out: dict[str, Wanted] = {}
-            for e in files:
-                path = e.path.decode("utf-8")
-                if system:
-                    path = path.split("/", 1)[1]
-                kind = "link" if e.is_link else "file"
-                mode = 0o755 if e.mode == 0o100755 else 0o644
+    packs = PackReader(state.objects)
+    inflating: _Inflating | None = None
+    store = _AgentObjects(state, packs)
+    try:
+        tree = store.commit_tree(commit)
+        entries = walk_tree(store, tree, limits, system_only=system)
+        if system or not checked_at_receive(state, tree, rules):
+            check_tree(
+                ((e.path, e.mode, _blob(store, e.sha) if e.is_link else None) for e in entries),
+                rules,
+            )
+        files = [
+            e
+            for e in entries
+            if not e.is_tree and (e.path.split(b"/", 1)[0] == SYSTEM_TOP_B) == system
+        ]
+        links = {e.sha: _blob(store, e.sha) for e in files if e.is_link}
+        blobs = [e.sha for e in files if not e.is_link]
+        if system:  # root reads everything now and hashes it itself
+            raw = packs.bulk(blobs)
+            digests: dict[str, bytes] = {}
+        else:  # inflated by a thread while the plan is made (it owns ``packs`` now)
+            inflating = _Inflating(packs, blobs)
+            raw = {}
+            digests = _known_digests(state)
+        out: dict[str, Wanted] = {}
+        for e in files:
+            path = e.path.decode("utf-8")
+            if system:
+                path = path.split("/", 1)[1]
+            mode = 0o755 if e.mode == 0o100755 else 0o644
+            if e.is_link:
+                out[path] = Wanted(path, "link", mode, links[e.sha], e.sha)
+            elif inflating is not None:
+                want = Wanted(path, "file", mode, None, e.sha, digests.get(e.sha, b""))
+                want.source, want.state = inflating, state
+                out[path] = want
+            else:
                 got = raw.get(e.sha)
                 data = got[1] if got is not None and got[0] == _BLOB else _blob(store, e.sha)
-                out[path] = Wanted(path, kind, mode, data)
-            return out
+                out[path] = Wanted(path, "file", mode, data, e.sha)
+        return out
+    finally:
+        store.close()
+        if inflating is None:
+            packs.close()
+
+
+class _Inflating:
+    """The blobs of the tree to apply, inflated from the agent's packs by one thread
+    while the main thread makes the plan and begins the journal (``zlib`` and the
+    file system calls release the GIL: on two cores the inflating costs the apply
+    little more than the longer of the two).  The thread owns the ``PackReader`` and
+    closes it when done; :meth:`get` waits for it, and raises what it raised (a
+    damaged pack: before anything is written, or rolled back)."""
+
+    def __init__(self, packs: PackReader, shas: list[str]) -> None:
+        import threading
+
+        self._packs = packs
+        self._got: dict[str, tuple[int, bytes]] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(shas,), daemon=True)
+        self._thread.start()
+
+    def _run(self, shas: list[str]) -> None:
+        try:
+            self._got = self._packs.bulk(shas)
+        except BaseException as e:  # handed to the main thread by get()
+            self._error = e
         finally:
-            store.close()
+            self._packs.close()
+
+    def get(self, state: AgentState, sha: str) -> bytes:
+        """The content of blob ``sha`` (from dulwich if it is in no pack)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        got = self._got.get(sha)
+        if got is not None and got[0] == _BLOB:
+            return got[1]
+        repo = state.repo()
+        try:
+            return _blob(repo.object_store, sha)
+        finally:
+            repo.close()
+
+
+def _known_digests(state: AgentState) -> dict[str, bytes]:
+    """The SHA-256 of each blob Receive checked (blob id -> digest), from the agent
+    repo's sidecars (:mod:`qgitconf.gitpack.objcache`: written by Receive from the bytes it
+    checked, in the agent state that no update can write; each read capped, a
+    malformed one skipped, and a blob it does not name is hashed here)."""
+    from qgitconf.gitpack.objcache import KNOWN_DIR, load_known
+
+    return load_known(state.objects.parent / KNOWN_DIR).blob_sha256
 
 
 def checked_at_receive(state: AgentState, tree: str, rules: PathRules) -> bool:
@@ -293,7 +427,8 @@ def make_plan(
     """
     if only is not None:
         _check_only(only, wanted, manifest)
-    plan = Plan(commit, manifest={p: dict(r) for p, r in manifest.items()})
+    plan = Plan(commit)
+    plan.manifest = {p: dict(r) for p, r in manifest.items()}
     plan.originals = {p: dict(r) for p, r in originals.items()}
 
     def skipped(path: str) -> bool:
@@ -406,8 +541,7 @@ def _plan_into(
                 f"is not a regular file or symlink; move it away: {sanitize(path)}"
             )
             continue
-        data = want.data
-        act = Action("write", path, rec, data, old)
+        act = Action("write", path, rec, old=old, blob=want.blob, src=want)
         if old.kind != "missing":
             if path in manifest:
                 if old.record() != content(manifest[path]):
@@ -503,24 +637,40 @@ def check_choices(plan: Plan, *, overwrite: bool) -> None:
 
 def _steps(plan: Plan, number: int | None) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
+    made = {a.path for a in plan.actions if a.op == "mkdir"}
     for act in plan.touches_disk:
         old: dict[str, Any] = act.old.record()
         if act.old.st is not None:
             old["st"] = list(act.old.st)
         if act.op == "rmdir":
             old["mode"] = act.old.mode
-        steps.append(
-            {
-                "i": len(steps),
-                "op": act.op,
-                "path": act.path,
-                "old": old,
-                "new": act.new,
-                "keep": act.keep,
-                "keep_at": _keep_at(act, number),
-            }
-        )
+        step = {
+            "i": len(steps),
+            "op": act.op,
+            "path": act.path,
+            "old": old,
+            "new": act.new,
+            "keep": act.keep,
+            "keep_at": _keep_at(act, number),
+        }
+        if is_direct(act, made):
+            step["direct"] = act.blob
+        steps.append(step)
     return steps
+
+
+def is_direct(act: Action, made: set[str]) -> bool:
+    """``act`` creates its file in place (``HomeFS.create``: no temp name, no
+    rename): a write of content read from the agent repo (its blob id known, so that
+    a rollback can tell a partial file of it) to a path that was absent, in a
+    directory this apply creates (nothing of anyone else's can be there)."""
+    return (
+        act.op == "write"
+        and bool(act.blob)
+        and act.old.kind == "missing"
+        and act.keep is None
+        and act.path.rpartition("/")[0] in made
+    )
 
 
 def _keep_at(act: Action, number: int | None) -> str | None:
@@ -686,10 +836,13 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     removed_dirs = {a.path for a in acts if a.op == "rmdir"}
     fs.forget()  # walk afresh from $HOME: the disk may have changed since the plan
     undo_fd = journal.open_undo()
+    linked = False
     try:
         for step, act in zip(steps, acts, strict=True):
-            if act.op in ("mkdir", "rmdir", "adopt"):
-                continue  # an adopted file stays: only its copy was kept
+            if act.op in ("mkdir", "rmdir", "adopt") or "direct" in step:
+                # an adopted file stays (only its copy was kept); a direct step's
+                # file is created O_EXCL below its new directory (nothing to keep)
+                continue
             now = fs.lstat(act.path)
             if act.old.kind == "missing":
                 if now is not None and act.path not in removed_dirs:
@@ -698,8 +851,10 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
             if now is None or act.old.st is None or stat_key(now) != act.old.st:
                 raise DriftError(f"changed while applying: {sanitize(act.path)}")
             journal.keep_undo(fs, step, undo_fd)
+            linked = True
             fault("undo-linked")
-        os.fsync(undo_fd)
+        if linked:  # nothing to flush in an undo/ left empty
+            os.fsync(undo_fd)
     finally:
         os.close(undo_fd)
     fault("undo-synced")
@@ -708,7 +863,10 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     # then all renames; one more sync makes the renames and directories durable before
     # the commit point.  A crash before the renames leaves only temp files (the journal
     # knows their names); one after a rename leaves new content that is already on disk
-    # (the sync came first), and the undo link to put the old one back.
+    # (the sync came first), and the undo link to put the old one back.  A file whose
+    # path was absent, in a directory this apply creates ("direct" steps), is created
+    # in place in the first pass instead (``HomeFS.create``): a crash before the commit
+    # point leaves it whole or cut short, and the rollback removes it either way.
     journal.progress("phase change")
     fs.unsynced = set()  # the directories are synced with the filesystem, below
     writes: list[tuple[dict[str, Any], Action]] = []
@@ -726,20 +884,31 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
             writes.append((step, act))
             continue
         fault(f"done-{act.op}")
+    stats: dict[str, list[int]] = {}
+    renames: list[tuple[dict[str, Any], Action]] = []
     for step, act in writes:
+        if "direct" in step and act.new is not None:
+            if act.new["type"] == "link":
+                st = fs.create_link(act.path, act.data.decode())
+            else:
+                st = fs.create(act.path, act.data, int(act.new["mode"]))
+            stats[act.path] = stat_entry(st)
+            continue
+        renames.append((step, act))
         if act.new is not None and act.new["type"] == "link":
             fs.link_temp(act.path, act.data.decode(), step["tmp"])
         elif act.new is not None:
             fs.write_temp(act.path, act.data, int(act.new["mode"]), step["tmp"], sync=False)
-    if writes:
-        fs.syncfs()  # every temp file's data is on disk before any rename
-        fault("temps-synced")
+    # every temp's and created file's data, the deletions and the directories are on
+    # disk before any rename
+    fs.syncfs()
+    fault("temps-synced")
     journal.progress("phase rename")
-    stats: dict[str, list[int]] = {}
-    for step, act in writes:
+    for step, act in renames:
         stats[act.path] = stat_entry(fs.replace(act.path, step["tmp"]))
         fault(f"done-{act.op}")
-    fs.syncfs()  # the renames, new and removed directories
+    if renames:
+        fs.syncfs()  # the renames
     fs.unsynced = None
     fault("dirs-synced")
     journal.progress("phase commit")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from qgitconf.agent import vouch
-from qgitconf.errors import ApplyError
+from qgitconf.errors import ApplyError, DriftError
 from qgitconf.fsutil import syncfs
 from qgitconf.sanitize import sanitize
 
@@ -43,6 +43,18 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # At most this many directory fds are cached (the cache starts afresh when full).
 _MAX_FDS = 256
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_UMASK: list[int] = []
+
+
+def umask() -> int:
+    """The process's umask, read once (``os.umask`` can only be read by setting it)."""
+    if not _UMASK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+        _UMASK.append(mask)
+    return _UMASK[0]
+
+
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # ``all_unchanged`` shares the lstat calls of at least this many files with a forked
 # child (on two CPUs or more), as git shares them between threads (``preloadIndex``):
@@ -479,6 +491,53 @@ class HomeFS:
         os.close(fd)
         self.hook("temp-written")
 
+    def create(self, path: str, data: bytes, mode: int) -> os.stat_result:
+        """Create the absent ``path`` in place holding ``data`` with exact ``mode``;
+        return its stat.  No temp name, no rename: the apply does this only for a path
+        that was absent, in a directory it created itself (the journal's undo is the
+        removal of what it wrote, or of any prefix of it: :meth:`Journal._undo_step`).
+        Created ``O_EXCL | O_NOFOLLOW``: whatever appeared there since the plan is
+        never written through or replaced (DriftError).  Not fsynced: the caller syncs
+        the filesystem before its commit point.
+
+        The fault hook's "partial-direct": killed there, the file exists, empty (a
+        write cut short); "direct-written" after it is whole.
+        """
+        d, name = self._parent(path)
+        if d is None:
+            raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
+        try:
+            fd = os.open(name, _TEMP_FLAGS, mode, dir_fd=d)
+        except FileExistsError:
+            raise DriftError(f"appeared while applying: {sanitize(path)}") from None
+        try:
+            self.hook("partial-direct")
+            _write_all(fd, memoryview(data))
+            if mode & umask():  # else O_CREAT gave the exact mode already
+                os.fchmod(fd, mode)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=d)  # ours: O_EXCL made it
+            raise
+        os.close(fd)
+        self.hook("direct-written")
+        return st
+
+    def create_link(self, path: str, target: str) -> os.stat_result:
+        """Create the symlink ``path`` -> ``target`` (already validated) where nothing
+        was (as :meth:`create`: a symlink is made whole or not at all)."""
+        d, name = self._parent(path)
+        if d is None:
+            raise ApplyError(f"the directory of '{sanitize(path)}' does not exist")
+        try:
+            os.symlink(target, name, dir_fd=d)
+        except FileExistsError:
+            raise DriftError(f"appeared while applying: {sanitize(path)}") from None
+        self.hook("direct-written")
+        return os.stat(name, dir_fd=d, follow_symlinks=False)
+
     def link_temp(self, path: str, target: str, tmp: str) -> None:
         """Create the symlink ``tmp`` -> ``target`` (already validated) beside ``path``."""
         d, _name = self._parent(path)
@@ -605,7 +664,8 @@ class HomeFS:
                 return
             fd = os.open(name, _DIR_FLAGS, dir_fd=d)
             try:
-                os.fchmod(fd, mode)
+                if mode & umask():  # else mkdir gave the exact mode already
+                    os.fchmod(fd, mode)
             except BaseException:
                 os.close(fd)
                 raise

@@ -154,7 +154,8 @@ class Journal:
             "after": after,
         }
         for s in steps:
-            s["tmp"] = temp_name(s["path"], jid, s["i"])
+            if "direct" not in s:  # a direct step writes its file in place
+                s["tmp"] = temp_name(s["path"], jid, s["i"])
         j = cls(state, data, fault)
         # Compact JSON: the C encoder (an indented dump is ~10x slower on 10k steps).
         atomic_write(j.dir / "plan.json", dump(data).encode("utf-8"))
@@ -215,7 +216,11 @@ class Journal:
         return sanitize(phases[-1]) if phases else "none"
 
     def mark_committing(self) -> None:
-        atomic_write(self.dir / "committing", b"committing\n")
+        """The commit point: ``committing`` created (empty: only its existence is
+        read), then the journal directory flushed - one flush."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(self.dir / "committing", flags, 0o600))
+        fsync_dir(self.dir)
         self.fault("committing")
 
     @property
@@ -323,8 +328,8 @@ class Journal:
                 fs.mkdir(path, int(step["old"].get("mode", 0o755)))
             return
         # write / restore / delete
-        if op != "delete":
-            fs.remove_temp(path, step["tmp"])
+        if op != "delete" and "tmp" in step:
+            fs.remove_temp(path, str(step["tmp"]))
         try:
             kept = os.stat(name, dir_fd=undo_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -344,8 +349,23 @@ class Journal:
             return
         if op != "delete" and step["old"]["type"] == "missing":
             disk = fs.probe(path)
-            if disk.kind != "missing" and disk.record() == content(step["new"]):
+            whole = disk.kind != "missing" and disk.record() == content(step["new"])
+            if whole or (disk.kind == "file" and self._partial(fs, step)):
                 fs.remove(path)
+
+    def _partial(self, fs: HomeFS, step: Mapping[str, Any]) -> bool:
+        """The file at a direct step's path holds a prefix of what the step writes (a
+        write cut short by a crash: ``HomeFS.create``); compared with the step's blob
+        in the agent repo.  False for anything else, or if the blob cannot be read."""
+        blob = step.get("direct")
+        if not isinstance(blob, str) or len(blob) != 40 or blob.strip("0123456789abcdef"):
+            return False
+        try:
+            have = fs.read(str(step["path"]))
+        except (OSError, ApplyError):
+            return False
+        want = _read_blob(self.state, blob)
+        return want is not None and len(have) < len(want) and want.startswith(have)
 
     def _copy_back(
         self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int, kept: os.stat_result
@@ -363,6 +383,29 @@ class Journal:
         finally:
             os.close(fd)
         fs.write_file(step["path"], b"".join(chunks), stat.S_IMODE(kept.st_mode), tmp)
+
+
+def _read_blob(state: AgentState, blob: str) -> bytes | None:
+    """The content of blob ``blob`` in the agent repo, or None (missing, damaged)."""
+    from qgitconf.gitpack.packread import PackReader
+
+    try:
+        with PackReader(state.objects) as packs:
+            kind, data = packs.get_raw(blob)
+        return data if kind == 3 else None
+    except KeyError:
+        pass
+    except (OSError, LocalStateError):
+        return None
+    try:
+        repo = state.repo()
+        try:
+            kind, data = repo.object_store.get_raw(blob.encode("ascii"))
+        finally:
+            repo.close()
+    except Exception:  # dulwich's errors for a missing or damaged object
+        return None
+    return bytes(data) if kind == 3 else None
 
 
 def is_kept_path(rel: object) -> bool:

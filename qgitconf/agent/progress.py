@@ -70,6 +70,7 @@ _PHASES = {
     "kept": "keeping copies of what is overwritten",
     "undo-linked": "checking what is replaced",
     "temp-written": "writing",
+    "direct-written": "writing",
     "done-write": "moving into place",
     "done-restore": "moving into place",
     "done-delete": "removing",
@@ -116,14 +117,19 @@ class ApplyProgress(Fault):
 def apply_totals(actions: Sequence[Any]) -> dict[str, int]:
     """The number of files of each phase of an apply of ``actions`` (the plan's
     ``touches_disk``), keyed by the label the phase reports per file."""
+    from qgitconf.agent.apply import is_direct
+
+    made = {a.path for a in actions if a.op == "mkdir"}
     writes = sum(a.op in ("write", "restore") for a in actions)
+    direct = sum(is_direct(a, made) for a in actions)
     return {
         "kept": sum(a.keep is not None for a in actions),
         "undo-linked": sum(
             a.op not in ("mkdir", "rmdir", "adopt") and a.old.kind != "missing" for a in actions
         ),
         "temp-written": writes,
-        "done-write": writes,
-        "done-restore": writes,
+        "direct-written": writes,
+        "done-write": writes - direct,
+        "done-restore": writes - direct,
         "done-delete": sum(a.op == "delete" for a in actions),
     }
