@@ -22,8 +22,8 @@ import pytest
 
 from qgitconf.agent import commands
 from qgitconf.agent import journal as journal_module
-from qgitconf.agent.apply import kept_name
 from qgitconf.agent.homefs import RACY_NS, HomeFS, stat_entry
+from qgitconf.agent.plan import kept_name
 from qgitconf.agent.receive import accept_update
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, DriftError

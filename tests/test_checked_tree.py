@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from qgitconf.agent import apply as apply_module
+from qgitconf.agent import wanted as wanted_module
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.core.paths import PathRules
 from qgitconf.core.pathtree import rules_digest
@@ -38,13 +38,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 def checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many times apply ran the path rules over a tree."""
     calls: list[int] = []
-    real = apply_module.check_tree
+    real = wanted_module.check_tree
 
     def counting(entries: Any, rules: PathRules) -> list[str]:
         calls.append(1)
         return real(entries, rules)
 
-    monkeypatch.setattr(apply_module, "check_tree", counting)
+    monkeypatch.setattr(wanted_module, "check_tree", counting)
     return calls
 
 
@@ -149,7 +149,7 @@ def test_the_root_step_always_checks(world: World, tmp_path: Path, checks: list[
     t = Target(world, tmp_path / "t")
     commit = t.stage(FILES)
     state = _state(t)
-    apply_module.wanted_tree(state, commit, PathRules(), Limits(), system=True)
+    wanted_module.wanted_tree(state, commit, PathRules(), Limits(), system=True)
     assert checks == [1]
 
 

@@ -45,7 +45,7 @@ import pytest
 
 from qgitconf.agent import commands
 from qgitconf.agent import journal as journal_module
-from qgitconf.agent.apply import kept_name
+from qgitconf.agent.plan import kept_name
 from tests.applykit import STATE, as_user, home_view, stage
 from tests.labkit import LAZY_IMPORTS, Lab, as_uid, host_env, qg, run, snapshot
 

@@ -23,7 +23,6 @@ ENTRY_POINTS = {"cli.py", "service.py", "entry.py"}
 
 # Debt: the modules still over MODULE_LINES, at most this long.
 LONG_MODULES = {
-    "agent/apply.py": 1059,
     "agent/homefs.py": 766,
     "agent/journal.py": 720,
     "cli.py": 1394,
@@ -33,13 +32,12 @@ LONG_MODULES = {
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
 LONG_FUNCTIONS = {
-    "agent/apply.py:_plan_into": 107,
+    "agent/plan.py:_plan_into": 107,
     "agent/apply.py:execute": 85,
     "agent/apply.py:_run": 98,
 }
 # Debt: modules other than the entry points with function-local imports, at most this many.
 LOCAL_IMPORTS = {
-    "agent/apply.py": 2,
     "agent/commands.py": 2,
     "agent/config.py": 1,
     "agent/configmemo.py": 2,
@@ -53,6 +51,7 @@ LOCAL_IMPORTS = {
     "agent/statusfast.py": 4,  # the status 1k row: the full status only when needed
     "agent/verify.py": 7,
     "agent/vouch.py": 1,
+    "agent/wanted.py": 2,
     "errors.py": 4,
     "fsutil.py": 2,
     "gitpack/bundle.py": 7,

@@ -26,11 +26,13 @@ from typing import Any
 
 import pytest
 
-from qgitconf.agent.apply import Wanted, execute, make_plan
+from qgitconf.agent.apply import execute
 from qgitconf.agent.commands import home_status
 from qgitconf.agent.homefs import HomeFS, content
 from qgitconf.agent.journal import Fault
+from qgitconf.agent.plan import make_plan
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.agent.wanted import Wanted
 
 # path -> bytes (a 0644 file), (bytes, mode), or ("link", target)
 Tree = dict[str, Any]

@@ -281,7 +281,7 @@ def test_apply_only_a_path_that_matches_nothing_is_a_usage_error(lab: Lab) -> No
 
 
 def test_overwrite_says_where_the_kept_copy_went_and_revert_json(lab: Lab) -> None:
-    from qgitconf.agent.apply import kept_name
+    from qgitconf.agent.plan import kept_name
 
     lab.write("personal", ".bashrc", b"mine\n")
     commit_files(lab, "personal", {".bashrc": "managed\n"}, "one")

@@ -12,17 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.apply import (
-    Plan,
-    execute,
-    plan_apply,
-    plan_restore,
-    revert_target,
-    staged_commit,
-)
+from qgitconf.agent.apply import execute, plan_apply, plan_restore, revert_target, staged_commit
 from qgitconf.agent.config import TargetConfig, load_target_config
 from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import Fault, recover
+from qgitconf.agent.plan import Plan
 from qgitconf.agent.progress import ApplyProgress, Emit, apply_totals, note
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import home_status as home_status  # re-exported
@@ -203,7 +197,7 @@ def kept_copies(state: AgentState, rec: Mapping[str, Any]) -> list[dict[str, str
     """Where the generation ``rec`` kept what it overwrote: ``path`` (sanitised) and
     ``at`` (the copy in the state directory), for the files written over (not the
     adopted ones, which were not changed)."""
-    from qgitconf.agent.apply import kept_name
+    from qgitconf.agent.plan import kept_name
 
     adopted = set(rec.get("adopted") or [])
     out = [

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.apply import Action, Plan, plan_apply
+from qgitconf.agent.apply import plan_apply
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.diff import (
     applied_contents,
@@ -38,6 +38,7 @@ from qgitconf.agent.diff import (
     local_change,
 )
 from qgitconf.agent.homefs import HomeFS
+from qgitconf.agent.plan import Action, Plan
 from qgitconf.agent.render import colorize
 from qgitconf.agent.review import changed_files
 from qgitconf.agent.state import AgentState, state_dir

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.apply import matches
 from qgitconf.agent.commands import busy_error, home_relative
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.diff import applied_contents, diff_changes, local_change
 from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import describe
+from qgitconf.agent.plan import matches
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import _scan
 from qgitconf.agent.status import home_status as home_status  # re-exported

@@ -7,14 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.apply import (
-    kept_name,
-    plan_apply,
-    revert_target,
-)
+from qgitconf.agent.apply import plan_apply, revert_target
 from qgitconf.agent.commands import busy_error, check_commit_id, ensure_staged, plan_choices
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.journal import describe
+from qgitconf.agent.plan import kept_name
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import home_status as home_status  # re-exported
 from qgitconf.agent.status import status as status  # re-exported

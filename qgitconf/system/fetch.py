@@ -8,11 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from qgitconf.agent.apply import (
-    Wanted,
-)
 from qgitconf.agent.state import STAGED_SIGNATURE, STAGED_STATEMENT, AgentState
 from qgitconf.agent.verify import VerifyContext, check_statement
+from qgitconf.agent.wanted import Wanted
 from qgitconf.core.paths import PathRules
 from qgitconf.core.pathtree import check_tree
 from qgitconf.core.systemrules import SYSTEM_TOP

@@ -36,19 +36,12 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-from qgitconf.agent.apply import (
-    Plan,
-    Wanted,
-    check_choices,
-    execute,
-    make_plan,
-    plan_restore,
-    revert_target,
-    wanted_tree,
-)
+from qgitconf.agent.apply import execute, plan_restore, revert_target
 from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import Fault, recover
+from qgitconf.agent.plan import Plan, check_choices, make_plan
 from qgitconf.agent.state import AgentState
+from qgitconf.agent.wanted import Wanted, wanted_tree
 from qgitconf.errors import (
     LocalStateError,
 )
