@@ -13,7 +13,10 @@ import pytest
 from qgitconf import sysprog
 from qgitconf.agent.target import target_init
 from qgitconf.errors import CommitSignatureError, ConfigError, SignatureError
-from qgitconf.gpg.signing import HomeCache, Verifier, counted_signer, inspect_key_file, pin_digest
+from qgitconf.gpg.homes import HomeCache, pin_digest
+from qgitconf.gpg.judge import counted_signer
+from qgitconf.gpg.keys import inspect_key_file
+from qgitconf.gpg.signing import Verifier
 from tests.keys import make_key
 from tests.labkit import snapshot
 

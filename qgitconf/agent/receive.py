@@ -26,7 +26,7 @@ from qgitconf.core.paths import PathRules
 from qgitconf.core.pathtree import rules_digest
 from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.fsutil import atomic_write
-from qgitconf.gpg.signing import HomeCache
+from qgitconf.gpg.homes import HomeCache
 
 
 class Outcome(NamedTuple):

@@ -47,7 +47,7 @@ from qgitconf.gitpack.store import (
     read_commit,
     walk_tree,
 )
-from qgitconf.gpg.signing import inspect_key_file
+from qgitconf.gpg.keys import inspect_key_file
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
 

@@ -19,7 +19,7 @@ Layout::
                       (see qgitconf.agent.journal and docs/apply.md)
     tmp/              quarantines for incoming updates
     verify-gnupg/     a GnuPG home holding exactly the pinned keys, named by their
-                      SHA-256 (``qgitconf.gpg.signing.HomeCache``); kept after a
+                      SHA-256 (``qgitconf.gpg.homes.HomeCache``); kept after a
                       successful verification, rebuilt when the pins change
 """
 

@@ -18,7 +18,9 @@ from qgitconf.agent.status import home_status as home_status  # re-exported
 from qgitconf.agent.status import status as status  # re-exported
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, UsageError
-from qgitconf.gpg.signing import HomeCache, Verifier, inspect_key_file
+from qgitconf.gpg.homes import HomeCache
+from qgitconf.gpg.keys import inspect_key_file
+from qgitconf.gpg.signing import Verifier
 from qgitconf.sanitize import sanitize
 
 

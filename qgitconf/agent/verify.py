@@ -45,7 +45,8 @@ from qgitconf.errors import (
     WrongTargetError,
 )
 from qgitconf.fsutil import anonymous_file
-from qgitconf.gpg.signing import HomeCache, Verifier
+from qgitconf.gpg.homes import HomeCache
+from qgitconf.gpg.signing import Verifier
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
 

@@ -27,267 +27,37 @@ Qubes, which forwards to the vault) with only the options split-GPG allows.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
-import stat
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
 
 from qgitconf import sysprog
 from qgitconf.errors import ConfigError, GitError, SignatureError, UntrustedInputError
-from qgitconf.limits import MAX_GPG_STATUS_BYTES
-
-_GPG_OPTIONS = [
-    "--no-options",
-    "--no-auto-key-retrieve",
-    "--no-autostart",
-    "--no-greeting",
-    "--no-random-seed-file",
-]
+from qgitconf.gpg.homes import (
+    GPG_OPTIONS,
+    HomeCache,
+    fresh_home,
+    home_files,
+    keep_home,
+    kept_home_ok,
+    pin_digest,
+)
+from qgitconf.gpg.judge import counted_signer
+from qgitconf.gpg.keys import python_gnupg
 
 # What ``gpg --verify --status-fd`` may report for a signature that counts (GnuPG's
 # doc/DETAILS): exactly one each of these ...
-_COUNTED = ("NEWSIG", "GOODSIG", "VALIDSIG")
 # ... and any number of these, which only inform.  Any other keyword (BADSIG, ERRSIG,
 # EXPSIG, EXPKEYSIG, REVKEYSIG, NO_PUBKEY, TRUST_NEVER, FAILURE, ERROR, PLAINTEXT, one
 # gpg adds in a later version, ...) means it does not.  KEYEXPIRED and KEYREVOKED only
 # inform: gpg prints them for any expired or revoked subkey of the key, used or not
 # (DETAILS: "not very useful"); an expired or revoked key that made the signature
 # turns GOODSIG into EXPKEYSIG or REVKEYSIG.
-_INFORMATIONAL = frozenset(
-    {
-        "KEY_CONSIDERED",
-        "KEYEXPIRED",
-        "KEYREVOKED",
-        "SIG_ID",
-        "TRUST_UNDEFINED",
-        "TRUST_MARGINAL",
-        "TRUST_FULLY",
-        "TRUST_ULTIMATE",
-        "VERIFICATION_COMPLIANCE_MODE",
-        "NOTATION_NAME",
-        "NOTATION_FLAGS",
-        "NOTATION_DATA",
-        "POLICY_URL",
-    }
-)
-_STATUS_PREFIX = b"[GNUPG:] "
-_FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")  # v4 or v5 key
-_KEY_ID = re.compile(r"[0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64}")  # long id or fingerprint
 
 
-@contextlib.contextmanager
-def _gpg(home: str) -> Iterator[Any]:
-    """python-gnupg on the system's gpg in the private ``home``, with an environment
-    built from nothing (DESIGN rule 12).
-
-    python-gnupg >= 0.5 takes that environment as ``env``; 0.4.x (Debian 12's 0.4.9)
-    has no such argument and starts gpg with this process's environment, so for the
-    block the process's environment is replaced by the same one and then restored.
-    """
-    import inspect
-
-    import gnupg  # imported lazily: python-gnupg is only needed when gpg runs
-
-    env = sysprog.base_env(home)
-    options = {"gpgbinary": sysprog.program("gpg"), "gnupghome": home}
-    if "env" in inspect.signature(gnupg.GPG.__init__).parameters:
-        yield gnupg.GPG(options=list(_GPG_OPTIONS), env=env, **options)
-        return
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield gnupg.GPG(options=list(_GPG_OPTIONS), **options)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-class KeyInfo(NamedTuple):
-    """One public key as found in a key file."""
-
-    fingerprint: str
-    uids: tuple[str, ...]
-    expires: int | None
-    armored: bytes
-
-
-def inspect_key_file(data: bytes) -> list[KeyInfo]:
-    """List the primary keys an armored or binary key file holds, in a throwaway home."""
-    import shutil
-    import tempfile
-
-    home = tempfile.mkdtemp(prefix="qgitconf-gpg-")
-    try:
-        keys: list[KeyInfo] = []
-        with _gpg(home) as gpg:
-            result = gpg.import_keys(data)
-            for key in gpg.list_keys():
-                fpr = str(key["fingerprint"])
-                armored = gpg.export_keys(fpr, armor=True).encode("ascii")
-                expires = int(key["expires"]) if key.get("expires") else None
-                uids = tuple(str(u) for u in key.get("uids", []))
-                keys.append(KeyInfo(fpr, uids, expires, armored))
-        if not keys and result.count == 0:
-            return []
-        return keys
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
-class HomeCache(NamedTuple):
-    """Where verification homes are kept, one per set of pinned keys.
-
-    ``root/<digest>`` is named by the SHA-256 of the pinned fingerprints and key
-    bytes (``pin_digest``), so a changed pin or key file never reuses an old home.  A
-    home is built in ``tmp`` (same filesystem), filled with the pinned keys only,
-    checked to hold exactly the pinned fingerprints, and renamed into place only after
-    a verification with it succeeded (a rejected update leaves the state as it was,
-    rule 8).  A marker file in it records every file and its SHA-256; a kept home is used
-    only if it is a private directory of this user holding exactly those files with
-    those hashes (plus gpg's lock files) - an extra key, a ``gpg.conf`` or any other
-    change makes it ignored, and replaced after the next successful verification.
-
-    Args:
-        root: the directory holding the kept homes (in the agent state).
-        tmp: a scratch directory on the same filesystem.
-    """
-
-    root: Path
-    tmp: Path
-
-
-_MARKER = "qgitconf-verify-home"
 # O_NONBLOCK: a fifo planted in a kept home must not hang the receive.
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-
-def pin_digest(pinned: Mapping[str, bytes]) -> str:
-    """SHA-256 (hex) of a set of pinned keys: fingerprints and key file bytes."""
-    h = hashlib.sha256(b"qgitconf-pins-1\0")
-    for fpr in sorted(pinned):
-        data = pinned[fpr]
-        h.update(fpr.upper().encode("ascii") + b"\0" + len(data).to_bytes(8, "big") + data)
-    return h.hexdigest()
-
-
-def _is_lock(name: str) -> bool:
-    """gpg's dotlock files, present while another gpg uses the home."""
-    return name.endswith(".lock") or name.startswith(".#lk")
-
-
-def _home_files(home: Path) -> dict[str, str] | None:
-    """Every regular file of ``home`` (lock files aside) -> its SHA-256; None if the
-    home holds anything else (a directory, a symlink, a socket)."""
-    files: dict[str, str] = {}
-    try:
-        fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        for name in os.listdir(fd):
-            if name == _MARKER or _is_lock(name):
-                continue
-            try:
-                f = os.open(name, _READ_FLAGS, dir_fd=fd)
-            except OSError:
-                return None
-            try:
-                if not stat.S_ISREG(os.fstat(f).st_mode):
-                    return None
-                h = hashlib.sha256()
-                while chunk := os.read(f, 1 << 16):
-                    h.update(chunk)
-            finally:
-                os.close(f)
-            files[name] = h.hexdigest()
-    finally:
-        os.close(fd)
-    return files
-
-
-def _marker_text(digest: str, fprs: list[str], files: Mapping[str, str]) -> str:
-    lines = [f"pins {digest}", *(f"key {f}" for f in sorted(fprs))]
-    lines += [f"file {h} {name}" for name, h in sorted(files.items())]
-    return "\n".join(lines) + "\n"
-
-
-def _kept_home_ok(home: Path, digest: str, fprs: list[str]) -> bool:
-    """True if ``home`` is a private directory of this user that holds exactly the
-    files its marker lists, unchanged, and the marker names exactly these pins."""
-    try:
-        st = os.lstat(home)
-        if (
-            not stat.S_ISDIR(st.st_mode)
-            or st.st_uid != os.geteuid()
-            or stat.S_IMODE(st.st_mode) & 0o077
-        ):
-            return False
-        fd = os.open(home / _MARKER, _READ_FLAGS)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return False
-            marker = os.read(fd, 1 << 16).decode("utf-8")
-        finally:
-            os.close(fd)
-    except (OSError, UnicodeDecodeError):
-        return False
-    files = _home_files(home)
-    return files is not None and marker == _marker_text(digest, fprs, files)
-
-
-def counted_signer(status: bytes, returncode: int) -> str:
-    """Judge what one ``gpg --verify --status-fd`` run reported.
-
-    Pure: it only reads its arguments.
-
-    Args:
-        status: everything gpg wrote to its status fd.
-        returncode: gpg's exit status.
-
-    Returns:
-        The primary-key fingerprint (upper-case hex) of the one good, valid signature.
-
-    Raises:
-        ValueError: the signature does not count; the message says why.
-    """
-    if len(status) > MAX_GPG_STATUS_BYTES:
-        raise ValueError("gpg reported too much")
-    seen: dict[str, list[list[str]]] = {}
-    for line in status.split(b"\n"):
-        if not line:
-            continue
-        if not line.startswith(_STATUS_PREFIX):
-            raise ValueError("gpg status output is malformed")
-        keyword, *args = line[len(_STATUS_PREFIX) :].decode("utf-8", "replace").split(" ")
-        seen.setdefault(keyword, []).append(args)
-    signatures = len(seen.get("NEWSIG", ()))
-    if signatures != 1:
-        raise ValueError(f"{signatures} signatures, exactly one is required")
-    others = sorted(k for k in seen if k not in _COUNTED and k not in _INFORMATIONAL)
-    if others:
-        raise ValueError(f"signature does not count ({', '.join(others)})")
-    if returncode != 0:
-        raise ValueError(f"signature does not count (gpg exit status {returncode})")
-    good, valid = seen.get("GOODSIG", []), seen.get("VALIDSIG", [])
-    if len(good) != 1 or len(valid) != 1:
-        raise ValueError("signature does not count (not reported good and valid)")
-    if len(valid[0]) < 10 or not good[0]:
-        raise ValueError("gpg status output is malformed")
-    signing_key, primary, key_id = valid[0][0], valid[0][9], good[0][0]
-    if not (
-        _FINGERPRINT.fullmatch(signing_key)
-        and _FINGERPRINT.fullmatch(primary)
-        and _KEY_ID.fullmatch(key_id)
-        and signing_key.endswith(key_id)
-    ):
-        raise ValueError("gpg status output is malformed")
-    return primary
 
 
 class Verifier:
@@ -311,14 +81,14 @@ class Verifier:
     def __enter__(self) -> Verifier:
         cache = self._cache
         digest = pin_digest(self._pinned)
-        if cache is not None and _kept_home_ok(cache.root / digest, digest, list(self._pinned)):
+        if cache is not None and kept_home_ok(cache.root / digest, digest, list(self._pinned)):
             self._home = str(cache.root / digest)
             self._kept = True  # the keys are in: verify() needs no python-gnupg
             return self
-        self._home = _fresh_home(cache)
+        self._home = fresh_home(cache)
         try:
             imported: set[str] = set()
-            with _gpg(self._home) as gpg:
+            with python_gnupg(self._home) as gpg:
                 for data in self._pinned.values():
                     result = gpg.import_keys(data)
                     imported.update(str(f).upper() for f in result.fingerprints)
@@ -329,7 +99,7 @@ class Verifier:
                     f"(found {sorted(imported)}, pinned {sorted(self._pinned)})"
                 )
             if cache is not None:
-                self._files = _home_files(Path(self._home))
+                self._files = home_files(Path(self._home))
         except BaseException:
             self._close(promote=False)
             raise
@@ -349,7 +119,7 @@ class Verifier:
             return
         if promote and self._cache is not None and self._files is not None:
             with contextlib.suppress(OSError):
-                if _keep_home(Path(home), self._cache, self._pinned, self._files):
+                if keep_home(Path(home), self._cache, self._pinned, self._files):
                     return
         import shutil
 
@@ -394,7 +164,7 @@ class Verifier:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
             gpg = sysprog.program("gpg")
-            cmd = [gpg, "--batch", "--no-tty", "--homedir", self._home, *_GPG_OPTIONS]
+            cmd = [gpg, "--batch", "--no-tty", "--homedir", self._home, *GPG_OPTIONS]
             cmd += ["--status-fd", "1", "--verify", *files]
             try:
                 proc = subprocess.Popen(
@@ -491,56 +261,6 @@ def _spool_file(directory: str | Path, suffix: str) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free name for a file in {directory}")
-
-
-def _fresh_home(cache: HomeCache | None) -> str:
-    """A new private directory: in ``cache.tmp`` (so it can be kept), else in $TMPDIR."""
-    import tempfile
-
-    if cache is not None:
-        with contextlib.suppress(OSError):
-            return tempfile.mkdtemp(prefix="gnupg-", dir=cache.tmp)
-    return tempfile.mkdtemp(prefix="qgitconf-verify-")
-
-
-def _keep_home(
-    home: Path, cache: HomeCache, pinned: Mapping[str, bytes], files: Mapping[str, str]
-) -> bool:
-    """Rename the checked fresh ``home`` into ``cache``; True if it was kept.
-
-    Only a home whose files are still those checked after the import is kept; homes
-    for other pin sets are removed (the pins changed).
-    """
-    if home.parent != cache.tmp or _home_files(home) != files:
-        return False
-    digest = pin_digest(pinned)
-    (home / _MARKER).write_text(_marker_text(digest, list(pinned), files))
-    cache.root.mkdir(mode=0o700, exist_ok=True)
-    final = cache.root / digest
-    for old in os.listdir(cache.root):
-        if old != digest:
-            _discard(cache.root / old, cache)
-    try:
-        os.rename(home, final)
-        return True
-    except OSError:
-        pass
-    if _kept_home_ok(final, digest, list(pinned)):
-        return False  # another receive kept an equal home first: ours goes
-    _discard(final, cache)
-    os.rename(home, final)
-    return True
-
-
-def _discard(path: Path, cache: HomeCache) -> None:
-    """Remove a kept home: renamed aside first, so no one picks up a half-removed one."""
-    import shutil
-    import tempfile
-
-    aside = tempfile.mkdtemp(prefix="old-", dir=cache.tmp)
-    with contextlib.suppress(OSError):
-        os.rename(path, Path(aside) / "home")
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def sign_detached(gpg_program: str, key: str, payload: bytes, env: Mapping[str, str]) -> bytes:

@@ -36,7 +36,7 @@ def find_public_key(home: Path, fingerprint: str) -> bytes | None:
     file whose sole key is the given full fingerprint counts, so a stray or planted
     file cannot substitute another key.
     """
-    from qgitconf.gpg.signing import inspect_key_file
+    from qgitconf.gpg.keys import inspect_key_file
 
     fpr = fingerprint.replace(" ", "").upper()
     if not _FPR.fullmatch(fpr):
@@ -457,7 +457,7 @@ class MgmtRepo:
 
 
 def _checked_public_key(data: bytes, fingerprint: str) -> bytes:
-    from qgitconf.gpg.signing import inspect_key_file
+    from qgitconf.gpg.keys import inspect_key_file
 
     keys = inspect_key_file(data)
     fpr = fingerprint.replace(" ", "").upper()

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.errors import QgitconfError
-from qgitconf.gpg.signing import inspect_key_file, sign_detached
+from qgitconf.gpg.keys import inspect_key_file
+from qgitconf.gpg.signing import sign_detached
 from qgitconf.ops.checks import Check, git_fsck
 from qgitconf.qubes import qubesdb
 from qgitconf.sanitize import sanitize
