@@ -232,7 +232,7 @@ def in_process_publish(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mg
     is signed by the repo's own ``gpg.program`` (qubes-gpg-client-wrapper) run in
     config-mgmt, through the real split-GPG: the host has no split-GPG client.  Send it
     with ``QubeTransport(lab)``."""
-    from qgitconf.mgmt import publish as publish_mod
+    from qgitconf.mgmt import update as update_mod
 
     def sign_in_config_mgmt(
         program: str, key: str, payload: bytes, env: Mapping[str, str]
@@ -243,7 +243,7 @@ def in_process_publish(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mg
             raise GitError(f"signing with {program} in config-mgmt failed: {proc.stderr!r}")
         return proc.stdout
 
-    monkeypatch.setattr(publish_mod, "sign_detached", sign_in_config_mgmt)
+    monkeypatch.setattr(update_mod, "sign_detached", sign_in_config_mgmt)
     with as_qube_user(lab, "config-mgmt"):
         yield mgmt(lab)
 

@@ -27,7 +27,6 @@ LONG_MODULES = {
     "agent/journal.py": 720,
     "cli.py": 1394,
     "lab/real.py": 1371,
-    "mgmt/publish.py": 568,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
 LONG_FUNCTIONS = {
@@ -66,8 +65,9 @@ LOCAL_IMPORTS = {
     "manpage.py": 1,
     "mgmt/hooks.py": 7,
     "mgmt/importing.py": 2,
-    "mgmt/publish.py": 5,
+    "mgmt/publish.py": 4,
     "mgmt/repo.py": 6,
+    "mgmt/update.py": 1,
     "ops/doctor.py": 1,  # `import gnupg` is the check that it is installed
     "ops/persist.py": 2,
     "ops/side.py": 3,

@@ -13,6 +13,7 @@ from qgitconf.core.envelope import parse_statement
 from qgitconf.errors import PolicyDeniedError
 from qgitconf.lab.attacks import split_update
 from qgitconf.mgmt import publish as publish_mod
+from qgitconf.mgmt import update as update_mod
 from qgitconf.mgmt.publish import load_record
 from qgitconf.qubes.qrexec import CallResult
 from tests.labkit import (
@@ -266,7 +267,7 @@ def test_publish_tree_digest_is_the_one_the_agent_computes(lab: Lab) -> None:
     finally:
         dr.close()
     with as_qube_user(lab, "config-mgmt"):  # git runs in-process on config-mgmt's repo
-        digest = publish_mod.tree_digest(repo, sha)
+        digest = update_mod.tree_digest(repo, sha)
     assert digest == expected
 
 

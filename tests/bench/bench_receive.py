@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf.agent.target import target_init
-from qgitconf.mgmt.publish import build_update
 from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.mgmt.update import build_update
 from tests.bench.common import (
     Trash,
     bench_python,
