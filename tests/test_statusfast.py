@@ -26,8 +26,9 @@ import pytest
 from qgitconf.agent import configmemo, homefs, statusfast, vouch
 from qgitconf.agent.config import SYSTEM_CONFIG, user_config_path, write_target_config
 from qgitconf.agent.homefs import RACY_NS, stat_entry
+from qgitconf.agent.stamps import stamp_age
 from qgitconf.agent.state import AgentState, state_dir
-from qgitconf.agent.status import _age, status
+from qgitconf.agent.status import status
 
 FPR = "0123456789ABCDEF0123456789ABCDEF01234567"
 COMMIT = "a" * 40
@@ -352,8 +353,13 @@ def test_the_printed_output_is_the_same_byte_for_byte(home: Path, args: tuple[st
         "2000-02-29T12:00:00Z",
     ],
 )
-def test_the_age_is_the_full_status_age(stamp: str) -> None:
-    assert abs(statusfast._age(stamp) - (_age(stamp) or 0)) <= 1
+def test_the_age_is_the_one_datetime_computes(stamp: str) -> None:
+    """Both statuses take the age from ``stamp_age``; ``datetime`` is the reference."""
+    now = 4102444800.25  # 2100-01-01T00:00:00.25Z
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    want = max(0, int((datetime.fromtimestamp(now, UTC) - then).total_seconds()))
+    assert stamp_age(stamp, now) == want
+    assert abs(statusfast._age(stamp) - (stamp_age(stamp) or 0)) <= 1
 
 
 @pytest.mark.parametrize(
@@ -369,7 +375,7 @@ def test_the_age_is_the_full_status_age(stamp: str) -> None:
     ],
 )
 def test_a_stamp_the_full_status_cannot_read_falls_back(stamp: Any) -> None:
-    assert _age(stamp) is None
+    assert stamp_age(stamp) is None
     with pytest.raises(statusfast._Fallback):
         statusfast._age(stamp)
 

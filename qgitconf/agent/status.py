@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from qgitconf.agent import configmemo
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.homefs import DiskState, HomeFS, content
 from qgitconf.agent.journal import Fault, describe, recover
+from qgitconf.agent.stamps import stamp_age
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.fsutil import atomic_write
 from qgitconf.sanitize import sanitize
@@ -39,33 +39,6 @@ def _drift(disk: DiskState, rec: Mapping[str, Any]) -> str | None:
     if disk.kind == "link" and want.get("type") == "link":
         return "modified"
     return "type"
-
-
-def _age(stamp: str | None) -> int | None:
-    """Seconds since ``stamp`` (``YYYY-MM-DDTHH:MM:SSZ``, as apply writes it); None if
-    it is not one.  Parsed by hand: ``datetime.strptime`` imports ``_strptime`` (with
-    ``locale`` and ``calendar``), 5-10 ms of every ``qgitconf status``."""
-    if (
-        not isinstance(stamp, str)
-        or len(stamp) != 20
-        or not stamp.isascii()
-        or [stamp[i] for i in (4, 7, 10, 13, 16, 19)] != ["-", "-", "T", ":", ":", "Z"]
-        or not all(stamp[i].isdigit() for i in range(19) if i not in (4, 7, 10, 13, 16))
-    ):
-        return None
-    try:
-        then = datetime(
-            int(stamp[0:4]),
-            int(stamp[5:7]),
-            int(stamp[8:10]),
-            int(stamp[11:13]),
-            int(stamp[14:16]),
-            int(stamp[17:19]),
-            tzinfo=UTC,
-        )
-    except ValueError:
-        return None
-    return max(0, int((datetime.now(UTC) - then).total_seconds()))
 
 
 def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
@@ -130,7 +103,7 @@ def home_status(
         "pending": bool(staged) and staged.get("commit") != data.get("applied"),
         "generation": last["number"] if last else 0,
         "last_update": last["time"] if last else None,
-        "last_update_age": _age(last["time"]) if last else None,
+        "last_update_age": stamp_age(last["time"]) if last else None,
         "skipped": list(last.get("skipped") or []) if last else [],
         "managed": managed,
         "drift": [d["path"] for d in drift],

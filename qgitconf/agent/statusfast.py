@@ -29,6 +29,7 @@ import _json
 import os
 
 from qgitconf.agent import configmemo, vouch
+from qgitconf.agent.stamps import stamp_age
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -369,36 +370,8 @@ class _Dirs:
 
 
 def _age(stamp: object) -> int:
-    """``status._age`` of a well-formed stamp (``YYYY-MM-DDTHH:MM:SSZ``, a real UTC
-    time) without ``datetime``; anything else falls back."""
-    import time
-
-    if (
-        not isinstance(stamp, str)
-        or len(stamp) != 20
-        or not stamp.isascii()
-        or [stamp[i] for i in (4, 7, 10, 13, 16, 19)] != ["-", "-", "T", ":", ":", "Z"]
-        or not all(stamp[i].isdigit() for i in range(19) if i not in (4, 7, 10, 13, 16))
-    ):
+    """:func:`qgitconf.agent.stamps.stamp_age`; anything it cannot read falls back."""
+    age = stamp_age(stamp)
+    if age is None:
         raise _Fallback
-    y, mo, d = int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10])
-    h, mi, s = int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])
-    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-    month_days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-    if not (
-        y >= 1 and 1 <= mo <= 12 and 1 <= d <= month_days[mo - 1] and h < 24 and mi < 60 and s < 60
-    ):
-        raise _Fallback
-    then = (_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s) * 1_000_000
-    now = round(time.time() * 1_000_000)
-    return max(0, int((now - then) / 1_000_000))
-
-
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+    return age
