@@ -25,12 +25,12 @@ ENTRY_POINTS = {"cli.py", "service.py", "entry.py"}
 LONG_MODULES = {
     "agent/homefs.py": 766,
     "agent/journal.py": 720,
-    "cli.py": 1394,
+    "cli.py": 1375,
     "lab/real.py": 1371,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
 LONG_FUNCTIONS = {
-    "agent/plan.py:_plan_into": 107,
+    "agent/plan.py:_plan_into": 106,
     "agent/apply.py:execute": 85,
     "agent/apply.py:_run": 98,
 }
