@@ -75,6 +75,7 @@ def inner(quick: bool) -> int:
                 else:
                     p.unlink()
             shutil.copytree(self.pristine, home, dirs_exist_ok=True)
+            self.ids = (os.getuid(), os.getgid())  # this system's user, whose home it is
             return home
 
     sizes = [(1000, 10 << 20)] if quick else [(1000, 10 << 20), (10_000, 100 << 20)]

@@ -97,9 +97,20 @@ def installed() -> Path:
 BENCH_USER = "qgcbench"
 QUBE_NAME = "personal"
 _NS_ENV = "QGITCONF_BENCH_NAMESPACE"
-# QubesDB as the target qube's: its name, nothing else (the pin is in target.toml)
+# QubesDB as the target qube's: its name, nothing else (the pin is in target.toml); one
+# key, or ``-f KEY...`` as the Receive service asks (``KEY = VALUE`` for each key found,
+# exit 1 when one is missing: qubesdb-read's own behaviour)
 _QUBESDB_READ = f"""#!/bin/sh
-case "$1" in /name) echo {QUBE_NAME} ;; *) exit 2 ;; esac
+full=0
+if [ "$1" = "-f" ]; then full=1; shift; fi
+rc=0
+for key in "$@"; do
+  case "$key" in
+    /name) if [ $full = 1 ]; then echo "/name = {QUBE_NAME}"; else echo {QUBE_NAME}; fi ;;
+    *) if [ $full = 1 ]; then rc=1; else exit 2; fi ;;
+  esac
+done
+exit $rc
 """
 
 
