@@ -27,7 +27,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 
     The temp name is ``.<name>.`` and 8 hex digits from ``os.urandom``, created
     ``O_EXCL`` (what ``tempfile.mkstemp`` makes, whose ``random`` import costs every
-    process of the apply and status benchmark rows a few ms; ``journal.clear_debris``
+    process of the apply and status benchmark rows a few ms; ``debris.clear_debris``
     knows the pattern).
     """
     tmp = write_temp(path, data, mode, sync=True)
@@ -155,7 +155,7 @@ class DurableBatch:
     then one ``syncfs`` for the renames (:meth:`finish`).
 
     A crash before :meth:`finish` leaves each record old or new and whole, and temp
-    names the owner knows how to clear (``journal.clear_debris``); the owner must redo
+    names the owner knows how to clear (``debris.clear_debris``); the owner must redo
     the batch then (the apply journal's roll-forward does).
     """
 

@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 from qgitconf.agent import commands
-from qgitconf.agent import journal as journal_module
+from qgitconf.agent import fault as fault_module
 from qgitconf.agent.plan import kept_name
 from tests.applykit import STATE, as_user, home_view, stage
 from tests.labkit import LAZY_IMPORTS, Lab, as_uid, host_env, qg, run, snapshot
@@ -267,14 +267,14 @@ def _fork_named(
         code = 0
         try:
             os.close(r)
-            plain = journal_module.Fault.__call__
+            plain = fault_module.Fault.__call__
 
-            def named(self: journal_module.Fault, label: str) -> None:
+            def named(self: fault_module.Fault, label: str) -> None:
                 if self.after is not None and self.count + 1 == self.after:
                     os.write(w, label.encode() + b"\n")
                 plain(self, label)
 
-            journal_module.Fault.__call__ = named  # type: ignore[method-assign]
+            fault_module.Fault.__call__ = named  # type: ignore[method-assign]
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from qgitconf.agent import journal as journal_module
+from qgitconf.agent import fault as fault_module
 from tests.applykit import STATE, as_user, home_view
 from tests.labkit import Lab, qg, searchable
 from tests.test_crash import (
@@ -79,13 +79,13 @@ def _fork_kill(command: Command, home: Path, env: dict[str, str], uid: int, kill
         try:
             seen = {"n": 0}
 
-            def named(self: journal_module.Fault, label: str) -> None:
+            def named(self: fault_module.Fault, label: str) -> None:
                 if label == kill.label:
                     seen["n"] += 1
                     if seen["n"] == kill.occurrence:
                         os.kill(os.getpid(), signal.SIGKILL)
 
-            journal_module.Fault.__call__ = named  # type: ignore[method-assign]
+            fault_module.Fault.__call__ = named  # type: ignore[method-assign]
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)

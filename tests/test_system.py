@@ -422,8 +422,9 @@ def test_sigkill_at_every_step_of_the_system_apply(lab: Lab, tmp_path: Path) -> 
     """Each trial kills ``system apply`` at step N (the journal's fault hook), then runs
     what every system command runs first (recovery): the root filesystem and root's
     state are then exactly as before, or exactly as after an uninterrupted apply."""
+    from qgitconf.agent.fault import Fault
     from qgitconf.agent.homefs import HomeFS
-    from qgitconf.agent.journal import Fault, recover
+    from qgitconf.agent.journal import recover
     from qgitconf.agent.state import AgentState
 
     _enable(lab)

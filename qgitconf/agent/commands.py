@@ -14,8 +14,9 @@ from typing import Any
 
 from qgitconf.agent.apply import execute, plan_apply, plan_restore, revert_target, staged_commit
 from qgitconf.agent.config import TargetConfig, load_target_config
+from qgitconf.agent.fault import Fault
 from qgitconf.agent.homefs import HomeFS
-from qgitconf.agent.journal import Fault, recover
+from qgitconf.agent.journal import recover
 from qgitconf.agent.plan import Plan
 from qgitconf.agent.progress import ApplyProgress, Emit, apply_totals, note
 from qgitconf.agent.state import AgentState, state_dir

@@ -40,56 +40,21 @@ import contextlib
 import errno
 import json
 import os
-import re
-import signal
 import stat
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from qgitconf.agent.commitrecords import record_commit
+from qgitconf.agent.debris import clear_debris
+from qgitconf.agent.fault import Fault
 from qgitconf.agent.homefs import HomeFS, content
-from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
+from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, LocalStateError
-from qgitconf.fsutil import DurableBatch, atomic_write, fsync_dir, read_json
-from qgitconf.gitpack.store import ref_locked_error
+from qgitconf.fsutil import atomic_write, fsync_dir, read_json
 from qgitconf.sanitize import sanitize
 
 JOURNAL_VERSION = 1
-FAULT_ENV = "QGITCONF_FAULT_AFTER_WRITES"
-FAULT_KIND_ENV = "QGITCONF_FAULT_KIND"
-
-
-class Fault:
-    """The fault-injection hook: a no-op unless ``QGITCONF_FAULT_AFTER_WRITES`` is set."""
-
-    def __init__(self, after: int | None = None, kind: str = "kill") -> None:
-        self.after = after
-        self.kind = kind
-        self.count = 0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Fault:
-        raw = env.get(FAULT_ENV, "")
-        if not raw.isdigit() or int(raw) <= 0:
-            return cls()
-        kind = env.get(FAULT_KIND_ENV, "kill")
-        return cls(int(raw), kind if kind in ("kill", "enospc", "eacces", "stop") else "kill")
-
-    def __call__(self, label: str) -> None:
-        if self.after is None:
-            return
-        self.count += 1
-        if self.count != self.after:
-            return
-        if self.kind == "enospc":
-            raise OSError(errno.ENOSPC, f"No space left on device (injected at {label})")
-        if self.kind == "eacces":
-            raise PermissionError(errno.EACCES, f"Permission denied (injected at {label})")
-        if self.kind == "stop":
-            os.kill(os.getpid(), signal.SIGSTOP)
-            return
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _rmtree(path: Path, *, ignore_errors: bool = False) -> None:
@@ -422,238 +387,13 @@ def is_kept_path(rel: object) -> bool:
 # -- the commit: state records --------------------------------------------------------------
 
 
-def record_commit(
-    state: AgentState,
-    after: Mapping[str, Any],
-    stats: Mapping[str, list[int]] | None = None,
-    fault: Fault | None = None,
-) -> None:
-    """Write the state records an apply ends with; idempotent (roll-forward repeats it)."""
-    manifest: dict[str, dict[str, Any]] = {p: dict(r) for p, r in dict(after["manifest"]).items()}
-    for path, st in (stats or {}).items():
-        if path in manifest:
-            manifest[path]["stat"] = st
-    fault = fault or Fault()
-    record = after.get("generation")
-    # The records that grow with the number of files, and the generations: written
-    # as one batch, two flushes in all (fsutil.DurableBatch) instead of two fsyncs
-    # each; renamed in the order of their fault labels.  state.json is read and
-    # written after them as before (Receive writes it too, without the state lock:
-    # its read-modify-write stays short).
-    batch = DurableBatch(state.root)
-    try:
-        state.save_manifest(manifest, batch=batch)
-        state.save_originals(dict(after["originals"]), batch=batch)
-        new_generation = False
-        if record is not None:
-            gens = state.generations()
-            if not any(g.get("number") == record["number"] for g in gens):
-                gens.append(dict(record))
-                state.save_generations(gens, batch=batch)
-                new_generation = True
-        batch.flush_temps()
-        batch.rename(state.root / "manifest.json")
-        batch.rename(state.root / "manifest.stat")
-        fault("manifest-saved")
-        batch.rename(state.root / "originals.json")
-        fault("originals-saved")
-        if new_generation:
-            batch.rename(state.root / "generations.json")
-        batch.finish()
-    finally:
-        batch.discard()
-    if record is None:
-        return
-    fault("generations-saved")
-    commit = record["commit"]
-    saved = state.load()
-    if saved.get("applied") != commit or "applied" not in saved:
-        saved["applied"] = commit
-        state.save(saved)
-    fault("state-saved")
-    _write_refs(state, commit, int(record["number"]), fault)
-    state.point_head(commit)
-    fault("head-written")
-
-
-def _write_refs(state: AgentState, commit: str | None, number: int, fault: Fault) -> None:
-    """Point ``refs/qgitconf/applied`` and ``refs/qgitconf/generations/<number>`` at
-    ``commit`` (or remove ``applied``: the state before qgitconf).
-
-    Each write takes the ref's lock file (``<ref>.lock``) as git does; the fault hook
-    runs while it is held (``applied-ref-locked``, ``generation-ref-locked``), where a
-    kill leaves the lock behind: crash debris that :func:`clear_debris` removes under
-    the state lock before this is run again.
-
-    Raises:
-        LocalStateError: a lock file is still there (it is not one the agent left).
-    """
-    locked_error = ref_locked_error()
-
-    def locked(ref: bytes) -> None:
-        fault("applied-ref-locked" if ref == APPLIED_REF else "generation-ref-locked")
-
-    refs = state.refs(locked)
-    message = f"qgitconf: generation {number}".encode("ascii")
-    try:
-        if commit is not None:
-            value = commit.encode("ascii")
-            refs.set_if_equals(APPLIED_REF, None, value, message=message)
-            fault("applied-ref-written")
-            ref = GENERATION_REF.format(n=number).encode("ascii")
-            refs.set_if_equals(ref, None, value, message=message)
-            fault("generation-ref-written")
-        else:
-            refs.remove_if_equals(APPLIED_REF, None, message=message)
-            fault("applied-ref-written")
-        # The renames of the lock files are durable before the journal is removed.
-        ours = state.repo_path / "refs" / "qgitconf"
-        fsync_dir(ours)
-        if commit is not None:
-            fsync_dir(ours / "generations")
-    except locked_error as e:
-        raise LocalStateError(
-            f"a ref of the agent repository is locked ({sanitize(os.fsdecode(e.lockfilename))}); "
-            "it is not a lock file qgitconf left: check that no other git command runs "
-            "on it, then remove it; the next qgitconf apply, revert or status finishes "
-            "the change"
-        ) from e
-
-
 # -- crash debris outside the journal ----------------------------------------------------
 
 # The state records the agent writes (``fsutil.atomic_write``: ``mkstemp`` names them
 # ``.<name>.`` and 8 characters), and the ref lock files of the refs only the agent
 # writes, under the state lock.
-_RECORD_TEMP = re.compile(
-    r"\.(manifest\.json|manifest\.stat|originals\.json|generations\.json|state\.json"
-    r"|config\.memo)"
-    r"\.[a-z0-9_]{8}"
-)
-_HEAD_TEMP = re.compile(r"\.HEAD\.[a-z0-9_]{8}")
-_GENERATION_LOCK = re.compile(r"[1-9][0-9]{0,17}\.lock")
 # Receive writes state.json too, without the state lock (its write takes
 # milliseconds): a temp file of it is debris only once it is this old.
-_RECEIVE_GRACE_S = 600
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def clear_debris(state: AgentState) -> list[str]:
-    """Remove what a process of the agent killed outside the journal left behind;
-    the caller holds the state lock.  Returns the names removed (relative to the
-    state directory).
-
-    - ``repo/refs/qgitconf/applied.lock`` and ``repo/refs/qgitconf/generations/<N>.lock``:
-      the lock file of a ref write cut short (the ref still holds its old value).  Only
-      the agent writes these refs, and only under the state lock, which this process
-      holds: no live writer can own them.  Each must be a regular file of this user,
-      reached without following any link from the state directory.
-    - the temp files of the state records (``.manifest.json.XXXXXXXX`` …, and
-      ``repo/.HEAD.XXXXXXXX``): an atomic write cut short before its rename.  A
-      temp of ``state.json`` only when it is older than Receive's writes can be.
-
-    Raises:
-        LocalStateError: something else (a symlink, a directory, another user's file)
-            is where a ref lock goes: the agent cannot write that ref, and does not
-            remove what it did not make.
-    """
-    removed: list[str] = []
-    try:
-        root = os.open(state.root, _DIR_FLAGS)
-    except OSError:
-        return removed
-    try:
-        for name in _names(root):
-            if _RECORD_TEMP.fullmatch(name) and _stale_temp(root, name):
-                _remove_own(root, name, name, removed, strict=False)
-        repo = _open_dir(root, "repo")
-        if repo is None:
-            return removed
-        try:
-            for name in _names(repo):
-                if _HEAD_TEMP.fullmatch(name):
-                    _remove_own(repo, name, f"repo/{name}", removed, strict=False)
-            _clear_ref_locks(repo, removed)
-        finally:
-            os.close(repo)
-    finally:
-        os.close(root)
-    return removed
-
-
-def _clear_ref_locks(repo: int, removed: list[str]) -> None:
-    refs = _open_dir(repo, "refs")
-    if refs is None:
-        return
-    try:
-        ours = _open_dir(refs, "qgitconf")
-    finally:
-        os.close(refs)
-    if ours is None:
-        return
-    try:
-        if "applied.lock" in _names(ours):
-            _remove_own(ours, "applied.lock", "repo/refs/qgitconf/applied.lock", removed)
-        gens = _open_dir(ours, "generations")
-        if gens is None:
-            return
-        try:
-            for name in _names(gens):
-                if _GENERATION_LOCK.fullmatch(name):
-                    where = f"repo/refs/qgitconf/generations/{name}"
-                    _remove_own(gens, name, where, removed)
-        finally:
-            os.close(gens)
-    finally:
-        os.close(ours)
-
-
-def _names(d: int) -> list[str]:
-    try:
-        return os.listdir(d)
-    except OSError:
-        return []
-
-
-def _open_dir(d: int, name: str) -> int | None:
-    """``name`` in ``d`` as a directory fd, never through a link; None if it is
-    missing or not a directory (nothing of the agent's can be below it then)."""
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=d)
-    except OSError as e:
-        if isinstance(e, FileNotFoundError) or e.errno in (errno.ELOOP, errno.ENOTDIR):
-            return None
-        raise
-
-
-def _stale_temp(d: int, name: str) -> bool:
-    if not name.startswith(".state.json."):
-        return True
-    try:
-        st = os.stat(name, dir_fd=d, follow_symlinks=False)
-    except OSError:
-        return False
-    return st.st_mtime < time.time() - _RECEIVE_GRACE_S
-
-
-def _remove_own(d: int, name: str, where: str, removed: list[str], *, strict: bool = True) -> None:
-    """Unlink ``name`` in ``d`` if it is a regular file of this user (not a link);
-    otherwise raise (``strict``: it blocks a ref write) or leave it."""
-    try:
-        st = os.stat(name, dir_fd=d, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-        if not strict:
-            return
-        raise LocalStateError(
-            f"{sanitize(where)} in the agent state directory is not a lock file qgitconf "
-            "left (a symlink, a directory or another user's file); the agent cannot "
-            "write that ref: move it away, then run qgitconf status"
-        )
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name, dir_fd=d)
-    removed.append(where)
 
 
 def recover(state: AgentState, fs: HomeFS, fault: Fault | None = None) -> str | None:

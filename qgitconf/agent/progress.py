@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from qgitconf.agent.journal import Fault
+from qgitconf.agent.fault import Fault
 
 Emit = Callable[[str], None]
 """Shows one progress line (without the ``qgitconf:`` prefix or a newline)."""

@@ -16,8 +16,9 @@ from typing import Any
 
 from qgitconf.agent import configmemo
 from qgitconf.agent.config import load_target_config
+from qgitconf.agent.fault import Fault
 from qgitconf.agent.homefs import DiskState, HomeFS, content
-from qgitconf.agent.journal import Fault, describe, recover
+from qgitconf.agent.journal import describe, recover
 from qgitconf.agent.stamps import stamp_age
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.fsutil import atomic_write

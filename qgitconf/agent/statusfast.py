@@ -14,7 +14,7 @@ full status: :mod:`qgitconf.agent.vouch` (the one reader and check of
 It answers only the common case, with exactly the result the full status gives
 (``tests/test_statusfast.py`` runs both on the same homes): the configuration memo
 matches every input of the configuration reader; the state lock is free; there is no
-journal and nothing :func:`qgitconf.agent.journal.clear_debris` would remove; the
+journal and nothing :func:`qgitconf.agent.debris.clear_debris` would remove; the
 state records parse; ``manifest.stat`` belongs to ``manifest.json`` and vouches for
 every managed regular file, which all ``lstat`` as recorded; every other managed
 entry is a symlink with its recorded target.  On anything else - a record it cannot
@@ -42,7 +42,7 @@ _MAX_FDS = 256
 _MAX_RECORD_BYTES = 64 << 20  # state.json, generations.json, manifest.stat read at most
 _SMALL_HASH = 512 << 10  # below this, the builtin SHA-256 (no OpenSSL import); above, OpenSSL
 _HASH_BYTES_PER_LSTAT = 1000  # hashing (and loading OpenSSL) vs lstat, measured here: ~1 KB each
-# ``journal.clear_debris``'s names: a state record's temp (``atomic_write``), HEAD's temp
+# ``debris.clear_debris``'s names: a state record's temp (``atomic_write``), HEAD's temp
 _RECORD_TEMPS = tuple(
     f".{name}."
     for name in (
@@ -141,7 +141,7 @@ def _home_state(home: str, root: str) -> dict[str, Any]:
 
 
 def _no_debris(rootfd: int) -> None:
-    """Nothing :func:`qgitconf.agent.journal.clear_debris` would remove (a record's
+    """Nothing :func:`qgitconf.agent.debris.clear_debris` would remove (a record's
     or HEAD's temp, a ref's lock file) and no journal; else the full status (which
     removes it and says so)."""
     for name in os.listdir(rootfd):

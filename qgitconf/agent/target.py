@@ -11,8 +11,9 @@ from typing import Any
 
 from qgitconf.agent.commands import busy_error
 from qgitconf.agent.config import FPR, system_config_path, user_config_path, write_target_config
+from qgitconf.agent.fault import Fault
 from qgitconf.agent.homefs import HomeFS
-from qgitconf.agent.journal import Fault, recover
+from qgitconf.agent.journal import recover
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import home_status as home_status  # re-exported
 from qgitconf.agent.status import status as status  # re-exported

@@ -37,8 +37,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from qgitconf.agent.apply import execute, plan_restore, revert_target
+from qgitconf.agent.fault import Fault
 from qgitconf.agent.homefs import HomeFS
-from qgitconf.agent.journal import Fault, recover
+from qgitconf.agent.journal import recover
 from qgitconf.agent.plan import Plan, check_choices, make_plan
 from qgitconf.agent.state import AgentState
 from qgitconf.agent.wanted import Wanted, wanted_tree
