@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +32,22 @@ def hermetic_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     for name in _SCRUB:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_gpg_agent_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Stop the gpg-agents the host's gpg started in this session's temporary GnuPG
+    homes (key generation and signing start one per home): they would outlive the run."""
+    yield
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf is None:
+        return
+    for ring in tmp_path_factory.getbasetemp().rglob("pubring.kbx"):
+        subprocess.run(
+            [gpgconf, "--homedir", str(ring.parent), "--kill", "all"],
+            capture_output=True,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")
