@@ -179,6 +179,15 @@ def _ref_lock(home: Path) -> None:
     (state_dir(home) / "repo/refs/qgitconf/applied.lock").write_bytes(b"x\n")
 
 
+def _generation_lock(home: Path) -> None:  # a generation ref's write cut short
+    (state_dir(home) / "repo/refs/qgitconf/generations").mkdir(parents=True, exist_ok=True)
+    (state_dir(home) / "repo/refs/qgitconf/generations/1.lock").write_bytes(b"x\n")
+
+
+def _head_temp(home: Path) -> None:  # HEAD's atomic write cut short before its rename
+    (state_dir(home) / "repo/.HEAD.0123abcd").write_bytes(b"ref: refs/heads/main\n")
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -194,6 +203,8 @@ def _ref_lock(home: Path) -> None:
         _debris,
         _memo_temp,
         _ref_lock,
+        _generation_lock,
+        _head_temp,
     ],
 )
 def test_anything_else_is_left_to_the_full_status(home: Path, change: Any) -> None:
