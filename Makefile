@@ -130,10 +130,16 @@ completion: $(STAMP)
 # -- benchmarks and fuzzing (see docs/benchmarks.md, tests/fuzz/README.md) ----------------
 FUZZ_TIME ?= 60
 
-.PHONY: bench fuzz
+.PHONY: bench bench-compare fuzz
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+
+# make bench-compare BEFORE=REV: REV's benchmarks and this tree's, script by script in
+# turn, in one run, and one table of both (issue 22: rows no worse than before a move).
+BEFORE ?= HEAD
+bench-compare: $(STAMP)
+	$(BIN)/python -m tests.bench.compare $(BEFORE) $(SCRIPTS)
 
 # Each harness for FUZZ_TIME seconds: atheris on the pack pre-scan, then Hypothesis
 # with a large example budget on the envelope reader, statement parser, path rules.
