@@ -25,7 +25,6 @@ ENTRY_POINTS = {"cli.py", "service.py", "entry.py"}
 LONG_MODULES = {
     "agent/homefs.py": 766,
     "cli.py": 1375,
-    "lab/real.py": 1371,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
 LONG_FUNCTIONS = {
