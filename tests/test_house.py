@@ -58,8 +58,6 @@ LOCAL_IMPORTS = {
     "gpg/homes.py": 3,
     "gpg/keys.py": 4,
     "gpg/signing.py": 1,
-    "lab/install.py": 1,
-    "lab/real_dom0.py": 1,
     "manpage.py": 1,
     "mgmt/hooks.py": 7,
     "mgmt/importing.py": 2,
