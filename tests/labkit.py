@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from qgitconf.errors import GitError, TooLargeError
-from qgitconf.lab.real import KEY_FILE, RealLab
+from qgitconf.lab.real import RealLab
+from qgitconf.lab.real_qubes import KEY_FILE
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.qubes.qrexec import CallResult
 

@@ -16,7 +16,8 @@ import pytest
 
 from qgitconf.lab.build import available
 from qgitconf.lab.install import source_copy_ignore
-from qgitconf.lab.real import UID, pid_alive
+from qgitconf.lab.real_domains import pid_alive
+from qgitconf.lab.real_qubes import UID
 
 _OK, _WHY = available()
 needs_real_lab = pytest.mark.skipif(not _OK, reason=f"real lab: {_WHY}")

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from qgitconf.lab.build import available
-from qgitconf.lab.real import UID, RealLab
+from qgitconf.lab.real import RealLab
+from qgitconf.lab.real_qubes import UID
 from tests.labkit import INCOMING, snapshot
 
 _OK, _WHY = available()

@@ -21,7 +21,8 @@ from pathlib import Path
 from qgitconf.errors import QgitconfError
 from qgitconf.lab.attacks import resign
 from qgitconf.lab.build import available
-from qgitconf.lab.real import INCOMING, RealLab
+from qgitconf.lab.real import RealLab
+from qgitconf.lab.real_qubes import INCOMING
 from qgitconf.lab.real_session import backend_text, unavailable_text
 
 Echo = Callable[[str], None]

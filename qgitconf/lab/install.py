@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import click
+
 from qgitconf.errors import ConfigError
 from qgitconf.lab.build import HERE, PROJECT, SYSTEM_PYTHON, install_file, sh
 
 
 def _venv_site() -> Path:
-    import click  # the venv's runtime deps stand in for distro packages
-
+    """The site directory the running qgitconf's dependencies come from (click's): the
+    venv's runtime deps stand in for distro packages."""
     return Path(click.__file__).resolve().parent.parent
 
 

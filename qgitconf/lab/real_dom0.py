@@ -1,7 +1,8 @@
 """Stand-ins for the two dom0 parts the real lab cannot run: qubesd and the ask prompt.
 
-Installed into the lab's dom0 and run there by :mod:`qgitconf.lab.real` on the system
-Python (standard library, plus the upstream ``qrexec`` package for the prompt):
+Installed into the lab's dom0 by :mod:`qgitconf.lab.real_roots` and run there by its PID 1
+(:mod:`qgitconf.lab.real_domains`) on the system Python (standard library, plus the
+upstream ``qrexec`` package of the lab's dom0 layer):
 
 ``real_dom0.py qubesd STATE_DIR``
     qubesd (qubes-core-admin) needs Xen and libvirt.  The qrexec stack asks it two
@@ -30,6 +31,9 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+# the upstream python3-qrexec in the lab's dom0 layer (this file runs only there)
+from qrexec.server import SocketService  # type: ignore[import-not-found]
 
 QUBESD_SOCKETS = ("/run/qubesd.internal.sock", "/run/qubesd.sock")
 POLICY_AGENT_SOCKET = "/run/qubes/policy-agent.sock"
@@ -94,8 +98,6 @@ def ask_answer(state: Path, params: dict[str, Any]) -> str:
 
 
 async def _serve_ask(state: Path) -> None:
-    from qrexec.server import SocketService  # type: ignore[import-not-found]
-
     class LabPolicyAgent(SocketService):  # type: ignore[misc]
         async def handle_request(self, params: Any, service: str, source_domain: str) -> str:
             if service == "policy.Ask":

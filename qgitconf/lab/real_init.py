@@ -1,4 +1,4 @@
-"""PID 1 of the real lab's private PID namespace (started by :mod:`qgitconf.lab.real`).
+"""PID 1 of the real lab's private PID namespace (started by :mod:`qgitconf.lab.real_domains`).
 
 Run as ``unshare --pid --fork --kill-child --mount-proc -- /usr/bin/python3 -I
 real_init.py BOOT.json``.  It starts one namespace holder per domain (a process in its

@@ -1,6 +1,6 @@
 """Stand-in for QubesDB's ``qubesdb-read``, ``-list`` and ``-multiread`` in a real-lab qube.
 
-Installed by :mod:`qgitconf.lab.real` as root-owned ``/usr/bin/qubesdb-read``,
+Installed by :mod:`qgitconf.lab.real_roots` as root-owned ``/usr/bin/qubesdb-read``,
 ``/usr/bin/qubesdb-list`` and ``/usr/bin/qubesdb-multiread`` (``#!/usr/bin/python3
 -I``; the program picks its command from its name, as the real ``qubesdb-cmd`` does).
 On Qubes the values come from ``qubesdb-daemon``, which only dom0 writes; here from

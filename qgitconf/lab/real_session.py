@@ -28,7 +28,9 @@ from typing import Any, NoReturn
 
 from qgitconf.errors import ConfigError, LocalStateError, QgitconfError, UsageError
 from qgitconf.lab.build import LAB_BASE, PROJECT, SYS_PATH, available, source_dir
-from qgitconf.lab.real import VMS, RealLab, claim_root, pid_alive
+from qgitconf.lab.real import RealLab, claim_root
+from qgitconf.lab.real_domains import pid_alive
+from qgitconf.lab.real_qubes import VMS
 
 Echo = Callable[[str], None]
 POINTER = LAB_BASE / "current"
