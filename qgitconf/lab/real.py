@@ -13,7 +13,7 @@ through the real split-GPG (``qubes-gpg-client-wrapper`` → ``qubes.Gpg`` →
 What cannot be real here is stood in for by the smallest piece (docs/lab.md):
 qubesd (:mod:`qgitconf.lab.real_dom0`, system-info from a JSON file), the ask prompt
 (the upstream policy agent's socket service answering a fixed click), QubesDB
-(:mod:`qgitconf.lab.real_qubesdb`), split-GPG's consent prompt (its remembered
+(``real_qubesdb.c``, C as the real client is), split-GPG's consent prompt (its remembered
 answer, ``/run/qubes-gpg-split/stat.CLIENT``, refreshed by the harness).
 
 Layout.  Sources (``$QUBES_SRC_DIR``, else ``<project>/../shared/qubes-src``) are

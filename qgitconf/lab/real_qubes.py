@@ -89,6 +89,12 @@ def check_templates(
     return tpls, dvms
 
 
+def qubesdb_store(db: Mapping[str, str]) -> bytes:
+    """The file the lab's ``qubesdb-read`` (``real_qubesdb.c``) reads: ``KEY NUL VALUE
+    NUL`` per key, keys sorted."""
+    return b"".join(f"{k}\0{db[k]}\0".encode("utf-8", "surrogateescape") for k in sorted(db))
+
+
 class LabQubes:
     """The lab's qubes and what dom0 knows of them (the base of
     :class:`qgitconf.lab.real.RealLab`): their classes, tags, uids, domain ids,
@@ -231,7 +237,7 @@ class LabQubes:
         )
 
     def _write_qubesdb(self, name: str) -> None:
-        atomic_write(self.qube(name) / "qubesdb/db.json", json.dumps(self._qubesdb[name]).encode())
+        atomic_write(self.qube(name) / "qubesdb/db", qubesdb_store(self._qubesdb[name]))
 
     def set_tags(self, name: str, tags: Sequence[str]) -> None:
         self._tags[name] = list(tags)
@@ -252,6 +258,8 @@ class LabQubes:
 
     def set_qubesdb(self, name: str, key: str, value: str | None) -> None:
         """Set (or with None, remove) QubesDB ``key`` of qube ``name``."""
+        if "\0" in key or (value is not None and "\0" in value):
+            raise UsageError(f"QubesDB {key!r}: keys and values hold no NUL")
         if value is None:
             self._qubesdb[name].pop(key, None)
         else:

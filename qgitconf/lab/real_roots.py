@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qgitconf.errors import ConfigError
-from qgitconf.lab.build import HERE, install_file
+from qgitconf.lab.build import HERE, install_file, sh
 from qgitconf.lab.install import install_qgitconf, qgitconf_files
 from qgitconf.lab.real_qubes import QUBES_GID, LabQubes
 
@@ -155,14 +155,13 @@ class LabRoots(LabQubes):
         vchan.chmod(0o1777)
         with (r / "log/install.log").open("wb") as log:
             install_qgitconf(r / "layers/qgitconf", log)
-        # lab stand-ins in the VMs: QubesDB's readers
-        lab_vm = r / "layers/lab-vm"
-        for prog in ("qubesdb-read", "qubesdb-list", "qubesdb-multiread"):
-            dest = lab_vm / "usr/bin" / prog
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            body = (HERE / "real_qubesdb.py").read_text()
-            dest.write_text("#!/usr/bin/python3 -I\n" + body)
-            dest.chmod(0o755)
+            # lab stand-ins in the VMs: QubesDB's readers, in C as the real client is
+            bin_dir = r / "layers/lab-vm/usr/bin"
+            bin_dir.mkdir(parents=True, exist_ok=True)
+            source = HERE / "real_qubesdb.c"
+            sh(["gcc", "-O2", "-o", str(bin_dir / "qubesdb-cmd"), str(source)], log)
+            for prog in ("qubesdb-read", "qubesdb-list", "qubesdb-multiread"):
+                (bin_dir / prog).symlink_to("qubesdb-cmd")
         # dom0: the stand-ins, the project's policy unchanged, the split-GPG rule
         d0 = r / "dom0/etc"
         install_file(
