@@ -28,61 +28,6 @@ from qgitconf.sanitize import sanitize
 # docs/benchmarks.md).
 
 
-@click.command()
-@click.argument("name", required=False, shell_complete=complete_names())
-@click.option("--to", "to", help="Generation (target) or commit (config-mgmt) to go back to.")
-@click.option(
-    "--overwrite", is_flag=True, help="Target: overwrite local changes (kept as backups)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Target: print the result as JSON.")
-@click.option(
-    "-n",
-    "--dry-run",
-    is_flag=True,
-    help="Target: print what it would write, remove, keep and stop on; change nothing.",
-)
-@PROGRESS_OPTION
-def revert(
-    name: str | None,
-    to: str | None,
-    overwrite: bool,
-    as_json: bool,
-    dry_run: bool,
-    show_progress: bool,
-) -> None:
-    """Go back: in a target, to an earlier generation; in config-mgmt, NAME's branch to an
-    earlier commit (as a new signed commit)."""
-    if name is not None:
-        from qgitconf.mgmt.revert import revert_branch
-
-        if dry_run:
-            raise UsageError("--dry-run is for a target's revert (without NAME)")
-        sha = revert_branch(mgmt_for("revert"), name, to)
-        click.echo(f"{name}: committed {sha[:12]} restoring an earlier tree; publish it to send")
-        return
-    only_in_target("revert")
-    from qgitconf.agent.commands import revert as do
-
-    number = None
-    if to is not None:
-        if not to.isdigit():
-            raise UsageError("--to takes a generation number in a target qube")
-        number = int(to)
-    if dry_run:
-        _dry_run(as_json, kind="revert", to=number, overwrite=overwrite)
-        return
-    rec = do(home(), env(), to=number, overwrite=overwrite, progress=progress_echo(show_progress))
-    if rec.get("recovered"):
-        click.echo(f"qgitconf: {rec['recovered']}", err=True)
-    if as_json:
-        print_json(rec)
-        return
-    click.echo(f"generation {rec['number']}: {rec['note']} ({counts_text(rec)})")
-    for line in rec.get("left", []):
-        click.echo(f"  {line}")
-    _print_kept(rec)
-
-
 def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
     """apply --interactive: the picker (agent/interactive.py) decides the --only list."""
     from qgitconf.agent import interactive
@@ -309,6 +254,61 @@ def _print_kept(rec: dict[str, Any]) -> None:
 
     for line in kept_lines(rec):
         click.echo(line)
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=complete_names())
+@click.option("--to", "to", help="Generation (target) or commit (config-mgmt) to go back to.")
+@click.option(
+    "--overwrite", is_flag=True, help="Target: overwrite local changes (kept as backups)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Target: print the result as JSON.")
+@click.option(
+    "-n",
+    "--dry-run",
+    is_flag=True,
+    help="Target: print what it would write, remove, keep and stop on; change nothing.",
+)
+@PROGRESS_OPTION
+def revert(
+    name: str | None,
+    to: str | None,
+    overwrite: bool,
+    as_json: bool,
+    dry_run: bool,
+    show_progress: bool,
+) -> None:
+    """Go back: in a target, to an earlier generation; in config-mgmt, NAME's branch to an
+    earlier commit (as a new signed commit)."""
+    if name is not None:
+        from qgitconf.mgmt.revert import revert_branch
+
+        if dry_run:
+            raise UsageError("--dry-run is for a target's revert (without NAME)")
+        sha = revert_branch(mgmt_for("revert"), name, to)
+        click.echo(f"{name}: committed {sha[:12]} restoring an earlier tree; publish it to send")
+        return
+    only_in_target("revert")
+    from qgitconf.agent.commands import revert as do
+
+    number = None
+    if to is not None:
+        if not to.isdigit():
+            raise UsageError("--to takes a generation number in a target qube")
+        number = int(to)
+    if dry_run:
+        _dry_run(as_json, kind="revert", to=number, overwrite=overwrite)
+        return
+    rec = do(home(), env(), to=number, overwrite=overwrite, progress=progress_echo(show_progress))
+    if rec.get("recovered"):
+        click.echo(f"qgitconf: {rec['recovered']}", err=True)
+    if as_json:
+        print_json(rec)
+        return
+    click.echo(f"generation {rec['number']}: {rec['note']} ({counts_text(rec)})")
+    for line in rec.get("left", []):
+        click.echo(f"  {line}")
+    _print_kept(rec)
 
 
 @click.command()
