@@ -14,6 +14,7 @@ import sys
 import click
 
 from qgitconf import __version__
+from qgitconf.cli import cli
 
 __all__ = ["render"]
 
@@ -116,8 +117,6 @@ def render(cli: click.Group, name: str = "qgitconf") -> str:
 
 def main() -> None:
     """Print the page for qgitconf's CLI."""
-    from qgitconf.cli import cli
-
     sys.stdout.write(render(cli))
 
 

@@ -19,12 +19,11 @@ MODULE_LINES = 500
 FUNCTION_LINES = 80
 EXEMPT_MODULES = {"core/risks.py"}  # rule tables
 EXEMPT_FUNCTIONS = {"lab/demo.py:story"}  # the demo's script, read top to bottom
-ENTRY_POINTS = {"cli.py", "service.py", "entry.py"}
+ENTRY_POINTS = {"cli/", "service.py", "entry.py"}  # "cli/": every module of the cli package
 
 # Debt: the modules still over MODULE_LINES, at most this long.
 LONG_MODULES = {
     "agent/homefs.py": 766,
-    "cli.py": 1375,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
 LONG_FUNCTIONS = {
@@ -58,7 +57,6 @@ LOCAL_IMPORTS = {
     "gpg/homes.py": 3,
     "gpg/keys.py": 4,
     "gpg/signing.py": 1,
-    "manpage.py": 1,
     "mgmt/hooks.py": 7,
     "mgmt/importing.py": 2,
     "mgmt/publish.py": 4,
@@ -81,6 +79,10 @@ def _modules() -> dict[str, str]:
         for p in sorted(PACKAGE.rglob("*.py"))
         if "__pycache__" not in p.parts
     }
+
+
+def _is_entry_point(name: str) -> bool:
+    return any(name == e or (e.endswith("/") and name.startswith(e)) for e in ENTRY_POINTS)
 
 
 def _functions(source: str) -> list[tuple[str, int, ast.AST]]:
@@ -113,7 +115,7 @@ def test_function_length() -> None:
 def test_local_imports() -> None:
     counts = {}
     for name, src in _modules().items():
-        if name in ENTRY_POINTS:
+        if _is_entry_point(name):
             continue
         n = sum(
             isinstance(sub, ast.Import | ast.ImportFrom)

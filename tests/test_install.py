@@ -93,7 +93,7 @@ def test_make_install_full_tree_runs(tmp_path: Path) -> None:
     sites = list(dest.glob("usr/lib/python3*/site-packages"))
     assert len(sites) == 1
     site = sites[0]
-    assert (site / "qgitconf" / "cli.py").is_file()
+    assert (site / "qgitconf" / "cli" / "__init__.py").is_file()
     assert (site / "qgitconf" / "py.typed").is_file()
     assert list(site.glob("qgitconf-*.dist-info/entry_points.txt"))
     assert (dest / "etc/qubes-rpc/qgitconf.Receive").is_file()

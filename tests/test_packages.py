@@ -212,7 +212,7 @@ def test_make_packages_builds_deb_and_rpm() -> None:
         "./etc/qubes-rpc/qgitconf.Receive",
         "./etc/qubes/rpc-config/qgitconf.Receive",
         "./usr/bin/qgitconf",
-        "./usr/lib/python3/dist-packages/qgitconf/cli.py",
+        "./usr/lib/python3/dist-packages/qgitconf/cli/__init__.py",
         "./usr/lib/python3/dist-packages/qgitconf/lab/qubes-src.sha256",  # `lab demo`
         "./usr/share/man/man1/qgitconf.1",
         "./usr/share/bash-completion/completions/qgitconf",
