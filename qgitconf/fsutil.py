@@ -107,6 +107,7 @@ def write_temp(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = False
 
 
 _LIBC_SYNCFS: Any = None
+_GET_ERRNO: Any = None
 
 
 def syncfs(fd: int) -> None:
@@ -118,24 +119,25 @@ def syncfs(fd: int) -> None:
     Raises:
         OSError: ``syncfs`` failed.
     """
-    global _LIBC_SYNCFS
+    global _LIBC_SYNCFS, _GET_ERRNO
     if _LIBC_SYNCFS is None:
         try:
+            # Lazy: ctypes (about 2 ms) only in a process that syncs a filesystem (the
+            # apply rows of ``make bench``), not in receive, publish or status.
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             _LIBC_SYNCFS = libc.syncfs
             _LIBC_SYNCFS.argtypes = [ctypes.c_int]
             _LIBC_SYNCFS.restype = ctypes.c_int
+            _GET_ERRNO = ctypes.get_errno
         except (OSError, AttributeError):
             _LIBC_SYNCFS = False
     if _LIBC_SYNCFS is False:
         os.sync()
         return
     if _LIBC_SYNCFS(fd) != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
+        err = _GET_ERRNO()
         raise OSError(err, os.strerror(err))
 
 

@@ -15,15 +15,17 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
+
+from dulwich.objects import ObjectID, Tree
 
 from qgitconf.errors import BundleError, TooLargeError
 from qgitconf.fsutil import atomic_write, private_dir
-from qgitconf.gitpack.objcache import KNOWN_DIR, SUFFIX, Known, format_sidecar
+from qgitconf.gitpack.objcache import KNOWN_DIR, SUFFIX, Known, format_sidecar, load_known
+from qgitconf.gitpack.packindex import index_pack, write_pack
+from qgitconf.gitpack.packread import PackReader
+from qgitconf.gitpack.packscan import prescan_pack
 from qgitconf.limits import Limits
-
-if TYPE_CHECKING:
-    from qgitconf.gitpack.packread import PackReader
 
 _V2 = b"# v2 git bundle\n"
 _V3 = b"# v3 git bundle\n"
@@ -118,6 +120,8 @@ class Quarantine:
     @functools.cached_property
     def store(self) -> Any:
         """The quarantine's object store (its alternates reach the real one)."""
+        # Lazy, as real_store's: dulwich.object_store costs about 20 ms and a first
+        # update never opens it (the first-update receive rows of ``make bench``).
         from dulwich.object_store import DiskObjectStore
 
         return DiskObjectStore(str(self.objects))
@@ -134,8 +138,6 @@ class Quarantine:
         """The agent's packs, where a thin pack's bases and the prerequisite are: read
         without dulwich's object store, whose import alone cost the Receive service
         about 15 ms (the "publish -> staged" row of ``make bench``)."""
-        from qgitconf.gitpack.packread import PackReader
-
         return PackReader(self.real_objects, lazy=True)
 
     def real_has(self, hexsha: str) -> bool:
@@ -161,8 +163,6 @@ class Quarantine:
     @functools.cached_property
     def known(self) -> Known:
         """What the checks of earlier packs left beside them (``objcache``)."""
-        from qgitconf.gitpack.objcache import load_known
-
         return load_known(self.known_dir)
 
     @property
@@ -193,8 +193,6 @@ class Quarantine:
         data = self.raw_tree(sha)
         if data is None:
             return self.store[sha]
-        from dulwich.objects import ObjectID, Tree
-
         tree = Tree.from_raw_string(Tree.type_num, data, ObjectID(sha))
         self.parsed[sha] = tree
         return tree
@@ -214,9 +212,6 @@ class Quarantine:
                 size, or delta depth than allowed.
             UnsafePathError: a tree entry git itself would refuse.
         """
-        from qgitconf.gitpack.packindex import index_pack, write_pack
-        from qgitconf.gitpack.packscan import prescan_pack
-
         start = stream.tell()
         size = stream.seek(0, os.SEEK_END) - start
         if size > max_input:

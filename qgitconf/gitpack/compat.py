@@ -32,6 +32,9 @@ import re
 from binascii import hexlify
 from typing import Any
 
+import dulwich
+from dulwich.errors import ObjectFormatException
+
 __all__ = [
     "MIN_DULWICH",
     "commit_raw",
@@ -54,8 +57,6 @@ _TREE_RE = re.compile(rb"(?:" + _ENTRY + rb")*+", re.DOTALL)
 
 def dulwich_version() -> tuple[int, ...]:
     """The installed dulwich's version tuple (for ``doctor``)."""
-    import dulwich
-
     return tuple(int(part) for part in dulwich.__version__[:3])
 
 
@@ -70,8 +71,6 @@ def parse_tree_entries(data: bytes) -> list[tuple[bytes, int, bytes]]:
         ObjectFormatException: the tree is malformed.
     """
     if _TREE_RE.fullmatch(data) is None:
-        from dulwich.errors import ObjectFormatException
-
         raise ObjectFormatException(f"malformed tree entry at offset {_first_bad(data)}")
     return [(name, int(mode, 8), hexlify(sha)) for mode, name, sha in _ENTRY_RE.findall(data)]
 
@@ -162,6 +161,8 @@ def commit_raw(commit: Any) -> bytes:
 def init_bare(path: str, default_branch: bytes) -> None:
     """Create a bare repository at ``path`` (made here) whose HEAD names
     ``refs/heads/<default_branch>``, reading no git configuration."""
+    # Lazy: dulwich.repo (about 30 ms) and inspect only when a repository is made
+    # (``target init``); this module is loaded by apply (the apply rows of ``make bench``).
     import inspect
 
     from dulwich.repo import Repo

@@ -36,6 +36,11 @@ from typing import Any, BinaryIO
 from dulwich.errors import ObjectFormatException
 from dulwich.objects import ObjectID, ShaFile
 
+try:  # the C version itself: dulwich.pack would import far more (start-up)
+    from dulwich._pack import apply_delta
+except ImportError:  # a dulwich built without its extensions
+    from dulwich.pack import apply_delta
+
 from qgitconf.errors import BundleError, TooLargeError, UnsafePathError
 from qgitconf.gitpack.compat import pack_object_header, parse_tree_entries
 from qgitconf.gitpack.packscan import PackEntry, PackSummary
@@ -84,11 +89,6 @@ class _Resolver:
     """Delta resolution over one pack file, with a bounded cache of bases."""
 
     def __init__(self, f: BinaryIO, start: int, summary: PackSummary, lookup: Lookup) -> None:
-        try:  # the C version itself: dulwich.pack would import far more (start-up)
-            from dulwich._pack import apply_delta
-        except ImportError:  # a dulwich built without its extensions
-            from dulwich.pack import apply_delta
-
         self._apply_delta = apply_delta
         self._f = f
         self._start = start

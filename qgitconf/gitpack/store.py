@@ -100,6 +100,8 @@ def _tree_items(store: Any, sha: str) -> list[tuple[bytes, int, bytes]]:
     if data is None:
         tree = _get(store, sha, b"tree", "tree")
         return [(item.path, item.mode, item.sha) for item in tree.iteritems()]
+    # Lazy: the no-op receive, status and publish rows of ``make bench`` import this
+    # module and not compat (with dulwich's errors).
     from qgitconf.gitpack.compat import parse_tree_entries
 
     return parse_tree_entries(data)

@@ -20,6 +20,7 @@ logic stays typed and tested; :data:`HOOKS` holds the same text ``init`` install
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -28,8 +29,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgitconf.errors import GitError, QgitconfError
+from qgitconf.errors import CommitSignatureError, GitError, QgitconfError
+from qgitconf.gitpack.compat import split_commit_signature
+from qgitconf.gitpack.store import parse_commit
+from qgitconf.gpg.signing import Verifier
 from qgitconf.limits import MAX_SECRET_SCAN_BYTES
+from qgitconf.mgmt import sizes
+from qgitconf.mgmt.catfile import iter_blobs
 from qgitconf.sanitize import sanitize
 
 ZERO = "0" * 40
@@ -99,8 +105,6 @@ def _git(args: Sequence[str], env: Mapping[str, str], input: bytes | None = None
 
 
 def _protected(repo: Path) -> set[str]:
-    import json
-
     names: set[str] = set()
     for f in ("targets.json", "layers.json"):
         with contextlib.suppress(OSError, ValueError, TypeError):
@@ -118,11 +122,6 @@ def check_push(
         updates: ``(old, new, ref)`` per ref, as git gives them to pre-receive.
         env: git's environment (it carries the quarantine object directories).
     """
-    from qgitconf.errors import CommitSignatureError
-    from qgitconf.gitpack.compat import split_commit_signature
-    from qgitconf.gitpack.store import parse_commit
-    from qgitconf.gpg.signing import Verifier
-
     key = None
     with contextlib.suppress(OSError):
         key = (repo / "qgitconf" / "signing-key.asc").read_bytes()
@@ -180,8 +179,6 @@ def _read_blobs(
     env: Mapping[str, str], shas: Sequence[str], keep: int
 ) -> Iterator[tuple[str, int, bytes]]:
     """Yield ``(id, size, first keep bytes)`` of each blob (one ``git cat-file --batch``)."""
-    from qgitconf.mgmt.catfile import iter_blobs
-
     for sha, size, chunks in iter_blobs(["git"], env, shas):
         head = b""
         for chunk in chunks:
@@ -198,8 +195,6 @@ def check_staged(env: Mapping[str, str]) -> list[Finding]:
     Secrets are allowed by ``qgitconf.allowSecret PATH`` or ``QGITCONF_ALLOW_SECRETS=1``,
     large files by ``qgitconf.allowLarge PATH`` or ``QGITCONF_ALLOW_LARGE=1``.
     """
-    from qgitconf.mgmt import sizes
-
     secrets = env.get("QGITCONF_ALLOW_SECRETS") != "1"
     large = env.get(sizes.ALLOW_ENV) != "1"
     if not (secrets or large):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.core.exportfmt import MAGIC, parse_export
 from qgitconf.core.paths import MODE_FILE, PathRules, check_tree_entry
+from qgitconf.core.risks import FileChange, assess, tree_of
 from qgitconf.errors import (
     ExportWrongQubeError,
     GitError,
@@ -182,8 +183,6 @@ def notes(
 ) -> list[str]:
     """The risk report (the same rules as the target's ``review``, with the quarantined
     commit's ``tree``: symlinks and includes that reach ``path``) plus secret checks."""
-    from qgitconf.core.risks import FileChange, assess
-
     change = FileChange(
         path,
         old[0] if old else None,
@@ -198,8 +197,6 @@ def notes(
 
 def _tree(repo: MgmtRepo, commit: str) -> Tree:
     """The tree of ``commit`` for the risk rules: modes, symlinks, git/ssh config files."""
-    from qgitconf.core.risks import tree_of
-
     modes: dict[str, int] = {}
     blobs: dict[str, str] = {}
     for rec in repo.git("ls-tree", "-r", "-z", "--full-tree", commit).split("\0"):

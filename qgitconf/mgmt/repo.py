@@ -21,8 +21,10 @@ from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
 from qgitconf.fsutil import atomic_write, read_json, write_json
 from qgitconf.gitpack.store import EMPTY_TREE
+from qgitconf.gpg.keys import inspect_key_file
 from qgitconf.limits import MAX_KEY_FILE_BYTES
 from qgitconf.mgmt import default_repo_path as default_repo_path  # re-exported
+from qgitconf.mgmt import sizes
 
 _FPR = re.compile(r"[0-9A-F]{40}")
 PUBLIC_KEY = "signing-key.asc"
@@ -36,8 +38,6 @@ def find_public_key(home: Path, fingerprint: str) -> bytes | None:
     file whose sole key is the given full fingerprint counts, so a stray or planted
     file cannot substitute another key.
     """
-    from qgitconf.gpg.keys import inspect_key_file
-
     fpr = fingerprint.replace(" ", "").upper()
     if not _FPR.fullmatch(fpr):
         return None
@@ -131,6 +131,8 @@ class MgmtRepo:
         Raises:
             ConfigError: the repo exists, or ``public_key`` is not exactly the signing key.
         """
+        # Lazy: the hooks' module (dataclasses, the signature check) only here; publish
+        # imports this module (the "publish -> staged" row of ``make bench``).
         from qgitconf.mgmt.hooks import install_hooks
 
         if public_key is not None:
@@ -386,8 +388,6 @@ class MgmtRepo:
                 ``allow_large`` is false; nothing was copied or staged.
             UsageError: a file is not a regular file, or ``dest`` with several files.
         """
-        from qgitconf.mgmt import sizes
-
         wt = self.worktree(branch)
         if dest is not None and len(files) != 1:
             raise UsageError("--as takes exactly one FILE")
@@ -437,8 +437,6 @@ class MgmtRepo:
                 with the same rule); nothing was committed.
             GitError: git or the ``pre-commit`` hook refused.
         """
-        from qgitconf.mgmt import sizes
-
         wt = self.worktree(branch)
         extra = {sizes.ALLOW_ENV: "1"} if allow_large else None
         if not allow_large:
@@ -457,8 +455,6 @@ class MgmtRepo:
 
 
 def _checked_public_key(data: bytes, fingerprint: str) -> bytes:
-    from qgitconf.gpg.keys import inspect_key_file
-
     keys = inspect_key_file(data)
     fpr = fingerprint.replace(" ", "").upper()
     if len(keys) != 1 or keys[0].fingerprint != fpr:

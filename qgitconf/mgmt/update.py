@@ -18,6 +18,7 @@ from qgitconf.errors import (
 from qgitconf.gitpack.store import TreeEntry, tree_sha256
 from qgitconf.gpg.signing import sign_detached
 from qgitconf.limits import Limits
+from qgitconf.mgmt.catfile import iter_blobs
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.mgmt.sizes import human
 
@@ -121,8 +122,6 @@ def _tree_entries(repo: MgmtRepo, tip: str) -> list[TreeEntry]:
 def _blob_digests(repo: MgmtRepo, shas: Sequence[str]) -> dict[str, bytes]:
     """SHA-256 of the content of each blob in ``shas`` (one ``git cat-file --batch``),
     hashed as it comes: nothing holds more than a chunk of a blob in memory."""
-    from qgitconf.mgmt.catfile import iter_blobs
-
     out: dict[str, bytes] = {}
     for sha, _size, chunks in iter_blobs(["git", f"--git-dir={repo.path}"], repo.env, shas):
         digest = hashlib.sha256()

@@ -29,6 +29,11 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 
+try:  # python-gnupg: that it imports is one of the checks (_check_python_gnupg)
+    import gnupg
+except ImportError:
+    gnupg = None
+
 from qgitconf import sysprog
 from qgitconf.agent.config import system_config_path, user_config_path
 from qgitconf.gitpack import compat
@@ -93,9 +98,7 @@ def _check_gpg(env: Mapping[str, str]) -> Check:
 
 
 def _check_python_gnupg() -> Check:
-    try:
-        import gnupg
-    except ImportError:
+    if gnupg is None:
         return Check("python-gnupg", "fail", "python-gnupg is not installed")
     v = version_of(str(getattr(gnupg, "__version__", "")))
     if v is None or v < MIN_PYTHON_GNUPG:

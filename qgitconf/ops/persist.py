@@ -38,7 +38,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.errors import ConfigError, LocalStateError
+from qgitconf.qubes import qubesdb
 from qgitconf.sanitize import sanitize
 
 __all__ = [
@@ -338,8 +340,6 @@ def qubesdb_reader() -> tuple[QubesDB, list[str]]:
         The reader (``None`` for missing keys or no QubesDB) and the entries under
         ``/persist/``.
     """
-    from qgitconf.qubes import qubesdb
-
     return qubesdb.read, qubesdb.list_keys("/persist/")
 
 
@@ -355,8 +355,6 @@ def managed_paths_from_state(home: Path) -> list[str]:
     Returns:
         $HOME-relative paths, sorted; empty before the first apply.
     """
-    from qgitconf.agent.state import AgentState, state_dir
-
     return sorted(AgentState(state_dir(home)).manifest())
 
 

@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from qgitconf.agent.where import system_config_path, user_config_path
 from qgitconf.errors import WrongSideError
+from qgitconf.mgmt import default_repo_path
+from qgitconf.mgmt.repo import MgmtRepo
 
 
 class Side(NamedTuple):
@@ -26,9 +29,6 @@ class Side(NamedTuple):
 
 def side(home: Path, env: Mapping[str, str]) -> Side:
     """Look at the files that make this qube a target or config-mgmt (reads nothing else)."""
-    from qgitconf.agent.where import system_config_path, user_config_path
-    from qgitconf.mgmt import default_repo_path
-
     repo = default_repo_path(home, env)
     target = user_config_path(home).is_file() or system_config_path().is_file()
     mgmt = (repo / "HEAD").is_file() and (repo / "qgitconf").is_dir()
@@ -109,8 +109,6 @@ def completion_names(
         s = side(home, env)
         if not s.mgmt:
             return []
-        from qgitconf.mgmt.repo import MgmtRepo
-
         repo = MgmtRepo(s.repo, home, env)
         names: set[str] = set()
         if targets:

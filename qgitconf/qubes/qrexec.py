@@ -17,6 +17,7 @@ import threading
 from collections.abc import Mapping
 from typing import IO, NamedTuple, Protocol
 
+from qgitconf import sysprog
 from qgitconf.errors import TooLargeError, TransportError
 from qgitconf.limits import MAX_QREXEC_STDERR_BYTES
 
@@ -110,8 +111,6 @@ class QrexecClient:
     (never ``~/bin``: DESIGN rule 12)."""
 
     def __init__(self, program: str | None = None, env: Mapping[str, str] | None = None):
-        from qgitconf import sysprog
-
         self.program = program or sysprog.program("qrexec-client-vm")
         self.env = env
 

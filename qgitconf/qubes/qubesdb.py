@@ -11,6 +11,7 @@ read with a cap and a timeout, and any failure reads as "no value".
 from __future__ import annotations
 
 import os
+import select
 import time
 
 from qgitconf import sysprog
@@ -38,6 +39,8 @@ RECEIVE_KEYS = (PIN_KEY, SYSTEM_PATHS_KEY, NAME_KEY)
 
 
 def _run(tool: str, key: str) -> str | None:
+    # Lazy: the no-drift status imports this module (the status 1k row of ``make bench``:
+    # no subprocess there, see start_read).
     import subprocess
 
     path = sysprog.find(tool)
@@ -110,8 +113,6 @@ def start_read(key: str, timeout_s: float = 2.0) -> Callable[[], tuple[bool, str
 
 def _collect(pid: int, r: int, deadline: float) -> tuple[bool, str | None]:
     """The answer of the child ``pid`` on the pipe ``r`` (closed here), by ``deadline``."""
-    import select
-
     out = b""
     ok = False
     try:
@@ -166,6 +167,8 @@ def start_many(keys: Sequence[str]) -> Callable[[], dict[str, str | None]]:
     """:func:`read_many`, started: ``qubesdb-read`` runs while the caller goes on (the
     Receive service loads its modules meanwhile); the returned function waits for it
     (at most the usual timeout) and gives the values."""
+    # Lazy: the no-drift status imports this module (the status 1k row of ``make bench``:
+    # no subprocess there, see start_read).
     import subprocess
 
     keys = list(keys)

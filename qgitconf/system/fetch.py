@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from qgitconf.agent.state import STAGED_SIGNATURE, STAGED_STATEMENT, AgentState
 from qgitconf.agent.verify import VerifyContext, check_statement
 from qgitconf.agent.wanted import Wanted
+from qgitconf.core.envelope import parse_statement
 from qgitconf.core.paths import PathRules
 from qgitconf.core.pathtree import check_tree
 from qgitconf.core.systemrules import SYSTEM_TOP
@@ -19,6 +20,7 @@ from qgitconf.errors import (
     CommitSignatureError,
     TooLargeError,
 )
+from qgitconf.gitpack.compat import parse_tree_entries, split_commit_signature
 from qgitconf.gitpack.store import add_raw_objects
 from qgitconf.gpg.signing import Verifier
 from qgitconf.limits import Limits
@@ -62,8 +64,6 @@ def fetch(
     """Step 3: the commit (signature checked), its root tree and the ``system/`` part,
     each hashed against its id; the paths checked.  Returns the objects and the files
     (``/``-relative)."""
-    from qgitconf.gitpack.compat import parse_tree_entries, split_commit_signature
-
     raw = objects.get(commit, b"commit")
     payload, signature = split_commit_signature(raw)
     if not signature:
@@ -128,8 +128,6 @@ def verified_update(
     layout: Layout,
 ) -> Fetched:
     """Steps 2 and 3."""
-    from qgitconf.core.envelope import parse_statement
-
     home = who.home
     st_cap, sig_cap = statement_caps()
     statement = read_user_file(home, f"{USER_STATE}/{STAGED_STATEMENT}", st_cap)

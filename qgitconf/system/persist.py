@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from qgitconf.fsutil import atomic_write
+from qgitconf.ops.persist import _feature_names
 
 __all__ = [
     "CONF_NAME",
@@ -107,10 +109,6 @@ def custom_persist_commands(qube: str, rels: Iterable[str]) -> list[str]:
     ``/rw/config/qubes-bind-dirs.d``, and ``rc.local.d`` is not run.  Each file is
     declared as itself (a parent such as ``/etc`` must never be); the key is
     ``qgitconf-s-<slug>``, at most ``FEATURE_KEY_MAX`` characters."""
-    import shlex
-
-    from qgitconf.ops.persist import _feature_names
-
     paths = persisted(rels)
     names = _feature_names("qgitconf-s", paths)
     return [

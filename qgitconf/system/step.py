@@ -31,6 +31,7 @@ AppVMs and templates).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import stat
 from collections.abc import Iterator
@@ -97,8 +98,6 @@ def _unmount_removed(plan: Plan, layout: Layout) -> bool:
     """Detach the bind-dirs mount of each file the plan removes (bind-dirs mounted its
     /rw copy over it at boot: a mount point cannot be unlinked).  Returns whether any
     was detached (the caller plans again: what is beneath is the template's)."""
-    import ctypes
-
     mounts = _mount_points()
     gone = [
         str(layout.sysroot / a.path)
