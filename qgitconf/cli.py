@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -26,6 +26,9 @@ from qgitconf.errors import (
     leaving_process,
 )
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import ApplyResult, Generation, RemovePlan
 
 
 def _home() -> Path:
@@ -99,7 +102,7 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _counts(rec: dict[str, Any]) -> str:
+def _counts(rec: Generation | ApplyResult) -> str:
     from qgitconf.agent.view import counts
 
     return counts(rec)
@@ -316,7 +319,7 @@ def target_remove(yes: bool, as_json: bool) -> None:
     )
 
 
-def _remove_lines(plan: dict[str, Any]) -> list[str]:
+def _remove_lines(plan: RemovePlan) -> list[str]:
     lines = ["This removes (the files qgitconf applied stay in $HOME as they are):"]
     lines += [f"  {sanitize(p)}" for p in plan["remove"]]
     lines.append(
@@ -742,7 +745,7 @@ def diff(paths: tuple[str, ...], as_json: bool, exit_code: bool) -> None:
         sys.exit(EXIT_FAILURE)
 
 
-def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
+def _apply_interactive(commit: str | None) -> ApplyResult | None:
     """apply --interactive: the picker (agent/interactive.py) decides the --only list."""
     from qgitconf.agent import interactive
     from qgitconf.agent.render import diff_colors
@@ -928,7 +931,7 @@ def _dry_run(as_json: bool, *, kind: str, **options: Any) -> None:
     check_preview(plan)
 
 
-def _plan_lines(plan: dict[str, Any]) -> list[str]:
+def _plan_lines(plan: Mapping[str, Any]) -> list[str]:
     """The text of a dry run (everything in ``plan`` is sanitised already)."""
     head = "dry run: nothing was changed. "
     if plan["kind"] == "apply":
@@ -962,7 +965,7 @@ def _plan_lines(plan: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _print_kept(rec: dict[str, Any]) -> None:
+def _print_kept(rec: ApplyResult) -> None:
     """Where --overwrite kept what it wrote over (`qgitconf revert` puts it back)."""
     from qgitconf.agent.view import kept_lines
 
