@@ -28,7 +28,7 @@ import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from qgitconf.agent.commitrecords import record_commit
 from qgitconf.agent.fault import Fault
@@ -48,19 +48,22 @@ from qgitconf.errors import (
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import After, Applied, Entry, Generation, Original, Probed, Step
+
 # -- execution ---------------------------------------------------------------------------
 
 
-def _steps(plan: Plan, number: int | None) -> list[dict[str, Any]]:
-    steps: list[dict[str, Any]] = []
+def _steps(plan: Plan, number: int | None) -> list[Step]:
+    steps: list[Step] = []
     made = {a.path for a in plan.actions if a.op == "mkdir"}
     for act in plan.touches_disk:
-        old: dict[str, Any] = act.old.record()
+        old: Probed = act.old.record()
         if act.old.st is not None:
             old["st"] = list(act.old.st)
         if act.op == "rmdir":
             old["mode"] = act.old.mode
-        step = {
+        step: Step = {
             "i": len(steps),
             "op": act.op,
             "path": act.path,
@@ -106,7 +109,7 @@ def execute(
     kind: str,
     note: str = "",
     fault: Fault | None = None,
-) -> dict[str, Any]:
+) -> Applied:
     """Carry out ``plan`` through the journal; returns the generation's record.
 
     The caller holds the state lock.  A ``restore`` is not a generation: it only puts
@@ -123,7 +126,7 @@ def execute(
     number = None if kind == "restore" else ((gens[-1]["number"] + 1) if gens else 1)
     manifest = dict(plan.manifest)
     originals = dict(plan.originals)
-    record: dict[str, Any] = {
+    record: Applied = {
         "number": number,
         "kind": kind,
         "commit": plan.commit,
@@ -140,7 +143,7 @@ def execute(
     }
     for act in plan.actions:
         if act.op in ("keep", "adopt"):
-            entry = dict(act.new or {})
+            entry = (act.new or cast("Entry", {})).copy()
             cache = stat_cache_of(act.old)
             if cache is not None:
                 entry["stat"] = cache
@@ -150,7 +153,7 @@ def execute(
                 record["originals"].append(act.path)
                 record["adopted"].append(act.path)
         elif act.op == "write" and act.new is not None:
-            manifest[act.path] = dict(act.new)
+            manifest[act.path] = act.new.copy()
             record["written"].append(act.path)
             if act.keep == "original":
                 originals[act.path] = _original_record(act, f"originals/{kept_name(act.path)}")
@@ -163,12 +166,12 @@ def execute(
         elif act.op == "delete":
             manifest.pop(act.path, None)
             record["removed"].append(act.path)
-    after = {
+    after: After = {
         "kind": kind,
         "number": number,
         "manifest": manifest,
         "originals": originals,
-        "generation": None if number is None else record,
+        "generation": None if number is None else cast("Generation", record),
     }
     steps = _steps(plan, number)
     with SignalGuard() as guard:
@@ -188,8 +191,8 @@ def _journaled(
     plan: Plan,
     fs: HomeFS,
     state: AgentState,
-    steps: list[dict[str, Any]],
-    after: dict[str, Any],
+    steps: list[Step],
+    after: After,
     fault: Fault,
     guard: SignalGuard,
     kind: str,
@@ -225,7 +228,7 @@ def _journaled(
         fs.hook = old_hook
 
 
-def _original_record(act: Action, backup: str) -> dict[str, Any]:
+def _original_record(act: Action, backup: str) -> Original:
     if act.old.kind == "link":
         return {"type": "link", "target": act.old.target}
     return {"type": "file", "mode": act.old.mode, "sha256": act.old.sha256, "backup": backup}
@@ -285,7 +288,7 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     # point leaves it whole or cut short, and the rollback removes it either way.
     journal.progress("phase change")
     fs.unsynced = set()  # the directories are synced with the filesystem, below
-    writes: list[tuple[dict[str, Any], Action]] = []
+    writes: list[tuple[Step, Action]] = []
     for step, act in zip(steps, acts, strict=True):
         if act.op == "delete":
             fs.remove(act.path)
@@ -301,7 +304,7 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
             continue
         fault(f"done-{act.op}")
     stats: dict[str, list[int]] = {}
-    renames: list[tuple[dict[str, Any], Action]] = []
+    renames: list[tuple[Step, Action]] = []
     for step, act in writes:
         if "direct" in step and act.new is not None:
             if act.new["type"] == "link":
@@ -448,14 +451,14 @@ def plan_restore(
         commit,
         root=state.root,
     )
-    plan.manifest = {p: dict(r) for p, r in manifest.items()}
+    plan.manifest = {p: r.copy() for p, r in manifest.items()}
     plan.originals = state.originals()
     plan.left = [f"changed locally, left as it is: {sanitize(p)}" for p in drift]
     return plan, fs
 
 
 def revert_target(
-    state: AgentState, gens: list[dict[str, Any]], to: int | None
+    state: AgentState, gens: list[Generation], to: int | None
 ) -> tuple[int, str | None]:
     """The generation `revert [--to N]` goes to, and its commit (None = before qgitconf)."""
     if not gens:

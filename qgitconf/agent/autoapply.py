@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qgitconf.agent.apply import plan_apply
 from qgitconf.agent.commands import apply as do_apply
@@ -22,6 +22,9 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.core.risks import assess, summary
 from qgitconf.errors import QgitconfError
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import AutoApply
 
 __all__ = ["after_staging", "auto_apply"]
 
@@ -50,9 +53,7 @@ def after_staging(home: Path, env: Mapping[str, str], outcome: Outcome) -> None:
         print(f"qgitconf: after staging: {sanitize(repr(e))}", file=sys.stderr)
 
 
-def auto_apply(
-    home: Path, env: Mapping[str, str], cfg: TargetConfig, commit: str
-) -> dict[str, Any]:
+def auto_apply(home: Path, env: Mapping[str, str], cfg: TargetConfig, commit: str) -> AutoApply:
     """Apply ``commit`` only if it has no high-risk finding and nothing is in the way.
 
     Exactly ``commit``, the one assessed: if another update was staged meanwhile,
@@ -62,7 +63,7 @@ def auto_apply(
     "applied" or "staged", ``reason`` says why.
     """
     state = AgentState(state_dir(home))
-    record: dict[str, Any] = {
+    record: AutoApply = {
         "commit": commit,
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "result": "staged",
@@ -85,7 +86,7 @@ def auto_apply(
             record["reason"] = "files changed locally are in the way: review and apply by hand"
         else:
             rec = do_apply(home, env, overwrite=False, commit=commit)
-            record.update(result="applied", reason="no high-risk finding, no drift")
+            record.update({"result": "applied", "reason": "no high-risk finding, no drift"})
             record["generation"] = rec.get("number")
     except QgitconfError as e:
         record["reason"] = f"not applied: [{e.code}] {sanitize(e.detail)}"

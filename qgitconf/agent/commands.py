@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf.agent.apply import execute, plan_apply, plan_restore, revert_target, staged_commit
 from qgitconf.agent.config import TargetConfig, load_target_config
@@ -25,8 +25,18 @@ from qgitconf.agent.status import status as status  # re-exported
 from qgitconf.errors import LocalStateError, StagedChangedError, UsageError
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import (
+        Applied,
+        ApplyResult,
+        Kept,
+        RestoreResult,
+        Review,
+        StagedUpdate,
+    )
 
-def review(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+
+def review(home: Path, env: Mapping[str, str]) -> Review:
     """Who signed the staged update, what it changes, its risks and the diff.
 
     A thin wrapper: the review lives in :mod:`qgitconf.agent.review` (schema in
@@ -98,7 +108,7 @@ def ensure_staged(state: AgentState, commit: str | None) -> str:
     return staged
 
 
-def staged_update(home: Path) -> dict[str, Any]:
+def staged_update(home: Path) -> StagedUpdate:
     """The staged update as apply's confirmation names it: ``commit``, ``sequence``
     and the ``applied`` commit.
 
@@ -141,7 +151,7 @@ def apply(
     only: Sequence[str] | None = None,
     commit: str | None = None,
     progress: Emit | None = None,
-) -> dict[str, Any]:
+) -> ApplyResult:
     """Apply the staged update into ``home``; returns the new generation's record.
 
     ``progress`` (see :mod:`qgitconf.agent.progress`) gets lines per phase of a big apply.
@@ -194,14 +204,14 @@ def _with_progress(fault: Fault, progress: Emit | None, kind: str, plan: Any) ->
     return ApplyProgress(fault, progress, kind, apply_totals(acts))
 
 
-def kept_copies(state: AgentState, rec: Mapping[str, Any]) -> list[dict[str, str]]:
+def kept_copies(state: AgentState, rec: Applied) -> list[Kept]:
     """Where the generation ``rec`` kept what it overwrote: ``path`` (sanitised) and
     ``at`` (the copy in the state directory), for the files written over (not the
     adopted ones, which were not changed)."""
     from qgitconf.agent.plan import kept_name
 
     adopted = set(rec.get("adopted") or [])
-    out = [
+    out: list[Kept] = [
         {"path": sanitize(p), "at": sanitize(str(state.root / "originals" / kept_name(p)))}
         for p in rec.get("originals") or []
         if p not in adopted
@@ -220,7 +230,7 @@ def revert(
     to: int | None,
     overwrite: bool,
     progress: Emit | None = None,
-) -> dict[str, Any]:
+) -> ApplyResult:
     """Go back to generation ``to`` (default: the one before the current)."""
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
@@ -246,7 +256,7 @@ def revert(
     return {**rec, "recovered": recovered, "kept": kept_copies(state, rec)}
 
 
-def restore(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def restore(home: Path, env: Mapping[str, str]) -> RestoreResult:
     """Re-create applied files that are missing (a non-persistent home lost them).
 
     Never writes over anything that exists: a file changed locally is listed in
@@ -262,7 +272,7 @@ def restore(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
         plan, fs = plan_restore(state, home, cfg.rules, cfg.limits)
         plan.left.extend(plan.blockers)  # at boot: do what can be done, report the rest
         plan.blockers = []
-        rec: dict[str, Any] = {"written": [], "left": plan.left}
+        rec: Applied | dict[str, list[str]] = {"written": [], "left": plan.left}
         if plan.touches_disk:
             rec = execute(plan, fs, state, overwrite=False, kind="restore", fault=fault)
     return {"restored": rec["written"], "left": rec["left"], "recovered": recovered}

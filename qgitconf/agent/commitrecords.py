@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qgitconf.agent.fault import Fault
 from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
@@ -14,15 +14,18 @@ from qgitconf.fsutil import DurableBatch, fsync_dir
 from qgitconf.gitpack.store import ref_locked_error
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import After, Entry
+
 
 def record_commit(
     state: AgentState,
-    after: Mapping[str, Any],
+    after: After,
     stats: Mapping[str, list[int]] | None = None,
     fault: Fault | None = None,
 ) -> None:
     """Write the state records an apply ends with; idempotent (roll-forward repeats it)."""
-    manifest: dict[str, dict[str, Any]] = {p: dict(r) for p, r in dict(after["manifest"]).items()}
+    manifest: dict[str, Entry] = {p: r.copy() for p, r in dict(after["manifest"]).items()}
     for path, st in (stats or {}).items():
         if path in manifest:
             manifest[path]["stat"] = st
@@ -41,7 +44,7 @@ def record_commit(
         if record is not None:
             gens = state.generations()
             if not any(g.get("number") == record["number"] for g in gens):
-                gens.append(dict(record))
+                gens.append(record.copy())
                 state.save_generations(gens, batch=batch)
                 new_generation = True
         batch.flush_temps()

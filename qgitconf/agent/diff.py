@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf import sysprog
 from qgitconf.agent.state import AgentState
@@ -27,6 +27,9 @@ from qgitconf.gitpack.store import (
     read_commit,
 )
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Entry
 
 DIFF_OPTIONS = (
     "--no-color",
@@ -202,7 +205,7 @@ def _write_trees(git_dir: Path, files: Sequence[FileChange]) -> tuple[str, str]:
     return old, new
 
 
-def git_mode(record: Mapping[str, Any]) -> int | None:
+def git_mode(record: Entry) -> int | None:
     """The git mode of a manifest record (or a disk state's record); None if neither a
     file nor a symlink."""
     if record.get("type") == "link":
@@ -213,7 +216,7 @@ def git_mode(record: Mapping[str, Any]) -> int | None:
 
 
 def applied_contents(
-    state: AgentState, records: Mapping[str, Mapping[str, Any]]
+    state: AgentState, records: Mapping[str, Entry]
 ) -> dict[str, tuple[int, bytes]]:
     """What qgitconf wrote at each path of ``records`` (manifest records): ``(git mode,
     bytes)``.  A file's content is looked up in the applied commit, then in the commits
@@ -221,7 +224,7 @@ def applied_contents(
     taken only if its SHA-256 is the recorded one; a path whose content is in none of
     them is left out of the result."""
     out: dict[str, tuple[int, bytes]] = {}
-    files: dict[str, Mapping[str, Any]] = {}
+    files: dict[str, Entry] = {}
     for path, rec in records.items():
         mode = git_mode(rec)
         if mode == MODE_LINK:
@@ -260,7 +263,7 @@ def applied_contents(
 
 
 def local_change(
-    fs: Any, path: str, applied: tuple[int, bytes] | None, record: Mapping[str, Any]
+    fs: Any, path: str, applied: tuple[int, bytes] | None, record: Entry
 ) -> tuple[FileChange | None, list[str]]:
     """The change from what qgitconf applied at ``path`` to what is on disk now (read
     through ``fs``, a :class:`~qgitconf.agent.homefs.HomeFS`: no link is followed), and

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf import sysprog
 from qgitconf.agent.config import load_target_config
@@ -18,6 +18,9 @@ from qgitconf.agent.status import status as status  # re-exported
 from qgitconf.errors import ConfigError
 from qgitconf.gitpack.store import EMPTY_TREE
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Generation
+
 
 def _tempdir(prefix: str) -> Any:
     """A ``tempfile.TemporaryDirectory``; imported here, not on the apply and status
@@ -25,7 +28,7 @@ def _tempdir(prefix: str) -> Any:
     return tempfile.TemporaryDirectory(prefix=prefix)
 
 
-def log(home: Path) -> list[dict[str, Any]]:
+def log(home: Path) -> list[Generation]:
     """The generations, oldest first."""
     state = AgentState(state_dir(home))
     return state.generations()

@@ -25,14 +25,14 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qgitconf import sysprog
 from qgitconf.errors import QgitconfError
 from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
-    pass
+    from qgitconf.agent.records import ApplyResult, Review
 
 NOTIFY_TIMEOUT_S = 20
 """``notify-send`` is killed after this long (it can hang without a notification daemon)."""
@@ -98,7 +98,7 @@ def _zenity(env: Mapping[str, str], args: list[str], text: str | None = None) ->
     return proc.returncode
 
 
-def dialog_text(out: Mapping[str, Any]) -> str:
+def dialog_text(out: Review) -> str:
     """What the dialog shows: a banner, then the terminal review (all sanitised)."""
     from qgitconf.agent.render import render_text
 
@@ -115,7 +115,7 @@ def dialog_text(out: Mapping[str, Any]) -> str:
     return "\n".join(banner) + "\n\n" + render_text(out)
 
 
-def review_dialog(home: Path, env: Mapping[str, str]) -> tuple[str, dict[str, Any] | None]:
+def review_dialog(home: Path, env: Mapping[str, str]) -> tuple[str, ApplyResult | None]:
     """Show the review in a zenity dialog; apply only if the user presses Apply, and
     then exactly the commit the dialog showed.
 

@@ -29,15 +29,18 @@ import os
 import stat
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from qgitconf.agent import vouch
 from qgitconf.errors import ApplyError, DriftError
 from qgitconf.fsutil import syncfs
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Entry, Probed
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # At most this many directory fds are cached (the cache starts afresh when full).
@@ -83,12 +86,12 @@ def stat_entry(st: os.stat_result) -> list[int]:
     return [*stat_key(st), time.time_ns()]
 
 
-def content(record: Mapping[str, Any]) -> dict[str, Any]:
+def content(record: Entry) -> Entry:
     """A manifest record without its stat cache (what drift is decided on)."""
-    return {k: v for k, v in record.items() if k != "stat"}
+    return cast("Entry", {k: v for k, v in record.items() if k != "stat"})
 
 
-def cache_hit(st: os.stat_result, record: Mapping[str, Any] | None) -> bool:
+def cache_hit(st: os.stat_result, record: Entry | None) -> bool:
     """True if ``record``'s stat cache proves the file is unchanged (no re-hash needed)."""
     if record is None:
         return False
@@ -100,7 +103,7 @@ def cache_hit(st: os.stat_result, record: Mapping[str, Any] | None) -> bool:
     return bool(cached[3] < cached[4] - RACY_NS)
 
 
-def vouched_key(record: Mapping[str, Any]) -> VouchedKey | None:
+def vouched_key(record: Entry) -> VouchedKey | None:
     """What ``lstat`` must show for the stat cache of ``record`` to prove the file
     unchanged (``HomeFS.unchanged`` in one comparison); None if it never can.
 
@@ -139,7 +142,7 @@ class DiskState(NamedTuple):
     st: StatKey | None = None
     hashed: bool = False  # the content was read (not taken from the stat cache)
 
-    def record(self) -> dict[str, object]:
+    def record(self) -> Probed:
         if self.kind == "file":
             return {"type": "file", "mode": self.mode, "sha256": self.sha256}
         if self.kind == "link":
@@ -294,7 +297,7 @@ class HomeFS:
 
     # -- reading -------------------------------------------------------------------------
 
-    def probe(self, path: str, cached: Mapping[str, Any] | None = None) -> DiskState:
+    def probe(self, path: str, cached: Entry | None = None) -> DiskState:
         """Return what is at ``path`` without following any symlink.
 
         ``cached`` is the manifest record of ``path``; when its stat cache proves the
@@ -309,7 +312,7 @@ class HomeFS:
             return DiskState("missing")
         return self._probe_at(d, name, cached)
 
-    def unchanged(self, path: str, record: Mapping[str, Any]) -> bool:
+    def unchanged(self, path: str, record: Entry) -> bool:
         """True if the stat cache of manifest ``record`` proves the regular file at
         ``path`` still has the recorded mode and content (one ``lstat``, no read).
 
@@ -367,7 +370,7 @@ class HomeFS:
 
         return vouch.unchanged_run(dirfd, groups, records)
 
-    def _probe_at(self, d: int, name: str, cached: Mapping[str, Any] | None) -> DiskState:
+    def _probe_at(self, d: int, name: str, cached: Entry | None) -> DiskState:
         try:
             st = os.stat(name, dir_fd=d, follow_symlinks=False)
         except OSError as e:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from qgitconf.agent.apply import plan_apply
 from qgitconf.agent.config import load_target_config
@@ -46,6 +46,9 @@ from qgitconf.core.risks import FileChange, Finding, assess
 from qgitconf.errors import QgitconfError
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import ApplyResult, Entry
 
 Ask = Callable[[str], str]
 Show = Callable[[str], None]
@@ -196,7 +199,7 @@ def _ask_choice(ask: Ask, show: Show, commit: str, *, conflict: bool) -> str:
         show(f"  {_CONFLICT_CHOICES if conflict else _CHOICES}")
 
 
-def _unchanged_note(act: Action, manifest: Mapping[str, Any]) -> str:
+def _unchanged_note(act: Action, manifest: Mapping[str, Entry]) -> str:
     """The note for a path the plan touches although the update does not change it."""
     if act.op == "write" and act.path not in manifest:
         return (
@@ -220,7 +223,7 @@ def _show_diff(
 
 def _disk_to_update(fs: HomeFS, act: Action) -> FileChange:
     """What writing ``act`` changes: the file on disk now (or nothing) -> the update."""
-    new_mode = git_mode(act.new or {})
+    new_mode = git_mode(act.new or cast("Entry", {}))
     old_mode: int | None = None
     old = b""
     if act.old.kind == "file":
@@ -241,7 +244,7 @@ def _show_conflict(
     home: Path,
     fs: HomeFS,
     act: Action,
-    manifest: Mapping[str, Any],
+    manifest: Mapping[str, Entry],
     local: Mapping[str, tuple[int, bytes]],
     show: Show,
     colors: Mapping[str, str] | None,
@@ -262,7 +265,7 @@ def _show_conflict(
     _show_diff(home, [_disk_to_update(fs, act)], show, colors)
 
 
-def apply_choices(home: Path, env: Mapping[str, str], choices: Choices) -> dict[str, Any] | None:
+def apply_choices(home: Path, env: Mapping[str, str], choices: Choices) -> ApplyResult | None:
     """Apply exactly the accepted paths of the commit that was shown; None if none.
 
     Raises:

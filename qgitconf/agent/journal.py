@@ -41,9 +41,8 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from qgitconf.agent.commitrecords import record_commit
 from qgitconf.agent.debris import clear_debris
@@ -53,6 +52,9 @@ from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, LocalStateError
 from qgitconf.fsutil import atomic_write, fsync_dir, read_json
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import After, Interrupted, JournalData, Step
 
 JOURNAL_VERSION = 1
 
@@ -83,7 +85,7 @@ class Journal:
     every ``qgitconf status``, which imports this module for the recovery check).
     """
 
-    def __init__(self, state: AgentState, data: dict[str, Any], fault: Fault | None = None) -> None:
+    def __init__(self, state: AgentState, data: JournalData, fault: Fault | None = None) -> None:
         self.state = state
         self.data = data
         self.fault = Fault() if fault is None else fault
@@ -98,13 +100,11 @@ class Journal:
         return str(self.data["id"])
 
     @property
-    def steps(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self.data["steps"])
+    def steps(self) -> list[Step]:
+        return self.data["steps"]
 
     @classmethod
-    def begin(
-        cls, state: AgentState, steps: list[dict[str, Any]], after: dict[str, Any], fault: Fault
-    ) -> Journal:
+    def begin(cls, state: AgentState, steps: list[Step], after: After, fault: Fault) -> Journal:
         """Write ``plan.json`` (durably) before the first change."""
         if (state.journal_dir / "plan.json").exists():
             raise LocalStateError("an interrupted apply must be recovered first")
@@ -112,7 +112,7 @@ class Journal:
             _rmtree(state.journal_dir)
         (state.journal_dir / "undo").mkdir(parents=True, mode=0o700)
         jid = os.urandom(4).hex()  # not ``secrets``: its ``random`` import costs every apply
-        data: dict[str, Any] = {
+        data: JournalData = {
             "version": JOURNAL_VERSION,
             "id": jid,
             "steps": steps,
@@ -133,7 +133,7 @@ class Journal:
         path = state.journal_dir / "plan.json"
         if not path.exists():
             return None
-        data = read_json(path, None)
+        data: JournalData = read_json(path, None)
         if (
             not isinstance(data, dict)
             or data.get("version") != JOURNAL_VERSION
@@ -202,7 +202,7 @@ class Journal:
 
     # -- undo copies ---------------------------------------------------------------------
 
-    def keep_undo(self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int) -> None:
+    def keep_undo(self, fs: HomeFS, step: Step, undo_fd: int) -> None:
         """Keep what ``step`` will replace or delete as ``undo/<i>``: a hard link (no
         copy, no free space needed), or a copy through a temp name across filesystems."""
         name = str(step["i"])
@@ -277,7 +277,7 @@ class Journal:
         finally:
             kept.close()
 
-    def _undo_step(self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int) -> None:
+    def _undo_step(self, fs: HomeFS, step: Step, undo_fd: int) -> None:
         op, path, name = step["op"], step["path"], str(step["i"])
         if op == "adopt":
             return  # $HOME was not touched; the kept copy goes with the other originals
@@ -312,13 +312,13 @@ class Journal:
                     raise
                 self._copy_back(fs, step, undo_fd, kept)
             return
-        if op != "delete" and step["old"]["type"] == "missing":
+        if op != "delete" and step["old"]["type"] == "missing" and step["new"] is not None:
             disk = fs.probe(path)
             whole = disk.kind != "missing" and disk.record() == content(step["new"])
             if whole or (disk.kind == "file" and self._partial(fs, step)):
                 fs.remove(path)
 
-    def _partial(self, fs: HomeFS, step: Mapping[str, Any]) -> bool:
+    def _partial(self, fs: HomeFS, step: Step) -> bool:
         """The file at a direct step's path holds a prefix of what the step writes (a
         write cut short by a crash: ``HomeFS.create``); compared with the step's blob
         in the agent repo.  False for anything else, or if the blob cannot be read."""
@@ -332,9 +332,7 @@ class Journal:
         want = _read_blob(self.state, blob)
         return want is not None and len(have) < len(want) and want.startswith(have)
 
-    def _copy_back(
-        self, fs: HomeFS, step: Mapping[str, Any], undo_fd: int, kept: os.stat_result
-    ) -> None:
+    def _copy_back(self, fs: HomeFS, step: Step, undo_fd: int, kept: os.stat_result) -> None:
         name = str(step["i"])
         tmp = step.get("tmp") or temp_name(step["path"], self.jid, int(step["i"]))
         if stat.S_ISLNK(kept.st_mode):
@@ -441,7 +439,7 @@ def recover(state: AgentState, fs: HomeFS, fault: Fault | None = None) -> str | 
     )
 
 
-def describe(state: AgentState) -> dict[str, Any] | None:
+def describe(state: AgentState) -> Interrupted | None:
     """What an interrupted journal says (for status), without touching it."""
     journal = Journal.load(state)
     if journal is None:

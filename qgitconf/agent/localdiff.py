@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from qgitconf.agent.commands import busy_error, home_relative
 from qgitconf.agent.config import load_target_config
@@ -18,8 +18,11 @@ from qgitconf.agent.status import home_status as home_status  # re-exported
 from qgitconf.agent.status import status as status  # re-exported
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import DriftNotes, Entry, LocalDiff
 
-def local_diff(home: Path, env: Mapping[str, str], paths: Sequence[str] = ()) -> dict[str, Any]:
+
+def local_diff(home: Path, env: Mapping[str, str], paths: Sequence[str] = ()) -> LocalDiff:
     """Every managed file changed locally since it was applied, and the diff
     applied -> disk (like ``chezmoi diff``); writes nothing.
 
@@ -48,10 +51,12 @@ def local_diff(home: Path, env: Mapping[str, str], paths: Sequence[str] = ()) ->
         manifest = state.manifest() if found else {}
         records = {p: manifest[p] for p, _k in found if p in manifest}
         applied = applied_contents(state, records)
-        entries: list[dict[str, Any]] = []
+        entries: list[DriftNotes] = []
         files = []
         for path, kind in sorted(found):
-            change, notes = local_change(fs, path, applied.get(path), records.get(path, {}))
+            change, notes = local_change(
+                fs, path, applied.get(path), records.get(path, cast("Entry", {}))
+            )
             if change is not None:
                 files.append(change)
             entries.append({"path": sanitize(path), "state": kind, "notes": notes})

@@ -11,7 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from qgitconf.agent.homefs import DiskState, HomeFS, content
 from qgitconf.agent.journal import is_kept_path
@@ -22,6 +22,9 @@ from qgitconf.errors import (
     UsageError,
 )
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Entry, Original
 
 
 class Action:
@@ -40,7 +43,7 @@ class Action:
         self,
         op: str,
         path: str,
-        new: dict[str, Any] | None = None,  # the record written (write, restore)
+        new: Entry | None = None,  # the record written (write, restore)
         data: bytes = b"",  # file content, or the symlink target
         old: DiskState | None = None,
         keep: str | None = None,  # "original" | "backup": copy the current content first
@@ -85,8 +88,8 @@ class Plan:
         self.blockers: list[str] = []  # conflicts --overwrite cannot settle
         self.left: list[str] = []  # deletions not done (changed locally)
         self.skipped: list[str] = []  # left alone by --keep / --only
-        self.manifest: dict[str, dict[str, Any]] = {}
-        self.originals: dict[str, dict[str, Any]] = {}
+        self.manifest: dict[str, Entry] = {}
+        self.originals: dict[str, Original] = {}
 
     @property
     def changes(self) -> list[Action]:
@@ -122,8 +125,8 @@ def stat_cache_of(disk: DiskState) -> list[int] | None:
 def make_plan(
     fs: HomeFS,
     wanted: Mapping[str, Wanted],
-    manifest: Mapping[str, Mapping[str, Any]],
-    originals: Mapping[str, Any],
+    manifest: Mapping[str, Entry],
+    originals: Mapping[str, Original],
     commit: str | None,
     *,
     root: Path | None = None,
@@ -145,8 +148,8 @@ def make_plan(
     if only is not None:
         _check_only(only, wanted, manifest)
     plan = Plan(commit)
-    plan.manifest = {p: dict(r) for p, r in manifest.items()}
-    plan.originals = {p: dict(r) for p, r in originals.items()}
+    plan.manifest = {p: r.copy() for p, r in manifest.items()}
+    plan.originals = {p: r.copy() for p, r in originals.items()}
 
     def skipped(path: str) -> bool:
         if matches(path, keep) or (only is not None and not matches(path, only)):
@@ -164,7 +167,7 @@ def make_plan(
 
 
 def _check_only(
-    only: Sequence[str], wanted: Mapping[str, Wanted], manifest: Mapping[str, Any]
+    only: Sequence[str], wanted: Mapping[str, Wanted], manifest: Mapping[str, Entry]
 ) -> None:
     """Every ``--only`` PATH names a file (or a directory of files) of the update or
     of what qgitconf manages; a typo is a usage error, never "already applied".
@@ -189,8 +192,8 @@ def _plan_into(
     plan: Plan,
     fs: HomeFS,
     wanted: Mapping[str, Wanted],
-    manifest: Mapping[str, Mapping[str, Any]],
-    originals: Mapping[str, Any],
+    manifest: Mapping[str, Entry],
+    originals: Mapping[str, Original],
     kept: HomeFS | None,
     skipped: Callable[[str], bool],
 ) -> None:
@@ -294,7 +297,7 @@ def _plan_into(
 
 
 def _restore_action(
-    path: str, orig: Mapping[str, Any], kept: HomeFS | None, plan: Plan, disk: DiskState
+    path: str, orig: Original, kept: HomeFS | None, plan: Plan, disk: DiskState
 ) -> Action:
     if orig.get("type") == "link":
         target = str(orig["target"])
@@ -305,7 +308,7 @@ def _restore_action(
         if hashlib.sha256(data).hexdigest() != orig.get("sha256"):
             plan.blockers.append(f"the kept original is missing or damaged: {sanitize(path)}")
     rec = {"type": "file", "mode": int(orig["mode"]) & 0o7777, "sha256": orig.get("sha256")}
-    return Action("restore", path, rec, data, disk)
+    return Action("restore", path, cast("Entry", rec), data, disk)
 
 
 def _read_kept(kept: HomeFS, rel: object) -> bytes:
@@ -324,7 +327,7 @@ def kept_name(path: str) -> str:
     return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _is_original(disk: DiskState, original: Mapping[str, Any] | None) -> bool:
+def _is_original(disk: DiskState, original: Original | None) -> bool:
     """The file on disk is exactly the kept original (qgitconf put it back earlier)."""
     if original is None:
         return False

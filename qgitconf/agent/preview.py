@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf.agent.apply import plan_apply, revert_target
 from qgitconf.agent.commands import busy_error, check_commit_id, ensure_staged, plan_choices
@@ -18,13 +18,16 @@ from qgitconf.agent.status import status as status  # re-exported
 from qgitconf.errors import DriftError
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Kept, Preview, PreviewOf
+
 
 def _preview(
     state: AgentState, plan: Any, *, kind: str, overwrite: bool, number: int | None
-) -> dict[str, Any]:
+) -> Preview:
     """What ``plan`` would do, as plain (sanitised) data; see :func:`plan_preview`."""
     ops: dict[str, list[str]] = {"write": [], "delete": [], "restore": [], "adopt": []}
-    kept: list[dict[str, str]] = []
+    kept: list[Kept] = []
     dirs: dict[str, list[str]] = {"mkdir": [], "rmdir": []}
     for act in plan.touches_disk:
         shown = sanitize(act.path)
@@ -71,7 +74,7 @@ def plan_preview(
     only: Sequence[str] | None = None,
     commit: str | None = None,
     to: int | None = None,
-) -> dict[str, Any]:
+) -> Preview:
     """What ``apply`` (``kind="apply"``) or ``revert`` (``kind="revert"``, to
     generation ``to``) would do with these options; changes nothing (no recovery, no
     kept copy, no state: $HOME and the agent state stay byte-identical).
@@ -97,7 +100,7 @@ def plan_preview(
             raise busy_error()
         gens = state.generations()
         number = (int(gens[-1]["number"]) + 1) if gens else 1
-        extra: dict[str, Any] = {}
+        extra: PreviewOf = {}
         if kind == "revert":
             back_to, target = revert_target(state, gens, to)
             plan, fs = plan_apply(state, home, cfg.rules, cfg.limits, target)
@@ -116,7 +119,7 @@ def plan_preview(
     return {**out, **extra}
 
 
-def check_preview(preview: Mapping[str, Any]) -> None:
+def check_preview(preview: Preview) -> None:
     """Stop, before asking or writing, when the previewed apply would stop anyway.
 
     Raises:

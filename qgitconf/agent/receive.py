@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from qgitconf.agent.config import TargetConfig, load_target_config
 from qgitconf.agent.state import (
@@ -28,6 +28,9 @@ from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.fsutil import atomic_write
 from qgitconf.gpg.homes import HomeCache
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Reply
+
 
 class Outcome(NamedTuple):
     """What happened to one update; ``reply()`` is the JSON line sent back."""
@@ -38,7 +41,7 @@ class Outcome(NamedTuple):
     applied: str | None
     config: TargetConfig  # what the update was verified and staged with
 
-    def reply(self) -> dict[str, Any]:
+    def reply(self) -> Reply:
         return {
             "result": self.result,
             "commit": self.commit,
@@ -82,16 +85,18 @@ def _stage(update: VerifiedUpdate, state: AgentState, rules: PathRules) -> None:
     atomic_write(state.root / STAGED_SIGNATURE, update.raw_signature, 0o600)
     data = state.load()
     data.update(
-        sequence=st.sequence,
-        commit=st.commit,
-        staged={
-            "commit": st.commit,
+        {
             "sequence": st.sequence,
-            "signer": update.signer,
-            "created": format_time(st.created),
-            "received": format_time(datetime.now(UTC)),
-            "checked": {"tree": update.tree, "rules": rules_digest(rules)},
-        },
+            "commit": st.commit,
+            "staged": {
+                "commit": st.commit,
+                "sequence": st.sequence,
+                "signer": update.signer,
+                "created": format_time(st.created),
+                "received": format_time(datetime.now(UTC)),
+                "checked": {"tree": update.tree, "rules": rules_digest(rules)},
+            },
+        }
     )
     state.save(data)
     state.refs()[STAGED_REF] = st.commit.encode("ascii")
@@ -147,7 +152,7 @@ def accept_update(
         update.close()
 
 
-def rejection_reply(error: QgitconfError) -> dict[str, Any]:
+def rejection_reply(error: QgitconfError) -> Reply:
     from qgitconf.sanitize import sanitize
 
     return {"result": "rejected", "reason": error.code, "detail": sanitize(error.detail)}

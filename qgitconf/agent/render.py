@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qgitconf import sysprog
 from qgitconf.core.risks import Finding
@@ -19,6 +19,9 @@ from qgitconf.gitpack.store import (
     EMPTY_TREE,
 )
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Review, Risk
 
 _DEFAULT_COLORS = {
     "meta": "\x1b[1m",
@@ -79,7 +82,7 @@ def risks_by_path(findings: Sequence[Finding]) -> dict[str, list[Finding]]:
     return out
 
 
-def render_text(out: Mapping[str, Any], colors: Mapping[str, str] | None = None) -> str:
+def render_text(out: Review, colors: Mapping[str, str] | None = None) -> str:
     """The terminal review: header, risk report per file, then the diff.
 
     Everything in ``out`` is already sanitised; ``colors`` (SGR sequences, see
@@ -101,10 +104,10 @@ def render_text(out: Mapping[str, Any], colors: Mapping[str, str] | None = None)
     lines.append(f"message:   {message}")
     for c in out["changes"]:
         lines.append(f"  {c['op']:8} {c['path']}")
-    for c in out["conflicts"]:
-        lines.append(f"  CONFLICT {c}")
-    for c in out.get("blockers", []):
-        lines.append(f"  BLOCKED  {c}")
+    for line in out["conflicts"]:
+        lines.append(f"  CONFLICT {line}")
+    for line in out.get("blockers", []):
+        lines.append(f"  BLOCKED  {line}")
     auto = out.get("auto_apply")
     if auto and auto.get("commit") == out["commit"]:
         lines.append(f"auto-apply: {auto['result']}: {auto['reason']}")
@@ -114,7 +117,7 @@ def render_text(out: Mapping[str, Any], colors: Mapping[str, str] | None = None)
         f"risk report: {counts['high']} high, {counts['medium']} medium, {counts['low']} low"
         " (docs/risks.md)"
     )
-    by_path: dict[str, list[Mapping[str, Any]]] = {}
+    by_path: dict[str, list[Risk]] = {}
     for r in out["risks"]:
         by_path.setdefault(r["path"], []).append(r)
     for f in out["files"]:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from qgitconf.agent.apply import plan_apply, staged_commit
 from qgitconf.agent.config import TargetConfig, load_target_config
@@ -50,6 +50,9 @@ from qgitconf.gitpack.store import (
 from qgitconf.gpg.keys import inspect_key_file
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import AutoApply, CommitInfo, FileEntry, Review, Risk, Signer
 
 AUTO_APPLY_FILE = "auto-apply.json"
 """Last auto-apply decision, in the state directory (see :func:`record_auto_apply`)."""
@@ -135,13 +138,13 @@ def changed_files(
 # -- the review -----------------------------------------------------------------------------
 
 
-def _signer(cfg: TargetConfig, fpr: str) -> dict[str, Any]:
+def _signer(cfg: TargetConfig, fpr: str) -> Signer:
     data = cfg.pinned.get(fpr)
     uids = [sanitize(u) for k in inspect_key_file(data) for u in k.uids] if data else []
     return {"fingerprint": fpr, "uids": uids, "pinned": data is not None}
 
 
-def _commit_info(state: AgentState, commit: str) -> dict[str, str]:
+def _commit_info(state: AgentState, commit: str) -> CommitInfo:
     repo = state.repo()
     try:
         c = read_commit(repo.object_store, commit)
@@ -158,7 +161,7 @@ def _commit_info(state: AgentState, commit: str) -> dict[str, str]:
         repo.close()
 
 
-def file_entry(f: FileChange) -> dict[str, Any]:
+def file_entry(f: FileChange) -> FileEntry:
     if f.old_mode is None:
         status = "added"
     elif f.new_mode is None:
@@ -180,7 +183,7 @@ def file_entry(f: FileChange) -> dict[str, Any]:
     }
 
 
-def review(home: Path, env: Mapping[str, str], progress: Emit | None = None) -> dict[str, Any]:
+def review(home: Path, env: Mapping[str, str], progress: Emit | None = None) -> Review:
     """Everything a person needs to decide on the staged update (all of it sanitised).
 
     ``progress`` (the click layer's, only for a terminal or ``--progress``) gets a line
@@ -224,7 +227,7 @@ def review(home: Path, env: Mapping[str, str], progress: Emit | None = None) -> 
         "conflicts": list(plan.conflicts),
         "blockers": list(plan.blockers),
         "files": [file_entry(f) for f in changes.files],
-        "risks": [f.as_dict() for f in findings],
+        "risks": cast("list[Risk]", [f.as_dict() for f in findings]),
         "risk_summary": summary(findings),
         "diff": diff,
         "diff_tool": tool,
@@ -236,12 +239,12 @@ def review(home: Path, env: Mapping[str, str], progress: Emit | None = None) -> 
 # -- auto-apply record ------------------------------------------------------------------------
 
 
-def record_auto_apply(state: AgentState, record: Mapping[str, Any]) -> None:
+def record_auto_apply(state: AgentState, record: AutoApply) -> None:
     write_json(state.root / AUTO_APPLY_FILE, dict(record))
 
 
-def last_auto_apply(state: AgentState) -> dict[str, Any] | None:
-    data = read_json(state.root / AUTO_APPLY_FILE, None)
+def last_auto_apply(state: AgentState) -> AutoApply | None:
+    data: AutoApply | None = read_json(state.root / AUTO_APPLY_FILE, None)
     return data if isinstance(data, dict) else None
 
 

@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from qgitconf.agent import vouch
 from qgitconf.errors import LocalStateError
@@ -42,6 +42,9 @@ from qgitconf.fsutil import DurableBatch, atomic_write, read_json
 from qgitconf.gitpack.store import open_refs, open_repo
 from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Entry, Generation, Original, StateRecord
 
 STAGED_REF = b"refs/qgitconf/staged"
 APPLIED_REF = b"refs/qgitconf/applied"
@@ -69,7 +72,7 @@ class StatIndex(NamedTuple):
 
     vouched: list[tuple[str, list[str]]]
     records: bytes
-    others: dict[str, dict[str, Any]]
+    others: dict[str, Entry]
     managed: int  # manifest entries in all
 
 
@@ -174,13 +177,13 @@ class AgentState:
 
     # -- state.json ---------------------------------------------------------------------
 
-    def load(self) -> dict[str, Any]:
-        data = read_json(self.root / "state.json", {})
+    def load(self) -> StateRecord:
+        data: StateRecord = read_json(self.root / "state.json", {})
         if not isinstance(data, dict):
             raise LocalStateError("state.json is corrupt")
         return data
 
-    def save(self, data: dict[str, Any]) -> None:
+    def save(self, data: StateRecord) -> None:
         _save_json(self.root / "state.json", data)
 
     @property
@@ -200,22 +203,22 @@ class AgentState:
 
     # -- generations / manifest ---------------------------------------------------------
 
-    def generations(self) -> list[dict[str, Any]]:
+    def generations(self) -> list[Generation]:
         data = read_json(self.root / "generations.json", [])
         return data if isinstance(data, list) else []
 
     def save_generations(
-        self, gens: list[dict[str, Any]], *, batch: DurableBatch | None = None
+        self, gens: list[Generation], *, batch: DurableBatch | None = None
     ) -> None:
         """Write ``generations.json`` (into ``batch``, if given: see ``fsutil``)."""
         _save_json(self.root / "generations.json", gens, batch)
 
-    def manifest(self) -> dict[str, dict[str, Any]]:
+    def manifest(self) -> dict[str, Entry]:
         data = read_json(self.root / "manifest.json", {})
         return data if isinstance(data, dict) else {}
 
     def save_manifest(
-        self, manifest: dict[str, dict[str, Any]], *, batch: DurableBatch | None = None
+        self, manifest: dict[str, Entry], *, batch: DurableBatch | None = None
     ) -> None:
         """Write ``manifest.json``, then ``manifest.stat`` for it (a crash between the
         two leaves a ``manifest.stat`` that no longer matches: ignored); into
@@ -237,12 +240,12 @@ class AgentState:
             return None
         return _parse_stat_index(raw, hashlib.sha256(manifest).digest())
 
-    def originals(self) -> dict[str, dict[str, Any]]:
+    def originals(self) -> dict[str, Original]:
         data = read_json(self.root / "originals.json", {})
         return data if isinstance(data, dict) else {}
 
     def save_originals(
-        self, originals: dict[str, dict[str, Any]], *, batch: DurableBatch | None = None
+        self, originals: dict[str, Original], *, batch: DurableBatch | None = None
     ) -> None:
         """Write ``originals.json`` (into ``batch``, if given)."""
         _save_json(self.root / "originals.json", originals, batch)
@@ -322,7 +325,7 @@ def _save_json(path: Path, value: Any, batch: DurableBatch | None = None) -> byt
     return data
 
 
-def _stat_index_bytes(manifest: Mapping[str, Mapping[str, Any]], manifest_json: bytes) -> bytes:
+def _stat_index_bytes(manifest: Mapping[str, Entry], manifest_json: bytes) -> bytes:
     """``manifest.stat`` for ``manifest`` (written as ``manifest_json``).
 
     The magic line; a header (SHA-256 of manifest.json, the numbers of vouched files,
@@ -336,7 +339,7 @@ def _stat_index_bytes(manifest: Mapping[str, Mapping[str, Any]], manifest_json: 
     from qgitconf.agent.homefs import VOUCHED_RECORD, vouched_key  # not on the receive path
 
     groups: dict[str, list[tuple[str, bytes]]] = {}
-    others: dict[str, Mapping[str, Any]] = {}
+    others: dict[str, Entry] = {}
     for path, rec in manifest.items():
         key = vouched_key(rec)
         packed = None
@@ -371,4 +374,4 @@ def _parse_stat_index(raw: bytes, manifest_sha256: bytes) -> StatIndex | None:
     if parsed is None:
         return None
     vouched, records, others, managed = parsed
-    return StatIndex(vouched, records, cast(dict[str, dict[str, Any]], others), managed)
+    return StatIndex(vouched, records, cast("dict[str, Entry]", others), managed)

@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qgitconf.agent import configmemo
 from qgitconf.agent.config import load_target_config
@@ -24,10 +24,13 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.fsutil import atomic_write
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Drift, Entry, HomeStatus, Status
+
 __all__ = ["home_status", "stat_entry_from", "status"]
 
 
-def _drift(disk: DiskState, rec: Mapping[str, Any]) -> str | None:
+def _drift(disk: DiskState, rec: Entry) -> str | None:
     want = content(rec)
     if disk.record() == want:
         return None
@@ -42,7 +45,7 @@ def _drift(disk: DiskState, rec: Mapping[str, Any]) -> str | None:
     return "type"
 
 
-def status(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def status(home: Path, env: Mapping[str, str]) -> Status:
     """Staged vs applied, drift per file, an interrupted apply, the age of the last update.
 
     Recovers an interrupted apply first (unless one is running right now).  Unchanged
@@ -77,7 +80,7 @@ def home_status(
     env: Mapping[str, str],
     *,
     while_locked: Callable[[], None] | None = None,
-) -> dict[str, Any]:
+) -> HomeStatus:
     """The part of ``status`` that looks at the agent state and $HOME (no config).
 
     ``while_locked`` is called under the state lock once the scan is done, in a home
@@ -89,7 +92,7 @@ def home_status(
             recovered = recover(state, fs, Fault.from_env(env))
         data = state.load()
         found, managed = _scan(state, fs, save=held)
-        drift = [{"path": sanitize(p), "state": k} for p, k in sorted(found)]
+        drift: list[Drift] = [{"path": sanitize(p), "state": k} for p, k in sorted(found)]
         interrupted = describe(state)
         if held and while_locked is not None and managed and interrupted is None:
             while_locked()
@@ -126,7 +129,7 @@ def _scan(state: AgentState, fs: HomeFS, *, save: bool) -> tuple[list[tuple[str,
     ``manifest.stat`` is written again (if ``save``).
     """
     index = state.stat_index()
-    manifest: dict[str, dict[str, Any]] | None = None
+    manifest: dict[str, Entry] | None = None
     if index is not None and fs.all_unchanged(index.vouched, index.records):
         records, managed = index.others, index.managed
     else:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+    from qgitconf.agent.records import Status
+
 STATE_REL = "/.local/share/qgitconf"  # ``state.state_dir``
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # ``homefs``'s
 _MAX_FDS = 256
@@ -60,7 +62,7 @@ class _Fallback(Exception):
     """Not the common case: the full status answers."""
 
 
-def status(home: str, env: Mapping[str, str]) -> dict[str, Any] | None:
+def status(home: str, env: Mapping[str, str]) -> Status | None:
     """What :func:`qgitconf.agent.status.status` returns for ``home``, if this is
     the common case (see the module's docstring); else None."""
     if env.get("QGITCONF_FAULT_AFTER_WRITES"):  # a fault trial: the full status
@@ -72,7 +74,7 @@ def status(home: str, env: Mapping[str, str]) -> dict[str, Any] | None:
         return None
 
 
-def _status(home: str, root: str) -> dict[str, Any]:
+def _status(home: str, root: str) -> Status:
     from qgitconf.qubes import qubesdb
 
     # QubesDB's answer is asked now and collected at the end: its program runs
@@ -88,7 +90,7 @@ def _status(home: str, root: str) -> dict[str, Any]:
     return out
 
 
-def _home_state(home: str, root: str) -> dict[str, Any]:
+def _home_state(home: str, root: str) -> Status:
     import fcntl
 
     rootfd = os.open(root, _DIR_FLAGS)

@@ -7,7 +7,7 @@ import contextlib
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qgitconf.agent.commands import busy_error
 from qgitconf.agent.config import FPR, system_config_path, user_config_path, write_target_config
@@ -24,10 +24,13 @@ from qgitconf.gpg.keys import inspect_key_file
 from qgitconf.gpg.signing import Verifier
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Removed, RemovePlan, TargetInit
+
 
 def target_init(
     home: Path, source: str, key_file: Path, fingerprint: str | None, allow: Sequence[str]
-) -> dict[str, Any]:
+) -> TargetInit:
     """Pin the key in ``key_file`` and the source qube for this target qube.
 
     Raises:
@@ -71,7 +74,7 @@ def _removal_paths(home: Path) -> list[Path]:
     return [cfg, cfg.parent / "keys", state_dir(home)]
 
 
-def target_remove_plan(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def target_remove_plan(home: Path, env: Mapping[str, str]) -> RemovePlan:
     """What ``target remove`` would remove and keep (for its question); changes nothing.
 
     Returns:
@@ -111,7 +114,7 @@ def target_remove_plan(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def target_remove(home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def target_remove(home: Path, env: Mapping[str, str]) -> Removed:
     """Forget this target: remove ``~/.config/qgitconf/target.toml``, the pinned keys
     and the agent state (``~/.local/share/qgitconf``); the files qgitconf applied stay
     in $HOME as they are.  An interrupted apply is recovered first, so no temp file

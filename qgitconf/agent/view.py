@@ -9,13 +9,14 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:  # the no-drift status imports this module (agent/statusfast.py)
-    from collections.abc import Mapping
-    from typing import Any
+    from typing import Literal
+
+    from qgitconf.agent.records import ApplyResult, Generation, Status
 
 SHOWN_SKIPPED = 5  # files left out by --keep/--only that apply names without --verbose
 
 
-def status_lines(out: Mapping[str, Any]) -> list[str]:
+def status_lines(out: Status) -> list[str]:
     """The lines of ``qgitconf status`` for the target result ``out`` (without the
     recovery note, which goes to stderr)."""
     lines = [
@@ -41,15 +42,16 @@ def status_lines(out: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def counts(rec: Mapping[str, Any]) -> str:
+def counts(rec: Generation | ApplyResult) -> str:
     """``N written, N removed, N restored[, N adopted]`` of a generation's record."""
-    parts = [f"{len(rec.get(k) or [])} {k}" for k in ("written", "removed", "restored")]
+    keys: tuple[Literal["written", "removed", "restored"], ...] = ("written", "removed", "restored")
+    parts = [f"{len(rec.get(k) or [])} {k}" for k in keys]
     if rec.get("adopted"):  # already as wanted; the user's copy is kept for revert
         parts.append(f"{len(rec['adopted'])} adopted")
     return ", ".join(parts)
 
 
-def kept_lines(rec: Mapping[str, Any]) -> list[str]:
+def kept_lines(rec: ApplyResult) -> list[str]:
     """Where --overwrite kept what it wrote over (`qgitconf revert` puts it back)."""
     return [
         f"  overwritten {k['path']}: the previous one is kept in {k['at']}"
@@ -68,7 +70,7 @@ def skipped_lines(skipped: list[str], *, verbose: bool) -> list[str]:
     ]
 
 
-def apply_lines(rec: Mapping[str, Any], *, verbose: bool) -> list[str]:
+def apply_lines(rec: ApplyResult, *, verbose: bool) -> list[str]:
     """The lines of ``qgitconf apply`` for the generation's record ``rec`` (without
     the recovery note, which goes to stderr)."""
     if rec["number"] is None:

@@ -6,7 +6,7 @@ under the same path rules (the apply rows of ``make bench``)."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf.agent.state import AgentState
 from qgitconf.core.paths import PathRules
@@ -19,6 +19,9 @@ from qgitconf.gitpack.packread import PackReader
 from qgitconf.gitpack.store import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Entry
 
 SYSTEM_TOP_B = SYSTEM_TOP.encode("ascii")
 
@@ -66,7 +69,7 @@ class Wanted:
     def __repr__(self) -> str:
         return f"Wanted({self.path!r}, {self.kind!r}, {self.mode:#o}, {len(self.data)} bytes)"
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> Entry:
         if self.kind == "link":
             return {"type": "link", "target": self.data.decode("utf-8")}
         digest = self.digest if len(self.digest) == 32 else hashlib.sha256(self.data).digest()

@@ -4,7 +4,8 @@ interactive picker), revert and restore."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,12 +24,15 @@ from qgitconf.cli.common import (
 from qgitconf.errors import UsageError
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.agent.records import ApplyResult
+
 # Domain modules are imported in the command bodies: every process that reaches click
 # pays for this module's top-level imports (the "start-up: qgitconf --version" row of
 # docs/benchmarks.md).
 
 
-def _apply_interactive(commit: str | None) -> dict[str, Any] | None:
+def _apply_interactive(commit: str | None) -> ApplyResult | None:
     """apply --interactive: the picker (agent/interactive.py) decides the --only list."""
     from qgitconf.agent import interactive
     from qgitconf.agent.render import diff_colors
@@ -214,7 +218,7 @@ def _dry_run(as_json: bool, *, kind: str, **options: Any) -> None:
     check_preview(plan)
 
 
-def _plan_lines(plan: dict[str, Any]) -> list[str]:
+def _plan_lines(plan: Mapping[str, Any]) -> list[str]:
     """The text of a dry run (everything in ``plan`` is sanitised already)."""
     head = "dry run: nothing was changed. "
     if plan["kind"] == "apply":
@@ -248,7 +252,7 @@ def _plan_lines(plan: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _print_kept(rec: dict[str, Any]) -> None:
+def _print_kept(rec: ApplyResult) -> None:
     """Where --overwrite kept what it wrote over (`qgitconf revert` puts it back)."""
     from qgitconf.agent.view import kept_lines
 

@@ -8,9 +8,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import ApplyResult, Generation
 
 # Domain modules are imported inside the helpers: every process that reaches click pays
 # for what the cli package imports at its top (the "start-up: qgitconf --version" row of
@@ -93,7 +96,7 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def counts_text(rec: dict[str, Any]) -> str:
+def counts_text(rec: Generation | ApplyResult) -> str:
     """A generation's counts as status and log print them (``agent.view.counts``)."""
     from qgitconf.agent.view import counts
 

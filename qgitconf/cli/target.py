@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,6 +23,9 @@ from qgitconf.cli.common import (
 )
 from qgitconf.errors import UsageError
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import RemovePlan
 
 # Domain modules are imported in the command bodies: every process that reaches click
 # pays for this module's top-level imports (the "start-up: qgitconf --version" row of
@@ -106,7 +109,7 @@ def target_remove(yes: bool, as_json: bool) -> None:
     )
 
 
-def _remove_lines(plan: dict[str, Any]) -> list[str]:
+def _remove_lines(plan: RemovePlan) -> list[str]:
     lines = ["This removes (the files qgitconf applied stay in $HOME as they are):"]
     lines += [f"  {sanitize(p)}" for p in plan["remove"]]
     lines.append(

@@ -45,6 +45,7 @@ from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
     from qgitconf.core.risks import Tree
+    from qgitconf.mgmt.records import ImportEntry, ImportReview, ListedImport
 
 EXPORT = "qgitconf.Export"
 REF_PREFIX = "refs/qgitconf/import/"
@@ -60,12 +61,12 @@ def _meta(repo: MgmtRepo) -> Any:
     return repo.meta / "imports.json"
 
 
-def _load(repo: MgmtRepo) -> dict[str, Any]:
+def _load(repo: MgmtRepo) -> dict[str, ImportEntry]:
     data = read_json(_meta(repo), {})
     return data if isinstance(data, dict) else {}
 
 
-def _get(repo: MgmtRepo, ident: str) -> dict[str, Any]:
+def _get(repo: MgmtRepo, ident: str) -> ImportEntry:
     entry = _load(repo).get(ident) if _ID.fullmatch(ident) else None
     if not isinstance(entry, dict):
         raise UsageError(f"no import {ident!r} (see: qgitconf import --list)")
@@ -173,9 +174,9 @@ def _blob(repo: MgmtRepo, sha: str) -> bytes:
     ).stdout
 
 
-def list_imports(repo: MgmtRepo) -> list[dict[str, Any]]:
+def list_imports(repo: MgmtRepo) -> list[ListedImport]:
     repo.require()
-    return [dict(v, id=k) for k, v in sorted(_load(repo).items(), key=lambda kv: int(kv[0]))]
+    return [{**v, "id": k} for k, v in sorted(_load(repo).items(), key=lambda kv: int(kv[0]))]
 
 
 def notes(
@@ -225,7 +226,7 @@ def _old_file(repo: MgmtRepo, tip: str, path: str) -> tuple[int, bytes] | None:
     return int(fields[0], 8), _blob(repo, fields[2])
 
 
-def review(repo: MgmtRepo, ident: str) -> dict[str, Any]:
+def review(repo: MgmtRepo, ident: str) -> ImportReview:
     """The quarantined change against the branch's current tip, sanitised for display."""
     entry = _get(repo.require(), ident)
     tip = repo.tip(entry["into"]) or entry["base"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qgitconf.core.envelope import parse_statement, read_envelope
 from qgitconf.core.reply import Reply, parse_reply
@@ -33,6 +33,9 @@ from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.mgmt.sizes import MAX_FILE_BYTES, SizedFile, human, largest_in_range
 from qgitconf.mgmt.update import PROGRESS_BYTES, Note, build_update, git_bundle
 from qgitconf.qubes.qrexec import QREXEC_REFUSED, Transport
+
+if TYPE_CHECKING:
+    from qgitconf.mgmt.records import PublishRecord
 
 RECEIVE = "qgitconf.Receive"
 
@@ -59,8 +62,8 @@ def update_path(repo: MgmtRepo, target: str) -> Any:
     return repo.meta / "updates" / f"{target}.update"
 
 
-def load_record(repo: MgmtRepo, target: str) -> dict[str, Any]:
-    data = read_json(_record_path(repo, target), {})
+def load_record(repo: MgmtRepo, target: str) -> PublishRecord:
+    data: PublishRecord = read_json(_record_path(repo, target), {})
     return data if isinstance(data, dict) else {}
 
 
@@ -100,7 +103,7 @@ def denied_hint(target: str) -> str:
     )
 
 
-def _prerequisite(repo: MgmtRepo, record: dict[str, Any], tip: str) -> str | None:
+def _prerequisite(repo: MgmtRepo, record: PublishRecord, tip: str) -> str | None:
     """The last commit the target reported as accepted, if the tip descends from it."""
     accepted = record.get("accepted")
     if isinstance(accepted, str) and accepted != tip and repo.is_ancestor(accepted, tip):
@@ -112,7 +115,7 @@ def _new_update(
     repo: MgmtRepo,
     target: str,
     tip: str,
-    record: dict[str, Any],
+    record: PublishRecord,
     prereq: str | None,
     now: datetime,
     note: Note | None = None,
@@ -129,14 +132,16 @@ def _new_update(
     update = build_update(repo, target, tip, sequence, prereq, now, note=note)
     unconfirmed = [c for c in record.get("unconfirmed", []) if isinstance(c, str)]
     record.update(
-        sequence=sequence,
-        published=None,
-        prerequisite=prereq,
-        unconfirmed=list(dict.fromkeys([*unconfirmed, tip])),  # before it can be pulled
+        {
+            "sequence": sequence,
+            "published": None,
+            "prerequisite": prereq,
+            "unconfirmed": list(dict.fromkeys([*unconfirmed, tip])),  # before it can be pulled
+        }
     )
     write_json(_record_path(repo, target), record)
     atomic_write(update_path(repo, target), update, 0o600)
-    record.update(published=tip, published_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    record.update({"published": tip, "published_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")})
     write_json(_record_path(repo, target), record)
     return update, sequence
 
@@ -145,7 +150,7 @@ def _deliver(
     repo: MgmtRepo,
     target: str,
     transport: Transport,
-    record: dict[str, Any],
+    record: PublishRecord,
     update: bytes,
     sequence: int,
     tip: str,
@@ -240,7 +245,7 @@ def publish(
 def _note(
     repo: MgmtRepo,
     target: str,
-    record: dict[str, Any],
+    record: PublishRecord,
     reply: Reply | None,
     error: QgitconfError | None,
     sent: str | None = None,

@@ -15,7 +15,7 @@ import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
@@ -25,6 +25,9 @@ from qgitconf.gpg.keys import inspect_key_file
 from qgitconf.limits import MAX_KEY_FILE_BYTES
 from qgitconf.mgmt import default_repo_path as default_repo_path  # re-exported
 from qgitconf.mgmt import sizes
+
+if TYPE_CHECKING:
+    from qgitconf.mgmt.records import LayerInfo, TargetInfo
 
 _FPR = re.compile(r"[0-9A-F]{40}")
 PUBLIC_KEY = "signing-key.asc"
@@ -177,19 +180,19 @@ class MgmtRepo:
 
     # -- targets -------------------------------------------------------------------------
 
-    def targets(self) -> dict[str, dict[str, Any]]:
+    def targets(self) -> dict[str, TargetInfo]:
         data = read_json(self.meta / "targets.json", {})
         if not isinstance(data, dict):
             raise ConfigError("targets.json is corrupt")
         return data
 
-    def target(self, name: str) -> dict[str, Any]:
+    def target(self, name: str) -> TargetInfo:
         targets = self.targets()
         if name not in targets:
             raise UsageError(f"unknown target {name!r} (see: qgitconf target add)")
-        return dict(targets[name])
+        return targets[name].copy()
 
-    def layers(self) -> dict[str, dict[str, Any]]:
+    def layers(self) -> dict[str, LayerInfo]:
         data = read_json(self.meta / "layers.json", {})
         if not isinstance(data, dict):
             raise ConfigError("layers.json is corrupt")
@@ -318,7 +321,7 @@ class MgmtRepo:
             raise UsageError(f"unknown target {target!r} (see: qgitconf target add)")
         layers = list(targets[target].get("layers", []))
         if layer not in layers:
-            targets[target] = dict(targets[target], layers=[*layers, layer])
+            targets[target] = {**targets[target], "layers": [*layers, layer]}
             write_json(self.meta / "targets.json", targets)
 
     # -- moving branches -----------------------------------------------------------------

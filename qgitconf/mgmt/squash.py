@@ -24,13 +24,16 @@ It refuses when that is not safe or would not help:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qgitconf.errors import GitError, SquashUnsafeError, UsageError
 from qgitconf.mgmt import sizes
 from qgitconf.mgmt.publish import load_record
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.sanitize import sanitize
+
+if TYPE_CHECKING:
+    from qgitconf.mgmt.records import PublishRecord, ReplyRecord, SquashJson
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class SquashPlan:
     new: str | None = None
     """The new tip (None: dry run, or nothing to squash)."""
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> SquashJson:
         return {
             "target": self.target,
             "tip": self.tip,
@@ -62,13 +65,13 @@ class SquashPlan:
         }
 
 
-def _unconfirmed(record: dict[str, Any]) -> list[str]:
+def _unconfirmed(record: PublishRecord) -> list[str]:
     """Published commits the target never answered for (it may have pulled them)."""
     if isinstance(record.get("unconfirmed"), list):
         return [c for c in record["unconfirmed"] if isinstance(c, str)]
     # A record written before ``unconfirmed`` existed: only the last one is known.
     published = record.get("published")
-    reply = record.get("reply") or {}
+    reply: ReplyRecord = record.get("reply") or {}
     answered = "error" not in record and (
         reply.get("result") in ("rejected", "error") or reply.get("commit") == published
     )

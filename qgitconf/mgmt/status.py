@@ -4,14 +4,17 @@ config-mgmt hears from a target only when it publishes to it)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf.mgmt.publish import REFUSED, load_record
 from qgitconf.mgmt.repo import MgmtRepo
 from qgitconf.sanitize import sanitize
 
+if TYPE_CHECKING:
+    from qgitconf.mgmt.records import MgmtStatus, ReplyRecord, StatusRow
 
-def reported_state(reply: dict[str, Any]) -> str | None:
+
+def reported_state(reply: ReplyRecord) -> str | None:
     """What the last reply says the target holds, in one word.
 
     Returns:
@@ -32,7 +35,7 @@ def _text(value: Any) -> str | None:
     return sanitize(value) if isinstance(value, str) and value else None
 
 
-def mgmt_status(repo: MgmtRepo) -> dict[str, Any]:
+def mgmt_status(repo: MgmtRepo) -> MgmtStatus:
     """Per target: tip, last update published, the target's last reply, the last error.
 
     Returns:
@@ -40,11 +43,11 @@ def mgmt_status(repo: MgmtRepo) -> dict[str, Any]:
         is in docs/usage.md ("status (config-mgmt)").
     """
     repo.require()
-    rows = []
+    rows: list[StatusRow] = []
     for name, info in sorted(repo.targets().items()):
         rec = load_record(repo, name)
         tip = repo.tip(name)
-        reply = rec.get("reply") or {}
+        reply: ReplyRecord = rec.get("reply") or {}
         error = rec.get("error")
         accepted = reply.get("result") in ("staged", "up-to-date")
         rows.append(
@@ -84,7 +87,7 @@ def _short(sha: Any) -> str:
     return sha[:12] if isinstance(sha, str) and sha else "-"
 
 
-def status_lines(row: dict[str, Any]) -> list[str]:
+def status_lines(row: StatusRow) -> list[str]:
     """The text of one target's row (no ``None``: missing values are words or ``-``)."""
     pub = row["published"]
     rep = row["reported_by_target"]

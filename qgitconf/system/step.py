@@ -35,7 +35,7 @@ import ctypes
 import os
 import stat
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgitconf.agent.apply import execute, plan_restore, revert_target
 from qgitconf.agent.fault import Fault
@@ -62,6 +62,9 @@ from qgitconf.system.trust import (
     system_rules,
     user_home,
 )
+
+if TYPE_CHECKING:
+    from qgitconf.agent.records import Applied
 
 __all__ = ["apply_system", "restore_system", "revert_system"]
 
@@ -186,7 +189,7 @@ def apply_system(
                 fetched.store(state)
                 record = execute(plan, fs, state, overwrite=overwrite, kind="apply", fault=fault)
         data = state.load()
-        data.update(sequence=fetched.sequence, commit=fetched.commit)
+        data.update({"sequence": fetched.sequence, "commit": fetched.commit})
         state.save(data)
         kept = _persist(trust, state, layout)
     return {
@@ -197,7 +200,7 @@ def apply_system(
 
 def _summary(
     plan: Plan,
-    record: dict[str, Any] | None,
+    record: Applied | None,
     kept: list[str],
     *,
     dry_run: bool,
