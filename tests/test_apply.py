@@ -22,9 +22,10 @@ import pytest
 
 from qgitconf.agent import commands
 from qgitconf.agent import journal as journal_module
-from qgitconf.agent.homefs import RACY_NS, HomeFS, stat_entry
+from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.plan import kept_name
 from qgitconf.agent.receive import accept_update
+from qgitconf.agent.statcache import RACY_NS, stat_entry
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, DriftError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX

@@ -23,7 +23,6 @@ ENTRY_POINTS = {"cli.py", "service.py", "entry.py"}
 
 # Debt: the modules still over MODULE_LINES, at most this long.
 LONG_MODULES = {
-    "agent/homefs.py": 766,
     "cli.py": 1375,
     "lab/real.py": 1371,
 }

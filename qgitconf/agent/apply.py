@@ -32,10 +32,11 @@ from typing import Any, NoReturn
 
 from qgitconf.agent.commitrecords import record_commit
 from qgitconf.agent.fault import Fault
-from qgitconf.agent.homefs import HomeFS, content, stat_entry, stat_key
+from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import Journal
 from qgitconf.agent.plan import Action, Plan, check_choices, kept_name, make_plan, stat_cache_of
 from qgitconf.agent.signals import SignalGuard, Signalled, error_for, signal_name
+from qgitconf.agent.statcache import content, stat_entry, stat_key
 from qgitconf.agent.state import AgentState
 from qgitconf.agent.wanted import wanted_tree
 from qgitconf.core.paths import PathRules

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qgitconf.agent.homefs import DiskState, HomeFS, content
+from qgitconf.agent.homefs import DiskState, HomeFS
 from qgitconf.agent.journal import is_kept_path
+from qgitconf.agent.statcache import content
 from qgitconf.agent.wanted import Wanted
 from qgitconf.errors import (
     ApplyError,

@@ -62,8 +62,8 @@ class StatIndex(NamedTuple):
 
     ``vouched`` holds, directory by directory (``""`` for the home itself), the names
     of the regular files whose stat cache can prove them unchanged; ``records`` the
-    ``lstat`` each must show, in the same order (``homefs.vouched_key`` packed as
-    ``homefs.VOUCHED_RECORD``); ``others`` the full manifest records of every other
+    ``lstat`` each must show, in the same order (``statcache.vouched_key`` packed as
+    ``statcache.VOUCHED_RECORD``); ``others`` the full manifest records of every other
     entry (symlinks, entries without a usable cache).
     """
 
@@ -333,7 +333,7 @@ def _stat_index_bytes(manifest: Mapping[str, Mapping[str, Any]], manifest_json: 
     7); the other entries' records as JSON.  Grouping lets status open each directory once and
     ``lstat`` its files by name.
     """
-    from qgitconf.agent.homefs import VOUCHED_RECORD, vouched_key  # not on the receive path
+    from qgitconf.agent.statcache import VOUCHED_RECORD, vouched_key  # not on the receive path
 
     groups: dict[str, list[tuple[str, bytes]]] = {}
     others: dict[str, Mapping[str, Any]] = {}

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 STATE_REL = "/.local/share/qgitconf"  # ``state.state_dir``
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # ``homefs``'s
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # ``homewalk``'s
 _MAX_FDS = 256
 _MAX_RECORD_BYTES = 64 << 20  # state.json, generations.json, manifest.stat read at most
 _SMALL_HASH = 512 << 10  # below this, the builtin SHA-256 (no OpenSSL import); above, OpenSSL
@@ -315,12 +315,12 @@ def _sha256_of(fd: int, size: int) -> bytes:
 
 
 def _parallel_min() -> int:
-    return 2000  # ``homefs.PARALLEL_MIN_FILES`` (tests/test_statusfast.py compares)
+    return 2000  # ``statcache.PARALLEL_MIN_FILES`` (tests/test_statusfast.py compares)
 
 
 class _Dirs:
     """Directory fds below the home, each component opened ``O_NOFOLLOW`` from the
-    one above (``homefs.HomeFS._dirfd``): a symlink on the way is never followed."""
+    one above (``homewalk.HomeWalk._dirfd``): a symlink on the way is never followed."""
 
     def __init__(self, home: str) -> None:
         self.home = home

@@ -1,7 +1,7 @@
 """``manifest.stat`` read and checked with nothing but ``os`` and C modules.
 
 The one reader of the stat index (``state.AgentState.stat_index``) and the one
-no-drift check of its vouched files (``homefs.HomeFS.all_unchanged``), shared with
+no-drift check of its vouched files (``statcache.all_unchanged``), shared with
 the no-drift ``qgitconf status`` of :mod:`qgitconf.agent.statusfast`, which must not
 import ``hashlib``, ``json``, ``pathlib`` or ``typing`` (issue 21: the status rows of
 ``make bench``).  The index's format is described at ``state._stat_index_bytes``.
@@ -22,7 +22,7 @@ STAT_MAGIC = b"qgitconf-stat-2\n"
 STAT_HEAD = Struct("<32sIIIIII")  # manifest SHA-256; counts and lengths below
 STAT_COUNT = Struct("<I")  # vouched files in one directory
 # What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns
-# (``homefs.vouched_key``); status compares the packed bytes.
+# (``statcache.vouched_key``); status compares the packed bytes.
 VOUCHED_RECORD = Struct("<IQqQq")
 
 Groups = list[tuple[str, list[str]]]
