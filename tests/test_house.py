@@ -27,11 +27,7 @@ LONG_MODULES = {
     "lab/real.py": 1371,
 }
 # Debt: the functions still over FUNCTION_LINES, at most this long.
-LONG_FUNCTIONS = {
-    "agent/plan.py:_plan_into": 106,
-    "agent/apply.py:execute": 85,
-    "agent/apply.py:_run": 98,
-}
+LONG_FUNCTIONS: dict[str, int] = {}
 # Debt: modules other than the entry points with function-local imports, at most this many.
 LOCAL_IMPORTS = {
     "agent/commands.py": 2,
