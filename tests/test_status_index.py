@@ -17,8 +17,9 @@ import pytest
 
 from qgitconf.agent import statcache
 from qgitconf.agent.commands import home_status
-from qgitconf.agent.statcache import RACY_NS, VOUCHED_RECORD, stat_entry, vouched_key
+from qgitconf.agent.statcache import stat_entry
 from qgitconf.agent.state import AgentState
+from qgitconf.agent.vouch import RACY_NS, VOUCHED_RECORD, vouched_key
 
 FILES = {".bashrc": b"PS1='$ '\n", ".config/git/config": b"[user]\n", "bin/tool": b"#!/bin/sh\n"}
 

@@ -26,9 +26,10 @@ import pytest
 from qgitconf.agent import configmemo, statcache, statusfast, vouch
 from qgitconf.agent.config import SYSTEM_CONFIG, user_config_path, write_target_config
 from qgitconf.agent.stamps import stamp_age
-from qgitconf.agent.statcache import RACY_NS, stat_entry
+from qgitconf.agent.statcache import stat_entry
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import status
+from qgitconf.agent.vouch import RACY_NS
 
 FPR = "0123456789ABCDEF0123456789ABCDEF01234567"
 COMMIT = "a" * 40

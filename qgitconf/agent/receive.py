@@ -27,6 +27,8 @@ from qgitconf.core.pathtree import rules_digest
 from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.fsutil import atomic_write
 from qgitconf.gpg.homes import HomeCache
+from qgitconf.qubes import qubesdb
+from qgitconf.sanitize import sanitize
 
 
 class Outcome(NamedTuple):
@@ -122,8 +124,6 @@ def accept_update(
         QgitconfError: ``UntrustedInputError`` subclasses for rejected updates (already
             logged to ``rejected.log``), ``ConfigError`` when this qube is not set up.
     """
-    from qgitconf.qubes import qubesdb
-
     # QubesDB's three answers from one qubesdb-read process (one per key before)
     values = (qubesdb_values or (lambda: qubesdb.read_many(qubesdb.RECEIVE_KEYS)))()
     cfg = load_target_config(home, env, read_qubesdb=values.get)
@@ -148,6 +148,4 @@ def accept_update(
 
 
 def rejection_reply(error: QgitconfError) -> dict[str, Any]:
-    from qgitconf.sanitize import sanitize
-
     return {"result": "rejected", "reason": error.code, "detail": sanitize(error.detail)}

@@ -19,23 +19,14 @@ from typing import Any
 
 from qgitconf.agent import vouch
 from qgitconf.agent.homewalk import HomeWalk
+from qgitconf.agent.vouch import RACY_NS, VOUCHED_RECORD
 
 # ``all_unchanged`` shares the lstat calls of at least this many files with a forked
 # child (on two CPUs or more), as git shares them between threads (``preloadIndex``):
 # Python threads would take turns on the GIL after every call.
 PARALLEL_MIN_FILES = 2000
 
-# A stat cache entry is trusted only if the file's ctime is older than the moment the
-# entry was taken by this much: file timestamps come from a coarse clock, so a change
-# within the same tick as the write would otherwise keep size, mtime and ctime (the
-# "racy git" problem).  Two seconds covers coarse-grained and network filesystems.
-RACY_NS = 2_000_000_000
-
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns
-# What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns;
-# packed as VOUCHED_RECORD in manifest.stat (status compares the packed bytes).
-VouchedKey = tuple[int, int, int, int, int]
-VOUCHED_RECORD = vouch.VOUCHED_RECORD
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -62,29 +53,6 @@ def cache_hit(st: os.stat_result, record: Mapping[str, Any] | None) -> bool:
     if tuple(cached[:4]) != stat_key(st):
         return False
     return bool(cached[3] < cached[4] - RACY_NS)
-
-
-def vouched_key(record: Mapping[str, Any]) -> VouchedKey | None:
-    """What ``lstat`` must show for the stat cache of ``record`` to prove the file
-    unchanged (:func:`unchanged` in one comparison); None if it never can.
-
-    Exactly the records and conditions ``unchanged`` accepts: a regular file whose
-    cache entry was taken more than ``RACY_NS`` after its ctime.
-    """
-    cached = record.get("stat")
-    mode = record.get("mode")
-    if (
-        record.get("type") != "file"
-        or len(record) != 4
-        or not isinstance(cached, list)
-        or len(cached) != 5
-        or type(mode) is not int
-        or not 0 <= mode <= 0o7777
-        or not all(type(v) is int for v in cached)
-        or not cached[3] < cached[4] - RACY_NS
-    ):
-        return None
-    return (stat.S_IFREG | mode, cached[0], cached[1], cached[2], cached[3])
 
 
 def unchanged(fs: HomeWalk, path: str, record: Mapping[str, Any]) -> bool:

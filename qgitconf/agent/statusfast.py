@@ -26,10 +26,13 @@ refreshes caches and explains errors.  It writes nothing.
 from __future__ import annotations
 
 import _json
+import fcntl
 import os
+import stat
 
 from qgitconf.agent import configmemo, vouch
 from qgitconf.agent.stamps import stamp_age
+from qgitconf.qubes import qubesdb
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -73,8 +76,6 @@ def status(home: str, env: Mapping[str, str]) -> dict[str, Any] | None:
 
 
 def _status(home: str, root: str) -> dict[str, Any]:
-    from qgitconf.qubes import qubesdb
-
     # QubesDB's answer is asked now and collected at the end: its program runs
     # beside the drift check.
     config = configmemo.begin_lookup(root, qubesdb.start_read)
@@ -89,8 +90,6 @@ def _status(home: str, root: str) -> dict[str, Any]:
 
 
 def _home_state(home: str, root: str) -> dict[str, Any]:
-    import fcntl
-
     rootfd = os.open(root, _DIR_FLAGS)
     try:
         try:
@@ -351,8 +350,6 @@ class _Dirs:
     def same_link(self, path: str, rec: object) -> None:
         """A managed entry not vouched for: only a symlink to its recorded target
         passes (``status._drift`` finds no drift then, and refreshes nothing)."""
-        import stat
-
         if (
             not isinstance(rec, dict)
             or rec.get("type") != "link"
