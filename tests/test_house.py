@@ -36,7 +36,7 @@ LOCAL_IMPORTS = {
     # pack reader (a rollback of a file created in place)
     "agent/journal.py": 2,
     "agent/state.py": 1,  # gitpack.compat: the agent repo made once, not on the no-op receive
-    "agent/verify.py": 7,  # gitpack: the no-op receive row (an up-to-date update needs none)
+    "agent/verify.py": 3,  # gitpack.bundle, compat: the no-op receive row needs neither
     "errors.py": 4,
     "fsutil.py": 2,
     "gitpack/bundle.py": 7,
