@@ -3,10 +3,10 @@ content is not read again (the status rows of ``make bench``: "status, no drift,
 10k").
 
 A manifest record of a regular file carries ``stat``: size, mtime_ns, ino, ctime_ns
-and when the entry was taken.  ``cache_hit`` trusts it only outside the racy window;
-``vouched_key`` is what ``manifest.stat`` (:mod:`qgitconf.agent.vouch`) packs of it,
-and ``all_unchanged`` checks a whole index of them, from ``PARALLEL_MIN_FILES`` files
-on with a forked child's help.
+and when the entry was taken.  ``cache_hit`` trusts it only outside the racy window
+(``vouch.RACY_NS``); ``vouch.vouched_key`` is what ``manifest.stat`` packs of it, and
+``all_unchanged`` checks a whole index of them, from ``PARALLEL_MIN_FILES`` files on
+with a forked child's help.
 """
 
 from __future__ import annotations
