@@ -22,10 +22,12 @@ import pytest
 
 from qgitconf.agent import commands
 from qgitconf.agent import journal as journal_module
-from qgitconf.agent.homefs import RACY_NS, HomeFS, stat_entry
+from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.plan import kept_name
 from qgitconf.agent.receive import accept_update
+from qgitconf.agent.statcache import stat_entry
 from qgitconf.agent.state import AgentState
+from qgitconf.agent.vouch import RACY_NS
 from qgitconf.errors import ApplyError, DriftError
 from qgitconf.limits import MAX_HOME_PATH_BYTES, NAME_MAX
 from tests.applykit import STATE, as_user, home_view, stage, state_path, status

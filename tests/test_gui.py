@@ -310,7 +310,7 @@ def test_review_dialog_applies_exactly_the_commit_it_showed(
                 publish(lab, "personal")
         return 0
 
-    monkeypatch.setattr(commands, "apply", recording_apply)
+    monkeypatch.setattr(gui, "do_apply", recording_apply)  # gui's import of commands.apply
     monkeypatch.setattr(gui, "_zenity", dialog)
     monkeypatch.setattr(gui, "zenity_available", lambda env=None: True)
     from qgitconf.errors import QgitconfError

@@ -29,8 +29,9 @@ import pytest
 from qgitconf.agent.apply import execute
 from qgitconf.agent.commands import home_status
 from qgitconf.agent.fault import Fault
-from qgitconf.agent.homefs import HomeFS, content
+from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.plan import make_plan
+from qgitconf.agent.statcache import content
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.wanted import Wanted
 

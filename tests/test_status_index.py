@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from qgitconf.agent import homefs
+from qgitconf.agent import statcache
 from qgitconf.agent.commands import home_status
-from qgitconf.agent.homefs import RACY_NS, VOUCHED_RECORD, stat_entry, vouched_key
+from qgitconf.agent.statcache import stat_entry
 from qgitconf.agent.state import AgentState
+from qgitconf.agent.vouch import RACY_NS, VOUCHED_RECORD, vouched_key
 
 FILES = {".bashrc": b"PS1='$ '\n", ".config/git/config": b"[user]\n", "bin/tool": b"#!/bin/sh\n"}
 
@@ -219,7 +220,7 @@ def test_the_index_groups_files_by_directory(
     assert keys == {path: vouched_key(manifest[path]) for path in FILES}
 
 
-# --- the forked half (homefs.PARALLEL_MIN_FILES) --------------------------------------
+# --- the forked half (statcache.PARALLEL_MIN_FILES) --------------------------------------
 
 
 @pytest.fixture
@@ -235,8 +236,8 @@ def wide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[AgentState, P
     state = AgentState(tmp_path / "state")
     state.root.mkdir()
     state.save_manifest(manifest)
-    monkeypatch.setattr(homefs, "PARALLEL_MIN_FILES", 2)
-    monkeypatch.setattr(homefs, "_may_fork", lambda: True)  # even on one CPU
+    monkeypatch.setattr(statcache, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(statcache, "_may_fork", lambda: True)  # even on one CPU
     return state, home
 
 
@@ -275,7 +276,7 @@ def test_a_child_without_an_answer_vouches_for_nothing(
     def die(fd: int, unchanged: bool) -> None:
         raise RuntimeError("the child dies")
 
-    monkeypatch.setattr(homefs, "_report", die)
+    monkeypatch.setattr(statcache, "_report", die)
     parsed = []
     real_manifest = AgentState.manifest
 

@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 
-from qgitconf.agent import configmemo, homefs, statusfast, vouch
+from qgitconf.agent import configmemo, statcache, statusfast, vouch
 from qgitconf.agent.config import SYSTEM_CONFIG, user_config_path, write_target_config
-from qgitconf.agent.homefs import RACY_NS, stat_entry
 from qgitconf.agent.stamps import stamp_age
+from qgitconf.agent.statcache import stat_entry
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import status
+from qgitconf.agent.vouch import RACY_NS
 
 FPR = "0123456789ABCDEF0123456789ABCDEF01234567"
 COMMIT = "a" * 40
@@ -392,8 +393,8 @@ def test_a_stamp_the_full_status_cannot_read_falls_back(stamp: Any) -> None:
 
 
 def test_the_shared_constants_agree() -> None:
-    assert statusfast._parallel_min() == homefs.PARALLEL_MIN_FILES
-    assert homefs.VOUCHED_RECORD is vouch.VOUCHED_RECORD
+    assert statusfast._parallel_min() == statcache.PARALLEL_MIN_FILES
+    assert statcache.VOUCHED_RECORD is vouch.VOUCHED_RECORD
     assert str(state_dir(Path("/x"))).removeprefix("/x") == statusfast.STATE_REL
 
 

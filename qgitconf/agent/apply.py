@@ -32,10 +32,19 @@ from typing import TYPE_CHECKING, NoReturn, cast
 
 from qgitconf.agent.commitrecords import record_commit
 from qgitconf.agent.fault import Fault
-from qgitconf.agent.homefs import HomeFS, content, stat_entry, stat_key
+from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import Journal
-from qgitconf.agent.plan import Action, Plan, check_choices, kept_name, make_plan, stat_cache_of
+from qgitconf.agent.plan import (
+    Action,
+    Plan,
+    check_choices,
+    journal_steps,
+    kept_name,
+    make_plan,
+    stat_cache_of,
+)
 from qgitconf.agent.signals import SignalGuard, Signalled, error_for, signal_name
+from qgitconf.agent.statcache import content, stat_entry, stat_key
 from qgitconf.agent.state import AgentState
 from qgitconf.agent.wanted import wanted_tree
 from qgitconf.core.paths import PathRules
@@ -49,55 +58,9 @@ from qgitconf.limits import Limits
 from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
-    from qgitconf.agent.records import After, Applied, Entry, Generation, Original, Probed, Step
+    from qgitconf.agent.records import After, Applied, Entry, Generation, Original, Step
 
 # -- execution ---------------------------------------------------------------------------
-
-
-def _steps(plan: Plan, number: int | None) -> list[Step]:
-    steps: list[Step] = []
-    made = {a.path for a in plan.actions if a.op == "mkdir"}
-    for act in plan.touches_disk:
-        old: Probed = act.old.record()
-        if act.old.st is not None:
-            old["st"] = list(act.old.st)
-        if act.op == "rmdir":
-            old["mode"] = act.old.mode
-        step: Step = {
-            "i": len(steps),
-            "op": act.op,
-            "path": act.path,
-            "old": old,
-            "new": act.new,
-            "keep": act.keep,
-            "keep_at": _keep_at(act, number),
-        }
-        if is_direct(act, made):
-            step["direct"] = act.blob
-        steps.append(step)
-    return steps
-
-
-def is_direct(act: Action, made: set[str]) -> bool:
-    """``act`` creates its file in place (``HomeFS.create``: no temp name, no
-    rename): a write of content read from the agent repo (its blob id known, so that
-    a rollback can tell a partial file of it) to a path that was absent, in a
-    directory this apply creates (nothing of anyone else's can be there)."""
-    return (
-        act.op == "write"
-        and bool(act.blob)
-        and act.old.kind == "missing"
-        and act.keep is None
-        and act.path.rpartition("/")[0] in made
-    )
-
-
-def _keep_at(act: Action, number: int | None) -> str | None:
-    if act.keep == "original":
-        return f"originals/{kept_name(act.path)}"
-    if act.keep == "backup":
-        return f"backups/{number if number is not None else 'restore'}/{act.path}"
-    return None
 
 
 def execute(
@@ -124,6 +87,24 @@ def execute(
     fault = fault or Fault()
     gens = state.generations()
     number = None if kind == "restore" else ((gens[-1]["number"] + 1) if gens else 1)
+    record, after = _outcome(plan, kind, number, note)
+    steps = journal_steps(plan, number)
+    with SignalGuard() as guard:
+        _journaled(plan, fs, state, steps, after, fault, guard, kind)
+    if guard.pending is not None:
+        what = f"generation {number}" if number is not None else "the restore"
+        raise error_for(
+            guard.pending,
+            f"{kind} interrupted by {signal_name(guard.pending)} after its commit point: "
+            f"it was finished ({what}, {len(record['written'])} written); "
+            "`qgitconf revert` goes back",
+        )
+    return record
+
+
+def _outcome(plan: Plan, kind: str, number: int | None, note: str) -> tuple[Applied, After]:
+    """What carrying out ``plan`` makes of the records: the generation's record, and
+    ``after`` (what the commit writes: manifest, originals, generation)."""
     manifest = dict(plan.manifest)
     originals = dict(plan.originals)
     record: Applied = {
@@ -173,18 +154,7 @@ def execute(
         "originals": originals,
         "generation": None if number is None else cast("Generation", record),
     }
-    steps = _steps(plan, number)
-    with SignalGuard() as guard:
-        _journaled(plan, fs, state, steps, after, fault, guard, kind)
-    if guard.pending is not None:
-        what = f"generation {number}" if number is not None else "the restore"
-        raise error_for(
-            guard.pending,
-            f"{kind} interrupted by {signal_name(guard.pending)} after its commit point: "
-            f"it was finished ({what}, {len(record['written'])} written); "
-            "`qgitconf revert` goes back",
-        )
-    return record
+    return record, after
 
 
 def _journaled(
@@ -236,10 +206,19 @@ def _original_record(act: Action, backup: str) -> Original:
 
 def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[str, list[int]]:
     """The changes, in phases; returns the stat cache of what was written."""
-    fault = journal.fault
     steps = journal.steps
     acts = plan.touches_disk
-    # Phase 1: copies of conflicting files (originals/, backups/N/), for revert.
+    _keep_phase(journal, steps, acts, fs, state)
+    _undo_phase(journal, steps, acts, fs)
+    return _change_phase(journal, steps, acts, fs)
+
+
+def _keep_phase(
+    journal: Journal, steps: list[Step], acts: list[Action], fs: HomeFS, state: AgentState
+) -> None:
+    """Phase 1 of :func:`_run`: copies of conflicting files (originals/, backups/N/),
+    for revert."""
+    fault = journal.fault
     journal.progress("phase keep")
     kept = HomeFS(state.root)
     try:
@@ -249,8 +228,13 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
                 fault("kept")
     finally:
         kept.close()
-    # Phase 2: an undo link of everything that will be replaced or deleted, checking
-    # first that it is still what the plan saw (it may have changed since).
+
+
+def _undo_phase(journal: Journal, steps: list[Step], acts: list[Action], fs: HomeFS) -> None:
+    """Phase 2 of :func:`_run`: an undo link of everything that will be replaced or
+    deleted, checking first that it is still what the plan saw (it may have changed
+    since)."""
+    fault = journal.fault
     journal.progress("phase undo")
     removed_dirs = {a.path for a in acts if a.op == "rmdir"}
     fs.forget()  # walk afresh from $HOME: the disk may have changed since the plan
@@ -277,15 +261,24 @@ def _run(journal: Journal, plan: Plan, fs: HomeFS, state: AgentState) -> dict[st
     finally:
         os.close(undo_fd)
     fault("undo-synced")
-    # Phase 3: the changes.  Deletions and directories first, then every write in
-    # three passes: all temp files (no fsync each), one sync of the home's filesystem,
-    # then all renames; one more sync makes the renames and directories durable before
-    # the commit point.  A crash before the renames leaves only temp files (the journal
-    # knows their names); one after a rename leaves new content that is already on disk
-    # (the sync came first), and the undo link to put the old one back.  A file whose
-    # path was absent, in a directory this apply creates ("direct" steps), is created
-    # in place in the first pass instead (``HomeFS.create``): a crash before the commit
-    # point leaves it whole or cut short, and the rollback removes it either way.
+
+
+def _change_phase(
+    journal: Journal, steps: list[Step], acts: list[Action], fs: HomeFS
+) -> dict[str, list[int]]:
+    """Phase 3 of :func:`_run`, the changes; returns the stat cache of what was written.
+
+    Deletions and directories first, then every write in three passes: all temp files
+    (no fsync each), one sync of the home's filesystem, then all renames; one more sync
+    makes the renames and directories durable before the commit point.  A crash before
+    the renames leaves only temp files (the journal knows their names); one after a
+    rename leaves new content that is already on disk (the sync came first), and the
+    undo link to put the old one back.  A file whose path was absent, in a directory
+    this apply creates ("direct" steps), is created in place in the first pass instead
+    (``HomeFS.create``): a crash before the commit point leaves it whole or cut short,
+    and the rollback removes it either way.
+    """
+    fault = journal.fault
     journal.progress("phase change")
     fs.unsynced = set()  # the directories are synced with the filesystem, below
     writes: list[tuple[Step, Action]] = []

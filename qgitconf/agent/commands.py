@@ -1,4 +1,4 @@
-"""Target-side commands: target init, review, apply, revert, restore, status, log, git.
+"""Target-side commands: apply, revert, restore (and status, re-exported).
 
 Each function does the I/O for one command and returns plain data (dicts or text);
 the click layer only prints.  Everything that came from another qube is sanitised
@@ -17,7 +17,7 @@ from qgitconf.agent.config import TargetConfig, load_target_config
 from qgitconf.agent.fault import Fault
 from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import recover
-from qgitconf.agent.plan import Plan
+from qgitconf.agent.plan import Plan, kept_name
 from qgitconf.agent.progress import ApplyProgress, Emit, apply_totals, note
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import home_status as home_status  # re-exported
@@ -31,20 +31,8 @@ if TYPE_CHECKING:
         ApplyResult,
         Kept,
         RestoreResult,
-        Review,
         StagedUpdate,
     )
-
-
-def review(home: Path, env: Mapping[str, str]) -> Review:
-    """Who signed the staged update, what it changes, its risks and the diff.
-
-    A thin wrapper: the review lives in :mod:`qgitconf.agent.review` (schema in
-    ``docs/review.md``).
-    """
-    from qgitconf.agent.review import review as do
-
-    return do(home, env)
 
 
 def home_relative(home: Path, path: str) -> str:
@@ -208,8 +196,6 @@ def kept_copies(state: AgentState, rec: Applied) -> list[Kept]:
     """Where the generation ``rec`` kept what it overwrote: ``path`` (sanitised) and
     ``at`` (the copy in the state directory), for the files written over (not the
     adopted ones, which were not changed)."""
-    from qgitconf.agent.plan import kept_name
-
     adopted = set(rec.get("adopted") or [])
     out: list[Kept] = [
         {"path": sanitize(p), "at": sanitize(str(state.root / "originals" / kept_name(p)))}

@@ -26,7 +26,9 @@ Imports nothing beyond ``os``, ``sys`` and C modules (the no-drift status's budg
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -188,9 +190,6 @@ def read_capped(path: str, cap: int) -> bytes | None:
 def is_file(path: str) -> bytes | None:
     """``Path(path).is_file()`` as the reader sees it (b"1"/b"0"); None where the
     reader would raise (an error other than "nothing there")."""
-    import errno
-    import stat
-
     try:
         st = os.stat(path)
     except OSError as e:

@@ -4,6 +4,7 @@ system's git, isolated from what an update wrote (DESIGN rule 12)."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -79,8 +80,6 @@ def git(home: Path, env: Mapping[str, str], args: Sequence[str]) -> int:
     program = sysprog.program("git")
     choice = choose_pager(env)
     if choice.note:
-        import sys
-
         print(f"qgitconf: {choice.note}", file=sys.stderr)
     with (
         _tempdir("qgitconf-pager-") as empty,

@@ -23,11 +23,15 @@ review text away.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qgitconf import sysprog
+from qgitconf.agent.commands import apply as do_apply
+from qgitconf.agent.render import render_text
+from qgitconf.agent.review import review
 from qgitconf.errors import QgitconfError
 from qgitconf.sanitize import sanitize
 
@@ -53,10 +57,8 @@ def notify(env: Mapping[str, str], summary: str, body: str, home: Path | str | N
     tool = sysprog.find("notify-send")
     if tool is None:
         return False
-    import html  # only with a display: a receive without a session never needs it
-
     # Some notification daemons read a markup subset in the body: escape it.
-    text = html.escape(sanitize(body), quote=False)
+    text = _escape_markup(sanitize(body))
     cmd = [tool, "--app-name=qgitconf", "--expire-time=15000", sanitize(summary), text]
     limit = sysprog.find("timeout")
     if limit is not None:
@@ -76,6 +78,12 @@ def notify(env: Mapping[str, str], summary: str, body: str, home: Path | str | N
     return True
 
 
+def _escape_markup(text: str) -> str:
+    """``html.escape(text, quote=False)`` without importing ``html`` (and its table of
+    entities) into the Receive service that notifies: ``&``, ``<`` and ``>``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def zenity_available(env: Mapping[str, str] | None = None) -> bool:
     """The system has zenity (``~/bin/zenity`` does not count)."""
     return sysprog.find("zenity") is not None
@@ -83,8 +91,6 @@ def zenity_available(env: Mapping[str, str] | None = None) -> bool:
 
 def _zenity(env: Mapping[str, str], args: list[str], text: str | None = None) -> int:
     tool = sysprog.program("zenity")
-    import tempfile  # only for the dialog: the Receive service never needs it
-
     with tempfile.TemporaryDirectory(prefix="qgitconf-zenity-") as empty:
         proc = subprocess.run(
             [tool, *args],
@@ -100,8 +106,6 @@ def _zenity(env: Mapping[str, str], args: list[str], text: str | None = None) ->
 
 def dialog_text(out: Review) -> str:
     """What the dialog shows: a banner, then the terminal review (all sanitised)."""
-    from qgitconf.agent.render import render_text
-
     counts = out["risk_summary"]
     banner = [
         f"Apply writes the changes below into this qube's home directory: commit "
@@ -128,9 +132,6 @@ def review_dialog(home: Path, env: Mapping[str, str]) -> tuple[str, ApplyResult 
     """
     if not has_display(env) or not zenity_available(env):
         return "no-display", None
-    from qgitconf.agent.commands import apply as do_apply
-    from qgitconf.agent.review import review
-
     out = review(home, env)
     title = f"qgitconf: review update {out['sequence']} ({out['commit'][:12]})"
     rc = _zenity(

@@ -1,11 +1,11 @@
-"""Writing into $HOME without following symlinks (DESIGN rule 9).
+"""Reading and writing files in $HOME without following symlinks (DESIGN rule 9).
 
-Every path is walked from an fd of $HOME, one component at a time, with
-``O_NOFOLLOW | O_DIRECTORY``; a symlink or a file where a directory should be stops
-the walk (``probe`` reports it as "blocked", writes raise ``ApplyError``), so a
-planted ``~/.config -> /elsewhere`` is never followed.  Files are written to an
-``O_EXCL`` temp name in the same directory, fsynced and renamed over the destination,
-so a symlink or hard link at the destination is replaced, never written through.
+Every path is reached through :class:`qgitconf.agent.homewalk.HomeWalk`'s no-follow
+walk: a symlink or a file where a directory should be stops it (``probe`` reports it as
+"blocked", writes raise ``ApplyError``), so a planted ``~/.config -> /elsewhere`` is
+never followed.  Files are written to an ``O_EXCL`` temp name in the same directory,
+fsynced and renamed over the destination, so a symlink or hard link at the destination
+is replaced, never written through.
 
 The temp name is chosen by the caller (the journal), so that recovery after a crash
 knows exactly which leftover to remove; it is short and fixed-length, never derived
@@ -27,103 +27,18 @@ import errno
 import hashlib
 import os
 import stat
-import time
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple
 
-from qgitconf.agent import vouch
+from qgitconf.agent.homewalk import DIR_FLAGS, Blocked, HomeWalk, absent, umask
+from qgitconf.agent.statcache import StatKey, cache_hit, stat_key
 from qgitconf.errors import ApplyError, DriftError
-from qgitconf.fsutil import syncfs
 from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
     from qgitconf.agent.records import Entry, Probed
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# At most this many directory fds are cached (the cache starts afresh when full).
-_MAX_FDS = 256
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_UMASK: list[int] = []
-
-
-def umask() -> int:
-    """The process's umask, read once (``os.umask`` can only be read by setting it)."""
-    if not _UMASK:
-        mask = os.umask(0o077)
-        os.umask(mask)
-        _UMASK.append(mask)
-    return _UMASK[0]
-
-
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-# ``all_unchanged`` shares the lstat calls of at least this many files with a forked
-# child (on two CPUs or more), as git shares them between threads (``preloadIndex``):
-# Python threads would take turns on the GIL after every call.
-PARALLEL_MIN_FILES = 2000
-
-# A stat cache entry is trusted only if the file's ctime is older than the moment the
-# entry was taken by this much: file timestamps come from a coarse clock, so a change
-# within the same tick as the write would otherwise keep size, mtime and ctime (the
-# "racy git" problem).  Two seconds covers coarse-grained and network filesystems.
-RACY_NS = 2_000_000_000
-
-StatKey = tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns
-# What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns;
-# packed as VOUCHED_RECORD in manifest.stat (status compares the packed bytes).
-VouchedKey = tuple[int, int, int, int, int]
-VOUCHED_RECORD = vouch.VOUCHED_RECORD
-
-
-def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-
-
-def stat_entry(st: os.stat_result) -> list[int]:
-    """The manifest's stat cache: size, mtime_ns, ino, ctime_ns, and when it was taken."""
-    return [*stat_key(st), time.time_ns()]
-
-
-def content(record: Entry) -> Entry:
-    """A manifest record without its stat cache (what drift is decided on)."""
-    return cast("Entry", {k: v for k, v in record.items() if k != "stat"})
-
-
-def cache_hit(st: os.stat_result, record: Entry | None) -> bool:
-    """True if ``record``'s stat cache proves the file is unchanged (no re-hash needed)."""
-    if record is None:
-        return False
-    cached = record.get("stat")
-    if not isinstance(cached, list) or len(cached) != 5:
-        return False
-    if tuple(cached[:4]) != stat_key(st):
-        return False
-    return bool(cached[3] < cached[4] - RACY_NS)
-
-
-def vouched_key(record: Entry) -> VouchedKey | None:
-    """What ``lstat`` must show for the stat cache of ``record`` to prove the file
-    unchanged (``HomeFS.unchanged`` in one comparison); None if it never can.
-
-    Exactly the records and conditions ``unchanged`` accepts: a regular file whose
-    cache entry was taken more than ``RACY_NS`` after its ctime.
-    """
-    cached = record.get("stat")
-    mode = record.get("mode")
-    if (
-        record.get("type") != "file"
-        or len(record) != 4
-        or not isinstance(cached, list)
-        or len(cached) != 5
-        or type(mode) is not int
-        or not 0 <= mode <= 0o7777
-        or not all(type(v) is int for v in cached)
-        or not cached[3] < cached[4] - RACY_NS
-    ):
-        return None
-    return (stat.S_IFREG | mode, cached[0], cached[1], cached[2], cached[3])
 
 
 class DiskState(NamedTuple):
@@ -150,150 +65,10 @@ class DiskState(NamedTuple):
         return {"type": self.kind}
 
 
-def _noop(_label: str) -> None:
-    return None
-
-
-class HomeFS:
-    """Safe operations on paths relative to one home directory.
-
-    Directories are opened one component at a time from an fd of the home with
-    ``O_NOFOLLOW | O_DIRECTORY``; each directory's fd is kept (a cache keyed by its
-    relative path) so a walk over thousands of files opens each directory once, not
-    once per file.  A cached fd names the directory inode that was checked when it was
-    opened: it is never re-resolved through a path, so a symlink planted later is not
-    followed either.  ``forget`` drops the cache (the apply does it between planning
-    and changing, so the changes walk afresh), ``rmdir`` drops what it removes, and
-    ``close`` (or the end of a ``with`` block, or garbage collection) closes them all.
-    """
-
-    def __init__(self, home: Path, hook: Callable[[str], None] | None = None) -> None:
-        self.home = home
-        self.hook = hook or _noop
-        # While a set: directories changed but not yet fsynced (``sync_dirs`` does it
-        # once per directory, before the journal's commit point).  None: at once.
-        self.unsynced: set[str] | None = None
-        self._fds: dict[str, int] = {}
-        # Directories found missing since the last ``forget`` (a probe below one is
-        # answered without an ``openat``: an apply into an empty home would otherwise
-        # try each file's missing directory again); ``mkdir`` takes its own out.
-        self._missing: set[str] = set()
-        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
-
-    def __enter__(self) -> HomeFS:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close every cached directory fd."""
-        self.forget()
-
-    def forget(self, below: str | None = None) -> None:
-        """Drop cached directory fds: all of them, or ``below`` and what is under it."""
-        if below is None:
-            _close_fds(self._fds)
-            self._missing.clear()
-            return
-        self._missing.clear()  # what is known missing may be made below it
-        prefix = below + "/"
-        for key in [k for k in self._fds if k == below or k.startswith(prefix)]:
-            os.close(self._fds.pop(key))
-
-    def _sync_dir(self, d: int, path: str) -> None:
-        if self.unsynced is None:
-            os.fsync(d)
-        else:
-            self.unsynced.add(path.rpartition("/")[0])
-
-    def sync_dirs(self) -> None:
-        """fsync every directory changed since ``unsynced`` was set."""
-        for rel in sorted(self.unsynced or ()):
-            parts = rel.split("/") if rel else []
-            with contextlib.suppress(_Blocked):
-                d = self._dirfd(parts, create=False)
-                if d is not None:
-                    os.fsync(d)
-        if self.unsynced is not None:
-            self.unsynced = set()
-
-    def syncfs(self) -> None:
-        """Flush everything written on the home's filesystem (data and metadata) to
-        disk, in one call: ``syncfs(2)`` where there is one, else ``sync(2)``."""
-        fd = self._dirfd([], create=False)
-        if fd is None:
-            raise ApplyError("the home directory disappeared during apply")
-        _syncfs(fd)
-
-    # -- walking -------------------------------------------------------------------------
-
-    def _dirfd(self, parts: list[str], create: bool) -> int | None:
-        """The (cached, borrowed: do not close) fd of directory ``parts``; None if it
-        is missing and ``create`` is false.
-
-        Raises:
-            _Blocked: a component is a symlink or not a directory.
-        """
-        key = "/".join(parts)
-        fd = self._fds.get(key)
-        if fd is not None:
-            return fd
-        if not create and key in self._missing:
-            return None
-        if not parts:
-            if len(self._fds) >= _MAX_FDS:  # before any fd is handed out: none in use
-                self.forget()
-            fd = os.open(self.home, _DIR_FLAGS)
-            self._fds[""] = fd
-            return fd
-        parent = self._dirfd(parts[:-1], create)
-        if parent is None:
-            return None
-        name = parts[-1]
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except FileNotFoundError:
-            if not create:
-                self._missing.add(key)
-                return None
-            self._missing.discard(key)
-            os.mkdir(name, 0o755, dir_fd=parent)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise _Blocked(key) from e
-            if e.errno == errno.ENAMETOOLONG and not create:
-                return None  # no directory can have this name
-            raise
-        self._fds[key] = fd
-        return fd
-
-    @contextmanager
-    def _dir(self, parts: list[str], create: bool) -> Iterator[int | None]:
-        yield self._dirfd(parts, create)
-
-    @contextmanager
-    def parent(self, path: str, create: bool = False) -> Iterator[tuple[int | None, str]]:
-        """The fd of ``path``'s directory (None if missing) and the last component.
-
-        The fd is borrowed from the cache: do not close it.
-
-        Raises:
-            ApplyError: a component on the way is a symlink or not a directory.
-        """
-        d, name = self._parent(path, create)
-        yield d, name
-
-    def _parent(self, path: str, create: bool = False) -> tuple[int | None, str]:
-        parents, _, name = path.rpartition("/")
-        try:
-            return self._dirfd(parents.split("/") if parents else [], create), name
-        except _Blocked as b:
-            raise ApplyError(
-                f"'{sanitize(b.where)}' is a symlink or a file, not a directory; "
-                "qgitconf never follows it"
-            ) from None
+class HomeFS(HomeWalk):
+    """Safe operations on paths relative to one home directory, through the cached
+    no-follow directory fds of :class:`~qgitconf.agent.homewalk.HomeWalk`
+    (``rmdir`` drops the fds of what it removes)."""
 
     # -- reading -------------------------------------------------------------------------
 
@@ -306,75 +81,17 @@ class HomeFS:
         parents, _, name = path.rpartition("/")
         try:
             d = self._dirfd(parents.split("/") if parents else [], create=False)
-        except _Blocked as b:
+        except Blocked as b:
             return DiskState("blocked", target=b.where)
         if d is None:
             return DiskState("missing")
         return self._probe_at(d, name, cached)
 
-    def unchanged(self, path: str, record: Entry) -> bool:
-        """True if the stat cache of manifest ``record`` proves the regular file at
-        ``path`` still has the recorded mode and content (one ``lstat``, no read).
-
-        The fast path of ``status``: False only means "ask ``probe``".
-        """
-        cached = record.get("stat")
-        if record.get("type") != "file" or len(record) != 4 or not isinstance(cached, list):
-            return False
-        parents, _, name = path.rpartition("/")
-        d = self._fds.get(parents)
-        try:
-            if d is None:
-                d = self._dirfd(parents.split("/") if parents else [], create=False)
-                if d is None:
-                    return False
-            st = os.stat(name, dir_fd=d, follow_symlinks=False)
-        except (OSError, _Blocked):
-            return False
-        return (
-            stat.S_ISREG(st.st_mode)
-            and stat.S_IMODE(st.st_mode) == record.get("mode")
-            and cache_hit(st, record)
-        )
-
-    def all_unchanged(self, groups: list[tuple[str, list[str]]], records: bytes) -> bool:
-        """True if every file named in the ``(directory, names)`` groups still
-        ``lstat``s as its key in ``records`` (one ``VOUCHED_RECORD`` per file, in the
-        same order), i.e. ``unchanged`` holds for each; False if one does not, or a
-        directory is missing or blocked.  One ``lstat`` per file, by name in its
-        directory's fd, nothing read: the fast path of ``status`` on a home without
-        drift.
-
-        From ``PARALLEL_MIN_FILES`` files on, a forked child checks the second half
-        and answers with one byte; any other outcome (no fork, a child that dies or
-        says no) is False here or a serial check, never a wrong True
-        (:func:`qgitconf.agent.vouch.all_unchanged`).
-        """
-        return vouch.all_unchanged(
-            self._unchanged_run,
-            groups,
-            records,
-            parallel_min=PARALLEL_MIN_FILES,
-            may_fork=len(records) >= PARALLEL_MIN_FILES * VOUCHED_RECORD.size and _may_fork(),
-            report=_report,
-        )
-
-    def _unchanged_run(self, groups: list[tuple[str, list[str]]], records: bytes) -> bool:
-        """``all_unchanged`` on one process (:func:`qgitconf.agent.vouch.unchanged_run`)."""
-
-        def dirfd(parent: str) -> int | None:
-            try:
-                return self._dirfd(parent.split("/") if parent else [], create=False)
-            except _Blocked:
-                return None
-
-        return vouch.unchanged_run(dirfd, groups, records)
-
     def _probe_at(self, d: int, name: str, cached: Entry | None) -> DiskState:
         try:
             st = os.stat(name, dir_fd=d, follow_symlinks=False)
         except OSError as e:
-            if _absent(e):
+            if absent(e):
                 return DiskState("missing")
             raise
         if stat.S_ISLNK(st.st_mode):
@@ -403,14 +120,14 @@ class HomeFS:
         parents, _, name = path.rpartition("/")
         try:
             d = self._dirfd(parents.split("/") if parents else [], create=False)
-        except _Blocked:
+        except Blocked:
             return None
         if d is None:
             return None
         try:
             return os.stat(name, dir_fd=d, follow_symlinks=False)
         except OSError as e:
-            if _absent(e):
+            if absent(e):
                 return None
             raise
 
@@ -441,7 +158,7 @@ class HomeFS:
             with self.parent(rel) as (d, name):
                 if d is None:
                     return False
-                fd = os.open(name, _DIR_FLAGS, dir_fd=d)
+                fd = os.open(name, DIR_FLAGS, dir_fd=d)
             try:
                 for entry in sorted(os.listdir(fd)):
                     st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
@@ -630,7 +347,7 @@ class HomeFS:
                 try:
                     os.unlink(tmp, dir_fd=d)
                 except OSError as e:
-                    if _absent(e):
+                    if absent(e):
                         return False  # never made (a name too long cannot have been)
                     raise
                 return True
@@ -645,7 +362,7 @@ class HomeFS:
             try:
                 os.unlink(name, dir_fd=d)
             except OSError as e:
-                if _absent(e):
+                if absent(e):
                     return
                 if e.errno == errno.EBUSY:
                     raise ApplyError(
@@ -665,7 +382,7 @@ class HomeFS:
                 os.mkdir(name, mode, dir_fd=d)
             except FileExistsError:
                 return
-            fd = os.open(name, _DIR_FLAGS, dir_fd=d)
+            fd = os.open(name, DIR_FLAGS, dir_fd=d)
             try:
                 if mode & umask():  # else mkdir gave the exact mode already
                     os.fchmod(fd, mode)
@@ -728,42 +445,7 @@ class HomeFS:
             os.fsync(d)
 
 
-def _absent(e: OSError) -> bool:
-    """``e`` says nothing is there: missing, a file on the way, or a name too long for
-    the filesystem (such a name cannot exist, so there is nothing to read, remove or
-    put back)."""
-    return isinstance(e, (FileNotFoundError, NotADirectoryError)) or e.errno == errno.ENAMETOOLONG
-
-
-class _Blocked(Exception):
-    def __init__(self, where: str) -> None:
-        super().__init__(where)
-        self.where = where
-
-
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-def _close_fds(fds: dict[str, int]) -> None:
-    for fd in fds.values():
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    fds.clear()
-
-
-def _syncfs(fd: int) -> None:
-    """``syncfs(fd)`` (``fsutil.syncfs``: its error raised)."""
-    syncfs(fd)
-
-
-def _may_fork() -> bool:
-    """Two CPUs or more, and no other Python thread (a fork would copy its locks)."""
-    return vouch.may_fork()
-
-
-def _report(fd: int, unchanged: bool) -> None:
-    """The forked child's answer to ``all_unchanged``: one byte."""
-    vouch.report(fd, unchanged)

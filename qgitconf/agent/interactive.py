@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from qgitconf.agent.apply import plan_apply
+from qgitconf.agent.commands import apply as do_apply
+from qgitconf.agent.commands import check_commit_id, ensure_staged
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.diff import (
     applied_contents,
@@ -83,8 +85,6 @@ def choose(
     Raises:
         StagedChangedError: ``expect`` is given and is not the staged commit.
     """
-    from qgitconf.agent.commands import check_commit_id, ensure_staged
-
     cfg = load_target_config(home, env)
     state = AgentState(state_dir(home))
     commit = ensure_staged(state, None if expect is None else check_commit_id(expect))
@@ -272,8 +272,6 @@ def apply_choices(home: Path, env: Mapping[str, str], choices: Choices) -> Apply
         StagedChangedError: another update was staged while the user was choosing
             (checked by apply under its lock; nothing is applied).
     """
-    from qgitconf.agent.commands import apply as do_apply
-
     if choices.quit or not choices.accepted:
         return None
     # Absolute paths: apply's --only parser reads "~/x" as $HOME/x, which a tree

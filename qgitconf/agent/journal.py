@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 from qgitconf.agent.commitrecords import record_commit
 from qgitconf.agent.debris import clear_debris
 from qgitconf.agent.fault import Fault
-from qgitconf.agent.homefs import HomeFS, content
+from qgitconf.agent.homefs import HomeFS
+from qgitconf.agent.statcache import content
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, LocalStateError
 from qgitconf.fsutil import atomic_write, fsync_dir, read_json

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from qgitconf.agent.homefs import DiskState, HomeFS, content
+from qgitconf.agent.homefs import DiskState, HomeFS
 from qgitconf.agent.journal import is_kept_path
+from qgitconf.agent.statcache import content
 from qgitconf.agent.wanted import Wanted
 from qgitconf.errors import (
     ApplyError,
@@ -24,7 +25,7 @@ from qgitconf.errors import (
 from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
-    from qgitconf.agent.records import Entry, Original
+    from qgitconf.agent.records import Entry, Original, Probed, Step
 
 
 class Action:
@@ -199,9 +200,32 @@ def _plan_into(
 ) -> None:
     """The body of :func:`make_plan`; ``kept`` reads the agent's kept originals."""
     # 1. What leaves the managed set: delete (or restore the original) if unchanged.
+    deletes, restores, gone = _leaving(plan, fs, wanted, manifest, originals, kept, skipped)
+    # 2. The wanted tree.
+    writes, rmdirs = _writes(plan, fs, wanted, manifest, originals, skipped, gone)
+    # 3. Directories the writes need (created in order, removed again on rollback).
+    mkdirs = _mkdirs(fs, [*writes, *restores], gone, rmdirs)
+    plan.actions.extend(deletes)
+    plan.actions.extend(Action("rmdir", d, old=DiskState("dir", mode=0o755)) for d in rmdirs)
+    plan.actions.extend(Action("mkdir", d) for d in mkdirs)
+    plan.actions.extend(sorted([*writes, *restores], key=lambda a: a.path))
+
+
+def _leaving(
+    plan: Plan,
+    fs: HomeFS,
+    wanted: Mapping[str, Wanted],
+    manifest: Mapping[str, Entry],
+    originals: Mapping[str, Original],
+    kept: HomeFS | None,
+    skipped: Callable[[str], bool],
+) -> tuple[list[Action], list[Action], set[str]]:
+    """What leaves the managed set: ``(deletes, restores, gone)``, ``gone`` the managed
+    files and links that will not be on disk any more; changed or blocked ones are
+    left in place (``plan.left``)."""
     deletes: list[Action] = []
     restores: list[Action] = []
-    gone: set[str] = set()  # managed files/links that will not be on disk any more
+    gone: set[str] = set()
     for path in sorted(set(manifest) - set(wanted)):
         if skipped(path):
             continue
@@ -221,8 +245,21 @@ def _plan_into(
             continue
         deletes.append(Action("delete", path, old=disk))
         gone.add(path)
+    return deletes, restores, gone
 
-    # 2. The wanted tree.
+
+def _writes(
+    plan: Plan,
+    fs: HomeFS,
+    wanted: Mapping[str, Wanted],
+    manifest: Mapping[str, Entry],
+    originals: Mapping[str, Original],
+    skipped: Callable[[str], bool],
+    gone: set[str],
+) -> tuple[list[Action], list[str]]:
+    """The wanted tree: keeps and adoptions go to ``plan`` at once; returns the writes
+    and the directories (deepest first) that must go for them.  What stands in the way
+    is a blocker (``plan.blockers``), a local change a conflict (``plan.conflicts``)."""
     writes: list[Action] = []
     rmdirs: list[str] = []
     for path in sorted(wanted):
@@ -263,23 +300,40 @@ def _plan_into(
             continue
         act = Action("write", path, rec, old=old, blob=want.blob, src=want)
         if old.kind != "missing":
-            if path in manifest:
-                if old.record() != content(manifest[path]):
-                    act.conflict, act.keep = True, "backup"
-                    plan.conflicts.append(f"changed locally since the last apply: {sanitize(path)}")
-            elif not _is_original(old, originals.get(path)):
-                act.conflict = True
-                act.keep = "backup" if path in originals else "original"
-                plan.conflicts.append(f"exists and was not written by qgitconf: {sanitize(path)}")
+            _mark_conflict(plan, act, manifest, originals)
         writes.append(act)
+    return writes, rmdirs
 
-    # 3. Directories the writes need (created in order, removed again on rollback).
-    # Below a directory that is missing, or that takes the place of a managed file or
-    # symlink going away (a file ``c/foo`` becoming ``c/foo/baz/deep``), every level
-    # is missing too: probing there would walk into the file that is still on disk.
+
+def _mark_conflict(
+    plan: Plan,
+    act: Action,
+    manifest: Mapping[str, Entry],
+    originals: Mapping[str, Original],
+) -> None:
+    """A write over something on disk: a conflict unless it is what qgitconf wrote
+    (or the kept original), and what is there is kept as a backup or the original."""
+    path, old = act.path, act.old
+    if path in manifest:
+        if old.record() != content(manifest[path]):
+            act.conflict, act.keep = True, "backup"
+            plan.conflicts.append(f"changed locally since the last apply: {sanitize(path)}")
+    elif not _is_original(old, originals.get(path)):
+        act.conflict = True
+        act.keep = "backup" if path in originals else "original"
+        plan.conflicts.append(f"exists and was not written by qgitconf: {sanitize(path)}")
+
+
+def _mkdirs(fs: HomeFS, acts: list[Action], gone: set[str], rmdirs: list[str]) -> list[str]:
+    """The missing directories ``acts`` need, parents first.
+
+    Below a directory that is missing, or that takes the place of a managed file or
+    symlink going away (a file ``c/foo`` becoming ``c/foo/baz/deep``), every level is
+    missing too: probing there would walk into the file that is still on disk.
+    """
     mkdirs: list[str] = []
     known: dict[str, str] = {}
-    for act in [*writes, *restores]:
+    for act in acts:
         for prefix in _prefixes(act.path):
             if prefix not in known:
                 above = prefix.rpartition("/")[0]
@@ -290,10 +344,7 @@ def _plan_into(
                 known[prefix] = kind
                 if kind == "missing":
                     mkdirs.append(prefix)
-    plan.actions.extend(deletes)
-    plan.actions.extend(Action("rmdir", d, old=DiskState("dir", mode=0o755)) for d in rmdirs)
-    plan.actions.extend(Action("mkdir", d) for d in mkdirs)
-    plan.actions.extend(sorted([*writes, *restores], key=lambda a: a.path))
+    return mkdirs
 
 
 def _restore_action(
@@ -350,3 +401,52 @@ def check_choices(plan: Plan, *, overwrite: bool) -> None:
             + "\nreview, then run again with --overwrite (whatever is overwritten is kept),"
             " or leave files out with --keep PATH"
         )
+
+
+def journal_steps(plan: Plan, number: int | None) -> list[Step]:
+    """The journal's step of each action of ``plan`` that touches the disk, in order
+    (``number``: the generation the backups go to; None for a restore)."""
+    steps: list[Step] = []
+    made = {a.path for a in plan.actions if a.op == "mkdir"}
+    for act in plan.touches_disk:
+        old: Probed = act.old.record()
+        if act.old.st is not None:
+            old["st"] = list(act.old.st)
+        if act.op == "rmdir":
+            old["mode"] = act.old.mode
+        step: Step = {
+            "i": len(steps),
+            "op": act.op,
+            "path": act.path,
+            "old": old,
+            "new": act.new,
+            "keep": act.keep,
+            "keep_at": keep_at(act, number),
+        }
+        if is_direct(act, made):
+            step["direct"] = act.blob
+        steps.append(step)
+    return steps
+
+
+def is_direct(act: Action, made: set[str]) -> bool:
+    """``act`` creates its file in place (``HomeFS.create``: no temp name, no
+    rename): a write of content read from the agent repo (its blob id known, so that
+    a rollback can tell a partial file of it) to a path that was absent, in a
+    directory this apply creates (nothing of anyone else's can be there)."""
+    return (
+        act.op == "write"
+        and bool(act.blob)
+        and act.old.kind == "missing"
+        and act.keep is None
+        and act.path.rpartition("/")[0] in made
+    )
+
+
+def keep_at(act: Action, number: int | None) -> str | None:
+    """Where the copy ``act`` keeps goes, in the state directory (None: no copy)."""
+    if act.keep == "original":
+        return f"originals/{kept_name(act.path)}"
+    if act.keep == "backup":
+        return f"backups/{number if number is not None else 'restore'}/{act.path}"
+    return None

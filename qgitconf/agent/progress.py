@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qgitconf.agent.fault import Fault
+from qgitconf.agent.plan import is_direct
 
 Emit = Callable[[str], None]
 """Shows one progress line (without the ``qgitconf:`` prefix or a newline)."""
@@ -117,8 +118,6 @@ class ApplyProgress(Fault):
 def apply_totals(actions: Sequence[Any]) -> dict[str, int]:
     """The number of files of each phase of an apply of ``actions`` (the plan's
     ``touches_disk``), keyed by the label the phase reports per file."""
-    from qgitconf.agent.apply import is_direct
-
     made = {a.path for a in actions if a.op == "mkdir"}
     writes = sum(a.op in ("write", "restore") for a in actions)
     direct = sum(is_direct(a, made) for a in actions)

@@ -27,6 +27,8 @@ from qgitconf.core.pathtree import rules_digest
 from qgitconf.errors import QgitconfError, UntrustedInputError
 from qgitconf.fsutil import atomic_write
 from qgitconf.gpg.homes import HomeCache
+from qgitconf.qubes import qubesdb
+from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
     from qgitconf.agent.records import Reply
@@ -127,8 +129,6 @@ def accept_update(
         QgitconfError: ``UntrustedInputError`` subclasses for rejected updates (already
             logged to ``rejected.log``), ``ConfigError`` when this qube is not set up.
     """
-    from qgitconf.qubes import qubesdb
-
     # QubesDB's three answers from one qubesdb-read process (one per key before)
     values = (qubesdb_values or (lambda: qubesdb.read_many(qubesdb.RECEIVE_KEYS)))()
     cfg = load_target_config(home, env, read_qubesdb=values.get)
@@ -153,6 +153,4 @@ def accept_update(
 
 
 def rejection_reply(error: QgitconfError) -> Reply:
-    from qgitconf.sanitize import sanitize
-
     return {"result": "rejected", "reason": error.code, "detail": sanitize(error.detail)}

@@ -65,8 +65,8 @@ class StatIndex(NamedTuple):
 
     ``vouched`` holds, directory by directory (``""`` for the home itself), the names
     of the regular files whose stat cache can prove them unchanged; ``records`` the
-    ``lstat`` each must show, in the same order (``homefs.vouched_key`` packed as
-    ``homefs.VOUCHED_RECORD``); ``others`` the full manifest records of every other
+    ``lstat`` each must show, in the same order (``vouch.vouched_key`` packed as
+    ``vouch.VOUCHED_RECORD``); ``others`` the full manifest records of every other
     entry (symlinks, entries without a usable cache).
     """
 
@@ -336,16 +336,14 @@ def _stat_index_bytes(manifest: Mapping[str, Entry], manifest_json: bytes) -> by
     7); the other entries' records as JSON.  Grouping lets status open each directory once and
     ``lstat`` its files by name.
     """
-    from qgitconf.agent.homefs import VOUCHED_RECORD, vouched_key  # not on the receive path
-
     groups: dict[str, list[tuple[str, bytes]]] = {}
     others: dict[str, Entry] = {}
     for path, rec in manifest.items():
-        key = vouched_key(rec)
+        key = vouch.vouched_key(rec)
         packed = None
         if key is not None:
             with contextlib.suppress(struct.error):  # out of range: not vouched
-                packed = VOUCHED_RECORD.pack(*key)
+                packed = vouch.VOUCHED_RECORD.pack(*key)
         if packed is None:
             others[path] = rec
         else:
@@ -368,9 +366,7 @@ def _stat_index_bytes(manifest: Mapping[str, Entry], manifest_json: bytes) -> by
 def _parse_stat_index(raw: bytes, manifest_sha256: bytes) -> StatIndex | None:
     """The index in ``raw`` if it is well-formed and bound to ``manifest_sha256``
     (:func:`qgitconf.agent.vouch.parse_stat_index`, the one reader of the format)."""
-    from qgitconf.agent.vouch import parse_stat_index
-
-    parsed = parse_stat_index(raw, manifest_sha256, json.loads)
+    parsed = vouch.parse_stat_index(raw, manifest_sha256, json.loads)
     if parsed is None:
         return None
     vouched, records, others, managed = parsed

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 from qgitconf.agent import configmemo
 from qgitconf.agent.config import load_target_config
 from qgitconf.agent.fault import Fault
-from qgitconf.agent.homefs import DiskState, HomeFS, content
+from qgitconf.agent.homefs import DiskState, HomeFS
 from qgitconf.agent.journal import describe, recover
 from qgitconf.agent.stamps import stamp_age
+from qgitconf.agent.statcache import all_unchanged, content, unchanged
 from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.fsutil import atomic_write
 from qgitconf.sanitize import sanitize
@@ -130,16 +131,15 @@ def _scan(state: AgentState, fs: HomeFS, *, save: bool) -> tuple[list[tuple[str,
     """
     index = state.stat_index()
     manifest: dict[str, Entry] | None = None
-    if index is not None and fs.all_unchanged(index.vouched, index.records):
+    if index is not None and all_unchanged(fs, index.vouched, index.records):
         records, managed = index.others, index.managed
     else:
         manifest = records = state.manifest()
         managed = len(manifest)
     found: list[tuple[str, str]] = []
     refreshed: dict[str, list[int]] = {}
-    unchanged = fs.unchanged
     for path, rec in records.items():
-        if unchanged(path, rec):  # one lstat: the stat cache vouches for it
+        if unchanged(fs, path, rec):  # one lstat: the stat cache vouches for it
             continue
         disk = fs.probe(path, rec)
         kind = _drift(disk, rec)

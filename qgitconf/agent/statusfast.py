@@ -26,10 +26,13 @@ refreshes caches and explains errors.  It writes nothing.
 from __future__ import annotations
 
 import _json
+import fcntl
 import os
+import stat
 
 from qgitconf.agent import configmemo, vouch
 from qgitconf.agent.stamps import stamp_age
+from qgitconf.qubes import qubesdb
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from qgitconf.agent.records import Status
 
 STATE_REL = "/.local/share/qgitconf"  # ``state.state_dir``
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # ``homefs``'s
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # ``homewalk``'s
 _MAX_FDS = 256
 _MAX_RECORD_BYTES = 64 << 20  # state.json, generations.json, manifest.stat read at most
 _SMALL_HASH = 512 << 10  # below this, the builtin SHA-256 (no OpenSSL import); above, OpenSSL
@@ -75,8 +78,6 @@ def status(home: str, env: Mapping[str, str]) -> Status | None:
 
 
 def _status(home: str, root: str) -> Status:
-    from qgitconf.qubes import qubesdb
-
     # QubesDB's answer is asked now and collected at the end: its program runs
     # beside the drift check.
     config = configmemo.begin_lookup(root, qubesdb.start_read)
@@ -91,8 +92,6 @@ def _status(home: str, root: str) -> Status:
 
 
 def _home_state(home: str, root: str) -> Status:
-    import fcntl
-
     rootfd = os.open(root, _DIR_FLAGS)
     try:
         try:
@@ -317,12 +316,12 @@ def _sha256_of(fd: int, size: int) -> bytes:
 
 
 def _parallel_min() -> int:
-    return 2000  # ``homefs.PARALLEL_MIN_FILES`` (tests/test_statusfast.py compares)
+    return 2000  # ``statcache.PARALLEL_MIN_FILES`` (tests/test_statusfast.py compares)
 
 
 class _Dirs:
     """Directory fds below the home, each component opened ``O_NOFOLLOW`` from the
-    one above (``homefs.HomeFS._dirfd``): a symlink on the way is never followed."""
+    one above (``homewalk.HomeWalk._dirfd``): a symlink on the way is never followed."""
 
     def __init__(self, home: str) -> None:
         self.home = home
@@ -353,8 +352,6 @@ class _Dirs:
     def same_link(self, path: str, rec: object) -> None:
         """A managed entry not vouched for: only a symlink to its recorded target
         passes (``status._drift`` finds no drift then, and refreshes nothing)."""
-        import stat
-
         if (
             not isinstance(rec, dict)
             or rec.get("type") != "link"

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from qgitconf.core.envelope import Statement, parse_statement, read_envelope
+from qgitconf.core.pathtree import check_tree
 from qgitconf.errors import (
     BundleError,
     CommitSignatureError,
@@ -45,6 +46,7 @@ from qgitconf.errors import (
     WrongTargetError,
 )
 from qgitconf.fsutil import anonymous_file
+from qgitconf.gitpack.store import blob_bytes, check_descends, read_commit, tree_sha256, walk_tree
 from qgitconf.gpg.homes import HomeCache
 from qgitconf.gpg.signing import Verifier
 from qgitconf.limits import Limits
@@ -188,7 +190,6 @@ def verify_update(stream: BinaryIO, sender: str, ctx: VerifyContext) -> Verified
         # Imported only now: an up-to-date update (the common no-op) never needs them.
         from qgitconf.gitpack.bundle import Quarantine
         from qgitconf.gitpack.compat import commit_raw, split_commit_signature
-        from qgitconf.gitpack.store import read_commit
 
         quarantine = Quarantine(ctx.tmp, ctx.objects)
         try:
@@ -228,9 +229,6 @@ def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) 
     Returns:
         The tree's paths, decoded.
     """
-    from qgitconf.core.pathtree import check_tree
-    from qgitconf.gitpack.store import check_descends, tree_sha256, walk_tree
-
     check_descends(store, st.commit, ctx.last_commit, ctx.limits.max_objects)
     entries = walk_tree(store, tree, ctx.limits)  # step 9
     paths = check_tree(
@@ -243,6 +241,4 @@ def _check_tip(store: Quarantine, st: Statement, ctx: VerifyContext, tree: str) 
 
 
 def _link_target(store: object, sha: str) -> bytes:
-    from qgitconf.gitpack.store import blob_bytes
-
     return blob_bytes(store, sha)

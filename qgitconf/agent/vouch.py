@@ -1,7 +1,7 @@
 """``manifest.stat`` read and checked with nothing but ``os`` and C modules.
 
 The one reader of the stat index (``state.AgentState.stat_index``) and the one
-no-drift check of its vouched files (``homefs.HomeFS.all_unchanged``), shared with
+no-drift check of its vouched files (``statcache.all_unchanged``), shared with
 the no-drift ``qgitconf status`` of :mod:`qgitconf.agent.statusfast`, which must not
 import ``hashlib``, ``json``, ``pathlib`` or ``typing`` (issue 21: the status rows of
 ``make bench``).  The index's format is described at ``state._stat_index_bytes``.
@@ -10,6 +10,8 @@ import ``hashlib``, ``json``, ``pathlib`` or ``typing`` (issue 21: the status ro
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from struct import Struct
 from struct import error as StructError
 
@@ -18,14 +20,46 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from qgitconf.agent.records import Entry
+
 STAT_MAGIC = b"qgitconf-stat-2\n"
 STAT_HEAD = Struct("<32sIIIIII")  # manifest SHA-256; counts and lengths below
 STAT_COUNT = Struct("<I")  # vouched files in one directory
+# A stat cache entry is trusted only if the file's ctime is older than the moment the
+# entry was taken by this much: file timestamps come from a coarse clock, so a change
+# within the same tick as the write would otherwise keep size, mtime and ctime (the
+# "racy git" problem).  Two seconds covers coarse-grained and network filesystems.
+RACY_NS = 2_000_000_000
+
 # What one lstat must show for a vouched file: st_mode, size, mtime_ns, ino, ctime_ns
-# (``homefs.vouched_key``); status compares the packed bytes.
+# (``vouched_key``); packed as VOUCHED_RECORD (status compares the packed bytes).
+VouchedKey = tuple[int, int, int, int, int]
 VOUCHED_RECORD = Struct("<IQqQq")
 
 Groups = list[tuple[str, list[str]]]
+
+
+def vouched_key(record: Entry) -> VouchedKey | None:
+    """What ``lstat`` must show for the stat cache of ``record`` to prove the file
+    unchanged (``statcache.unchanged`` in one comparison); None if it never can.
+
+    Exactly the records and conditions ``statcache.unchanged`` accepts: a regular file whose
+    cache entry was taken more than ``RACY_NS`` after its ctime.
+    """
+    cached = record.get("stat")
+    mode = record.get("mode")
+    if (
+        record.get("type") != "file"
+        or len(record) != 4
+        or not isinstance(cached, list)
+        or len(cached) != 5
+        or type(mode) is not int
+        or not 0 <= mode <= 0o7777
+        or not all(type(v) is int for v in cached)
+        or not cached[3] < cached[4] - RACY_NS
+    ):
+        return None
+    return (stat.S_IFREG | mode, cached[0], cached[1], cached[2], cached[3])
 
 
 def parse_stat_index(
@@ -202,8 +236,6 @@ def all_unchanged(
 
 def may_fork() -> bool:
     """Two CPUs or more, and no other Python thread (a fork would copy its locks)."""
-    import sys
-
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
         return False

@@ -6,6 +6,7 @@ under the same path rules (the apply rows of ``make bench``)."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import TYPE_CHECKING, Any
 
 from qgitconf.agent.state import AgentState
@@ -15,6 +16,7 @@ from qgitconf.core.systemrules import SYSTEM_TOP
 from qgitconf.errors import (
     ApplyError,
 )
+from qgitconf.gitpack.objcache import KNOWN_DIR, load_known
 from qgitconf.gitpack.packread import PackReader
 from qgitconf.gitpack.store import blob_bytes, read_commit, walk_tree
 from qgitconf.limits import Limits
@@ -154,8 +156,6 @@ class _Inflating:
     damaged pack: before anything is written, or rolled back)."""
 
     def __init__(self, packs: PackReader, shas: list[str]) -> None:
-        import threading
-
         self._packs = packs
         self._got: dict[str, tuple[int, bytes]] = {}
         self._error: BaseException | None = None
@@ -190,8 +190,6 @@ def _known_digests(state: AgentState) -> dict[str, bytes]:
     repo's sidecars (:mod:`qgitconf.gitpack.objcache`: written by Receive from the bytes it
     checked, in the agent state that no update can write; each read capped, a
     malformed one skipped, and a blob it does not name is hashed here)."""
-    from qgitconf.gitpack.objcache import KNOWN_DIR, load_known
-
     return load_known(state.objects.parent / KNOWN_DIR).blob_sha256
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from qgitconf import sysprog
-from qgitconf.agent.homefs import RACY_NS
+from qgitconf.agent.vouch import RACY_NS
 from tests.bench import bench_receive
 from tests.bench.bench_receive import Setup
 from tests.bench.common import (
