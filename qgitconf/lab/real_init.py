@@ -211,9 +211,16 @@ class Supervisor:
                     sock.unlink()
 
     def killusers(self, uids: list[int]) -> int:
-        victims = [p for p in _pids() if _uid(p) in uids]
-        _kill_and_wait(victims)
-        return len(victims)
+        # Again until none is left: a daemon caught between its forks (gpg-agent
+        # detaching) has a child the first look did not see.
+        killed = 0
+        for _round in range(20):
+            victims = [p for p in _pids() if _uid(p) in uids and not _zombie(p)]
+            if not victims:
+                break
+            _kill_and_wait(victims)
+            killed += len(victims)
+        return killed
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
