@@ -32,11 +32,10 @@ LOCAL_IMPORTS = {
     # shutil (bz2, lzma: 3-4 ms of the full status, which rarely removes a tree) and the
     # pack reader (a rollback of a file created in place)
     "agent/journal.py": 2,
-    "agent/state.py": 1,  # gitpack.compat: the agent repo made once, not on the no-op receive
+    "agent/state.py": 1,  # gitpack.compatinit: the agent repo made once, not on the no-op receive
     "agent/verify.py": 3,  # gitpack.bundle, compat: the no-op receive row needs neither
     "fsutil.py": 1,
     "gitpack/bundle.py": 2,
-    "gitpack/compat.py": 2,
     "gitpack/packread.py": 2,
     # open_repo, open_refs, ref_locked_error: agent.state (every row) opens repositories
     # only sometimes; parse_tree_entries: compat loads dulwich (the no-op receive row)
