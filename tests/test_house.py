@@ -44,7 +44,6 @@ LOCAL_IMPORTS = {
     "gpg/keys.py": 4,
     "gpg/signing.py": 1,
     "mgmt/publish.py": 1,
-    "mgmt/repo.py": 2,
     "qubes/qubesdb.py": 2,
 }
 
