@@ -27,8 +27,6 @@ LONG_MODULES: dict[str, int] = {}
 LONG_FUNCTIONS: dict[str, int] = {}
 # Debt: modules other than the entry points with function-local imports, at most this many.
 LOCAL_IMPORTS = {
-    # configmemo.qubesdb_bytes: configmemo is not on the no-op receive's path
-    "agent/config.py": 1,
     # shutil (bz2, lzma: 3-4 ms of the full status, which rarely removes a tree) and the
     # pack reader (a rollback of a file created in place)
     "agent/journal.py": 2,
