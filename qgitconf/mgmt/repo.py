@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,39 +20,14 @@ from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
 from qgitconf.fsutil import read_json, write_json
 from qgitconf.gitpack.store import EMPTY_TREE
-from qgitconf.gpg.keys import inspect_key_file
-from qgitconf.limits import MAX_KEY_FILE_BYTES
 from qgitconf.mgmt import default_repo_path as default_repo_path  # re-exported
 from qgitconf.mgmt import sizes
 
 if TYPE_CHECKING:
     from qgitconf.mgmt.records import LayerInfo, TargetInfo
 
-_FPR = re.compile(r"[0-9A-F]{40}")
 PUBLIC_KEY = "signing-key.asc"
 """The signing key's public half, in the repo meta; the pre-receive hook verifies with it."""
-
-
-def find_public_key(home: Path, fingerprint: str) -> bytes | None:
-    """Look for a key file holding exactly ``fingerprint`` in ``~/QubesIncoming/*/``.
-
-    That is where ``qvm-copy`` from the vault delivers the exported public key.  Only a
-    file whose sole key is the given full fingerprint counts, so a stray or planted
-    file cannot substitute another key.
-    """
-    fpr = fingerprint.replace(" ", "").upper()
-    if not _FPR.fullmatch(fpr):
-        return None
-    for path in sorted((home / "QubesIncoming").glob("*/*.asc")):
-        try:
-            if not path.is_file() or path.stat().st_size > MAX_KEY_FILE_BYTES:
-                continue
-            keys = inspect_key_file(path.read_bytes())
-        except OSError:
-            continue
-        if len(keys) == 1 and keys[0].fingerprint == fpr:
-            return keys[0].armored
-    return None
 
 
 class MgmtRepo:

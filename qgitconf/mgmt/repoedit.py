@@ -1,13 +1,15 @@
-"""Setting up the config-mgmt repository and copying files into a branch (``qgitconf
-init``, ``qgitconf add``).
+"""Setting up the config-mgmt repository (its public key found, hooks) and copying files
+into a branch (``qgitconf init``, ``qgitconf add``).
 
 Apart from repo.py, which the publish rows of ``make bench`` import: publish loads
-neither the hooks' module (dataclasses, the signature check) nor shutil.
+neither the hooks' module (dataclasses, the signature check), the key file reader nor
+shutil.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -16,9 +18,34 @@ from pathlib import Path
 from qgitconf.errors import ConfigError, LargeFileError, UsageError
 from qgitconf.fsutil import atomic_write, write_json
 from qgitconf.gpg.keys import inspect_key_file
+from qgitconf.limits import MAX_KEY_FILE_BYTES
 from qgitconf.mgmt import sizes
 from qgitconf.mgmt.hooks import install_hooks
-from qgitconf.mgmt.repo import PUBLIC_KEY, MgmtRepo, find_public_key
+from qgitconf.mgmt.repo import PUBLIC_KEY, MgmtRepo
+
+_FPR = re.compile(r"[0-9A-F]{40}")
+
+
+def find_public_key(home: Path, fingerprint: str) -> bytes | None:
+    """Look for a key file holding exactly ``fingerprint`` in ``~/QubesIncoming/*/``.
+
+    That is where ``qvm-copy`` from the vault delivers the exported public key.  Only a
+    file whose sole key is the given full fingerprint counts, so a stray or planted
+    file cannot substitute another key.
+    """
+    fpr = fingerprint.replace(" ", "").upper()
+    if not _FPR.fullmatch(fpr):
+        return None
+    for path in sorted((home / "QubesIncoming").glob("*/*.asc")):
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_KEY_FILE_BYTES:
+                continue
+            keys = inspect_key_file(path.read_bytes())
+        except OSError:
+            continue
+        if len(keys) == 1 and keys[0].fingerprint == fpr:
+            return keys[0].armored
+    return None
 
 
 def init_repo(
