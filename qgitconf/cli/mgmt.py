@@ -204,7 +204,8 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int, dry_
     `qgitconf pull` when it starts.
     """
     from qgitconf.errors import EXIT_FAILURE
-    from qgitconf.mgmt.publish import OK_STATUSES, PublishResult, publish_targets
+    from qgitconf.mgmt.publish import OK_STATUSES, PublishResult
+    from qgitconf.mgmt.publishjobs import publish_targets
     from qgitconf.mgmt.view import note_line, progress_line, publish_lines
 
     repo = mgmt_for("publish")
