@@ -20,11 +20,11 @@ from qgitconf.gitpack import compat as dulwich_compat
 from qgitconf.gitpack.compat import (
     MIN_DULWICH,
     commit_raw,
-    init_bare,
     pack_object_header,
     parse_tree_entries,
     split_commit_signature,
 )
+from qgitconf.gitpack.compatinit import init_bare
 from qgitconf.mgmt.hooks import ZERO, check_push
 from tests.hostile import packgen
 from tests.keys import gpg_in, make_key

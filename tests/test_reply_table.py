@@ -16,7 +16,8 @@ from qgitconf.core.reply import parse_reply
 from qgitconf.errors import BadReplyError, TooLargeError
 from qgitconf.lab.attacks import split_update
 from qgitconf.limits import MAX_REPLY_BYTES
-from qgitconf.mgmt.publish import load_record, publish, publish_targets
+from qgitconf.mgmt.publish import load_record, publish
+from qgitconf.mgmt.publishjobs import publish_targets
 from qgitconf.qubes.qrexec import CallResult
 from tests.labkit import Lab, QubeTransport, commit_files, in_process_publish, kept_update, qg
 

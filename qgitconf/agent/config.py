@@ -31,7 +31,7 @@ from qgitconf.errors import ConfigError
 from qgitconf.fsutil import atomic_write
 from qgitconf.limits import Limits
 from qgitconf.qubes import qubesdb
-from qgitconf.qubes.qubesdb import PIN_KEY, SYSTEM_PATHS_KEY
+from qgitconf.qubes.qubesdb import PIN_KEY, SYSTEM_PATHS_KEY, qubesdb_bytes
 
 FPR = re.compile(r"[0-9A-F]{40}")
 QubesDBRead = Callable[[str], "str | None"]
@@ -97,7 +97,6 @@ def _ignore(_item: tuple[str, str, bytes]) -> None:
 
 def _noted(read: QubesDBRead, note: Callable[[tuple[str, str, bytes]], None]) -> QubesDBRead:
     """``read``, each answer also given to ``note`` (``load_target_config``'s ``seen``)."""
-    from qgitconf.agent.configmemo import qubesdb_bytes
 
     def reader(key: str) -> str | None:
         value = read(key)
@@ -134,7 +133,7 @@ def load_target_config(
             the order it was read: ``("isfile", path, b"1"|b"0")`` for each candidate
             looked at, ``("file", path, bytes)`` for each file read, ``("qubesdb",
             key, answer)`` for each QubesDB key asked (the answer as
-            :func:`qgitconf.agent.configmemo.qubesdb_bytes` writes it): the key of the
+            :func:`qgitconf.qubes.qubesdb.qubesdb_bytes` writes it): the key of the
             memo of :mod:`qgitconf.agent.configmemo`.
 
     Raises:

@@ -21,7 +21,8 @@ It decides nothing (DESIGN rule 12): only the no-drift ``status``
 apply always run the real reader.  It is written only by the agent from what the real
 reader returned (:func:`remember`), never from an update's bytes.
 
-Imports nothing beyond ``os``, ``sys`` and C modules (the no-drift status's budget).
+Imports nothing beyond ``os``, ``sys``, C modules and :mod:`qgitconf.qubes.qubesdb`
+(which the no-drift status loads anyway; the no-drift status's budget).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import errno
 import os
 import stat
 import sys
+
+from qgitconf.qubes.qubesdb import qubesdb_bytes
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -97,11 +100,6 @@ def reader_digest() -> bytes:
         h.update(data)
     digest: bytes = h.digest()
     return digest
-
-
-def qubesdb_bytes(value: str | None) -> bytes:
-    """A QubesDB answer as the key holds it (None and "" differ)."""
-    return b"-" if value is None else b"=" + value.encode("utf-8", "surrogateescape")
 
 
 def _digest(reader: bytes, inputs: Iterable[tuple[str, str, bytes]], answer: list[str]) -> str:

@@ -1,16 +1,15 @@
 """Diffs for review, isolated from everything an update can write (DESIGN rule 12): the
 system's git with no user or system config, no attributes and nothing from the
-environment, or a built-in diff; and what qgitconf applied at a path, for local changes.
+environment, or a built-in diff; a local change's notes.  Diffs through git trees (what
+qgitconf applied, two sides written as trees) are :mod:`qgitconf.agent.treediff`'s.
 Everything returned is sanitised (rule 11); colour is added later, by
 :mod:`qgitconf.agent.render`."""
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import subprocess
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +20,6 @@ from qgitconf.errors import QgitconfError
 from qgitconf.gitpack.store import (
     EMPTY_TREE,
     MODE_LINK,
-    blob_bytes,
-    build_trees,
-    lookup_path,
-    read_commit,
 )
 from qgitconf.sanitize import sanitize
 
@@ -88,10 +83,10 @@ def git_diff(
     shown.  ``core.quotePath`` makes git quote odd bytes in paths, and the caller
     sanitises what is left.
     """
-    return _git_diff_in(state.repo_path, home, old or EMPTY_TREE, new, paths, stat=stat)
+    return git_diff_in(state.repo_path, home, old or EMPTY_TREE, new, paths, stat=stat)
 
 
-def _git_diff_in(
+def git_diff_in(
     git_dir: Path, home: Path, old: str, new: str, paths: Sequence[str], *, stat: bool
 ) -> bytes | None:
     """The body of :func:`git_diff`: ``git diff old new`` in the repository ``git_dir``."""
@@ -170,41 +165,6 @@ def builtin_diff(files: Sequence[FileChange]) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
-def diff_changes(home: Path, files: Sequence[FileChange]) -> tuple[str, str]:
-    """A unified diff of ``files`` (any old and new contents: what was applied against
-    what is on disk, or the disk against the update), sanitised, and who made it
-    (``"git"`` or ``"builtin"``).
-
-    The same isolated git as review's (:func:`git_diff`: the system's git, no user or
-    system config, no attributes, every option pinned, ``--text``, no external diff,
-    no textconv): both sides are written as blobs and trees into a throwaway bare
-    repository (made by dulwich: no template, no hooks), then ``git diff OLD NEW``
-    runs there.  Without git, :func:`builtin_diff`.  Rule 11: the text is sanitised.
-    """
-    if not files:
-        return "", "git" if git_available() else "builtin"
-    raw: bytes | str | None = None
-    if git_available():
-        with tempfile.TemporaryDirectory(prefix="qgitconf-diff-") as tmp:
-            old, new = _write_trees(Path(tmp), files)
-            raw = _git_diff_in(Path(tmp), home, old, new, (), stat=False)
-    tool = "git" if raw is not None else "builtin"
-    if raw is None:
-        raw = builtin_diff(files)
-    return sanitize(raw, keep_newlines=True), tool
-
-
-def _write_trees(git_dir: Path, files: Sequence[FileChange]) -> tuple[str, str]:
-    """Blobs and trees of both sides of ``files`` in a new bare repository at ``git_dir``."""
-    sides: list[list[tuple[bytes, bytes, int]]] = [[], []]
-    for f in files:
-        for side, mode, data in ((0, f.old_mode, f.old), (1, f.new_mode, f.new)):
-            if mode is not None:
-                sides[side].append((f.path.encode("utf-8", "surrogateescape"), data, mode))
-    old, new = build_trees(str(git_dir), sides)
-    return old, new
-
-
 def git_mode(record: Entry) -> int | None:
     """The git mode of a manifest record (or a disk state's record); None if neither a
     file nor a symlink."""
@@ -213,53 +173,6 @@ def git_mode(record: Entry) -> int | None:
     if record.get("type") == "file":
         return 0o100755 if int(record.get("mode") or 0) & 0o111 else 0o100644
     return None
-
-
-def applied_contents(
-    state: AgentState, records: Mapping[str, Entry]
-) -> dict[str, tuple[int, bytes]]:
-    """What qgitconf wrote at each path of ``records`` (manifest records): ``(git mode,
-    bytes)``.  A file's content is looked up in the applied commit, then in the commits
-    of earlier generations (a path left out by ``--keep`` keeps an older content), and
-    taken only if its SHA-256 is the recorded one; a path whose content is in none of
-    them is left out of the result."""
-    out: dict[str, tuple[int, bytes]] = {}
-    files: dict[str, Entry] = {}
-    for path, rec in records.items():
-        mode = git_mode(rec)
-        if mode == MODE_LINK:
-            out[path] = (mode, str(rec.get("target", "")).encode("utf-8", "surrogateescape"))
-        elif mode is not None:
-            files[path] = rec
-    if not files:
-        return out
-    commits: list[str] = []
-    for c in [state.applied_commit, *(g.get("commit") for g in reversed(state.generations()))]:
-        if isinstance(c, str) and c not in commits:
-            commits.append(c)
-    repo = state.repo()
-    try:
-        store = repo.object_store
-        trees: list[Any] = []
-        for c in commits:
-            try:
-                trees.append(read_commit(store, c).tree)
-            except Exception:  # noqa: S112 - a commit gone from the repo: look elsewhere
-                continue
-        for path, rec in files.items():
-            name = path.encode("utf-8", "surrogateescape")
-            for tree in trees:
-                try:
-                    _mode, sha = lookup_path(store, tree, name)
-                    data = blob_bytes(store, sha)
-                except Exception:  # noqa: S112 - not in this commit (or not a blob)
-                    continue
-                if hashlib.sha256(data).hexdigest() == rec.get("sha256"):
-                    out[path] = (git_mode(rec) or 0o100644, data)
-                    break
-    finally:
-        repo.close()
-    return out
 
 
 def local_change(

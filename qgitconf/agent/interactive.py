@@ -30,20 +30,13 @@ from qgitconf.agent.apply import plan_apply
 from qgitconf.agent.commands import apply as do_apply
 from qgitconf.agent.commands import check_commit_id, ensure_staged
 from qgitconf.agent.config import load_target_config
-from qgitconf.agent.diff import (
-    applied_contents,
-    builtin_diff,
-    diff_changes,
-    file_notes,
-    git_diff,
-    git_mode,
-    local_change,
-)
+from qgitconf.agent.diff import builtin_diff, file_notes, git_diff, git_mode, local_change
 from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.plan import Action, Plan
 from qgitconf.agent.render import colorize
 from qgitconf.agent.review import changed_files
 from qgitconf.agent.state import AgentState, state_dir
+from qgitconf.agent.treediff import applied_contents, diff_changes
 from qgitconf.core.risks import FileChange, Finding, assess
 from qgitconf.errors import QgitconfError
 from qgitconf.limits import Limits

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 from qgitconf.agent.commands import busy_error, home_relative
 from qgitconf.agent.config import load_target_config
-from qgitconf.agent.diff import applied_contents, diff_changes, local_change
+from qgitconf.agent.diff import local_change
 from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.journal import describe
 from qgitconf.agent.plan import matches
@@ -16,6 +16,7 @@ from qgitconf.agent.state import AgentState, state_dir
 from qgitconf.agent.status import _scan
 from qgitconf.agent.status import home_status as home_status  # re-exported
 from qgitconf.agent.status import status as status  # re-exported
+from qgitconf.agent.treediff import applied_contents, diff_changes
 from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def local_diff(home: Path, env: Mapping[str, str], paths: Sequence[str] = ()) ->
 
     ``paths`` ($HOME-relative, ``~/``, or absolute below $HOME) limit it to those files
     or directories.  The diff is made by review's isolated git
-    (:func:`qgitconf.agent.review.diff_changes`) and sanitised, as is every path.
+    (:func:`qgitconf.agent.treediff.diff_changes`) and sanitised, as is every path.
 
     Returns:
         ``applied``, ``managed``, ``drift`` (``[{path, state, notes}]``: ``state`` as

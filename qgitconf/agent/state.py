@@ -136,7 +136,7 @@ class AgentState:
         """Create the state directory and the bare repo on first use."""
         if (self.repo_path / "HEAD").exists() and self.tmp.is_dir():
             return
-        from qgitconf.gitpack.compat import init_bare
+        from qgitconf.gitpack.compatinit import init_bare
 
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.tmp.mkdir(exist_ok=True, mode=0o700)

@@ -54,11 +54,14 @@ def init(
 
     In a target qube it refuses [wrong-side] unless --force.
     """
+    from qgitconf.mgmt.repoedit import init_repo
     from qgitconf.ops.side import check_mgmt_init
 
     check_mgmt_init(home(), env(), force=force)
     r = mgmt_repo(repo)
-    has_key = r.init(signing_key, gpg_program, Path(key_file).read_bytes() if key_file else None)
+    has_key = init_repo(
+        r, signing_key, gpg_program, Path(key_file).read_bytes() if key_file else None
+    )
     click.echo(f"initialised {r.path} (signing key {signing_key}, gpg.program {gpg_program})")
     if not has_key:
         click.echo(
@@ -150,8 +153,10 @@ def add(name: str, files: tuple[str, ...], dest: str | None, allow_large: bool) 
     A file larger than a target accepts is refused (it would block every later
     update to the target), unless --allow-large.
     """
+    from qgitconf.mgmt.repoedit import add_files
+
     repo = mgmt_for("add")
-    for rel in repo.add(name, [Path(f) for f in files], dest, allow_large=allow_large):
+    for rel in add_files(repo, name, [Path(f) for f in files], dest, allow_large=allow_large):
         click.echo(f"added {rel}")
 
 
@@ -199,7 +204,8 @@ def publish(targets: tuple[str, ...], all_: bool, as_json: bool, jobs: int, dry_
     `qgitconf pull` when it starts.
     """
     from qgitconf.errors import EXIT_FAILURE
-    from qgitconf.mgmt.publish import OK_STATUSES, PublishResult, publish_targets
+    from qgitconf.mgmt.publish import OK_STATUSES, PublishResult
+    from qgitconf.mgmt.publishjobs import publish_targets
     from qgitconf.mgmt.view import note_line, progress_line, publish_lines
 
     repo = mgmt_for("publish")

@@ -17,9 +17,10 @@ version parses untrusted bytes the same way and refuses the same things:
   (``raw_without_sig``), which can differ from the bytes that were signed:
   :func:`split_commit_signature` cuts payload and signature from the raw bytes as
   ``git verify-commit`` does.
-* ``Repo.init_bare(..., default_branch=)`` exists from 0.21.7: :func:`init_bare`
-  passes it where the signature has it, else points HEAD itself (0.21.2 reads no
-  configuration either way).
+* ``Repo.init_bare(..., default_branch=)`` exists from 0.21.7:
+  :func:`qgitconf.gitpack.compatinit.init_bare` passes it where the signature has it,
+  else points HEAD itself (0.21.2 reads no configuration either way); it lives apart,
+  with dulwich.repo, which this module's callers on the apply rows never load.
 
 Nothing here compares version strings; :data:`MIN_DULWICH` is the one minimum that
 ``pyproject.toml``, ``debian/control`` and the RPM spec also state (a test checks).
@@ -39,7 +40,6 @@ __all__ = [
     "MIN_DULWICH",
     "commit_raw",
     "dulwich_version",
-    "init_bare",
     "pack_object_header",
     "parse_tree_entries",
     "split_commit_signature",
@@ -156,25 +156,3 @@ def commit_raw(commit: Any) -> bytes:
     if digest.hexdigest().encode("ascii") != bytes(commit.id):
         raise ValueError("a commit's bytes do not match its id")
     return raw
-
-
-def init_bare(path: str, default_branch: bytes) -> None:
-    """Create a bare repository at ``path`` (made here) whose HEAD names
-    ``refs/heads/<default_branch>``, reading no git configuration."""
-    # Lazy: dulwich.repo (about 30 ms) and inspect only when a repository is made
-    # (``target init``); this module is loaded by apply (the apply rows of ``make bench``).
-    import inspect
-
-    from dulwich.repo import Repo
-
-    if "default_branch" in inspect.signature(Repo.init_bare).parameters:
-        # Given a default branch, dulwich reads no configuration for it.
-        Repo.init_bare(path, mkdir=True, default_branch=default_branch).close()
-        return
-    # 0.21.2: HEAD is refs/heads/master and no configuration is read.
-    repo = Repo.init_bare(path, mkdir=True)
-    refs: Any = repo.refs  # 1.x's types name refs ``Ref``, a type 0.21 does not have
-    try:
-        refs.set_symbolic_ref(b"HEAD", b"refs/heads/" + default_branch)
-    finally:
-        repo.close()

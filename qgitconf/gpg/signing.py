@@ -43,9 +43,9 @@ from qgitconf.gpg.homes import (
     keep_home,
     kept_home_ok,
     pin_digest,
+    python_gnupg,
 )
 from qgitconf.gpg.judge import counted_signer
-from qgitconf.gpg.keys import python_gnupg
 
 # What ``gpg --verify --status-fd`` may report for a signature that counts (GnuPG's
 # doc/DETAILS): exactly one each of these ...

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from qgitconf.errors import CommitSignatureError, GitError, QgitconfError
 from qgitconf.gitpack.compat import split_commit_signature
-from qgitconf.gitpack.store import parse_commit
+from qgitconf.gitpack.objects import parse_commit
 from qgitconf.gpg.signing import Verifier
 from qgitconf.limits import MAX_SECRET_SCAN_BYTES
 from qgitconf.mgmt import sizes

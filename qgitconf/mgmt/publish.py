@@ -288,17 +288,34 @@ OK_STATUSES = ("staged", "up-to-date")
 Progress = Callable[[int, int, PublishResult], None]
 
 
-def publish_targets(
+Runner = Callable[
+    [Callable[[str], PublishResult], list[str], Callable[[PublishResult], None]], None
+]
+"""How :func:`publish_each` runs its targets: ``run(one, names, done)`` calls ``done`` with
+``one(name)`` of every name (:func:`in_turn`, or several at once:
+:mod:`qgitconf.mgmt.publishjobs`)."""
+
+
+def in_turn(
+    one: Callable[[str], PublishResult], names: list[str], done: Callable[[PublishResult], None]
+) -> None:
+    """Publish to ``names`` one after another (a :data:`Runner`)."""
+    for name in names:
+        done(one(name))
+
+
+def publish_each(
     repo: MgmtRepo,
     targets: Sequence[str],
     transport: Transport,
     *,
-    jobs: int = 4,
+    run: Runner = in_turn,
     progress: Progress | None = None,
     now: datetime | None = None,
     note: Note | None = None,
 ) -> list[PublishResult]:
-    """Merge layers, then publish to ``targets`` in parallel (at most ``jobs`` at once).
+    """Merge layers, then publish to ``targets`` as ``run`` runs them (one after another
+    by default; :func:`qgitconf.mgmt.publishjobs.publish_targets`: several at once).
 
     Layer merges for every target are done first, under the repo lock; a conflict
     stops the whole run before anything is sent.  A target that fails does not stop
@@ -327,17 +344,7 @@ def publish_targets(
             if progress is not None:
                 progress(len(results), len(names), result)
 
-        if jobs == 1 or len(names) == 1:
-            for name in names:
-                done(one(name))
-        else:
-            # Lazy: concurrent.futures (about 6 ms) only for several targets at once;
-            # ``qgitconf publish NAME`` is the "publish -> staged" row of ``make bench``.
-            from concurrent.futures import ThreadPoolExecutor, as_completed
-
-            with ThreadPoolExecutor(max_workers=min(jobs, len(names))) as pool:
-                for fut in as_completed([pool.submit(one, n) for n in names]):
-                    done(fut.result())
+        run(one, names, done)
     return [results[n] for n in names]
 
 
@@ -357,7 +364,8 @@ class PublishPlan(NamedTuple):
 
 
 def plan_publish(repo: MgmtRepo, targets: Sequence[str]) -> list[PublishPlan]:
-    """What :func:`publish_targets` would send, without signing, sending or recording.
+    """What :func:`qgitconf.mgmt.publishjobs.publish_targets` would send, without signing,
+    sending or recording.
 
     Layer merges are computed as unsigned commit objects that no ref points to (they
     only measure the bundle); nothing under ``qgitconf/`` changes.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,41 +18,16 @@ from typing import TYPE_CHECKING
 
 from qgitconf.core.envelope import QUBE_NAME
 from qgitconf.errors import ConfigError, GitError, LargeFileError, UsageError
-from qgitconf.fsutil import atomic_write, read_json, write_json
+from qgitconf.fsutil import read_json, write_json
 from qgitconf.gitpack.store import EMPTY_TREE
-from qgitconf.gpg.keys import inspect_key_file
-from qgitconf.limits import MAX_KEY_FILE_BYTES
 from qgitconf.mgmt import default_repo_path as default_repo_path  # re-exported
 from qgitconf.mgmt import sizes
 
 if TYPE_CHECKING:
     from qgitconf.mgmt.records import LayerInfo, TargetInfo
 
-_FPR = re.compile(r"[0-9A-F]{40}")
 PUBLIC_KEY = "signing-key.asc"
 """The signing key's public half, in the repo meta; the pre-receive hook verifies with it."""
-
-
-def find_public_key(home: Path, fingerprint: str) -> bytes | None:
-    """Look for a key file holding exactly ``fingerprint`` in ``~/QubesIncoming/*/``.
-
-    That is where ``qvm-copy`` from the vault delivers the exported public key.  Only a
-    file whose sole key is the given full fingerprint counts, so a stray or planted
-    file cannot substitute another key.
-    """
-    fpr = fingerprint.replace(" ", "").upper()
-    if not _FPR.fullmatch(fpr):
-        return None
-    for path in sorted((home / "QubesIncoming").glob("*/*.asc")):
-        try:
-            if not path.is_file() or path.stat().st_size > MAX_KEY_FILE_BYTES:
-                continue
-            keys = inspect_key_file(path.read_bytes())
-        except OSError:
-            continue
-        if len(keys) == 1 and keys[0].fingerprint == fpr:
-            return keys[0].armored
-    return None
 
 
 class MgmtRepo:
@@ -115,57 +89,6 @@ class MgmtRepo:
         except GitError:
             return None
         return value or None
-
-    # -- setup ---------------------------------------------------------------------------
-
-    def init(self, signing_key: str, gpg_program: str, public_key: bytes | None = None) -> bool:
-        """Create the bare repo: signing (``commit.gpgsign``, ``gpg.program``), hooks.
-
-        Args:
-            signing_key: the key (full fingerprint) commits and updates are signed with.
-            gpg_program: what git and publish sign through (split-GPG in Qubes).
-            public_key: the key's public half; when None it is looked for in
-                ``~/QubesIncoming/*/`` (see :func:`find_public_key`).
-
-        Returns:
-            True if the public key was stored (the pre-receive hook refuses every push
-            until it is).
-
-        Raises:
-            ConfigError: the repo exists, or ``public_key`` is not exactly the signing key.
-        """
-        # Lazy: the hooks' module (dataclasses, the signature check) only here; publish
-        # imports this module (the "publish -> staged" row of ``make bench``).
-        from qgitconf.mgmt.hooks import install_hooks
-
-        if public_key is not None:
-            public_key = _checked_public_key(public_key, signing_key)
-        else:
-            public_key = find_public_key(self.home, signing_key)
-        if self.exists():
-            raise ConfigError(f"{self.path} already holds a qgitconf repository")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["git", "init", "--bare", "--quiet", str(self.path)],
-            check=True,
-            env=dict(self.env),
-            capture_output=True,
-        )
-        self.git("config", "commit.gpgsign", "true")
-        self.git("config", "tag.gpgsign", "true")
-        self.git("config", "gpg.program", gpg_program)
-        self.git("config", "user.signingkey", signing_key)
-        if self.config("user.name") is None:
-            self.git("config", "user.name", "qgitconf")
-        if self.config("user.email") is None:
-            self.git("config", "user.email", "qgitconf@config-mgmt.invalid")
-        self.meta.mkdir(mode=0o700)
-        write_json(self.meta / "targets.json", {})
-        write_json(self.meta / "layers.json", {})
-        if public_key is not None:
-            atomic_write(self.meta / PUBLIC_KEY, public_key, 0o644)
-        install_hooks(self.path)
-        return public_key is not None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -370,62 +293,6 @@ class MgmtRepo:
             self.git("worktree", "add", "--quiet", str(wt), branch)
         return wt
 
-    def add(
-        self,
-        branch: str,
-        files: Sequence[Path],
-        dest: str | None = None,
-        allow_large: bool = False,
-    ) -> list[str]:
-        """Copy ``files`` into the branch worktree (at their $HOME-relative path); stage them.
-
-        Args:
-            branch: a target or layer.
-            files: regular files to copy.
-            dest: the path in the branch for a single file (default: relative to $HOME).
-            allow_large: also take files larger than a target accepts by default (for a
-                target whose ``target.toml`` raises ``max_object_bytes``).
-
-        Raises:
-            LargeFileError: a file is larger than :data:`sizes.MAX_FILE_BYTES` and
-                ``allow_large`` is false; nothing was copied or staged.
-            UsageError: a file is not a regular file, or ``dest`` with several files.
-        """
-        wt = self.worktree(branch)
-        if dest is not None and len(files) != 1:
-            raise UsageError("--as takes exactly one FILE")
-        for f in files:
-            if not f.absolute().is_file():
-                raise UsageError(f"{f} is not a regular file")
-        if not allow_large:
-            big = sizes.too_large([sizes.SizedFile(str(f), f.stat().st_size) for f in files])
-            if big:
-                raise LargeFileError(
-                    "not added: a target refuses every update holding a file larger than "
-                    f"{sizes.human(sizes.MAX_FILE_BYTES)} (max_object_bytes):\n"
-                    + sizes.describe(big)
-                    + "\nonly if the target's target.toml raises that limit: add --allow-large"
-                )
-        added: list[str] = []
-        for f in files:
-            src = f.absolute()
-            if dest is not None:
-                rel = dest
-            else:
-                try:
-                    rel = str(src.relative_to(self.home))
-                except ValueError:
-                    rel = src.name
-            target = wt / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            import shutil  # only here: publish does not import it
-
-            shutil.copyfile(src, target)
-            os.chmod(target, 0o755 if os.access(src, os.X_OK) else 0o644)
-            self.git("add", "--", rel, cwd=wt)
-            added.append(rel)
-        return added
-
     def commit(self, branch: str, message: str, allow_large: bool = False) -> str:
         """Commit what is staged in the branch's worktree, signed; returns the commit id.
 
@@ -455,12 +322,3 @@ class MgmtRepo:
                 )
         self.git("commit", "--quiet", "-S", "-m", message, cwd=wt, extra_env=extra)
         return self.git("rev-parse", "HEAD", cwd=wt).strip()
-
-
-def _checked_public_key(data: bytes, fingerprint: str) -> bytes:
-    keys = inspect_key_file(data)
-    fpr = fingerprint.replace(" ", "").upper()
-    if len(keys) != 1 or keys[0].fingerprint != fpr:
-        found = ", ".join(k.fingerprint for k in keys) or "no key"
-        raise ConfigError(f"the key file must hold exactly {fpr} (found {found})")
-    return keys[0].armored

@@ -68,6 +68,12 @@ def answer(returncode: int, stdout: bytes) -> str | None:
     return stdout.decode("utf-8", "replace").strip()
 
 
+def qubesdb_bytes(value: str | None) -> bytes:
+    """A QubesDB answer as the key holds it (None and "" differ), as the configuration
+    reader records it for :mod:`qgitconf.agent.configmemo`."""
+    return b"-" if value is None else b"=" + value.encode("utf-8", "surrogateescape")
+
+
 def read_spawned(key: str, timeout_s: float = 2.0) -> tuple[bool, str | None]:
     """``(True, read(key))`` without ``subprocess`` (``posix_spawn``, a pipe, ``poll``),
     for the no-drift status of :mod:`qgitconf.agent.statusfast`; ``(False, None)``

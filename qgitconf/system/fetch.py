@@ -21,7 +21,7 @@ from qgitconf.errors import (
     TooLargeError,
 )
 from qgitconf.gitpack.compat import parse_tree_entries, split_commit_signature
-from qgitconf.gitpack.store import add_raw_objects
+from qgitconf.gitpack.objects import add_raw_objects
 from qgitconf.gpg.signing import Verifier
 from qgitconf.limits import Limits
 from qgitconf.system.source import UserObjects, read_user_file, statement_caps

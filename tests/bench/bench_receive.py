@@ -22,6 +22,7 @@ from typing import Any
 
 from qgitconf.agent.target import target_init
 from qgitconf.mgmt.repo import MgmtRepo
+from qgitconf.mgmt.repoedit import init_repo
 from qgitconf.mgmt.update import build_update
 from tests.bench.common import (
     Trash,
@@ -68,7 +69,7 @@ class Setup:
         }
         (root / "mgmt").mkdir()
         self.repo = MgmtRepo(root / "mgmt" / "qgitconf.git", root / "mgmt", self.env)
-        self.repo.init(self.fpr, "gpg")
+        init_repo(self.repo, self.fpr, "gpg")
         self.repo.target_add("personal")
         work = self.repo.worktree("personal")
         files = write_tree(work, n_files, total)
