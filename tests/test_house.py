@@ -42,7 +42,6 @@ LOCAL_IMPORTS = {
     # with its kept home makes, discards and imports nothing
     "gpg/homes.py": 5,
     "gpg/signing.py": 1,
-    "qubes/qubesdb.py": 2,
 }
 
 

@@ -39,25 +39,12 @@ RECEIVE_KEYS = (PIN_KEY, SYSTEM_PATHS_KEY, NAME_KEY)
 
 
 def _run(tool: str, key: str) -> str | None:
-    # Lazy: the no-drift status imports this module (the status 1k row of ``make bench``:
-    # no subprocess there, see start_read).
-    import subprocess
-
-    path = sysprog.find(tool)
-    if path is None:
+    """``TOOL KEY``'s answer (:func:`answer`), or None."""
+    got = _spawn([tool, key])
+    if got is None:
         return None
-    try:
-        proc = subprocess.run(
-            [path, key],
-            capture_output=True,
-            check=False,
-            timeout=_TIMEOUT,
-            env=sysprog.base_env("/"),
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return answer(proc.returncode, proc.stdout)
+    res = _collect(*got, time.monotonic() + _TIMEOUT, MAX_QUBESDB_VALUE_BYTES)
+    return answer(*res) if res is not None else None
 
 
 def answer(returncode: int, stdout: bytes) -> str | None:
@@ -86,14 +73,36 @@ def start_read(key: str, timeout_s: float = 2.0) -> Callable[[], tuple[bool, str
     """:func:`read_spawned` in two halves: the program is started now, and the
     returned function waits for its answer (the timeout counts from now); the caller
     works meanwhile.  Call the function in any case: it reaps the child."""
-    path = sysprog.find("qubesdb-read")
-    if path is None:
+    if sysprog.find("qubesdb-read") is None:
         return lambda: (True, None)
+    got = _spawn(["qubesdb-read", key])
+    if got is None:
+        return lambda: (False, None)
+    deadline = time.monotonic() + timeout_s
+    done: list[tuple[bool, str | None]] = []
+
+    def finish() -> tuple[bool, str | None]:
+        if not done:
+            res = _collect(*got, deadline, MAX_QUBESDB_VALUE_BYTES)
+            done.append((True, answer(*res)) if res is not None else (False, None))
+        return done[0]
+
+    return finish
+
+
+def _spawn(argv: list[str]) -> tuple[int, int] | None:
+    """``argv`` (its program found on the fixed system PATH) started with
+    ``posix_spawn``, stdin and stderr on ``/dev/null``: ``(pid, read end of its
+    stdout)``; None when the program is missing or cannot start.  No ``subprocess``:
+    the no-drift status imports this module (the status 1k row of ``make bench``)."""
+    path = sysprog.find(argv[0])
+    if path is None:
+        return None
     r, w = os.pipe()
     try:
         pid = os.posix_spawn(
             path,
-            [path, key],
+            [path, *argv[1:]],
             sysprog.base_env("/"),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -104,31 +113,25 @@ def start_read(key: str, timeout_s: float = 2.0) -> Callable[[], tuple[bool, str
     except OSError:
         os.close(r)
         os.close(w)
-        return lambda: (False, None)
+        return None
     os.close(w)
-    deadline = time.monotonic() + timeout_s
-    done: list[tuple[bool, str | None]] = []
-
-    def finish() -> tuple[bool, str | None]:
-        if not done:
-            done.append(_collect(pid, r, deadline))
-        return done[0]
-
-    return finish
+    return pid, r
 
 
-def _collect(pid: int, r: int, deadline: float) -> tuple[bool, str | None]:
-    """The answer of the child ``pid`` on the pipe ``r`` (closed here), by ``deadline``."""
+def _collect(pid: int, r: int, deadline: float, cap: int) -> tuple[int, bytes] | None:
+    """``(exit status, stdout)`` of the child ``pid`` writing to the pipe ``r`` (closed
+    here) by ``deadline``; None (the child killed) for no exit in time or more than
+    ``cap`` bytes."""
     out = b""
     ok = False
     try:
         poller = select.poll()
         poller.register(r, select.POLLIN)
-        while len(out) <= MAX_QUBESDB_VALUE_BYTES:
+        while len(out) <= cap:
             left = deadline - time.monotonic()
             if left <= 0 or not poller.poll(left * 1000):
                 break  # no answer in time
-            chunk = os.read(r, MAX_QUBESDB_VALUE_BYTES + 1)
+            chunk = os.read(r, cap + 1)
             if not chunk:
                 ok = True
                 break
@@ -136,7 +139,7 @@ def _collect(pid: int, r: int, deadline: float) -> tuple[bool, str | None]:
         while ok:  # stdout closed: its exit, within the same deadline
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                return True, answer(os.waitstatus_to_exitcode(status), out)
+                return os.waitstatus_to_exitcode(status), out
             if time.monotonic() > deadline:
                 ok = False
             else:
@@ -146,7 +149,7 @@ def _collect(pid: int, r: int, deadline: float) -> tuple[bool, str | None]:
         if not ok:
             os.kill(pid, 9)  # SIGKILL
             os.waitpid(pid, 0)
-    return False, None
+    return None
 
 
 def available() -> bool:
@@ -173,38 +176,18 @@ def start_many(keys: Sequence[str]) -> Callable[[], dict[str, str | None]]:
     """:func:`read_many`, started: ``qubesdb-read`` runs while the caller goes on (the
     Receive service loads its modules meanwhile); the returned function waits for it
     (at most the usual timeout) and gives the values."""
-    # Lazy: the no-drift status imports this module (the status 1k row of ``make bench``:
-    # no subprocess there, see start_read).
-    import subprocess
-
     keys = list(keys)
-    path = sysprog.find("qubesdb-read")
-    proc = None
-    if path is not None:
-        try:
-            proc = subprocess.Popen(
-                [path, "-f", *keys],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=sysprog.base_env("/"),
-            )
-        except OSError:
-            proc = None
+    got = _spawn(["qubesdb-read", "-f", *keys])
+    deadline = time.monotonic() + _TIMEOUT
 
     def values() -> dict[str, str | None]:
-        if proc is None:
+        if got is None:
             return dict.fromkeys(keys)
-        try:
-            out, _ = proc.communicate(timeout=_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        res = _collect(*got, deadline, MAX_QUBESDB_VALUE_BYTES * len(keys))
+        if res is None:
             return dict.fromkeys(keys)
         # exit 1 also when a key is missing: the keys found are printed all the same
-        if len(out) > MAX_QUBESDB_VALUE_BYTES * len(keys):
-            return dict.fromkeys(keys)
-        return parse_fullpath(out.decode("utf-8", "replace"), keys)
+        return parse_fullpath(res[1].decode("utf-8", "replace"), keys)
 
     return values
 
