@@ -32,7 +32,6 @@ LOCAL_IMPORTS = {
     "agent/journal.py": 2,
     "agent/state.py": 1,  # gitpack.compatinit: the agent repo made once, not on the no-op receive
     "agent/verify.py": 3,  # gitpack.bundle, compat: the no-op receive row needs neither
-    "fsutil.py": 1,
     "gitpack/bundle.py": 2,
     "gitpack/packread.py": 2,
     # open_repo, open_refs, ref_locked_error: agent.state (every row) opens repositories

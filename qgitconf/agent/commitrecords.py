@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from qgitconf.agent.fault import Fault
 from qgitconf.agent.state import APPLIED_REF, GENERATION_REF, AgentState
+from qgitconf.durable import DurableBatch
 from qgitconf.errors import LocalStateError
-from qgitconf.fsutil import DurableBatch, fsync_dir
+from qgitconf.fsutil import fsync_dir
 from qgitconf.gitpack.store import ref_locked_error
 from qgitconf.sanitize import sanitize
 
@@ -32,7 +33,7 @@ def record_commit(
     fault = fault or Fault()
     record = after.get("generation")
     # The records that grow with the number of files, and the generations: written
-    # as one batch, two flushes in all (fsutil.DurableBatch) instead of two fsyncs
+    # as one batch, two flushes in all (durable.DurableBatch) instead of two fsyncs
     # each; renamed in the order of their fault labels.  state.json is read and
     # written after them as before (Receive writes it too, without the state lock:
     # its read-modify-write stays short).

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
+from qgitconf.durable import syncfs
 from qgitconf.errors import ApplyError
-from qgitconf.fsutil import syncfs
 from qgitconf.sanitize import sanitize
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -218,5 +218,5 @@ def _close_fds(fds: dict[str, int]) -> None:
 
 
 def _syncfs(fd: int) -> None:
-    """``syncfs(fd)`` (``fsutil.syncfs``: its error raised)."""
+    """``syncfs(fd)`` (``durable.syncfs``: its error raised)."""
     syncfs(fd)

@@ -38,13 +38,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from qgitconf.agent import vouch
 from qgitconf.errors import LocalStateError
-from qgitconf.fsutil import DurableBatch, atomic_write, read_json
+from qgitconf.fsutil import atomic_write, read_json
 from qgitconf.gitpack.store import open_refs, open_repo
 from qgitconf.limits import MAX_REJECTED_DETAIL_CHARS, MAX_REJECTED_LOG_BYTES
 from qgitconf.sanitize import sanitize
 
 if TYPE_CHECKING:
     from qgitconf.agent.records import Entry, Generation, Original, StateRecord
+    from qgitconf.durable import DurableBatch
 
 STAGED_REF = b"refs/qgitconf/staged"
 APPLIED_REF = b"refs/qgitconf/applied"

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from qgitconf.fsutil import syncfs
+from qgitconf.durable import syncfs
 from qgitconf.gitpack.packread import PackReader
 from qgitconf.gitpack.store import walk_tree
 from qgitconf.limits import Limits
