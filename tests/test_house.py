@@ -27,9 +27,6 @@ LONG_MODULES: dict[str, int] = {}
 LONG_FUNCTIONS: dict[str, int] = {}
 # Debt: modules other than the entry points with function-local imports, at most this many.
 LOCAL_IMPORTS = {
-    # shutil (bz2, lzma: 3-4 ms of the full status, which rarely removes a tree) and the
-    # pack reader (a rollback of a file created in place)
-    "agent/journal.py": 2,
     "agent/state.py": 1,  # gitpack.compatinit: the agent repo made once, not on the no-op receive
     "agent/verify.py": 3,  # gitpack.bundle, compat: the no-op receive row needs neither
     "gitpack/bundle.py": 2,
