@@ -30,7 +30,6 @@ LOCAL_IMPORTS = {
     "agent/state.py": 1,  # gitpack.compatinit: the agent repo made once, not on the no-op receive
     "agent/verify.py": 3,  # gitpack.bundle, compat: the no-op receive row needs neither
     "gitpack/bundle.py": 2,
-    "gitpack/packread.py": 2,
     # open_repo, open_refs, ref_locked_error: agent.state (every row) opens repositories
     # only sometimes; parse_tree_entries: compat loads dulwich (the no-op receive row)
     "gitpack/store.py": 4,
