@@ -54,6 +54,37 @@ def private_dir(parent: Path, prefix: str) -> Path:
     raise FileExistsError(f"no free directory name in {parent}")
 
 
+def remove_tree(path: Path, *, ignore_errors: bool = False) -> None:
+    """Remove qgitconf's own directory ``path`` and everything below it, bottom-up
+    through directory fds (``os.fwalk``), never following a symlink; with
+    ``ignore_errors``, what cannot be removed stays.  Not ``shutil.rmtree``: ``shutil``
+    imports ``bz2`` and ``lzma`` (3-4 ms), which neither the statuses nor Receive load."""
+    try:
+        for _dir, dirs, files, dirfd in os.fwalk(path, topdown=False, follow_symlinks=False):
+            for name in files:
+                _unlink_at(name, dirfd, ignore_errors, directory=False)
+            for name in dirs:  # a symlink to a directory is listed here, never entered
+                _unlink_at(name, dirfd, ignore_errors, directory=True)
+        os.rmdir(path)
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
+def _unlink_at(name: str, dirfd: int, ignore_errors: bool, *, directory: bool) -> None:
+    try:
+        if directory:
+            try:
+                os.rmdir(name, dir_fd=dirfd)
+            except NotADirectoryError:  # a symlink
+                os.unlink(name, dir_fd=dirfd)
+        else:
+            os.unlink(name, dir_fd=dirfd)
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
 def anonymous_file(directory: Path) -> BinaryIO:
     """A read-write file in ``directory`` with no name (``O_TMPFILE``; where the file
     system has none, a private file removed at once), as ``tempfile.TemporaryFile``

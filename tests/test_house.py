@@ -33,10 +33,9 @@ LOCAL_IMPORTS = {
     # open_repo, open_refs, ref_locked_error: agent.state (every row) opens repositories
     # only sometimes; parse_tree_entries: compat loads dulwich (the no-op receive row)
     "gitpack/store.py": 4,
-    # tempfile, shutil; inspect, gnupg (python_gnupg): the verifier (no-op receive row)
-    # with its kept home makes, discards and imports nothing
-    "gpg/homes.py": 5,
-    "gpg/signing.py": 1,
+    # inspect, gnupg (python_gnupg): the verifier (no-op receive row) with its kept home
+    # imports no key
+    "gpg/homes.py": 2,
 }
 
 

@@ -51,7 +51,7 @@ from qgitconf.agent.homefs import HomeFS
 from qgitconf.agent.statcache import content
 from qgitconf.agent.state import AgentState
 from qgitconf.errors import ApplyError, LocalStateError
-from qgitconf.fsutil import atomic_write, fsync_dir, read_json
+from qgitconf.fsutil import atomic_write, fsync_dir, read_json, remove_tree
 from qgitconf.gitpack.packread import PackReader
 from qgitconf.sanitize import sanitize
 
@@ -59,37 +59,6 @@ if TYPE_CHECKING:
     from qgitconf.agent.records import After, Interrupted, JournalData, Step
 
 JOURNAL_VERSION = 1
-
-
-def _rmtree(path: Path, *, ignore_errors: bool = False) -> None:
-    """Remove the agent's own directory ``path`` and everything below it, bottom-up
-    through directory fds (``os.fwalk``), never following a symlink; with
-    ``ignore_errors``, what cannot be removed stays.  Not ``shutil.rmtree``: ``shutil``
-    imports ``bz2`` and ``lzma``, 3-4 ms of every full ``qgitconf status``."""
-    try:
-        for _dir, dirs, files, dirfd in os.fwalk(path, topdown=False, follow_symlinks=False):
-            for name in files:
-                _unlink_at(name, dirfd, ignore_errors, directory=False)
-            for name in dirs:  # a symlink to a directory is listed here, never entered
-                _unlink_at(name, dirfd, ignore_errors, directory=True)
-        os.rmdir(path)
-    except OSError:
-        if not ignore_errors:
-            raise
-
-
-def _unlink_at(name: str, dirfd: int, ignore_errors: bool, *, directory: bool) -> None:
-    try:
-        if directory:
-            try:
-                os.rmdir(name, dir_fd=dirfd)
-            except NotADirectoryError:  # a symlink
-                os.unlink(name, dir_fd=dirfd)
-        else:
-            os.unlink(name, dir_fd=dirfd)
-    except OSError:
-        if not ignore_errors:
-            raise
 
 
 def temp_name(path: str, jid: str, i: int) -> str:
@@ -134,7 +103,7 @@ class Journal:
         if (state.journal_dir / "plan.json").exists():
             raise LocalStateError("an interrupted apply must be recovered first")
         if state.journal_dir.exists():
-            _rmtree(state.journal_dir)
+            remove_tree(state.journal_dir)
         (state.journal_dir / "undo").mkdir(parents=True, mode=0o700)
         jid = os.urandom(4).hex()  # not ``secrets``: its ``random`` import costs every apply
         data: JournalData = {
@@ -223,7 +192,7 @@ class Journal:
         (self.dir / "plan.json").unlink(missing_ok=True)
         fsync_dir(self.dir)
         self.fault("journal-removed")
-        _rmtree(self.dir, ignore_errors=True)
+        remove_tree(self.dir, ignore_errors=True)
 
     # -- undo copies ---------------------------------------------------------------------
 
@@ -281,7 +250,7 @@ class Journal:
         number = self.data["after"].get("number")
         self._drop_kept_originals()
         if number is not None:
-            _rmtree(self.state.root / "backups" / str(number), ignore_errors=True)
+            remove_tree(self.state.root / "backups" / str(number), ignore_errors=True)
         if not problems:
             self.close()
         return problems
@@ -433,7 +402,7 @@ def recover(state: AgentState, fs: HomeFS, fault: Fault | None = None) -> str | 
     journal = Journal.load(state)
     if journal is None:
         if state.journal_dir.exists():  # removed after its plan.json: just finish
-            _rmtree(state.journal_dir, ignore_errors=True)
+            remove_tree(state.journal_dir, ignore_errors=True)
         if cleared:
             return "leftovers of an interrupted qgitconf were removed: " + ", ".join(
                 sanitize(c) for c in cleared

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from qgitconf import sysprog
+from qgitconf.fsutil import private_dir, remove_tree
 
 GPG_OPTIONS = [
     "--no-options",
@@ -130,14 +131,15 @@ def kept_home_ok(home: Path, digest: str, fprs: list[str]) -> bool:
 
 def fresh_home(cache: HomeCache | None) -> str:
     """A new private directory: in ``cache.tmp`` (so it can be kept), else in $TMPDIR."""
-    # Lazy: the no-op receive and publish rows of ``make bench`` import this module and
-    # load neither tempfile nor shutil (together about 6 ms).
-    import tempfile
-
+    # fsutil's, not tempfile's: the no-op receive and publish rows of ``make bench``
+    # load neither tempfile nor shutil (together about 6 ms)
     if cache is not None:
         with contextlib.suppress(OSError):
-            return tempfile.mkdtemp(prefix="gnupg-", dir=cache.tmp)
-    return tempfile.mkdtemp(prefix="qgitconf-verify-")
+            return str(private_dir(cache.tmp, "gnupg-"))
+    # where tempfile.mkdtemp would make it: $TMPDIR, else /tmp (a new 0700 directory
+    # with a random name, made by mkdir: never one that exists)
+    tmp = Path(os.environ.get("TMPDIR") or "/tmp")  # noqa: S108
+    return str(private_dir(tmp, "qgitconf-verify-"))
 
 
 def keep_home(
@@ -171,15 +173,10 @@ def keep_home(
 
 def discard_home(path: Path, cache: HomeCache) -> None:
     """Remove a kept home: renamed aside first, so no one picks up a half-removed one."""
-    # Lazy: the no-op receive and publish rows of ``make bench`` import this module and
-    # load neither tempfile nor shutil (together about 6 ms).
-    import shutil
-    import tempfile
-
-    aside = tempfile.mkdtemp(prefix="old-", dir=cache.tmp)
+    aside = private_dir(cache.tmp, "old-")
     with contextlib.suppress(OSError):
-        os.rename(path, Path(aside) / "home")
-    shutil.rmtree(aside, ignore_errors=True)
+        os.rename(path, aside / "home")
+    remove_tree(aside, ignore_errors=True)
 
 
 @contextlib.contextmanager

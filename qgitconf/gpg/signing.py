@@ -35,6 +35,7 @@ from types import TracebackType
 
 from qgitconf import sysprog
 from qgitconf.errors import ConfigError, GitError, SignatureError, UntrustedInputError
+from qgitconf.fsutil import remove_tree
 from qgitconf.gpg.homes import (
     GPG_OPTIONS,
     HomeCache,
@@ -121,10 +122,7 @@ class Verifier:
             with contextlib.suppress(OSError):
                 if keep_home(Path(home), self._cache, self._pinned, self._files):
                     return
-        # Lazy: the no-op receive and publish rows of ``make bench`` do not load shutil.
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
+        remove_tree(Path(home), ignore_errors=True)
 
     def verify(
         self,
