@@ -26,16 +26,8 @@ def publish_targets(
     now: datetime | None = None,
     note: Note | None = None,
 ) -> list[PublishResult]:
-    """Merge layers, then publish to ``targets`` in parallel (at most ``jobs`` at once).
-
-    Layer merges for every target are done first, under the repo lock; a conflict
-    stops the whole run before anything is sent.  A target that fails does not stop
-    the others: each gets its own :class:`PublishResult`, in the order given.
-
-    Raises:
-        MergeConflictError: a layer does not merge cleanly; nothing was published.
-        UsageError: an unknown target.
-    """
+    """:func:`qgitconf.mgmt.publish.publish_each` with the targets published in parallel,
+    at most ``jobs`` at once (merges, failures and errors as there)."""
 
     def run(
         one: Callable[[str], PublishResult],
