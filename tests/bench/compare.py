@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qgitconf.lab.build import source_dir
 from tests.bench.common import ROOT
 from tests.bench.run import SCRIPTS
 
@@ -54,6 +55,9 @@ def worktree(rev: str) -> Path:
 def run_script(tree: Path, name: str, out: Path, argv: list[str]) -> None:
     """One benchmark script of ``tree``, its rows appended to ``out``."""
     env = dict(os.environ, QGITCONF_BENCH_OUT=str(out), PYTHONPATH=str(tree))
+    src = source_dir()  # the worktree in build/ has no ../shared beside it
+    if src is not None:
+        env.setdefault("QUBES_SRC_DIR", str(src))
     # -m with cwd=tree: the tree's own tests.bench and qgitconf come first on sys.path
     subprocess.run([sys.executable, "-m", f"tests.bench.{name}", *argv], cwd=tree, env=env)
 
