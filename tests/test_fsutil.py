@@ -45,3 +45,52 @@ def test_anonymous_file_has_no_name(
         assert f.read() == b"x" * 100_000
         assert stat.S_IMODE(os.fstat(f.fileno()).st_mode) & 0o077 == 0
     assert os.listdir(where) == []
+
+
+def _tree(root: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(root)), p.lstat().st_mode) for p in [root, *root.rglob("*")])
+
+
+def test_remove_tree_never_follows_a_symlink(tmp_path: Path) -> None:
+    """``remove_tree`` (the journal, GnuPG homes no longer kept) removes links, never
+    what they point at: a link to a directory and a link to a file outside stay
+    links removed, the outside byte-identical."""
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "f").write_bytes(b"keep")
+    (outside / "g").write_bytes(b"keep too")
+    before = _tree(outside)
+    doomed = tmp_path / "doomed"
+    (doomed / "a" / "b").mkdir(parents=True)
+    (doomed / "a" / "b" / "x").write_bytes(b"x")
+    (doomed / "a" / "to-dir").symlink_to(outside)
+    (doomed / "a" / "b" / "to-sub").symlink_to(outside / "sub")
+    (doomed / "to-file").symlink_to(outside / "g")
+    (doomed / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(doomed / "fifo")
+    fsutil.remove_tree(doomed)
+    assert not doomed.exists() and not doomed.is_symlink()
+    assert _tree(outside) == before
+    assert (outside / "sub" / "f").read_bytes() == b"keep"
+
+
+def test_remove_tree_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        fsutil.remove_tree(tmp_path / "missing")
+    fsutil.remove_tree(tmp_path / "missing", ignore_errors=True)  # nothing raised
+    locked = tmp_path / "locked"
+    (locked / "inner").mkdir(parents=True)
+    (locked / "inner" / "f").write_bytes(b"f")
+    (locked / "inner").chmod(0o500)  # its entries cannot be removed (as a user)
+    try:
+        if os.geteuid() != 0:
+            with pytest.raises(PermissionError):
+                fsutil.remove_tree(locked)
+            fsutil.remove_tree(locked, ignore_errors=True)
+            assert (locked / "inner" / "f").exists()  # left, not raised
+        else:  # root removes it regardless
+            fsutil.remove_tree(locked)
+            assert not locked.exists()
+    finally:
+        if (locked / "inner").exists():
+            (locked / "inner").chmod(0o700)

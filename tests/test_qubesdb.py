@@ -7,6 +7,7 @@ against the lab's QubesDB (``qubesdb-read`` in the qube's /usr/bin).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,3 +173,40 @@ def test_qubesdb_read_many_in_the_lab(lab: Lab) -> None:
     )
     out = run(lab, "personal", "python3", "-I", "-c", code).stdout.decode()
     assert out == "{'/vm-config/qgitconf-key': None, '/nosuch': None, '/name': 'personal'}\n"
+
+
+def test_qubesdb_reader_caps_the_answer_and_kills_the_child() -> None:
+    """The one QubesDB reader reads at most the cap and the child is killed past it: a
+    program that prints without end (``yes``, found on the system PATH as every
+    program is) gives no value, and no process is left."""
+    from qgitconf.qubes import qubesdb
+
+    got = qubesdb._spawn(["yes", "x" * 100])
+    assert got is not None
+    pid, r = got
+    assert qubesdb._collect(pid, r, time.monotonic() + 10, qubesdb.MAX_QUBESDB_VALUE_BYTES) is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped already
+    assert qubesdb._run("yes", "x") is None  # read()/list_keys() through it: no value
+
+
+def test_qubesdb_reader_times_out_and_kills_the_child() -> None:
+    from qgitconf.qubes import qubesdb
+
+    got = qubesdb._spawn(["sleep", "30"])
+    assert got is not None
+    pid, r = got
+    t0 = time.monotonic()
+    assert qubesdb._collect(pid, r, t0 + 0.3, qubesdb.MAX_QUBESDB_VALUE_BYTES) is None
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_qubesdb_reader_gives_exit_status_and_output() -> None:
+    from qgitconf.qubes import qubesdb
+
+    got = qubesdb._spawn(["printf", "/name = personal\\n"])
+    assert got is not None
+    assert qubesdb._collect(*got, time.monotonic() + 10, 100) == (0, b"/name = personal\n")
+    assert qubesdb._spawn(["no-such-program-qgitconf"]) is None
