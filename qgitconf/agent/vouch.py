@@ -121,23 +121,28 @@ def unchanged_run(dirfd: Callable[[str], int | None], groups: Groups, records: b
     keys are packed as they come and compared with ``records`` in one go at the end."""
     seen = bytearray(len(records))
     at = 0
-    pack_into = VOUCHED_RECORD.pack_into
-    step = VOUCHED_RECORD.size
-    stat_at = os.stat
     for parent, names in groups:
         try:
             d = dirfd(parent)
             if d is None:
                 return False
-            for name in names:
-                st = stat_at(name, dir_fd=d, follow_symlinks=False)
-                pack_into(
-                    seen, at, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
-                )
-                at += step
+            at = _pack_keys(seen, at, d, "", names)
         except (OSError, StructError):  # StructError: beyond any key
             return False
     return at == len(records) and seen == records
+
+
+def _pack_keys(seen: bytearray, at: int, d: int, prefix: str, names: list[str]) -> int:
+    """Each of ``names`` (below ``prefix`` in the directory fd ``d``) ``lstat``ed and
+    its key packed into ``seen`` from ``at`` on; returns where the next key goes."""
+    pack_into = VOUCHED_RECORD.pack_into
+    step = VOUCHED_RECORD.size
+    stat_at = os.stat
+    for name in names:
+        st = stat_at(prefix + name, dir_fd=d, follow_symlinks=False)
+        pack_into(seen, at, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        at += step
+    return at
 
 
 def unchanged_by_path(home: int, groups: Groups, records: bytes) -> bool:
@@ -149,8 +154,6 @@ def unchanged_by_path(home: int, groups: Groups, records: bytes) -> bool:
     each file is ``lstat``ed by its path (the last component never followed)."""
     seen = bytearray(len(records))
     at = 0
-    pack_into = VOUCHED_RECORD.pack_into
-    step = VOUCHED_RECORD.size
     stat_at = os.stat
     checked = {""}
     for parent, names in groups:
@@ -169,13 +172,7 @@ def unchanged_by_path(home: int, groups: Groups, records: bytes) -> bool:
                     if not os.access(sub, os.R_OK, dir_fd=home, follow_symlinks=False):
                         return False
                     checked.add(sub)
-            prefix = f"{parent}/" if parent else ""
-            for name in names:
-                st = stat_at(prefix + name, dir_fd=home, follow_symlinks=False)
-                pack_into(
-                    seen, at, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
-                )
-                at += step
+            at = _pack_keys(seen, at, home, f"{parent}/" if parent else "", names)
         except (OSError, StructError):  # StructError: beyond any key
             return False
     return at == len(records) and seen == records
